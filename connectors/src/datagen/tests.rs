@@ -1,0 +1,218 @@
+//! Tests of the datagen source: option checking, bounds, sequences, ranges and pacing.
+
+use super::*;
+use crate::test_util::{source_ctx, table};
+use datafusion::arrow::array::{Array, AsArray, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType,
+};
+use weir_engine::dead_letter::OnError;
+
+fn columns() -> Vec<(&'static str, DataType)> {
+    vec![
+        ("id", DataType::Int64),
+        ("name", DataType::Utf8),
+        ("temp", DataType::Float64),
+        ("level", DataType::Int16),
+        ("ok", DataType::Boolean),
+        ("ts", DataType::Timestamp(TimeUnit::Millisecond, None)),
+        ("code", DataType::Utf8),
+        ("price", DataType::Decimal128(10, 2)),
+    ]
+}
+
+async fn run(opts: &[(&str, &str)], cols: &[(&str, DataType)], batch_size: usize) -> RecordBatch {
+    let ctx = source_ctx(table(opts, cols), OnError::Skip, batch_size);
+    let schema = ctx.schema.clone();
+    let metrics = ctx.metrics.clone();
+    let mut source = DatagenSourceFactory.create(ctx).unwrap();
+    let mut batches = Vec::new();
+    loop {
+        match source.next().await.unwrap() {
+            SourceEvent::Batch(b) => batches.push(b),
+            SourceEvent::Idle => {}
+            SourceEvent::End => break,
+        }
+    }
+    let all = concat_batches(&schema, &batches).unwrap();
+    assert_eq!(JobMetrics::get(&metrics.rows_in), all.num_rows() as u64);
+    all
+}
+
+#[tokio::test]
+async fn bounded_sequence_and_random_fields_in_range() {
+    let opts = [
+        ("connector", "datagen"),
+        ("rows-per-second", "1000000000"),
+        ("fields.id.kind", "sequence"),
+        ("fields.id.start", "5"),
+        ("fields.id.end", "1004"),
+        ("fields.name.length", "12"),
+        ("fields.temp.min", "-10.5"),
+        ("fields.temp.max", "40"),
+        ("fields.level.min", "1"),
+        ("fields.level.max", "3"),
+        ("fields.ts.max-past", "10 s"),
+        ("fields.code.kind", "sequence"),
+        ("fields.code.start", "1"),
+        ("fields.code.end", "5000"),
+        ("fields.price.min", "0"),
+        ("fields.price.max", "100"),
+    ];
+    let table_def = table(&opts, &columns());
+    assert!(DatagenSourceFactory.is_bounded(&table_def));
+    let before = chrono::Utc::now().timestamp_millis();
+    let rows = run(&opts, &columns(), 128).await;
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        rows.num_rows(),
+        1000,
+        "the shorter sequence bounds the source"
+    );
+    let ids = rows.column(0).as_primitive::<Int64Type>();
+    assert_eq!(ids.values().to_vec(), (5..=1004).collect::<Vec<i64>>());
+    let names = rows
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert!(names
+        .iter()
+        .all(|s| s.unwrap().len() == 12 && s.unwrap().chars().all(|c| c.is_ascii_hexdigit())));
+    let temps = rows.column(2).as_primitive::<Float64Type>();
+    assert!(temps.values().iter().all(|t| (-10.5..=40.0).contains(t)));
+    let levels = rows.column(3).as_primitive::<Int16Type>().values().to_vec();
+    assert!(levels.iter().all(|l| (1..=3).contains(l)));
+    assert!(
+        (1..=3).all(|l| levels.contains(&l)),
+        "every value in min..=max appears"
+    );
+    let oks = rows.column(4).as_boolean();
+    assert!(oks.true_count() > 100 && oks.false_count() > 100);
+    let ts = rows.column(5).as_primitive::<TimestampMillisecondType>();
+    assert!(ts
+        .values()
+        .iter()
+        .all(|t| *t >= before - 10_000 && *t <= after));
+    let codes = rows
+        .column(6)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!((codes.value(0), codes.value(999)), ("1", "1000"));
+    let prices = rows
+        .column(7)
+        .as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+    assert!(prices.values().iter().all(|p| (0..=10_000).contains(p)));
+    assert!(rows.columns().iter().all(|c| c.null_count() == 0));
+}
+
+#[tokio::test]
+async fn number_of_rows_bounds_and_null_rate_applies() {
+    let cols = [("n", DataType::Int32), ("s", DataType::Utf8)];
+    let opts = [
+        ("connector", "datagen"),
+        ("number-of-rows", "2500"),
+        ("rows-per-second", "100000000"),
+        ("fields.n.null-rate", "0.5"),
+    ];
+    let rows = run(&opts, &cols, 1000).await;
+    assert_eq!(rows.num_rows(), 2500);
+    let nulls = rows.column(0).null_count();
+    assert!((1000..1500).contains(&nulls), "{nulls} nulls");
+    assert_eq!(
+        rows.column(1).as_string::<i32>().value(0).len(),
+        100,
+        "default string length"
+    );
+    let _ = rows.column(0).as_primitive::<Int32Type>();
+}
+
+#[tokio::test]
+async fn rows_per_second_paces_batches() {
+    let opts = [
+        ("connector", "datagen"),
+        ("number-of-rows", "30"),
+        ("rows-per-second", "100"),
+    ];
+    let start = std::time::Instant::now();
+    let rows = run(&opts, &[("n", DataType::Int64)], 1024).await;
+    assert_eq!(rows.num_rows(), 30);
+    // Batches of 10 rows due at 0, 100 and 200 ms.
+    assert!(
+        start.elapsed() >= std::time::Duration::from_millis(190),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn unbounded_without_rows_or_sequence() {
+    let t = table(&[("connector", "datagen")], &[("n", DataType::Int64)]);
+    assert!(!DatagenSourceFactory.is_bounded(&t));
+    assert!(DatagenSourceFactory.validate(&t).is_ok());
+}
+
+#[test]
+fn validation_names_the_option() {
+    let cols = columns();
+    let err = |opts: &[(&str, &str)]| {
+        DatagenSourceFactory
+            .validate(&table(opts, &cols))
+            .unwrap_err()
+    };
+    let e = err(&[("connector", "datagen"), ("fields.nope.kind", "random")]);
+    assert!(
+        e.contains("'fields.nope.kind'") && e.contains("'nope' is not a physical column"),
+        "{e}"
+    );
+    let e = err(&[("fields.id.mni", "1")]);
+    assert!(e.contains("unknown option 'fields.id.mni'"), "{e}");
+    let e = err(&[("rows-per-sec", "1")]);
+    assert!(e.contains("unknown option 'rows-per-sec'"), "{e}");
+    let e = err(&[("fields.id.min", "ten")]);
+    assert!(e.contains("'fields.id.min'") && e.contains("ten"), "{e}");
+    let e = err(&[("fields.id.min", "5"), ("fields.id.max", "1")]);
+    assert!(e.contains("'min' (5)"), "{e}");
+    let e = err(&[("fields.level.max", "70000")]);
+    assert!(e.contains("do not fit"), "{e}");
+    let e = err(&[("fields.id.kind", "sequence"), ("fields.id.start", "1")]);
+    assert!(e.contains("'fields.id.end'"), "{e}");
+    let e = err(&[("fields.ok.kind", "sequence")]);
+    assert!(e.contains("cannot be a sequence"), "{e}");
+    let e = err(&[("fields.id.kind", "shuffle")]);
+    assert!(
+        e.contains("'fields.id.kind'") && e.contains("shuffle"),
+        "{e}"
+    );
+    let e = err(&[("fields.name.min", "1")]);
+    assert!(e.contains("'fields.name.min' does not apply"), "{e}");
+    let e = err(&[("fields.ts.max-past", "soon")]);
+    assert!(e.contains("'fields.ts.max-past'"), "{e}");
+    let e = err(&[("rows-per-second", "0")]);
+    assert!(e.contains("'rows-per-second'"), "{e}");
+    let e = DatagenSourceFactory
+        .validate(&table(&[], &[("d", DataType::Date32)]))
+        .unwrap_err();
+    assert!(e.contains("cannot generate column 'd'"), "{e}");
+}
+
+#[test]
+fn sequence_on_a_string_is_allowed_and_durations_parse() {
+    let t = table(
+        &[
+            ("fields.s.kind", "sequence"),
+            ("fields.s.start", "7"),
+            ("fields.s.end", "9"),
+        ],
+        &[("s", DataType::Utf8)],
+    );
+    assert!(DatagenSourceFactory.validate(&t).is_ok());
+    assert!(DatagenSourceFactory.is_bounded(&t));
+    assert_eq!(spec::parse_duration_ms("1500"), Some(1500));
+    assert_eq!(spec::parse_duration_ms("10 s"), Some(10_000));
+    assert_eq!(spec::parse_duration_ms("2min"), Some(120_000));
+    assert_eq!(spec::parse_duration_ms("1 d"), Some(86_400_000));
+    assert_eq!(spec::parse_duration_ms("x"), None);
+}

@@ -1,0 +1,266 @@
+//! The bounded `filesystem` source: reads one file, or every file of a directory in name order,
+//! as JSON lines or CSV, and yields Arrow batches of about `batch_size` rows.
+//!
+//! Files are read in chunks of [`CHUNK_BYTES`] cut at the last line end, so memory stays bounded
+//! for files of any size; the decoder takes about `batch_size` rows at a time from the whole
+//! lines waiting (see `decode`). Line numbers are counted exactly (1-based, blank lines
+//! included) so a bad record is reported as `path:line`; blank lines decode to nothing.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use weir_engine::connector::{Source, SourceContext, SourceEvent, SourceFactory};
+use weir_engine::dead_letter::{BadRecord, OnError};
+use weir_engine::metrics::JobMetrics;
+use weir_engine::{EngineError, Result};
+use weir_planner::TableDef;
+
+use super::decode::{advance_lines, SegmentDecoder};
+use super::{FileOptions, NAME};
+
+/// Bytes read from a file at a time.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// Creates `filesystem` sources.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FilesystemSourceFactory;
+
+impl SourceFactory for FilesystemSourceFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<(), String> {
+        FileOptions::parse(table).map(|_| ())
+    }
+
+    fn is_bounded(&self, _table: &TableDef) -> bool {
+        true
+    }
+
+    fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
+        let options =
+            FileOptions::parse(&ctx.table).map_err(|m| EngineError::connector(NAME, m))?;
+        Ok(Box::new(FileSource::new(ctx, options)?))
+    }
+}
+
+/// The files behind `options.path`: the file itself, or the regular files of the directory
+/// sorted by name (names starting with `.` or `_` are hidden files and skipped, as in Flink).
+/// Each comes with the name used in record positions (the path as the user wrote it).
+fn list_files(options: &FileOptions) -> Result<Vec<(PathBuf, String)>> {
+    let local = options.local_path();
+    let shown = options
+        .path
+        .strip_prefix("file://")
+        .unwrap_or(&options.path)
+        .to_string();
+    let fail =
+        |e: std::io::Error| EngineError::connector(NAME, format!("cannot read '{shown}': {e}"));
+    let meta = std::fs::metadata(&local).map_err(fail)?;
+    if !meta.is_dir() {
+        return Ok(vec![(local, shown.clone())]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&local).map_err(fail)? {
+        let entry = entry.map_err(fail)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let hidden = name.starts_with('.') || name.starts_with('_');
+        if !hidden && std::fs::metadata(entry.path()).map_err(fail)?.is_file() {
+            let display = Path::new(&shown).join(&name).display().to_string();
+            files.push((entry.path(), display));
+        }
+    }
+    files.sort_by(|a, b| a.0.file_name().cmp(&b.0.file_name()));
+    Ok(files)
+}
+
+/// A running filesystem source.
+struct FileSource {
+    ctx: SourceContext,
+    files: VecDeque<(PathBuf, String)>,
+    current: Option<OpenFile>,
+    decoder: SegmentDecoder,
+    skip_first_line: bool,
+    /// `'format.on-error'`: with `fail` the first bad record stops the job even when the
+    /// engine's dead-letter handle would skip it.
+    on_error: OnError,
+    /// Bytes read at a time ([`CHUNK_BYTES`]; tests use tiny chunks).
+    chunk_bytes: usize,
+}
+
+impl FileSource {
+    fn new(ctx: SourceContext, options: FileOptions) -> Result<Self> {
+        let files = list_files(&options)?.into();
+        let (schema, format) = (ctx.schema.clone(), options.format);
+        let decoder = SegmentDecoder::new(schema, format, options.csv, ctx.batch_size)
+            .map_err(|e| EngineError::connector(NAME, e.to_string()))?;
+        let skip_first_line = options.csv.ignore_first_line && format == super::Format::Csv;
+        Ok(FileSource {
+            ctx,
+            files,
+            current: None,
+            decoder,
+            skip_first_line,
+            on_error: options.on_error,
+            chunk_bytes: CHUNK_BYTES,
+        })
+    }
+
+    /// Decode segments until one yields rows, moving through the files; `End` after the last.
+    fn next_batch(&mut self) -> Result<SourceEvent> {
+        loop {
+            if self.current.is_none() {
+                let Some((path, name)) = self.files.pop_front() else {
+                    return Ok(SourceEvent::End);
+                };
+                let skip = usize::from(self.skip_first_line);
+                self.current = Some(OpenFile::open(path, name, skip, self.chunk_bytes)?);
+            }
+            let file = self.current.as_mut().expect("a file is open");
+            if !file.has_lines()? {
+                self.current = None;
+                continue;
+            }
+            let segment = self
+                .decoder
+                .next_segment(file.region())
+                .map_err(|e| EngineError::connector(NAME, format!("{}: {e}", file.name)))?;
+            let first_line = file.line;
+            file.consume(segment.len, segment.lines);
+            for bad in segment.decoded.bad {
+                let position = format!("{}:{}", file.name, first_line + bad.index as u64);
+                let record = BadRecord {
+                    raw: bad.raw,
+                    reason: bad.reason,
+                    position,
+                };
+                dead_letter(&self.ctx, self.on_error, record)?;
+            }
+            if let Some(batch) = segment.decoded.batch {
+                JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
+                return Ok(SourceEvent::Batch(batch));
+            }
+        }
+    }
+}
+
+/// Hand a bad record to the dead letters, or stop with it under `'format.on-error' = 'fail'`.
+fn dead_letter(ctx: &SourceContext, on_error: OnError, record: BadRecord) -> Result<()> {
+    if on_error == OnError::Fail {
+        let msg = format!("bad record at {}: {}", record.position, record.reason);
+        return Err(EngineError::Execution(msg));
+    }
+    ctx.dead_letters.report(record)
+}
+
+impl Source for FileSource {
+    fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
+        async move { self.next_batch() }.boxed()
+    }
+}
+
+/// One file being read: a buffer of whole lines not yet decoded, and where they are.
+struct OpenFile {
+    file: File,
+    /// The file's name in record positions.
+    name: String,
+    buf: Vec<u8>,
+    /// The first byte of `buf` not yet handed out.
+    start: usize,
+    /// The end of the whole lines in `buf` (after a `\n`).
+    complete: usize,
+    /// The 1-based line number of `buf[start]`.
+    line: u64,
+    eof: bool,
+    /// Header lines still to skip.
+    skip_lines: usize,
+    chunk_bytes: usize,
+}
+
+impl OpenFile {
+    fn open(path: PathBuf, name: String, skip_lines: usize, chunk_bytes: usize) -> Result<Self> {
+        let file = File::open(&path)
+            .map_err(|e| EngineError::connector(NAME, format!("cannot open '{name}': {e}")))?;
+        let buf = Vec::new();
+        let (start, complete, line, eof) = (0, 0, 1, false);
+        Ok(OpenFile {
+            file,
+            name,
+            buf,
+            start,
+            complete,
+            line,
+            eof,
+            skip_lines,
+            chunk_bytes,
+        })
+    }
+
+    /// Make sure whole lines are waiting in [`Self::region`] (skipping header lines first);
+    /// false at the end of the file. A short tail of a chunk is topped up with the next one
+    /// first, so that batches do not come out small at chunk boundaries.
+    fn has_lines(&mut self) -> Result<bool> {
+        loop {
+            let waiting = self.complete - self.start;
+            let enough = self.eof || waiting >= self.chunk_bytes / 4;
+            if waiting > 0 && enough && self.skip_lines == 0 {
+                return Ok(true);
+            }
+            if waiting > 0 && self.skip_lines > 0 {
+                let (len, lines) = advance_lines(self.region(), 1);
+                self.consume(len, lines);
+                self.skip_lines -= 1;
+                continue;
+            }
+            if self.eof {
+                return Ok(false);
+            }
+            self.fill()?;
+        }
+    }
+
+    /// The whole lines read and not yet decoded.
+    fn region(&self) -> &[u8] {
+        &self.buf[self.start..self.complete]
+    }
+
+    /// `len` bytes holding `lines` line ends were decoded.
+    fn consume(&mut self, len: usize, lines: u64) {
+        self.start += len;
+        self.line += lines;
+    }
+
+    /// Drop the handed-out bytes and read the next chunk, cutting it after the last line end
+    /// (or at the end of the file, where a missing final line end is supplied).
+    fn fill(&mut self) -> Result<()> {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.reserve(self.chunk_bytes);
+        let read = (&mut self.file)
+            .take(self.chunk_bytes as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|e| {
+                EngineError::connector(NAME, format!("cannot read '{}': {e}", self.name))
+            })?;
+        if read < self.chunk_bytes {
+            self.eof = true;
+            if self.buf.last().is_some_and(|b| *b != b'\n') {
+                self.buf.push(b'\n');
+            }
+            self.complete = self.buf.len();
+        } else {
+            let last_end = self.buf.iter().rposition(|b| *b == b'\n');
+            self.complete = last_end.map_or(0, |i| i + 1);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "source_tests.rs"]
+pub(crate) mod tests;

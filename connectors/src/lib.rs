@@ -1,0 +1,60 @@
+//! `weir-connectors`: the built-in sources and sinks of Weir, and the value formatting they
+//! share with the shell.
+//!
+//! Sources: `filesystem` (bounded JSON lines / CSV files) and `datagen`. Sinks: `print`,
+//! `blackhole` and `filesystem`. Each connector lives in its own module and implements the
+//! factory traits of `weir_engine::connector`; [`register_defaults`] makes them known to an
+//! engine.
+
+pub mod blackhole;
+pub mod datagen;
+pub mod filesystem;
+pub mod format;
+mod options;
+pub mod print;
+
+#[cfg(test)]
+mod test_util;
+
+use std::sync::Arc;
+
+use weir_engine::connector::ConnectorRegistry;
+
+pub use blackhole::BlackholeSinkFactory;
+pub use datagen::DatagenSourceFactory;
+pub use filesystem::{FilesystemSinkFactory, FilesystemSourceFactory};
+pub use print::PrintSinkFactory;
+
+/// Register every built-in connector in `registry`.
+pub fn register_defaults(registry: &mut ConnectorRegistry) {
+    registry.register_source(Arc::new(FilesystemSourceFactory));
+    registry.register_source(Arc::new(DatagenSourceFactory));
+    registry.register_sink(Arc::new(FilesystemSinkFactory));
+    registry.register_sink(Arc::new(PrintSinkFactory));
+    registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
+}
+
+/// A registry holding every built-in connector.
+pub fn default_registry() -> ConnectorRegistry {
+    let mut registry = ConnectorRegistry::new();
+    register_defaults(&mut registry);
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_registry_knows_every_connector() {
+        let r = default_registry();
+        assert_eq!(
+            r.names(),
+            vec!["blackhole", "datagen", "filesystem", "print"]
+        );
+        assert!(r.source("filesystem").is_some() && r.sink("filesystem").is_some());
+        assert!(r.source("datagen").is_some() && r.sink("datagen").is_none());
+        assert!(r.sink("print").is_some() && r.source("print").is_none());
+        assert!(r.sink("blackhole").is_some());
+    }
+}

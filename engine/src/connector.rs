@@ -1,0 +1,159 @@
+//! The contract between the engine and its connectors (sources and sinks).
+//!
+//! A connector is registered by name (`'connector' = 'filesystem'`) through a factory. Factories
+//! validate a table's options at planning time, so a typo in `WITH (...)` stops the job before it
+//! starts; at run time they create a [`Source`] that yields decoded Arrow batches or a [`Sink`] that
+//! writes them. Sources only decode: computed columns, watermarks and lateness are the engine's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use weir_planner::TableDef;
+
+use crate::dead_letter::DeadLetters;
+use crate::error::Result;
+use crate::metrics::JobMetrics;
+
+/// What a source produced on one call to [`Source::next`].
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Decoded rows in the table's physical schema.
+    Batch(RecordBatch),
+    /// Nothing is available right now (an unbounded source waiting for data).
+    Idle,
+    /// A bounded source is finished.
+    End,
+}
+
+/// A running source: yields batches of decoded records.
+pub trait Source: Send {
+    /// The next batch; `End` once a bounded input is exhausted.
+    fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>>;
+}
+
+/// A running sink: receives the result rows of a job.
+pub trait Sink: Send {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>>;
+    /// The input is finished: flush and close.
+    fn finish(&mut self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// What a source needs to start.
+#[derive(Clone)]
+pub struct SourceContext {
+    pub table: Arc<TableDef>,
+    /// The physical columns to decode, in this order.
+    pub schema: SchemaRef,
+    /// Preferred rows per batch.
+    pub batch_size: usize,
+    /// Where records that cannot be decoded go.
+    pub dead_letters: DeadLetters,
+    pub metrics: Arc<JobMetrics>,
+}
+
+/// What a sink needs to start.
+#[derive(Clone)]
+pub struct SinkContext {
+    pub table: Arc<TableDef>,
+    /// The schema of the rows the sink receives.
+    pub schema: SchemaRef,
+    /// `SET` options of the job (e.g. `table.local-time-zone`).
+    pub settings: BTreeMap<String, String>,
+    pub metrics: Arc<JobMetrics>,
+}
+
+/// Creates sources of one connector kind.
+pub trait SourceFactory: Send + Sync {
+    /// The `'connector'` value this factory serves.
+    fn name(&self) -> &'static str;
+    /// Check the table's options at planning time; the error names the offending option.
+    fn validate(&self, table: &TableDef) -> Result<(), String>;
+    /// True when the source ends by itself (then it emits a final +infinity watermark).
+    fn is_bounded(&self, table: &TableDef) -> bool;
+    fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>>;
+}
+
+/// Creates sinks of one connector kind.
+pub trait SinkFactory: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn validate(&self, table: &TableDef) -> Result<(), String>;
+    /// The delivery guarantee printed when a job starts (e.g. "at-least-once").
+    fn guarantee(&self, table: &TableDef) -> &'static str;
+    fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>>;
+}
+
+/// The connectors an engine knows, by name.
+#[derive(Clone, Default)]
+pub struct ConnectorRegistry {
+    sources: BTreeMap<String, Arc<dyn SourceFactory>>,
+    sinks: BTreeMap<String, Arc<dyn SinkFactory>>,
+}
+
+impl ConnectorRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register_source(&mut self, f: Arc<dyn SourceFactory>) {
+        self.sources.insert(f.name().to_string(), f);
+    }
+
+    pub fn register_sink(&mut self, f: Arc<dyn SinkFactory>) {
+        self.sinks.insert(f.name().to_string(), f);
+    }
+
+    pub fn source(&self, name: &str) -> Option<&Arc<dyn SourceFactory>> {
+        self.sources.get(name)
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&Arc<dyn SinkFactory>> {
+        self.sinks.get(name)
+    }
+
+    /// Every connector name known as a source or a sink.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .sources
+            .keys()
+            .chain(self.sinks.keys())
+            .cloned()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Reject options the connector does not know. `prefixes` admit families like `fields.`.
+pub fn check_known_options(
+    table: &TableDef,
+    known: &[&str],
+    prefixes: &[&str],
+) -> Result<(), String> {
+    for key in table.options.keys() {
+        let ok = known.contains(&key.as_str()) || prefixes.iter().any(|p| key.starts_with(p));
+        if !ok {
+            let mut all: Vec<String> = known.iter().map(|s| format!("'{s}'")).collect();
+            all.extend(prefixes.iter().map(|p| format!("'{p}*'")));
+            return Err(format!(
+                "unknown option '{key}' for connector '{}'; supported options: {}",
+                table.connector().unwrap_or("?"),
+                all.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A required option, or an error naming it.
+pub fn required_option<'a>(table: &'a TableDef, key: &str) -> Result<&'a str, String> {
+    table.option(key).ok_or_else(|| {
+        format!(
+            "connector '{}' needs the option '{key}'",
+            table.connector().unwrap_or("?")
+        )
+    })
+}

@@ -1,0 +1,273 @@
+//! The embeddable engine: a catalog, session settings, connectors and running jobs.
+//!
+//! `Engine::execute` runs statements one by one (DDL changes the catalog, a query starts a job
+//! whose rows arrive as a [`QueryStream`], INSERT submits a background job). Planning happens
+//! entirely before anything starts, so a planning error never leaves a half-started job.
+
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::prelude::SessionContext;
+use weir_planner::{Catalog, PlanError, Planner, Settings, Statement, StreamPlan};
+
+use crate::connector::{ConnectorRegistry, SinkContext, SinkFactory, SourceFactory};
+use crate::error::{EngineError, Result};
+use crate::runtime::job::{run_sink, spawn_node, BuildContext, JobShared};
+use crate::stream::{JobHandle, QueryStream};
+
+/// What one statement produced.
+pub enum Output {
+    /// A one-line confirmation (`Table 'x' created.`).
+    Message(String),
+    /// Text such as an EXPLAIN plan.
+    Text(String),
+    /// A small finished result (SHOW, DESCRIBE, `SELECT 1 + 1`).
+    Table(SchemaRef, Vec<RecordBatch>),
+    /// The rows of a running query.
+    Stream(QueryStream),
+    /// A submitted background job (INSERT INTO, statement set).
+    Job(JobHandle),
+}
+
+pub(crate) struct Inner {
+    pub catalog: Catalog,
+    pub settings: Settings,
+    pub planner: Planner,
+    pub registry: ConnectorRegistry,
+    pub jobs: Vec<JobHandle>,
+    pub batch_size: usize,
+    pub quiet: bool,
+}
+
+/// A Weir engine. Cheap to clone; clones share the catalog and jobs.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Mutex<Inner>>,
+}
+
+impl Engine {
+    /// An engine with the given connectors.
+    pub fn with_connectors(registry: ConnectorRegistry) -> Self {
+        let inner = Inner {
+            catalog: Catalog::default(),
+            settings: Settings::new(),
+            planner: Planner::new(),
+            registry,
+            jobs: Vec::new(),
+            batch_size: 8192,
+            quiet: false,
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("engine lock poisoned")
+    }
+
+    pub fn register_source(&self, f: Arc<dyn SourceFactory>) {
+        self.lock().registry.register_source(f);
+    }
+
+    pub fn register_sink(&self, f: Arc<dyn SinkFactory>) {
+        self.lock().registry.register_sink(f);
+    }
+
+    /// Register a scalar UDF (DataFusion's `ScalarUDF`), usable in SQL by its name.
+    pub fn register_udf(&self, f: ScalarUDF) -> Result<()> {
+        Ok(self.lock().planner.register_udf(Arc::new(f))?)
+    }
+
+    /// Register an aggregate UDF (DataFusion's `AggregateUDF`).
+    pub fn register_udaf(&self, f: AggregateUDF) -> Result<()> {
+        Ok(self.lock().planner.register_udaf(Arc::new(f))?)
+    }
+
+    /// Rows per batch that sources aim for (default 8192).
+    pub fn set_batch_size(&self, n: usize) {
+        self.lock().batch_size = n.max(1);
+    }
+
+    /// Do not print skipped bad records to stderr.
+    pub fn set_quiet(&self, quiet: bool) {
+        self.lock().quiet = quiet;
+    }
+
+    /// Set a session option, as `SET 'key' = 'value'` does.
+    pub fn set(&self, key: &str, value: &str) {
+        self.lock()
+            .settings
+            .insert(key.to_string(), value.to_string());
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone()
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        self.lock().catalog.clone()
+    }
+
+    pub fn function_names(&self) -> Vec<String> {
+        self.lock().planner.function_names()
+    }
+
+    pub fn connector_names(&self) -> Vec<String> {
+        self.lock().registry.names()
+    }
+
+    /// Jobs started by this engine.
+    pub fn jobs(&self) -> Vec<JobHandle> {
+        self.lock().jobs.clone()
+    }
+
+    /// Run every statement of `sql` in order; stops at the first error.
+    pub async fn execute(&self, sql: &str) -> Result<Vec<Output>> {
+        let statements = weir_planner::parse_script(sql)?;
+        let mut out = Vec::with_capacity(statements.len());
+        for s in statements {
+            out.push(self.execute_statement(s).await?);
+        }
+        Ok(out)
+    }
+
+    /// Run statements and return the rows of the last one, which must be a query.
+    pub async fn query(&self, sql: &str) -> Result<QueryStream> {
+        match self.execute(sql).await?.pop() {
+            Some(Output::Stream(s)) => Ok(s),
+            Some(Output::Table(schema, batches)) => Ok(self.finished_stream(schema, batches)),
+            _ => Err(EngineError::Plan(PlanError::plan(
+                "query() needs a SELECT as the last statement",
+                Default::default(),
+            ))),
+        }
+    }
+
+    /// Run statements and return the job of the last one (INSERT INTO or a statement set).
+    pub async fn submit(&self, sql: &str) -> Result<JobHandle> {
+        match self.execute(sql).await?.pop() {
+            Some(Output::Job(j)) => Ok(j),
+            _ => Err(EngineError::Plan(PlanError::plan(
+                "submit() needs an INSERT INTO or EXECUTE STATEMENT SET as the last statement",
+                Default::default(),
+            ))),
+        }
+    }
+
+    /// Plan a query or INSERT and describe its operators, without running it.
+    pub fn explain(&self, sql: &str) -> Result<String> {
+        let mut statements = weir_planner::parse_script(sql)?;
+        let Some(last) = statements.pop() else {
+            return Ok(String::new());
+        };
+        crate::statements::explain(&self.lock(), &last)
+    }
+
+    /// Execute one parsed statement.
+    pub async fn execute_statement(&self, s: Statement) -> Result<Output> {
+        match s {
+            Statement::Query(q) => {
+                let plan = {
+                    let g = self.lock();
+                    g.planner.plan_query(&g.catalog, &g.settings, &q)?
+                };
+                match plan.stream {
+                    Some(stream) => self.start_query(stream),
+                    None => self.run_batch(plan.logical).await,
+                }
+            }
+            Statement::Insert { .. } | Statement::StatementSet(_) => {
+                let inserts = crate::statements::plan_inserts(&self.lock(), &s)?;
+                self.start_inserts(inserts).map(Output::Job)
+            }
+            other => crate::statements::execute_ddl(&mut self.lock(), other),
+        }
+    }
+
+    async fn run_batch(&self, plan: datafusion::logical_expr::LogicalPlan) -> Result<Output> {
+        let state = self.lock().planner.state().clone();
+        let ctx = SessionContext::new_with_state(state);
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        Ok(Output::Table(schema, batches))
+    }
+
+    fn finished_stream(&self, schema: SchemaRef, batches: Vec<RecordBatch>) -> QueryStream {
+        let job = JobShared::new("constant query".into());
+        let (tx, rx) = tokio::sync::mpsc::channel(batches.len() + 1);
+        for b in batches {
+            let _ = tx.try_send(crate::message::Message::Batch(
+                crate::message::StreamBatch::new(b),
+            ));
+        }
+        let _ = tx.try_send(crate::message::Message::EndOfStream);
+        QueryStream::new(rx, JobHandle(job), schema)
+    }
+
+    fn start_query(&self, plan: StreamPlan) -> Result<Output> {
+        let g = self.lock();
+        let job = JobShared::new("query".into());
+        let ctx = build_ctx(&g, &job);
+        let rx = spawn_node(&plan.root, &ctx)?;
+        drop(g);
+        let handle = JobHandle(job);
+        self.lock().jobs.push(handle.clone());
+        Ok(Output::Stream(QueryStream::new(rx, handle, plan.schema)))
+    }
+
+    fn start_inserts(&self, inserts: Vec<crate::statements::PlannedInsert>) -> Result<JobHandle> {
+        let g = self.lock();
+        let names: Vec<&str> = inserts.iter().map(|i| i.table.name.as_str()).collect();
+        let job = JobShared::new(format!("insert into {}", names.join(", ")));
+        let ctx = build_ctx(&g, &job);
+        let mut sinks = Vec::new();
+        for ins in &inserts {
+            let factory = g
+                .registry
+                .sink(ins.table.connector().unwrap_or(""))
+                .cloned()
+                .ok_or_else(|| {
+                    EngineError::Internal("sink factory vanished after planning".into())
+                })?;
+            let sctx = SinkContext {
+                table: ins.table.clone(),
+                schema: ins.table.physical_schema(),
+                settings: g.settings.clone(),
+                metrics: job.metrics.clone(),
+            };
+            let sink = crate::statements::CastingSink::wrap(
+                factory.create(sctx)?,
+                ins.table.physical_schema(),
+            );
+            if !g.quiet {
+                eprintln!(
+                    "weir: sink '{}' ({}) delivers {}",
+                    ins.table.name,
+                    factory.name(),
+                    factory.guarantee(&ins.table)
+                );
+            }
+            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?));
+        }
+        for (sink, rx) in sinks {
+            job.spawn(run_sink(sink, rx, job.metrics.clone()));
+        }
+        drop(g);
+        let handle = JobHandle(job);
+        self.lock().jobs.push(handle.clone());
+        Ok(handle)
+    }
+}
+
+fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {
+    BuildContext {
+        job,
+        registry: &g.registry,
+        settings: &g.settings,
+        batch_size: g.batch_size,
+        quiet: g.quiet,
+    }
+}

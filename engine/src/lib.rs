@@ -1,0 +1,21 @@
+//! `weir-engine`: operators, watermarks, the job runtime and the embeddable `Engine`.
+//!
+//! Data flows source -> operators -> sink as [`message::Message`]s on bounded channels; each
+//! operator is a small synchronous state machine ([`operator::Operator`]) driven by a task.
+
+pub mod connector;
+pub mod dead_letter;
+pub mod engine;
+pub mod error;
+pub mod message;
+pub mod metrics;
+pub mod operator;
+pub mod operators;
+pub mod runtime;
+mod statements;
+pub mod stream;
+pub mod window;
+
+pub use engine::{Engine, Output};
+pub use error::{EngineError, Result};
+pub use stream::{JobHandle, QueryStream};

@@ -1,0 +1,87 @@
+//! The one message type that flows between operators.
+//!
+//! Batches, watermarks, checkpoint barriers and the end of a stream all travel in a single
+//! [`Message`] enum on bounded channels, so every operator sees them in one order. Watermarks are
+//! carried as `i64` nanoseconds since the epoch (`WATERMARK_MAX` is +infinity, `WATERMARK_MIN`
+//! means "no watermark yet").
+
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::compute::filter;
+use datafusion::arrow::record_batch::RecordBatch;
+
+/// No watermark has been seen yet.
+pub const WATERMARK_MIN: i64 = i64::MIN;
+/// The final watermark of a bounded stream: every window fires.
+pub const WATERMARK_MAX: i64 = i64::MAX;
+
+/// A record batch plus, when known, the watermark that was in force *before* each row.
+///
+/// Sources compute the per-row watermark with a running maximum so that results never depend
+/// on how rows were grouped into batches (the determinism rule in `semantics.md`). Stateless
+/// operators keep the column aligned with the rows; stateful operators judge lateness by it.
+#[derive(Debug, Clone)]
+pub struct StreamBatch {
+    pub batch: RecordBatch,
+    /// Watermark (ns) in force before each row, or `None` when the operator watermark applies.
+    pub row_watermarks: Option<Int64Array>,
+}
+
+impl StreamBatch {
+    pub fn new(batch: RecordBatch) -> Self {
+        Self {
+            batch,
+            row_watermarks: None,
+        }
+    }
+
+    pub fn with_row_watermarks(batch: RecordBatch, wm: Int64Array) -> Self {
+        debug_assert_eq!(batch.num_rows(), wm.len());
+        Self {
+            batch,
+            row_watermarks: Some(wm),
+        }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Keep the rows where `mask` is true, in both the batch and the watermark column.
+    pub fn filter(&self, mask: &BooleanArray) -> datafusion::arrow::error::Result<StreamBatch> {
+        let batch = datafusion::arrow::compute::filter_record_batch(&self.batch, mask)?;
+        let row_watermarks = match &self.row_watermarks {
+            Some(wm) => {
+                let f = filter(wm, mask)?;
+                Some(
+                    f.as_any()
+                        .downcast_ref::<Int64Array>()
+                        .cloned()
+                        .expect("int64"),
+                )
+            }
+            None => None,
+        };
+        Ok(StreamBatch {
+            batch,
+            row_watermarks,
+        })
+    }
+}
+
+/// A checkpoint barrier (aligned, in-band).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    pub checkpoint_id: u64,
+}
+
+/// Everything that travels between operators.
+#[derive(Debug, Clone)]
+pub enum Message {
+    Batch(StreamBatch),
+    /// Event time has reached this value (ns); it never goes backwards on one channel.
+    Watermark(i64),
+    Barrier(Barrier),
+    /// The input is finished; no message follows.
+    EndOfStream,
+}

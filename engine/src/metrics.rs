@@ -1,0 +1,38 @@
+//! Per-job counters, updated once per batch (never per row).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Counters of one running job, shared by its operators and readable from the API.
+#[derive(Debug)]
+pub struct JobMetrics {
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub late_rows: AtomicU64,
+    pub bad_records: AtomicU64,
+    /// Current watermark of the job's sinks (ns), `i64::MIN` when none yet.
+    pub watermark: AtomicI64,
+}
+
+impl Default for JobMetrics {
+    fn default() -> Self {
+        Self {
+            rows_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            bad_records: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl JobMetrics {
+    pub fn add(counter: &AtomicU64, n: usize) {
+        if n > 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,244 @@
+//! Session window aggregation: per key, rows closer than the gap chain into one session
+//! `[first, last + gap)`; a row that bridges two sessions merges them.
+//!
+//! Rows are buffered per key (as references into the batches they arrived in) until their
+//! session fires (watermark >= end - 1 unit); then the session's rows are gathered with one
+//! `interleave` and aggregated in a single pass. A row is late when the session it would join
+//! (after merging) has already fired.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::RowConverter;
+
+use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
+use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol};
+use crate::error::Result;
+use crate::message::{Message, StreamBatch};
+use crate::metrics::JobMetrics;
+use crate::operator::Operator;
+use crate::window::assign::{fire_time_ns, window_time, TimeContext};
+use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
+
+#[derive(Default)]
+struct KeyState {
+    /// Open sessions, as [start, end) wall-clock values.
+    sessions: Vec<(i64, i64)>,
+    /// Buffered rows: (batch slot, row, time).
+    rows: Vec<(u32, u32, i64)>,
+}
+
+pub struct SessionAggregateOperator {
+    start_expr: PhysExpr,
+    key_exprs: Vec<PhysExpr>,
+    layout: Vec<GroupCol>,
+    converter: RowConverter,
+    fire_converter: RowConverter,
+    aggs: Arc<AggregateSet>,
+    gap: i64,
+    time: TimeContext,
+    keys: HashMap<Box<[u8]>, KeyState>,
+    batches: HashMap<u32, (RecordBatch, usize)>,
+    next_slot: u32,
+    watermark: i64,
+    schema: SchemaRef,
+    metrics: Arc<JobMetrics>,
+}
+
+impl SessionAggregateOperator {
+    pub fn new(
+        node: &WindowAggregateNode,
+        time: TimeContext,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
+        let (layout, key_exprs) = layout(node);
+        let mut types = key_types(node, &layout);
+        let converter = key_converter(&types)?;
+        types.extend([DataType::Int64, DataType::Int64]);
+        let fire_converter = key_converter(&types)?;
+        let gap = crate::window::assign::UnitSpec::new(&node.spec, time.unit)
+            .map_err(crate::error::EngineError::Execution)?
+            .session_gap()
+            .ok_or_else(|| crate::error::EngineError::Internal("not a session window".into()))?;
+        Ok(Self {
+            start_expr: node.group_exprs[node.window_start].0.clone(),
+            key_exprs,
+            layout,
+            converter,
+            fire_converter,
+            aggs: Arc::new(AggregateSet {
+                aggregates: node.aggregates.clone(),
+                filters: node.filters.clone(),
+            }),
+            gap,
+            time,
+            keys: HashMap::new(),
+            batches: HashMap::new(),
+            next_slot: 0,
+            watermark: i64::MIN,
+            schema: node.schema.clone(),
+            metrics,
+        })
+    }
+
+    /// Fire every session that the watermark has passed.
+    fn fire(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        let mut picks: Vec<(u32, u32, i64, i64, i64)> = Vec::new();
+        let (wm, time) = (self.watermark, &self.time);
+        self.keys.retain(|_, ks| {
+            let fired: Vec<(i64, i64)> = ks
+                .sessions
+                .iter()
+                .copied()
+                .filter(|s| fire_time_ns(s.1, time) <= wm)
+                .collect();
+            if fired.is_empty() {
+                return !ks.sessions.is_empty();
+            }
+            ks.sessions.retain(|s| fire_time_ns(s.1, time) > wm);
+            ks.rows.retain(
+                |&(slot, row, t)| match fired.iter().find(|s| s.0 <= t && t < s.1) {
+                    Some(s) => {
+                        picks.push((slot, row, t, s.0, s.1));
+                        false
+                    }
+                    None => true,
+                },
+            );
+            !ks.sessions.is_empty()
+        });
+        if picks.is_empty() {
+            return Ok(());
+        }
+        let batch = self.aggregate(&picks)?;
+        for (slot, ..) in &picks {
+            self.release(*slot);
+        }
+        out.push(Message::Batch(StreamBatch::new(batch)));
+        Ok(())
+    }
+
+    fn release(&mut self, slot: u32) {
+        if let Some(entry) = self.batches.get_mut(&slot) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                self.batches.remove(&slot);
+            }
+        }
+    }
+
+    /// Gather the picked rows and aggregate them by (key, session).
+    fn aggregate(&self, picks: &[(u32, u32, i64, i64, i64)]) -> Result<RecordBatch> {
+        let mut slots: Vec<u32> = picks.iter().map(|p| p.0).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let batches: Vec<&RecordBatch> = slots.iter().map(|s| &self.batches[s].0).collect();
+        let idx: Vec<(usize, usize)> = picks
+            .iter()
+            .map(|p| (slots.binary_search(&p.0).unwrap_or(0), p.1 as usize))
+            .collect();
+        let rows = interleave_record_batch(&batches, &idx)?;
+        let starts: ArrayRef = Arc::new(Int64Array::from_iter_values(picks.iter().map(|p| p.3)));
+        let ends: ArrayRef = Arc::new(Int64Array::from_iter_values(picks.iter().map(|p| p.4)));
+        let mut keys = key_arrays(&self.key_exprs, &rows)?;
+        keys.extend([starts, ends]);
+        let key_rows = self.fire_converter.convert_columns(&keys)?;
+        let mut table = GroupTable::new(&self.fire_converter, self.aggs.clone())?;
+        table.update(&key_rows, &self.aggs.evaluate_inputs(&rows)?)?;
+        let (group_rows, aggs) = table.emit()?;
+        let cols = self.fire_converter.convert_rows(&group_rows)?;
+        self.output(cols, aggs)
+    }
+
+    fn output(&self, cols: Vec<ArrayRef>, aggs: Vec<ArrayRef>) -> Result<RecordBatch> {
+        let n_keys = cols.len() - 2;
+        let (start, end) = (cols[n_keys].clone(), cols[n_keys + 1].clone());
+        let end_vals = ts_values(&end)?;
+        let times: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            end_vals
+                .values()
+                .iter()
+                .map(|e| window_time(*e, &self.time)),
+        ));
+        let mut out = Vec::with_capacity(self.schema.fields().len());
+        for l in &self.layout {
+            out.push(match l {
+                GroupCol::Start => start.clone(),
+                GroupCol::End => end.clone(),
+                GroupCol::Time => times.clone(),
+                GroupCol::Key(k) => cols[*k].clone(),
+            });
+        }
+        out.extend(aggs);
+        output_batch(&self.schema, out)
+    }
+}
+
+/// The session `[t, t + gap)` merged with every open session it touches.
+fn merged(sessions: &[(i64, i64)], t: i64, gap: i64) -> (i64, i64) {
+    let (mut s, mut e) = (t, t.saturating_add(gap));
+    for &(a, b) in sessions {
+        if a < e && s < b {
+            s = s.min(a);
+            e = e.max(b);
+        }
+    }
+    (s, e)
+}
+
+impl Operator for SessionAggregateOperator {
+    fn name(&self) -> &'static str {
+        "SessionWindowAggregate"
+    }
+
+    fn process_batch(&mut self, batch: StreamBatch, _out: &mut Vec<Message>) -> Result<()> {
+        let b = &batch.batch;
+        let n = b.num_rows();
+        let times = ts_values(&self.start_expr.evaluate(b)?.into_array(n)?)?;
+        let key_rows = self
+            .converter
+            .convert_columns(&key_arrays(&self.key_exprs, b)?)?;
+        let slot = self.next_slot;
+        let (mut stored, mut late) = (0usize, 0usize);
+        for i in 0..n {
+            if times.is_null(i) {
+                continue;
+            }
+            let t = times.value(i);
+            let row_wm = batch
+                .row_watermarks
+                .as_ref()
+                .map_or(i64::MIN, |w| w.value(i));
+            let ks = self
+                .keys
+                .entry(key_rows.row(i).as_ref().into())
+                .or_default();
+            let (s, e) = merged(&ks.sessions, t, self.gap);
+            if fire_time_ns(e, &self.time) <= row_wm.max(self.watermark) {
+                late += 1;
+                continue;
+            }
+            ks.sessions.retain(|&(a, b)| !(a < e && s < b));
+            ks.sessions.push((s, e));
+            ks.rows.push((slot, i as u32, t));
+            stored += 1;
+        }
+        JobMetrics::add(&self.metrics.late_rows, late);
+        if stored > 0 {
+            self.batches.insert(slot, (b.clone(), stored));
+            self.next_slot = self.next_slot.wrapping_add(1);
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        self.fire(out)?;
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Window aggregation for TUMBLE, HOP and CUMULATE: one group table per window, fired when the
+//! watermark reaches the window's end - 1 unit.
+//!
+//! Rows arrive already placed in their windows (by `WindowAssign`, which also drops rows whose
+//! windows have all fired). State is keyed by (window end, window start), so firing pops windows
+//! in end order and frees their state at once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::RowConverter;
+
+use super::groups::{key_converter, output_batch, AggInput, AggregateSet, GroupTable};
+use crate::error::Result;
+use crate::message::{Message, StreamBatch};
+use crate::metrics::JobMetrics;
+use crate::operator::Operator;
+use crate::window::assign::{fire_time_ns, window_time, TimeContext};
+use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
+
+/// Which output column a group expression is.
+#[derive(Clone, Copy)]
+pub(crate) enum GroupCol {
+    Start,
+    End,
+    Time,
+    Key(usize),
+}
+
+pub struct WindowAggregateOperator {
+    group_exprs: Vec<PhysExpr>,
+    layout: Vec<GroupCol>,
+    start: usize,
+    end: usize,
+    key_exprs: Vec<PhysExpr>,
+    converter: RowConverter,
+    aggs: Arc<AggregateSet>,
+    time: TimeContext,
+    windows: BTreeMap<(i64, i64), GroupTable>,
+    watermark: i64,
+    schema: SchemaRef,
+    metrics: Arc<JobMetrics>,
+}
+
+/// Group-column layout of a window aggregation and the key expressions.
+pub(crate) fn layout(node: &WindowAggregateNode) -> (Vec<GroupCol>, Vec<PhysExpr>) {
+    let mut layout = Vec::new();
+    let mut keys = Vec::new();
+    for (i, (e, _)) in node.group_exprs.iter().enumerate() {
+        layout.push(if i == node.window_start {
+            GroupCol::Start
+        } else if i == node.window_end {
+            GroupCol::End
+        } else if Some(i) == node.window_time {
+            GroupCol::Time
+        } else {
+            keys.push(e.clone());
+            GroupCol::Key(keys.len() - 1)
+        });
+    }
+    (layout, keys)
+}
+
+/// Key column types; a constant BOOLEAN stands in when there are no keys.
+pub(crate) fn key_types(node: &WindowAggregateNode, layout: &[GroupCol]) -> Vec<DataType> {
+    let t: Vec<DataType> = layout
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l, GroupCol::Key(_)))
+        .map(|(i, _)| node.schema.field(i).data_type().clone())
+        .collect();
+    if t.is_empty() {
+        vec![DataType::Boolean]
+    } else {
+        t
+    }
+}
+
+/// Key columns of `batch`; a constant column when the aggregation has no keys.
+pub(crate) fn key_arrays(exprs: &[PhysExpr], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    let n = batch.num_rows();
+    if exprs.is_empty() {
+        return Ok(vec![Arc::new(
+            datafusion::arrow::array::BooleanArray::from(vec![true; n]),
+        )]);
+    }
+    exprs
+        .iter()
+        .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+        .collect()
+}
+
+/// Values of a timestamp column as i64.
+pub(crate) fn ts_values(a: &ArrayRef) -> Result<Int64Array> {
+    let c = cast(a, &DataType::Int64)?;
+    Ok(c.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .expect("int64"))
+}
+
+impl WindowAggregateOperator {
+    pub fn new(
+        node: &WindowAggregateNode,
+        time: TimeContext,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
+        let (layout, key_exprs) = layout(node);
+        let converter = key_converter(&key_types(node, &layout))?;
+        let aggs = Arc::new(AggregateSet {
+            aggregates: node.aggregates.clone(),
+            filters: node.filters.clone(),
+        });
+        Ok(Self {
+            group_exprs: node.group_exprs.iter().map(|(e, _)| e.clone()).collect(),
+            layout,
+            start: node.window_start,
+            end: node.window_end,
+            key_exprs,
+            converter,
+            aggs,
+            time,
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            schema: node.schema.clone(),
+            metrics,
+        })
+    }
+
+    fn update_window(
+        &mut self,
+        key: (i64, i64),
+        keys: &[ArrayRef],
+        inputs: &[AggInput],
+    ) -> Result<()> {
+        let n = keys[0].len();
+        if fire_time_ns(key.0, &self.time) <= self.watermark {
+            JobMetrics::add(&self.metrics.late_rows, n);
+            return Ok(());
+        }
+        let rows = self.converter.convert_columns(keys)?;
+        let table = match self.windows.get_mut(&key) {
+            Some(t) => t,
+            None => {
+                let t = GroupTable::new(&self.converter, self.aggs.clone())?;
+                self.windows.entry(key).or_insert(t)
+            }
+        };
+        table.update(&rows, inputs)
+    }
+
+    fn emit(&self, key: (i64, i64), table: GroupTable) -> Result<RecordBatch> {
+        let (rows, aggs) = table.emit()?;
+        let n = rows.num_rows();
+        let keys = self.converter.convert_rows(&rows)?;
+        let (end, start) = key;
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for l in &self.layout {
+            cols.push(match l {
+                GroupCol::Start => Arc::new(Int64Array::from_value(start, n)),
+                GroupCol::End => Arc::new(Int64Array::from_value(end, n)),
+                GroupCol::Time => Arc::new(Int64Array::from_value(window_time(end, &self.time), n)),
+                GroupCol::Key(k) => keys[*k].clone(),
+            });
+        }
+        cols.extend(aggs);
+        output_batch(&self.schema, cols)
+    }
+}
+
+impl Operator for WindowAggregateOperator {
+    fn name(&self) -> &'static str {
+        "WindowAggregate"
+    }
+
+    fn process_batch(&mut self, batch: StreamBatch, _out: &mut Vec<Message>) -> Result<()> {
+        let b = &batch.batch;
+        let n = b.num_rows();
+        let eval = |e: &PhysExpr| -> Result<ArrayRef> { Ok(e.evaluate(b)?.into_array(n)?) };
+        let starts = ts_values(&eval(&self.group_exprs[self.start])?)?;
+        let ends = ts_values(&eval(&self.group_exprs[self.end])?)?;
+        let keys = key_arrays(&self.key_exprs, b)?;
+        let inputs = self.aggs.evaluate_inputs(b)?;
+        let (s, e) = (starts.values(), ends.values());
+        if n > 0 && s.iter().all(|v| *v == s[0]) && e.iter().all(|v| *v == e[0]) {
+            return self.update_window((e[0], s[0]), &keys, &inputs);
+        }
+        let mut parts: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
+        for i in 0..n {
+            parts.entry((e[i], s[i])).or_default().push(i as u32);
+        }
+        for (key, rows) in parts {
+            let idx = UInt32Array::from(rows);
+            let k: Vec<ArrayRef> = keys
+                .iter()
+                .map(|c| take(c, &idx, None))
+                .collect::<Result<_, _>>()?;
+            let inp: Vec<AggInput> = inputs.iter().map(|x| x.take(&idx)).collect::<Result<_>>()?;
+            self.update_window(key, &k, &inp)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        while let Some(entry) = self.windows.first_entry() {
+            if fire_time_ns(entry.key().0, &self.time) > self.watermark {
+                break;
+            }
+            let (key, table) = entry.remove_entry();
+            let batch = self.emit(key, table)?;
+            if batch.num_rows() > 0 {
+                out.push(Message::Batch(StreamBatch::new(batch)));
+            }
+        }
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+}

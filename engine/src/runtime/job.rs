@@ -1,0 +1,298 @@
+//! A running job: the task graph built from a stream plan, its metrics, its error and its
+//! cancellation.
+//!
+//! Every plan node becomes one task that owns an operator (or a connector) and talks to its
+//! neighbours only through bounded channels of [`Message`]s, so a slow sink slows the sources
+//! down instead of filling memory. The first task to fail records the error and cancels the job.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::connector::{ConnectorRegistry, Sink, SourceContext};
+use crate::dead_letter::{DeadLetters, OnError};
+use crate::error::{EngineError, Result};
+use crate::message::Message;
+use crate::metrics::JobMetrics;
+use crate::operator::Operator;
+use crate::operators;
+use crate::runtime::source::SourceDriver;
+use crate::window::assign::TimeContext;
+use weir_planner::stream_plan::{StreamNode, TimeInfo};
+
+/// Messages in flight between two operators.
+pub const CHANNEL_CAPACITY: usize = 16;
+
+static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
+
+/// Job status as shown by SHOW JOBS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    Finished,
+    Cancelled,
+    Failed(String),
+}
+
+/// Shared state of a running job.
+pub struct JobShared {
+    pub id: u64,
+    pub name: String,
+    pub started: Instant,
+    pub metrics: Arc<JobMetrics>,
+    pub dead_letters: Mutex<Vec<DeadLetters>>,
+    status: Mutex<JobStatus>,
+    cancel: watch::Sender<bool>,
+    done: watch::Sender<bool>,
+    tasks: AtomicU64,
+}
+
+impl JobShared {
+    pub fn new(name: String) -> Arc<Self> {
+        Arc::new(Self {
+            id: NEXT_JOB.fetch_add(1, Ordering::Relaxed),
+            name,
+            started: Instant::now(),
+            metrics: Arc::new(JobMetrics::default()),
+            dead_letters: Mutex::new(Vec::new()),
+            status: Mutex::new(JobStatus::Running),
+            cancel: watch::channel(false).0,
+            done: watch::channel(false).0,
+            tasks: AtomicU64::new(0),
+        })
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.status.lock().expect("lock").clone()
+    }
+
+    /// Ask every source to stop.
+    pub fn cancel(&self) {
+        let mut s = self.status.lock().expect("lock");
+        if *s == JobStatus::Running {
+            *s = JobStatus::Cancelled;
+        }
+        self.cancel.send_replace(true);
+    }
+
+    fn fail(&self, e: &EngineError) {
+        if matches!(e, EngineError::Cancelled) {
+            return;
+        }
+        let mut s = self.status.lock().expect("lock");
+        if matches!(*s, JobStatus::Running | JobStatus::Cancelled) {
+            *s = JobStatus::Failed(e.to_string());
+        }
+        drop(s);
+        self.cancel.send_replace(true);
+    }
+
+    /// The failure, if the job failed.
+    pub fn error(&self) -> Option<String> {
+        match self.status() {
+            JobStatus::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Bad records over all sources.
+    pub fn bad_records(&self) -> u64 {
+        self.dead_letters
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|d| d.count())
+            .sum::<u64>()
+            + JobMetrics::get(&self.metrics.bad_records)
+    }
+
+    /// Wait until every task has finished.
+    pub async fn wait(&self) {
+        let mut rx = self.done.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self.done.borrow()
+    }
+
+    /// Spawn a task of this job; its error fails the job.
+    pub fn spawn<F>(self: &Arc<Self>, fut: F)
+    where
+        F: std::future::Future<Output = Result<()>> + Send + 'static,
+    {
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = fut.await {
+                me.fail(&e);
+            }
+            if me.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+                let mut s = me.status.lock().expect("lock");
+                if *s == JobStatus::Running {
+                    *s = JobStatus::Finished;
+                }
+                drop(s);
+                me.done.send_replace(true);
+            }
+        });
+    }
+
+    pub fn cancel_receiver(&self) -> watch::Receiver<bool> {
+        self.cancel.subscribe()
+    }
+}
+
+/// What a job needs to build its tasks.
+pub struct BuildContext<'a> {
+    pub job: &'a Arc<JobShared>,
+    pub registry: &'a ConnectorRegistry,
+    pub settings: &'a BTreeMap<String, String>,
+    pub batch_size: usize,
+    pub quiet: bool,
+}
+
+/// Spawn the tasks of `node` and return the channel of its output.
+pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receiver<Message>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let metrics = ctx.job.metrics.clone();
+    let op: Box<dyn Operator> = match node {
+        StreamNode::Source(s) => {
+            let factory = ctx
+                .registry
+                .source(s.table.connector().unwrap_or(""))
+                .ok_or_else(|| {
+                    EngineError::connector(s.table.connector().unwrap_or("?"), "unknown connector")
+                })?;
+            let on_error = OnError::parse(s.table.option("format.on-error"))
+                .map_err(|m| EngineError::connector(factory.name(), m))?;
+            let dead_letters = DeadLetters::new(on_error);
+            dead_letters.set_quiet(ctx.quiet);
+            ctx.job
+                .dead_letters
+                .lock()
+                .expect("lock")
+                .push(dead_letters.clone());
+            let sctx = SourceContext {
+                table: s.table.clone(),
+                schema: s.table.physical_schema(),
+                batch_size: ctx.batch_size,
+                dead_letters: dead_letters.clone(),
+                metrics: metrics.clone(),
+            };
+            let source = factory.create(sctx)?;
+            let driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
+            ctx.job.spawn(driver.run(tx, ctx.job.cancel_receiver()));
+            return Ok(rx);
+        }
+        StreamNode::Union { inputs, .. } => {
+            let rxs = inputs
+                .iter()
+                .map(|i| spawn_node(i, ctx))
+                .collect::<Result<Vec<_>>>()?;
+            ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
+            return Ok(rx);
+        }
+        StreamNode::Filter { predicate, .. } => {
+            Box::new(operators::filter::FilterOperator::new(predicate.clone()))
+        }
+        StreamNode::Project { exprs, schema, .. } => Box::new(
+            operators::project::ProjectOperator::new(exprs.clone(), schema.clone()),
+        ),
+        StreamNode::WindowAssign(w) => {
+            Box::new(operators::window_assign::WindowAssignOperator::new(
+                w,
+                time_context(&w.time)?,
+                metrics,
+            )?)
+        }
+        StreamNode::WindowAggregate(a) if a.spec.is_session() => {
+            Box::new(operators::session_aggregate::SessionAggregateOperator::new(
+                a,
+                time_context(&a.time)?,
+                metrics,
+            )?)
+        }
+        StreamNode::WindowAggregate(a) => {
+            Box::new(operators::window_aggregate::WindowAggregateOperator::new(
+                a,
+                time_context(&a.time)?,
+                metrics,
+            )?)
+        }
+    };
+    let input = spawn_node(node.children()[0], ctx)?;
+    ctx.job.spawn(run_operator(op, input, tx));
+    Ok(rx)
+}
+
+/// The window time context of a plan's time info.
+pub fn time_context(t: &TimeInfo) -> Result<TimeContext> {
+    let tz = match &t.tz {
+        Some(name) => Some(name.parse::<chrono_tz::Tz>().map_err(|_| {
+            EngineError::Execution(format!(
+                "unknown time zone '{name}' in 'table.local-time-zone'"
+            ))
+        })?),
+        None => None,
+    };
+    Ok(TimeContext { unit: t.unit, tz })
+}
+
+/// Feed an operator its input, in order, and forward what it produces.
+pub async fn run_operator(
+    mut op: Box<dyn Operator>,
+    mut input: mpsc::Receiver<Message>,
+    tx: mpsc::Sender<Message>,
+) -> Result<()> {
+    let mut out = Vec::new();
+    while let Some(m) = input.recv().await {
+        let end = matches!(m, Message::EndOfStream);
+        match m {
+            Message::Batch(b) => op.process_batch(b, &mut out)?,
+            Message::Watermark(w) => op.on_watermark(w, &mut out)?,
+            Message::Barrier(b) => out.push(Message::Barrier(b)),
+            Message::EndOfStream => {
+                op.on_end(&mut out)?;
+                out.push(Message::EndOfStream);
+            }
+        }
+        for m in out.drain(..) {
+            if tx.send(m).await.is_err() {
+                return Ok(());
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Write a stream into a connector sink until it ends.
+pub async fn run_sink(
+    mut sink: Box<dyn Sink>,
+    mut input: mpsc::Receiver<Message>,
+    metrics: Arc<JobMetrics>,
+) -> Result<()> {
+    while let Some(m) = input.recv().await {
+        match m {
+            // Sinks count their own rows out.
+            Message::Batch(b) => sink.write(b.batch).await?,
+            Message::Watermark(w) => metrics.watermark.store(w, Ordering::Relaxed),
+            Message::Barrier(_) => {}
+            Message::EndOfStream => {
+                sink.finish().await?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

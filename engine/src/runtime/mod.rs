@@ -1,0 +1,5 @@
+//! The job runtime: tasks, channels, sources, sinks.
+
+pub mod job;
+pub mod source;
+pub mod union;

@@ -1,0 +1,137 @@
+//! Drives a connector source: decoded batches -> computed columns -> watermarks.
+//!
+//! The watermark is computed per row with a running maximum, so each row carries the watermark
+//! that was in force before it and results never depend on batch boundaries. Rows whose event
+//! time is NULL cannot be placed in time: they go to the dead letters with that reason.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use tokio::sync::{mpsc, watch};
+
+use crate::connector::{Source, SourceEvent};
+use crate::dead_letter::{BadRecord, DeadLetters};
+use crate::error::{EngineError, Result};
+use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
+use crate::metrics::JobMetrics;
+use crate::operators::project::project;
+use crate::window::assign::to_ns;
+use weir_planner::stream_plan::SourceNode;
+
+pub struct SourceDriver {
+    pub node: SourceNode,
+    pub source: Box<dyn Source>,
+    pub dead_letters: DeadLetters,
+    pub metrics: Arc<JobMetrics>,
+    watermark: i64,
+}
+
+impl SourceDriver {
+    pub fn new(
+        node: SourceNode,
+        source: Box<dyn Source>,
+        dead_letters: DeadLetters,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        Self {
+            node,
+            source,
+            dead_letters,
+            metrics,
+            watermark: WATERMARK_MIN,
+        }
+    }
+
+    /// Run until the source ends, the job is cancelled, or downstream goes away.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<Message>,
+        mut cancel: watch::Receiver<bool>,
+    ) -> Result<()> {
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = cancel.changed() => return Err(EngineError::Cancelled),
+                e = self.source.next() => e?,
+            };
+            match event {
+                SourceEvent::Batch(b) => {
+                    for m in self.prepare(b)? {
+                        if tx.send(m).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                SourceEvent::Idle => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                SourceEvent::End => {
+                    let _ = tx.send(Message::Watermark(WATERMARK_MAX)).await;
+                    let _ = tx.send(Message::EndOfStream).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Computed columns, the watermark column, and the messages for one decoded batch.
+    fn prepare(&mut self, decoded: RecordBatch) -> Result<Vec<Message>> {
+        if decoded.num_rows() == 0 {
+            return Ok(vec![]);
+        }
+        let full = project(&decoded, &self.node.columns, &self.node.table.schema())?;
+        let Some((wm_expr, rowtime)) = self.node.watermark.clone() else {
+            let out = full.project(&self.node.projection)?;
+            return Ok(vec![Message::Batch(StreamBatch::new(out))]);
+        };
+        let full = self.drop_null_time(full, rowtime)?;
+        if full.num_rows() == 0 {
+            return Ok(vec![]);
+        }
+        let wm = wm_expr.evaluate(&full)?.into_array(full.num_rows())?;
+        let unit = match wm.data_type() {
+            DataType::Timestamp(u, _) => *u,
+            _ => TimeUnit::Nanosecond,
+        };
+        let wm = cast(&wm, &DataType::Int64)?;
+        let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let mut before = Vec::with_capacity(wm.len());
+        for i in 0..wm.len() {
+            before.push(self.watermark);
+            if wm.is_valid(i) {
+                self.watermark = self.watermark.max(to_ns(wm.value(i), unit));
+            }
+        }
+        let out = full.project(&self.node.projection)?;
+        let batch = StreamBatch::with_row_watermarks(out, Int64Array::from(before));
+        Ok(vec![
+            Message::Batch(batch),
+            Message::Watermark(self.watermark),
+        ])
+    }
+
+    fn drop_null_time(&self, full: RecordBatch, rowtime: usize) -> Result<RecordBatch> {
+        let col = full.column(rowtime);
+        if col.null_count() == 0 {
+            return Ok(full);
+        }
+        let name = self.node.table.schema().field(rowtime).name().clone();
+        let opts = FormatOptions::default().with_null("NULL");
+        let fmts: Vec<ArrayFormatter> = full
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<_, _>>()?;
+        for i in (0..full.num_rows()).filter(|i| col.is_null(*i)) {
+            let raw: Vec<String> = fmts.iter().map(|f| f.value(i).to_string()).collect();
+            self.dead_letters.report(BadRecord {
+                raw: format!("[{}]", raw.join(", ")).into_bytes(),
+                reason: format!("event-time column `{name}` is NULL (missing or unreadable)"),
+                position: format!("table {}", self.node.table.name),
+            })?;
+        }
+        Ok(filter_record_batch(&full, &is_not_null(col)?)?)
+    }
+}

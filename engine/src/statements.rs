@@ -1,0 +1,414 @@
+//! DDL, SHOW, DESCRIBE, SET and EXPLAIN against the engine's catalog, and INSERT planning.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::BoxFuture;
+use weir_planner::{ColumnKind, Location, PlanError, ShowWhat, Statement, StreamPlan, TableDef};
+
+use crate::connector::Sink;
+use crate::engine::{Inner, Output};
+use crate::error::{EngineError, Result};
+
+fn plan_err(msg: impl Into<String>, at: Location) -> EngineError {
+    EngineError::Plan(PlanError::plan(msg, at))
+}
+
+/// CREATE/DROP/SHOW/DESCRIBE/SET/RESET/EXPLAIN.
+pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
+    match s {
+        Statement::CreateTable {
+            table,
+            if_not_exists,
+        } => create_table(g, table, if_not_exists),
+        Statement::CreateView {
+            view,
+            if_not_exists,
+            or_replace,
+        } => {
+            if g.catalog.contains(&view.name) && !or_replace {
+                if if_not_exists {
+                    return Ok(Output::Message(format!(
+                        "View '{}' already exists.",
+                        view.name
+                    )));
+                }
+                return Err(plan_err(
+                    format!("a table or view named '{}' already exists", view.name),
+                    view.location,
+                ));
+            }
+            g.planner
+                .plan_sql(&g.catalog, &g.settings, &view.query_sql)?;
+            let name = view.name.clone();
+            g.catalog.views.insert(name.clone(), Arc::new(view));
+            Ok(Output::Message(format!("View '{name}' created.")))
+        }
+        Statement::DropTable {
+            name,
+            if_exists,
+            location,
+        } => drop_object(
+            g.catalog.tables.remove(&name).is_some(),
+            "Table",
+            &name,
+            if_exists,
+            location,
+        ),
+        Statement::DropView {
+            name,
+            if_exists,
+            location,
+        } => drop_object(
+            g.catalog.views.remove(&name).is_some(),
+            "View",
+            &name,
+            if_exists,
+            location,
+        ),
+        Statement::Show(what) => Ok(show(g, what)),
+        Statement::Describe { name, location } => describe(g, &name, location),
+        Statement::Explain(inner) => explain(g, &inner).map(Output::Text),
+        Statement::Set { key: None, .. } => {
+            let (k, v): (Vec<_>, Vec<_>) = g
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unzip();
+            Ok(two_columns("key", "value", k, v))
+        }
+        Statement::Set {
+            key: Some(k),
+            value,
+        } => {
+            let v = value.unwrap_or_default();
+            if k == weir_planner::query::TIME_ZONE_KEY && v.parse::<chrono_tz::Tz>().is_err() {
+                return Err(plan_err(
+                    format!("unknown time zone '{v}' (use an IANA name like 'Europe/Berlin')"),
+                    Location::default(),
+                ));
+            }
+            g.settings.insert(k.clone(), v);
+            Ok(Output::Message(format!("Option '{k}' set.")))
+        }
+        Statement::Reset { key } => {
+            match &key {
+                Some(k) => {
+                    g.settings.remove(k);
+                }
+                None => g.settings.clear(),
+            }
+            Ok(Output::Message("Options reset.".into()))
+        }
+        other => Err(EngineError::Internal(format!(
+            "not a DDL statement: {other:?}"
+        ))),
+    }
+}
+
+fn drop_object(
+    existed: bool,
+    kind: &str,
+    name: &str,
+    if_exists: bool,
+    at: Location,
+) -> Result<Output> {
+    if existed || if_exists {
+        return Ok(Output::Message(format!("{kind} '{name}' dropped.")));
+    }
+    Err(plan_err(
+        format!("{} '{name}' does not exist", kind.to_lowercase()),
+        at,
+    ))
+}
+
+fn create_table(g: &mut Inner, table: TableDef, if_not_exists: bool) -> Result<Output> {
+    if g.catalog.contains(&table.name) {
+        if if_not_exists {
+            return Ok(Output::Message(format!(
+                "Table '{}' already exists.",
+                table.name
+            )));
+        }
+        return Err(plan_err(
+            format!("a table or view named '{}' already exists", table.name),
+            table.location,
+        ));
+    }
+    validate_connector(g, &table)?;
+    let table = g.planner.resolve_table(table)?;
+    let name = table.name.clone();
+    g.catalog.tables.insert(name.clone(), Arc::new(table));
+    Ok(Output::Message(format!("Table '{name}' created.")))
+}
+
+fn validate_connector(g: &Inner, t: &TableDef) -> Result<()> {
+    let Some(name) = t.connector() else {
+        return Err(plan_err(
+            format!(
+                "table '{}' needs a 'connector' option in WITH (...)",
+                t.name
+            ),
+            t.location,
+        ));
+    };
+    let (src, sink) = (g.registry.source(name), g.registry.sink(name));
+    if src.is_none() && sink.is_none() {
+        return Err(plan_err(
+            format!(
+                "unknown connector '{name}'; available: {}",
+                g.registry.names().join(", ")
+            ),
+            t.option_location("connector"),
+        ));
+    }
+    let first_err = match (src.map(|f| f.validate(t)), sink.map(|f| f.validate(t))) {
+        (Some(Ok(())), _) | (_, Some(Ok(()))) => return Ok(()),
+        (Some(Err(e)), _) | (None, Some(Err(e))) => e,
+        (None, None) => return Ok(()),
+    };
+    let at = option_in_message(&first_err)
+        .map(|k| t.option_location(&k))
+        .unwrap_or(t.location);
+    Err(plan_err(first_err, at))
+}
+
+/// The first `'quoted'` word of a message (connectors name the offending option that way).
+fn option_in_message(msg: &str) -> Option<String> {
+    let start = msg.find('\'')? + 1;
+    let len = msg[start..].find('\'')?;
+    Some(msg[start..start + len].to_string())
+}
+
+fn one_column(name: &str, values: Vec<String>) -> Output {
+    let schema = Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]));
+    let col: ArrayRef = Arc::new(StringArray::from(values));
+    let batch = RecordBatch::try_new(schema.clone(), vec![col]).expect("one column");
+    Output::Table(schema, vec![batch])
+}
+
+fn two_columns(a: &str, b: &str, x: Vec<String>, y: Vec<String>) -> Output {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(a, DataType::Utf8, false),
+        Field::new(b, DataType::Utf8, false),
+    ]));
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(x)),
+        Arc::new(StringArray::from(y)),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols).expect("two columns");
+    Output::Table(schema, vec![batch])
+}
+
+fn show(g: &Inner, what: ShowWhat) -> Output {
+    match what {
+        ShowWhat::Tables => one_column("table name", g.catalog.tables.keys().cloned().collect()),
+        ShowWhat::Views => one_column("view name", g.catalog.views.keys().cloned().collect()),
+        ShowWhat::Functions => one_column("function name", g.planner.function_names()),
+        ShowWhat::Jobs => {
+            let ids = g.jobs.iter().map(|j| j.id().to_string()).collect();
+            let st = g
+                .jobs
+                .iter()
+                .map(|j| format!("{} {:?}", j.name(), j.status()))
+                .collect();
+            two_columns("job id", "name and status", ids, st)
+        }
+    }
+}
+
+fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
+    let Some(t) = g.catalog.table(name) else {
+        if let Some(v) = g.catalog.view(name) {
+            let plan = g.planner.plan_sql(&g.catalog, &g.settings, &v.query_sql)?;
+            let s = plan.logical.schema();
+            let names = s.fields().iter().map(|f| f.name().clone()).collect();
+            let types = s
+                .fields()
+                .iter()
+                .map(|f| weir_planner::source_plan::sql_type_of(f.data_type()))
+                .collect();
+            return Ok(two_columns("name", "type", names, types));
+        }
+        return Err(plan_err(format!("table or view '{name}' not found"), at));
+    };
+    let names = t.columns.iter().map(|c| c.name.clone()).collect();
+    let types = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = c.sql_type.clone();
+            if let ColumnKind::Computed { expr_sql } = &c.kind {
+                s.push_str(&format!(" AS {expr_sql}"));
+            }
+            if let ColumnKind::Metadata { key, .. } = &c.kind {
+                s.push_str(&format!(" METADATA FROM '{key}'"));
+            }
+            if t.watermark.as_ref().is_some_and(|w| w.column == c.name) {
+                s.push_str(&format!(
+                    " *ROWTIME* WATERMARK AS {}",
+                    t.watermark
+                        .as_ref()
+                        .map(|w| w.expr_sql.as_str())
+                        .unwrap_or("")
+                ));
+            }
+            s
+        })
+        .collect();
+    Ok(two_columns("name", "type", names, types))
+}
+
+/// EXPLAIN of a query or INSERT: the operator tree.
+pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
+    match s {
+        Statement::Query(q) => {
+            let p = g.planner.plan_query(&g.catalog, &g.settings, q)?;
+            Ok(match p.stream {
+                Some(plan) => format!(
+                    "== Streaming plan ==\nSink: stdout\n{}",
+                    indent(&plan.root.explain())
+                ),
+                None => format!(
+                    "== Batch plan (no tables) ==\n{}",
+                    p.logical.display_indent()
+                ),
+            })
+        }
+        Statement::Insert { .. } | Statement::StatementSet(_) => {
+            let inserts = plan_inserts(g, s)?;
+            let mut out = String::from("== Streaming plan ==\n");
+            for i in inserts {
+                out.push_str(&format!(
+                    "Sink: {} (connector={})\n",
+                    i.table.name,
+                    i.table.connector().unwrap_or("?")
+                ));
+                out.push_str(&indent(&i.plan.root.explain()));
+            }
+            Ok(out)
+        }
+        _ => Err(plan_err(
+            "EXPLAIN takes a query or an INSERT",
+            Location::default(),
+        )),
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// A planned INSERT: the target table and the query's plan.
+pub(crate) struct PlannedInsert {
+    pub table: Arc<TableDef>,
+    pub plan: StreamPlan,
+}
+
+pub(crate) fn plan_inserts(g: &Inner, s: &Statement) -> Result<Vec<PlannedInsert>> {
+    let list: Vec<&Statement> = match s {
+        Statement::StatementSet(v) => v.iter().collect(),
+        other => vec![other],
+    };
+    list.into_iter().map(|st| plan_insert(g, st)).collect()
+}
+
+fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
+    let Statement::Insert {
+        table,
+        query,
+        location,
+    } = s
+    else {
+        return Err(plan_err(
+            "a statement set may only contain INSERT INTO",
+            Location::default(),
+        ));
+    };
+    let Some(t) = g.catalog.table(table) else {
+        return Err(plan_err(format!("table '{table}' not found"), *location));
+    };
+    let connector = t.connector().unwrap_or("");
+    if g.registry.sink(connector).is_none() {
+        return Err(plan_err(
+            format!("connector '{connector}' of table '{table}' cannot be written to"),
+            *location,
+        ));
+    }
+    let planned = g.planner.plan_query(&g.catalog, &g.settings, query)?;
+    let Some(plan) = planned.stream else {
+        return Err(plan_err(
+            "INSERT INTO needs a query that reads a table",
+            query.location,
+        ));
+    };
+    let target = t.physical_schema();
+    if plan.schema.fields().len() != target.fields().len() {
+        return Err(plan_err(
+            format!(
+                "INSERT INTO {table}: the query produces {} columns but the table has {}",
+                plan.schema.fields().len(),
+                target.fields().len()
+            ),
+            *location,
+        ));
+    }
+    for (q, t) in plan.schema.fields().iter().zip(target.fields()) {
+        if !datafusion::arrow::compute::can_cast_types(q.data_type(), t.data_type()) {
+            return Err(plan_err(
+                format!(
+                    "INSERT INTO {table}: column `{}` is {} and cannot be stored as {}",
+                    t.name(),
+                    q.data_type(),
+                    t.data_type()
+                ),
+                *location,
+            ));
+        }
+    }
+    Ok(PlannedInsert {
+        table: t.clone(),
+        plan,
+    })
+}
+
+/// Casts the query's rows to the sink table's column names and types.
+pub(crate) struct CastingSink {
+    inner: Box<dyn Sink>,
+    schema: SchemaRef,
+}
+
+impl CastingSink {
+    pub fn wrap(inner: Box<dyn Sink>, schema: SchemaRef) -> Box<dyn Sink> {
+        Box::new(CastingSink { inner, schema })
+    }
+}
+
+impl Sink for CastingSink {
+    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
+        let converted: Result<RecordBatch> = (|| {
+            let cols = batch
+                .columns()
+                .iter()
+                .zip(self.schema.fields())
+                .map(|(c, f)| cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let relaxed = Arc::new(Schema::new(
+                self.schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            ));
+            Ok(RecordBatch::try_new(relaxed, cols)?)
+        })();
+        Box::pin(async move { self.inner.write(converted?).await })
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
+        self.inner.finish()
+    }
+}

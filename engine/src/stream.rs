@@ -1,0 +1,172 @@
+//! Handles the embedding program holds: a running query's rows and a submitted job.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, Result};
+use crate::message::Message;
+use crate::metrics::JobMetrics;
+use crate::runtime::job::{JobShared, JobStatus};
+
+/// A submitted job (INSERT INTO or a statement set, or the job behind a query).
+#[derive(Clone)]
+pub struct JobHandle(pub(crate) Arc<JobShared>);
+
+impl JobHandle {
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.0.status()
+    }
+
+    pub fn metrics(&self) -> &JobMetrics {
+        &self.0.metrics
+    }
+
+    /// Rows dropped because they arrived after their windows fired.
+    pub fn late_rows(&self) -> u64 {
+        JobMetrics::get(&self.0.metrics.late_rows)
+    }
+
+    /// Records skipped because they could not be decoded or placed in time.
+    pub fn bad_records(&self) -> u64 {
+        self.0.bad_records()
+    }
+
+    /// The records kept from every source's dead letters (at most 1,000 per source).
+    pub fn dead_letters(&self) -> Vec<crate::dead_letter::BadRecord> {
+        self.0
+            .dead_letters
+            .lock()
+            .expect("lock")
+            .iter()
+            .flat_map(|d| d.records())
+            .collect()
+    }
+
+    pub fn uptime(&self) -> std::time::Duration {
+        self.0.started.elapsed()
+    }
+
+    /// Stop the job: sources stop reading and the tasks wind down.
+    pub fn cancel(&self) {
+        self.0.cancel();
+    }
+
+    /// Wait for the job to end; its failure as an error.
+    pub async fn wait(&self) -> Result<()> {
+        self.0.wait().await;
+        match self.0.status() {
+            JobStatus::Failed(e) => Err(EngineError::Execution(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The rows of a running query, as Arrow batches, in the order windows close.
+pub struct QueryStream {
+    rx: mpsc::Receiver<Message>,
+    job: JobHandle,
+    schema: SchemaRef,
+    ended: bool,
+    /// Set when the channel closed without an end of stream: wait for the job to record why.
+    closing: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl QueryStream {
+    pub(crate) fn new(rx: mpsc::Receiver<Message>, job: JobHandle, schema: SchemaRef) -> Self {
+        Self {
+            rx,
+            job,
+            schema,
+            ended: false,
+            closing: None,
+        }
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn job(&self) -> &JobHandle {
+        &self.job
+    }
+
+    /// The next batch of results; `None` when the query has ended.
+    pub async fn next_batch(&mut self) -> Option<Result<RecordBatch>> {
+        futures::StreamExt::next(self).await
+    }
+
+    /// Collect every remaining batch (for bounded inputs).
+    pub async fn collect(mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(b) = self.next_batch().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Poll<Option<Result<RecordBatch>>> {
+        self.ended = true;
+        match self.job.0.error() {
+            Some(e) => Poll::Ready(Some(Err(EngineError::Execution(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+impl Stream for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(f) = self.closing.as_mut() {
+            return match f.as_mut().poll(cx) {
+                Poll::Ready(()) => self.finish(),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Message::EndOfStream)) => return self.finish(),
+                Poll::Ready(None) => {
+                    let job = self.job.0.clone();
+                    self.closing = Some(Box::pin(async move { job.wait().await }));
+                    return self.poll_next(cx);
+                }
+                Poll::Ready(Some(Message::Batch(b))) => {
+                    JobMetrics::add(&self.job.0.metrics.rows_out, b.num_rows());
+                    return Poll::Ready(Some(Ok(b.batch)));
+                }
+                Poll::Ready(Some(Message::Watermark(w))) => {
+                    self.job.0.metrics.watermark.store(w, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Message::Barrier(_))) => {}
+            }
+        }
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.job.cancel();
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! DataFusion logical plan -> streaming plan.
+//!
+//! Walks the optimised logical plan bottom-up, binding expressions to physical expressions and
+//! tracking each column's *role* (event time, window bounds) so that an `Aggregate` grouped by a
+//! window's bounds becomes a window aggregation that fires on the watermark. Anything that cannot
+//! run incrementally is rejected with a sentence saying what to write instead.
+
+use std::sync::Arc;
+
+use datafusion::common::DFSchema;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScan};
+#[allow(deprecated)]
+use datafusion::physical_planner::create_aggregate_expr_with_name_and_maybe_filter;
+
+use crate::error::{PlanError, Result};
+use crate::sources::{StreamTableSource, WindowTvfSource};
+use crate::stream_plan::{PhysExpr, StreamNode, TimeInfo, WindowAggregateNode, WindowAssignNode};
+use crate::window::WindowSpec;
+
+/// What a column means for time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Plain,
+    /// An event-time attribute (the watermark tracks it).
+    Rowtime,
+    WindowStart(usize),
+    WindowEnd(usize),
+    WindowTime(usize),
+}
+
+pub struct Converted {
+    pub node: StreamNode,
+    pub roles: Vec<Role>,
+}
+
+struct WindowInfo {
+    spec: WindowSpec,
+    time: TimeInfo,
+}
+
+pub struct Converter<'a> {
+    state: &'a SessionState,
+    /// `table.local-time-zone`.
+    session_tz: String,
+    windows: Vec<WindowInfo>,
+}
+
+impl<'a> Converter<'a> {
+    pub fn new(state: &'a SessionState, session_tz: String) -> Self {
+        Self {
+            state,
+            session_tz,
+            windows: vec![],
+        }
+    }
+
+    pub fn convert(&mut self, plan: &LogicalPlan) -> Result<Converted> {
+        match plan {
+            LogicalPlan::Projection(p) => self.projection(p),
+            LogicalPlan::Filter(f) => {
+                let input = self.convert(&f.input)?;
+                let predicate = self.phys(&f.predicate, f.input.schema())?;
+                let node = StreamNode::Filter {
+                    input: Box::new(input.node),
+                    predicate,
+                };
+                Ok(Converted {
+                    node,
+                    roles: input.roles,
+                })
+            }
+            LogicalPlan::SubqueryAlias(a) => self.convert(&a.input),
+            LogicalPlan::TableScan(s) => self.scan(s),
+            LogicalPlan::Aggregate(a) => self.aggregate(a),
+            LogicalPlan::Union(u) => self.union(&u.inputs, plan),
+            other => Err(unsupported(other)),
+        }
+    }
+
+    fn phys(&self, e: &Expr, schema: &DFSchema) -> Result<PhysExpr> {
+        Ok(self.state.create_physical_expr(e.clone(), schema)?)
+    }
+
+    fn projection(&mut self, p: &Projection) -> Result<Converted> {
+        let input = self.convert(&p.input)?;
+        let mut exprs = Vec::with_capacity(p.expr.len());
+        let mut roles = Vec::with_capacity(p.expr.len());
+        for e in &p.expr {
+            exprs.push(self.phys(e, p.input.schema())?);
+            roles.push(column_role(e, p.input.schema(), &input.roles));
+        }
+        let schema = Arc::new(p.schema.as_arrow().clone());
+        let node = StreamNode::Project {
+            input: Box::new(input.node),
+            exprs,
+            schema,
+        };
+        Ok(Converted { node, roles })
+    }
+
+    fn scan(&mut self, s: &TableScan) -> Result<Converted> {
+        let full = if let Some(t) = s.source.downcast_ref::<StreamTableSource>() {
+            self.table_source(t)?
+        } else if let Some(w) = s.source.downcast_ref::<WindowTvfSource>() {
+            self.window_source(w)?
+        } else {
+            return Err(PlanError::Internal(format!(
+                "unknown table source for {}",
+                s.table_name
+            )));
+        };
+        let Some(proj) = &s.projection else {
+            return Ok(full);
+        };
+        if proj.iter().copied().eq(0..full.roles.len()) {
+            return Ok(full);
+        }
+        let in_schema = full.node.schema();
+        let exprs: Vec<PhysExpr> = proj
+            .iter()
+            .map(|&i| {
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    in_schema.field(i).name(),
+                    i,
+                )) as PhysExpr
+            })
+            .collect();
+        let roles = proj.iter().map(|&i| full.roles[i]).collect();
+        let schema = Arc::new(in_schema.project(proj)?);
+        let node = StreamNode::Project {
+            input: Box::new(full.node),
+            exprs,
+            schema,
+        };
+        Ok(Converted { node, roles })
+    }
+
+    fn table_source(&mut self, t: &StreamTableSource) -> Result<Converted> {
+        let node = crate::source_plan::source_node(self.state, &t.table)?;
+        let mut roles = vec![Role::Plain; t.table.columns.len()];
+        if let Some((_, idx)) = &node.watermark {
+            roles[*idx] = Role::Rowtime;
+        }
+        Ok(Converted {
+            node: StreamNode::Source(node),
+            roles,
+        })
+    }
+
+    fn window_source(&mut self, w: &WindowTvfSource) -> Result<Converted> {
+        let input = self.convert(&w.input)?;
+        if !matches!(
+            input.roles[w.time_index],
+            Role::Rowtime | Role::WindowTime(_)
+        ) {
+            return Err(PlanError::plan(
+                format!(
+                    "DESCRIPTOR({}): `{}` is not an event-time attribute; declare \
+                     WATERMARK FOR {} in its table",
+                    w.call.time_col, w.call.time_col, w.call.time_col
+                ),
+                w.call.location,
+            ));
+        }
+        let tz = w.is_ltz().then(|| self.session_tz.clone());
+        let time = TimeInfo {
+            unit: w.time_unit(),
+            tz,
+        };
+        let id = self.windows.len();
+        self.windows.push(WindowInfo {
+            spec: w.call.spec,
+            time: time.clone(),
+        });
+        let mut roles = input.roles;
+        roles.extend([
+            Role::WindowStart(id),
+            Role::WindowEnd(id),
+            Role::WindowTime(id),
+        ]);
+        let node = StreamNode::WindowAssign(WindowAssignNode {
+            input: Box::new(input.node),
+            spec: w.call.spec,
+            time_index: w.time_index,
+            time,
+            schema: w.schema.clone(),
+        });
+        Ok(Converted { node, roles })
+    }
+
+    fn aggregate(&mut self, a: &Aggregate) -> Result<Converted> {
+        let input = self.convert(&a.input)?;
+        let in_schema = a.input.schema();
+        let group_roles: Vec<Role> = a
+            .group_expr
+            .iter()
+            .map(|e| column_role(e, in_schema, &input.roles))
+            .collect();
+        let find = |f: fn(Role) -> Option<usize>| group_roles.iter().position(|r| f(*r).is_some());
+        let start = find(|r| {
+            if let Role::WindowStart(i) = r {
+                Some(i)
+            } else {
+                None
+            }
+        });
+        let end = find(|r| {
+            if let Role::WindowEnd(i) = r {
+                Some(i)
+            } else {
+                None
+            }
+        });
+        let wtime = find(|r| {
+            if let Role::WindowTime(i) = r {
+                Some(i)
+            } else {
+                None
+            }
+        });
+        let (Some(start), Some(end)) = (start, end) else {
+            return Err(non_windowed_aggregate(start.is_some() || end.is_some()));
+        };
+        let Role::WindowEnd(id) = group_roles[end] else {
+            unreachable!()
+        };
+        let n_groups = a.group_expr.len();
+        let out_schema = a.schema.as_arrow();
+        let mut group_exprs = Vec::with_capacity(n_groups);
+        for (i, e) in a.group_expr.iter().enumerate() {
+            group_exprs.push((self.phys(e, in_schema)?, out_schema.field(i).name().clone()));
+        }
+        let phys_in = Arc::new(in_schema.as_arrow().clone());
+        let (mut aggregates, mut filters) = (Vec::new(), Vec::new());
+        for (i, e) in a.aggr_expr.iter().enumerate() {
+            let name = out_schema.field(n_groups + i).name().clone();
+            #[allow(deprecated)]
+            let (agg, filter, _order) = create_aggregate_expr_with_name_and_maybe_filter(
+                e,
+                Some(name),
+                e.human_display().to_string(),
+                in_schema,
+                &phys_in,
+                self.state.execution_props(),
+            )?;
+            aggregates.push(agg);
+            filters.push(filter);
+        }
+        let info = &self.windows[id];
+        let mut roles = vec![Role::Plain; n_groups + a.aggr_expr.len()];
+        if let Some(t) = wtime {
+            roles[t] = Role::Rowtime;
+        }
+        let node = StreamNode::WindowAggregate(WindowAggregateNode {
+            input: Box::new(input.node),
+            spec: info.spec,
+            time: info.time.clone(),
+            group_exprs,
+            window_start: start,
+            window_end: end,
+            window_time: wtime,
+            aggregates,
+            filters,
+            schema: Arc::new(out_schema.clone()),
+        });
+        Ok(Converted { node, roles })
+    }
+
+    fn union(&mut self, inputs: &[Arc<LogicalPlan>], plan: &LogicalPlan) -> Result<Converted> {
+        let mut nodes = Vec::new();
+        let mut roles: Option<Vec<Role>> = None;
+        for i in inputs {
+            let c = self.convert(i)?;
+            roles = Some(match roles {
+                None => c.roles,
+                Some(r) => r
+                    .iter()
+                    .zip(&c.roles)
+                    .map(|(a, b)| if a == b { *a } else { Role::Plain })
+                    .collect(),
+            });
+            nodes.push(c.node);
+        }
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let node = StreamNode::Union {
+            inputs: nodes,
+            schema,
+        };
+        Ok(Converted {
+            node,
+            roles: roles.unwrap_or_default(),
+        })
+    }
+}
+
+/// The role of `e` when it is a (possibly aliased) column reference.
+fn column_role(e: &Expr, schema: &DFSchema, roles: &[Role]) -> Role {
+    let e = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    match e {
+        Expr::Column(c) => schema
+            .index_of_column(c)
+            .ok()
+            .map(|i| roles[i])
+            .unwrap_or(Role::Plain),
+        _ => Role::Plain,
+    }
+}
+
+fn non_windowed_aggregate(partial: bool) -> PlanError {
+    if partial {
+        return PlanError::unsupported(
+            "a window aggregation must GROUP BY both window_start and window_end",
+            "Add the missing one to GROUP BY",
+        );
+    }
+    PlanError::unsupported(
+        "GROUP BY without a window produces an updating result, which Weir does not run yet",
+        "Group by a window instead: GROUP BY key, TUMBLE(ts, INTERVAL '1' MINUTE), or \
+         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY key, \
+         window_start, window_end",
+    )
+}
+
+fn unsupported(plan: &LogicalPlan) -> PlanError {
+    let (what, hint) = match plan {
+        LogicalPlan::Sort(_) => (
+            "ORDER BY on an unbounded stream",
+            "Remove the ORDER BY, or aggregate in a window first (results of one window arrive together)",
+        ),
+        LogicalPlan::Limit(_) => ("LIMIT on an unbounded stream", "Remove the LIMIT"),
+        LogicalPlan::Join(_) => ("joins", "Joins are not supported yet; pre-join the data upstream"),
+        LogicalPlan::Window(_) => (
+            "OVER windows",
+            "Use a window table function (TUMBLE/HOP/CUMULATE/SESSION) with GROUP BY",
+        ),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            ("VALUES inside a streaming query", "Read from a table")
+        }
+        _ => ("this query shape", ""),
+    };
+    PlanError::unsupported(format!("{what} cannot run as a stream"), hint)
+}

@@ -1,0 +1,347 @@
+//! Query planning: Flink SQL text -> DataFusion logical plan -> streaming plan.
+//!
+//! The [`Planner`] owns a DataFusion `SessionState` (functions, type coercion, a small set of
+//! optimizer rules that keep a streaming plan's shape) and resolves names against Weir's
+//! catalog through a `ContextProvider`.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::{DataFusionError, TableReference};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{FunctionRegistry, SessionState, SessionStateBuilder};
+use datafusion::logical_expr::{AggregateUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use datafusion::optimizer::OptimizerRule;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::planner::{ContextProvider, ParserOptions, SqlToRel};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::tokenizer::TokenWithSpan;
+
+use crate::catalog::{Catalog, TableDef};
+use crate::ddl::QuerySql;
+use crate::error::{Location, PlanError, Result};
+use crate::sources::{StreamTableSource, ViewSource, WindowTvfSource};
+use crate::stream_plan::StreamPlan;
+use crate::tokens::{parse_error, parser_for, tokenize};
+use crate::tvf::{rewrite_tvfs, TvfCall};
+
+/// `SET` options of a session or job.
+pub type Settings = BTreeMap<String, String>;
+
+/// The session time zone key and its default.
+pub const TIME_ZONE_KEY: &str = "table.local-time-zone";
+
+pub fn session_time_zone(settings: &Settings) -> String {
+    settings
+        .get(TIME_ZONE_KEY)
+        .cloned()
+        .unwrap_or_else(|| "UTC".to_string())
+}
+
+/// A planned query: the logical plan, and the streaming plan when it reads a stream.
+pub struct PlannedQuery {
+    pub logical: LogicalPlan,
+    /// `None` for a query without tables (`SELECT 1 + 1`), which runs once as a batch.
+    pub stream: Option<StreamPlan>,
+}
+
+/// Plans queries against a catalog.
+#[derive(Clone)]
+pub struct Planner {
+    state: SessionState,
+}
+
+impl Default for Planner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    use datafusion::optimizer::*;
+    vec![
+        Arc::new(optimize_unions::OptimizeUnions::new()),
+        Arc::new(simplify_expressions::SimplifyExpressions::new()),
+        Arc::new(replace_distinct_aggregate::ReplaceDistinctWithAggregate::new()),
+        Arc::new(eliminate_filter::EliminateFilter::new()),
+        Arc::new(push_down_filter::PushDownFilter::new()),
+        Arc::new(optimize_projections::OptimizeProjections::new()),
+    ]
+}
+
+fn parser_options() -> ParserOptions {
+    ParserOptions {
+        enable_ident_normalization: false,
+        collect_spans: true,
+        map_string_types_to_utf8view: false,
+        ..ParserOptions::new()
+    }
+}
+
+impl Planner {
+    pub fn new() -> Self {
+        let mut config = SessionConfig::new();
+        let opts = config.options_mut();
+        opts.sql_parser.enable_ident_normalization = false;
+        opts.sql_parser.map_string_types_to_utf8view = false;
+        opts.sql_parser.collect_spans = true;
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_optimizer_rules(optimizer_rules())
+            .build();
+        for f in crate::functions::flink_functions() {
+            let _ = state.register_udf(f);
+        }
+        Self { state }
+    }
+
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// Register a user-defined scalar function.
+    pub fn register_udf(&mut self, f: Arc<ScalarUDF>) -> Result<()> {
+        self.state.register_udf(f)?;
+        Ok(())
+    }
+
+    /// Register a user-defined aggregate function.
+    pub fn register_udaf(&mut self, f: Arc<AggregateUDF>) -> Result<()> {
+        self.state.register_udaf(f)?;
+        Ok(())
+    }
+
+    /// Type computed columns and check the watermark of a new table.
+    pub fn resolve_table(&self, table: TableDef) -> Result<TableDef> {
+        crate::source_plan::resolve_table(&self.state, table)
+    }
+
+    /// Plan a query (or an INSERT's query).
+    pub fn plan_query(
+        &self,
+        catalog: &Catalog,
+        settings: &Settings,
+        q: &QuerySql,
+    ) -> Result<PlannedQuery> {
+        let ctx = QueryContext::new(self, catalog);
+        let plan = ctx.plan_tokens(q.tokens.clone(), q.location)?;
+        let logical = self
+            .state
+            .optimize(&plan)
+            .map_err(|e| located(e, q.location))?;
+        if !reads_tables(&logical) {
+            return Ok(PlannedQuery {
+                logical,
+                stream: None,
+            });
+        }
+        let mut conv = crate::convert::Converter::new(&self.state, session_time_zone(settings));
+        let converted = conv.convert(&logical).map_err(|e| e.at(q.location))?;
+        crate::check::check_plan(&converted.node).map_err(|e| e.at(q.location))?;
+        let schema = converted.node.schema();
+        Ok(PlannedQuery {
+            logical,
+            stream: Some(StreamPlan {
+                root: converted.node,
+                schema,
+            }),
+        })
+    }
+
+    /// Plan a query given as text.
+    pub fn plan_sql(
+        &self,
+        catalog: &Catalog,
+        settings: &Settings,
+        sql: &str,
+    ) -> Result<PlannedQuery> {
+        let tokens = tokenize(sql)?;
+        let location = tokens.first().map(crate::tokens::loc).unwrap_or_default();
+        let q = QuerySql {
+            tokens,
+            text: sql.to_string(),
+            location,
+        };
+        self.plan_query(catalog, settings, &q)
+    }
+
+    /// Names of all scalar and aggregate functions (for SHOW FUNCTIONS and completion).
+    pub fn function_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state.scalar_functions().keys().cloned().collect();
+        v.extend(self.state.aggregate_functions().keys().cloned());
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+fn reads_tables(plan: &LogicalPlan) -> bool {
+    if matches!(plan, LogicalPlan::TableScan(_)) {
+        return true;
+    }
+    plan.inputs().iter().any(|p| reads_tables(p))
+}
+
+/// A DataFusion error with the position its diagnostic names, if any.
+pub fn located(e: DataFusionError, fallback: Location) -> PlanError {
+    let loc = e
+        .diagnostic()
+        .and_then(|d| d.span)
+        .map(|s| Location::new(s.start.line, s.start.column))
+        .filter(|l| l.line > 0)
+        .unwrap_or(fallback);
+    PlanError::from(e).at(loc)
+}
+
+/// Resolves names for one query: catalog tables, views, and the query's window TVFs.
+struct QueryContext<'a> {
+    planner: &'a Planner,
+    catalog: &'a Catalog,
+    tvfs: RefCell<HashMap<String, TvfCall>>,
+}
+
+impl<'a> QueryContext<'a> {
+    fn new(planner: &'a Planner, catalog: &'a Catalog) -> Self {
+        Self {
+            planner,
+            catalog,
+            tvfs: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn plan_tokens(&self, tokens: Vec<TokenWithSpan>, at: Location) -> Result<LogicalPlan> {
+        let (tokens, calls) = rewrite_tvfs(tokens)?;
+        let mut query = parser_for(tokens)
+            .parse_query()
+            .map_err(|e| parse_error(e, at))?;
+        let mut calls = calls;
+        crate::group_window::rewrite_query(&mut query, &mut calls, at)?;
+        self.tvfs
+            .borrow_mut()
+            .extend(calls.into_iter().map(|c| (c.name.clone(), c)));
+        let sql_to_rel = SqlToRel::new_with_options(self, parser_options());
+        sql_to_rel
+            .sql_statement_to_plan(SqlStatement::Query(query))
+            .map_err(|e| located(e, at))
+    }
+
+    fn plan_text(&self, sql: &str, at: Location) -> Result<LogicalPlan> {
+        let tokens = tokenize(sql).map_err(|e| e.at(at))?;
+        self.plan_tokens(tokens, at).map_err(|e| match e {
+            PlanError::Parse { message, .. } => PlanError::parse(message, at),
+            other => other,
+        })
+    }
+
+    fn window_source(&self, call: TvfCall) -> Result<Arc<dyn TableSource>> {
+        let at = call.location;
+        let input = self.plan_text(&format!("SELECT * FROM {}", call.input_sql), at)?;
+        let src = WindowTvfSource::new(call, input).map_err(|m| PlanError::plan(m, at))?;
+        Ok(Arc::new(src))
+    }
+}
+
+fn to_df(e: PlanError) -> DataFusionError {
+    DataFusionError::Plan(e.to_string())
+}
+
+impl ContextProvider for QueryContext<'_> {
+    fn get_table_source(
+        &self,
+        name: TableReference,
+    ) -> datafusion::common::Result<Arc<dyn TableSource>> {
+        let table = name.table();
+        let call = self.tvfs.borrow().get(table).cloned();
+        if let Some(call) = call {
+            return self.window_source(call).map_err(to_df);
+        }
+        if let Some(t) = self.catalog.table(table) {
+            return Ok(Arc::new(StreamTableSource { table: t.clone() }));
+        }
+        if let Some(v) = self.catalog.view(table) {
+            let plan = self.plan_text(&v.query_sql, v.location).map_err(to_df)?;
+            return Ok(Arc::new(ViewSource { plan }));
+        }
+        Err(DataFusionError::Plan(format!(
+            "table or view '{table}' not found"
+        )))
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        let f = self.planner.state.scalar_functions();
+        f.get(name)
+            .or_else(|| f.get(&name.to_ascii_lowercase()))
+            .cloned()
+    }
+
+    fn get_higher_order_meta(
+        &self,
+        _name: &str,
+    ) -> Option<Arc<datafusion::logical_expr::HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        let f = self.planner.state.aggregate_functions();
+        f.get(name)
+            .or_else(|| f.get(&name.to_ascii_lowercase()))
+            .cloned()
+    }
+
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        let f = self.planner.state.window_functions();
+        f.get(name)
+            .or_else(|| f.get(&name.to_ascii_lowercase()))
+            .cloned()
+    }
+
+    fn get_variable_type(&self, _names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn get_variable_field(&self, _names: &[String]) -> Option<Arc<Field>> {
+        None
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn datafusion::logical_expr::planner::ExprPlanner>] {
+        self.planner.state.expr_planners()
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        self.planner.state.config_options()
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.planner
+            .state
+            .scalar_functions()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        vec![]
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.planner
+            .state
+            .aggregate_functions()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        self.planner
+            .state
+            .window_functions()
+            .keys()
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,216 @@
+//! The streaming plan: what the engine instantiates as operators.
+//!
+//! Each node carries DataFusion physical expressions already bound to its input schema, so the
+//! engine never sees SQL. Nodes form a tree from the sink down to the sources; every node knows
+//! its output schema.
+
+use std::fmt::{self, Write};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{SchemaRef, TimeUnit};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::catalog::TableDef;
+use crate::window::{format_duration, WindowSpec};
+
+pub type PhysExpr = Arc<dyn PhysicalExpr>;
+
+/// The event-time column of a window and how its values are read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeInfo {
+    pub unit: TimeUnit,
+    /// Session time zone when the column is a TIMESTAMP_LTZ (windows align on its wall clock).
+    pub tz: Option<String>,
+}
+
+/// A source table with its computed columns and watermark strategy.
+#[derive(Debug, Clone)]
+pub struct SourceNode {
+    pub table: Arc<TableDef>,
+    /// One expression per table column, evaluated over the decoded (physical) batch.
+    pub columns: Vec<PhysExpr>,
+    /// The watermark expression over the table's full schema and the rowtime column's index.
+    pub watermark: Option<(PhysExpr, usize)>,
+    /// Delay of a `ts - INTERVAL` watermark, for EXPLAIN.
+    pub watermark_sql: Option<String>,
+    /// Table columns to output (after the watermark was computed).
+    pub projection: Vec<usize>,
+    pub schema: SchemaRef,
+}
+
+/// Rows into their windows: adds `window_start`, `window_end`, `window_time`.
+#[derive(Debug, Clone)]
+pub struct WindowAssignNode {
+    pub input: Box<StreamNode>,
+    pub spec: WindowSpec,
+    pub time_index: usize,
+    pub time: TimeInfo,
+    pub schema: SchemaRef,
+}
+
+/// A window aggregation (tumble, hop, cumulate or session).
+#[derive(Debug, Clone)]
+pub struct WindowAggregateNode {
+    pub input: Box<StreamNode>,
+    pub spec: WindowSpec,
+    pub time: TimeInfo,
+    /// Group expressions over the input, with output names.
+    pub group_exprs: Vec<(PhysExpr, String)>,
+    /// Positions in `group_exprs` of window_start / window_end / window_time.
+    pub window_start: usize,
+    pub window_end: usize,
+    pub window_time: Option<usize>,
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// `FILTER (WHERE ...)` per aggregate.
+    pub filters: Vec<Option<PhysExpr>>,
+    /// Output: group columns then aggregates.
+    pub schema: SchemaRef,
+}
+
+/// One node of the streaming plan.
+#[derive(Debug, Clone)]
+pub enum StreamNode {
+    Source(SourceNode),
+    Filter {
+        input: Box<StreamNode>,
+        predicate: PhysExpr,
+    },
+    Project {
+        input: Box<StreamNode>,
+        exprs: Vec<PhysExpr>,
+        schema: SchemaRef,
+    },
+    WindowAssign(WindowAssignNode),
+    WindowAggregate(WindowAggregateNode),
+    Union {
+        inputs: Vec<StreamNode>,
+        schema: SchemaRef,
+    },
+}
+
+impl StreamNode {
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            StreamNode::Source(s) => s.schema.clone(),
+            StreamNode::Filter { input, .. } => input.schema(),
+            StreamNode::Project { schema, .. } | StreamNode::Union { schema, .. } => schema.clone(),
+            StreamNode::WindowAssign(w) => w.schema.clone(),
+            StreamNode::WindowAggregate(a) => a.schema.clone(),
+        }
+    }
+
+    pub fn children(&self) -> Vec<&StreamNode> {
+        match self {
+            StreamNode::Source(_) => vec![],
+            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } => vec![input],
+            StreamNode::WindowAssign(w) => vec![&w.input],
+            StreamNode::WindowAggregate(a) => vec![&a.input],
+            StreamNode::Union { inputs, .. } => inputs.iter().collect(),
+        }
+    }
+
+    /// The source tables this node reads.
+    pub fn sources(&self) -> Vec<&SourceNode> {
+        match self {
+            StreamNode::Source(s) => vec![s],
+            other => other
+                .children()
+                .into_iter()
+                .flat_map(|c| c.sources())
+                .collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            StreamNode::Source(s) => describe_source(s),
+            StreamNode::Filter { predicate, .. } => format!("Filter: {predicate}"),
+            StreamNode::Project { exprs, schema, .. } => {
+                let cols: Vec<String> = exprs
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(e, f)| {
+                        if e.to_string().starts_with(f.name()) {
+                            f.name().to_string()
+                        } else {
+                            format!("{e} AS {}", f.name())
+                        }
+                    })
+                    .collect();
+                format!("Project: {}", cols.join(", "))
+            }
+            StreamNode::WindowAssign(w) => {
+                format!("WindowAssign: {} on column #{}", w.spec, w.time_index)
+            }
+            StreamNode::WindowAggregate(a) => describe_agg(a),
+            StreamNode::Union { .. } => "Union".to_string(),
+        }
+    }
+
+    /// An indented operator tree for EXPLAIN.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        self.explain_into(&mut out, 0);
+        out
+    }
+
+    fn explain_into(&self, out: &mut String, depth: usize) {
+        let _ = writeln!(out, "{}{}", "  ".repeat(depth), self.describe());
+        for c in self.children() {
+            c.explain_into(out, depth + 1);
+        }
+    }
+}
+
+fn describe_source(s: &SourceNode) -> String {
+    let wm = match &s.watermark_sql {
+        Some(w) => format!(", watermark: {w}"),
+        None => ", no watermark".to_string(),
+    };
+    format!(
+        "Source: {} (connector={}{wm})",
+        s.table.name,
+        s.table.connector().unwrap_or("?")
+    )
+}
+
+fn describe_agg(a: &WindowAggregateNode) -> String {
+    let keys: Vec<&str> = a
+        .group_exprs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| ![a.window_start, a.window_end].contains(i) && Some(*i) != a.window_time)
+        .map(|(_, (_, n))| n.as_str())
+        .collect();
+    let aggs: Vec<String> = a.aggregates.iter().map(|x| x.name().to_string()).collect();
+    let kind = if a.spec.is_session() {
+        "SessionWindowAggregate"
+    } else {
+        "WindowAggregate"
+    };
+    format!(
+        "{kind}: {} keys=[{}] aggregates=[{}] state=per-window accumulators",
+        a.spec,
+        keys.join(", "),
+        aggs.join(", ")
+    )
+}
+
+/// A planned query: the operator tree and its output schema.
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub root: StreamNode,
+    pub schema: SchemaRef,
+}
+
+impl fmt::Display for StreamPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.root.explain())
+    }
+}
+
+/// For EXPLAIN of sources: `ts - INTERVAL '5' SECOND` as "ts - 5 s" when simple.
+pub fn describe_delay(ns: i64) -> String {
+    format_duration(ns)
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need (when missing), then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v clang >/dev/null 2>&1 || dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev clang)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+export CARGO_TERM_COLOR=never
+jobs="-j$(nproc 2>/dev/null || echo 2)"
+cargo build $jobs --workspace --all-targets
+cargo test $jobs --workspace
+cargo run $jobs -q --example embedded_quickstart

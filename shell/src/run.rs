@@ -1,0 +1,141 @@
+//! `weir run job.sql`: plan every statement, then run them; results on stdout, everything else
+//! on stderr. Exit codes: 0 done, 1 runtime failure, 2 planning error.
+
+use weir::planner::Statement;
+use weir::Output;
+
+use crate::output::{render_error, session_tz, Format, Printer};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Output format of query rows.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Print nothing but results.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Override a SET option: --set key=value.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// The job file.
+    file: String,
+}
+
+pub async fn run(args: RunArgs) -> i32 {
+    let sql = match std::fs::read_to_string(&args.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.file);
+            return 2;
+        }
+    };
+    let (statements, errors) = weir::planner::parse_script_all(&sql);
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("{}", render_error(&sql, &weir::EngineError::Plan(e)));
+        }
+        return 2;
+    }
+    let engine = weir::Engine::new();
+    engine.set_quiet(args.quiet);
+    for kv in &args.set {
+        if let Some((k, v)) = kv.split_once('=') {
+            engine.set(k.trim(), v.trim());
+        }
+    }
+    run_statements(&engine, &sql, statements, &args).await
+}
+
+async fn run_statements(
+    engine: &weir::Engine,
+    sql: &str,
+    statements: Vec<Statement>,
+    args: &RunArgs,
+) -> i32 {
+    let mut jobs = Vec::new();
+    for st in statements {
+        let out = match engine.execute_statement(st).await {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("{}", render_error(sql, &e));
+                cancel_all(&jobs);
+                return if matches!(e, weir::EngineError::Plan(_)) {
+                    2
+                } else {
+                    1
+                };
+            }
+        };
+        let mut printer = Printer::new(args.format, session_tz(engine));
+        match out {
+            Output::Message(m) if !args.quiet => eprintln!("{m}"),
+            Output::Message(_) => {}
+            Output::Text(t) => println!("{t}"),
+            Output::Table(_, batches) => {
+                for b in &batches {
+                    let _ = printer.print(b);
+                }
+            }
+            Output::Stream(mut s) => {
+                if let Err(code) = drain(&mut s, &mut printer, args.quiet).await {
+                    cancel_all(&jobs);
+                    return code;
+                }
+            }
+            Output::Job(j) => jobs.push(j),
+        }
+    }
+    for j in &jobs {
+        if let Err(e) = j.wait().await {
+            eprintln!("error: job '{}' failed: {e}", j.name());
+            return 1;
+        }
+        summary(j, args.quiet);
+    }
+    0
+}
+
+fn cancel_all(jobs: &[weir::JobHandle]) {
+    jobs.iter().for_each(|j| j.cancel());
+}
+
+async fn drain(s: &mut weir::QueryStream, printer: &mut Printer, quiet: bool) -> Result<(), i32> {
+    loop {
+        tokio::select! {
+            b = s.next_batch() => match b {
+                Some(Ok(b)) => {
+                    if printer.print(&b).is_err() {
+                        return Ok(()); // stdout closed (e.g. piped into head)
+                    }
+                }
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return Err(1);
+                }
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => {
+                s.job().cancel();
+                eprintln!("weir: cancelled");
+                return Err(130);
+            }
+        }
+    }
+    summary(s.job(), quiet);
+    Ok(())
+}
+
+fn summary(j: &weir::JobHandle, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let m = j.metrics();
+    eprintln!(
+        "weir: {} finished: {} rows in, {} rows out, {} late rows dropped, {} bad records skipped",
+        j.name(),
+        weir::engine_metrics::get(&m.rows_in),
+        weir::engine_metrics::get(&m.rows_out),
+        j.late_rows(),
+        j.bad_records()
+    );
+}

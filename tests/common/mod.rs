@@ -1,0 +1,160 @@
+//! Helpers shared by the integration tests: running a case and comparing rows.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use weir::arrow::record_batch::RecordBatch;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A job file with its relative `'path'` options made absolute against `dir`.
+pub fn job_in_dir(dir: &Path) -> String {
+    let sql = std::fs::read_to_string(dir.join("job.sql")).expect("job.sql");
+    absolutize_paths(&sql, dir)
+}
+
+pub fn absolutize_paths(sql: &str, dir: &Path) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(i) = rest.find("'path' = '") {
+        let (head, tail) = rest.split_at(i + "'path' = '".len());
+        out.push_str(head);
+        let end = tail.find('\'').unwrap_or(0);
+        let p = &tail[..end];
+        if Path::new(p).is_absolute() {
+            out.push_str(p);
+        } else {
+            out.push_str(&dir.join(p).to_string_lossy());
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Run a script whose last statement is a query; rows as JSON objects.
+pub async fn run_query(sql: &str, batch_size: usize) -> Vec<Value> {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.set_batch_size(batch_size);
+    let stream = engine
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("query failed: {e}"));
+    let tz = engine
+        .settings()
+        .get("table.local-time-zone")
+        .and_then(|s| s.parse().ok());
+    let batches = stream.collect().await.expect("query ran");
+    to_json(&batches, tz)
+}
+
+pub fn to_json(batches: &[RecordBatch], tz: Option<chrono_tz::Tz>) -> Vec<Value> {
+    let mut buf = Vec::new();
+    for b in batches {
+        weir::connectors::format::batch_to_json_lines(b, tz, &mut buf).expect("json");
+    }
+    String::from_utf8(buf)
+        .expect("utf8")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid json line"))
+        .collect()
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("expected.jsonl")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("valid json"))
+        .collect()
+}
+
+/// Timestamps compare as instants whatever the separator: `2024-01-01T00:00:00.000`.
+fn norm(v: &Value) -> Value {
+    match v {
+        Value::String(s) if s.len() >= 19 && s.as_bytes()[10] == b' ' => {
+            Value::String(format!("{}T{}", &s[..10], &s[11..]))
+        }
+        other => other.clone(),
+    }
+}
+
+fn sort_key(row: &Value) -> String {
+    let Value::Object(m) = row else {
+        return row.to_string();
+    };
+    let mut parts: Vec<String> = m
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Number(n) => format!("{k}={:.6e}", n.as_f64().unwrap_or(0.0)),
+            other => format!("{k}={}", norm(other)),
+        })
+        .collect();
+    parts.sort();
+    parts.join("|")
+}
+
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+        }
+        _ => norm(a) == norm(b),
+    }
+}
+
+/// Compare rows order-insensitively, doubles with a relative tolerance of 1e-9.
+pub fn assert_same_rows(case: &str, actual: &[Value], expected: &[Value]) {
+    let mut a: Vec<&Value> = actual.iter().collect();
+    let mut e: Vec<&Value> = expected.iter().collect();
+    a.sort_by_key(|r| sort_key(r));
+    e.sort_by_key(|r| sort_key(r));
+    assert_eq!(
+        a.len(),
+        e.len(),
+        "{case}: {} rows, expected {}\nfirst actual: {:?}",
+        a.len(),
+        e.len(),
+        a.first()
+    );
+    for (x, y) in a.iter().zip(&e) {
+        let (Value::Object(xm), Value::Object(ym)) = (x, y) else {
+            panic!("{case}: not objects")
+        };
+        assert_eq!(xm.len(), ym.len(), "{case}: columns differ: {x} vs {y}");
+        for (k, yv) in ym {
+            let xv = xm
+                .get(k)
+                .unwrap_or_else(|| panic!("{case}: column {k} missing in {x}"));
+            assert!(
+                values_equal(xv, yv),
+                "{case}: {k}: got {xv}, expected {yv}\nrow {x}\nexpected {y}"
+            );
+        }
+    }
+}
+
+/// The conformance cases this suite runs (updating results belong to a later issue).
+pub fn conformance_cases() -> Vec<PathBuf> {
+    let dir = root().join("tests/conformance");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/conformance")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .filter(|p| {
+            !p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("updating_")
+        })
+        .collect();
+    cases.sort();
+    cases
+}
