@@ -5,6 +5,7 @@
 //! - `determinism`: the same inputs fed in batches of 1, 7 and 4096 rows give identical results.
 //! - `sql_examples`: every job in `sql-examples/` plans and runs.
 //! - `errors`: bad SQL and bad records give clear, located errors and never panic.
+//! - `queries`: time zones, chained windows, aggregates, views, unions, functions.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 
 mod common;
@@ -13,4 +14,5 @@ mod api;
 mod conformance;
 mod determinism;
 mod errors;
+mod queries;
 mod sql_examples;

@@ -44,8 +44,15 @@ impl SourceFactory for MemoryFactory {
         true
     }
     fn create(&self, _ctx: SourceContext) -> weir::Result<Box<dyn Source>> {
-        let batches = self.batches.lock().expect("lock").take().unwrap_or_default();
-        Ok(Box::new(MemorySource { batches: batches.into_iter() }))
+        let batches = self
+            .batches
+            .lock()
+            .expect("lock")
+            .take()
+            .unwrap_or_default();
+        Ok(Box::new(MemorySource {
+            batches: batches.into_iter(),
+        }))
     }
 }
 
@@ -64,7 +71,8 @@ fn generate(schema: SchemaRef, rows: usize, sensors: usize, batch: usize) -> Vec
     for lo in (0..rows).step_by(batch) {
         let hi = (lo + batch).min(rows);
         let ids = StringArray::from_iter_values((lo..hi).map(|i| names[i % sensors].as_str()));
-        let temps = Float64Array::from_iter_values((lo..hi).map(|_| (next() % 4000) as f64 / 100.0));
+        let temps =
+            Float64Array::from_iter_values((lo..hi).map(|_| (next() % 4000) as f64 / 100.0));
         let ts = TimestampMillisecondArray::from_iter_values(
             (lo..hi).map(|i| start + i as i64 - (next() % 2000) as i64),
         );
@@ -74,7 +82,8 @@ fn generate(schema: SchemaRef, rows: usize, sensors: usize, batch: usize) -> Vec
     out
 }
 
-const DDL: &str = "CREATE TABLE sensor_readings (sensor_id STRING, temperature DOUBLE, ts TIMESTAMP(3),
+const DDL: &str =
+    "CREATE TABLE sensor_readings (sensor_id STRING, temperature DOUBLE, ts TIMESTAMP(3),
   WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ('connector' = 'memory')";
 const QUERY: &str = "SELECT sensor_id, TUMBLE_START(ts, INTERVAL '1' MINUTE) AS window_start,
   AVG(temperature) AS avg_temp, MAX(temperature) AS max_temp, MIN(temperature) AS min_temp,
@@ -82,10 +91,16 @@ const QUERY: &str = "SELECT sensor_id, TUMBLE_START(ts, INTERVAL '1' MINUTE) AS 
 
 async fn run(rows: usize, sensors: usize) -> weir::Result<()> {
     let engine = weir::Engine::new();
-    let factory = Arc::new(MemoryFactory { batches: std::sync::Mutex::new(None) });
+    let factory = Arc::new(MemoryFactory {
+        batches: std::sync::Mutex::new(None),
+    });
     engine.register_source(factory.clone());
     engine.execute(DDL).await?;
-    let schema = engine.catalog().table("sensor_readings").expect("table").physical_schema();
+    let schema = engine
+        .catalog()
+        .table("sensor_readings")
+        .expect("table")
+        .physical_schema();
     *factory.batches.lock().expect("lock") = Some(generate(schema, rows, sensors, 8192));
     let t0 = Instant::now();
     let mut stream = engine.query(QUERY).await?;
@@ -104,9 +119,15 @@ async fn run(rows: usize, sensors: usize) -> weir::Result<()> {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let rows = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    let rows = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000_000);
     let sensors = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     if let Err(e) = rt.block_on(run(rows, sensors)) {
         eprintln!("error: {e}");
         std::process::exit(1);
