@@ -1,0 +1,122 @@
+//! The `weir` binary as users run it: `weir run` from a case folder, output formats, exit codes
+//! and multi-error reporting.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn run_json_from_inside_a_case_folder() {
+    let case = repo().join("tests/conformance/tumble_tvf");
+    let out = weir()
+        .args(["run", "--format", "json", "job.sql"])
+        .current_dir(&case)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let expected = std::fs::read_to_string(case.join("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(rows.len(), expected);
+    assert!(
+        rows[0]["window_start"].as_str().unwrap().contains(' '),
+        "{}",
+        rows[0]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("late rows dropped"), "{stderr}");
+}
+
+#[test]
+fn csv_and_table_formats() {
+    let case = repo().join("tests/conformance/tumble_offset_tvf");
+    let out = weir()
+        .args(["run", "--format", "csv", "-q", "job.sql"])
+        .current_dir(&case)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("window_start,window_end,cnt,min_temp\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 7);
+    let out = weir()
+        .args(["run", "-q", "job.sql"])
+        .current_dir(&case)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains(" window_start |"));
+}
+
+#[test]
+fn planning_errors_exit_2_and_are_all_reported() {
+    let dir = std::env::temp_dir().join(format!("weir-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = dir.join("bad.sql");
+    std::fs::write(&job, "SELECT 1;\nSELEC 2;\nCREATE TABLE t (a INTEGR);\n").unwrap();
+    let out = weir().arg("run").arg(&job).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(stderr.contains("INTEGR"), "{stderr}");
+    assert!(stderr.contains('^'), "{stderr}");
+    std::fs::write(&job, "SELECT * FROM missing;\n").unwrap();
+    let out = weir().arg("run").arg(&job).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn runtime_failure_exits_1() {
+    let dir = std::env::temp_dir().join(format!("weir-cli-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("in.jsonl"), "{\"a\":\n").unwrap();
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        "CREATE TABLE t (a INT) WITH ('connector' = 'filesystem', 'path' = 'in.jsonl', 'format' = 'json', 'format.on-error' = 'fail');\nSELECT a FROM t;\n",
+    )
+    .unwrap();
+    let out = weir()
+        .args(["run", "job.sql"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in.jsonl:1"));
+}
+
+#[test]
+fn execute_one_statement() {
+    let out = weir()
+        .args(["-e", "SELECT 1 + 1 AS two;"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout).unwrap().contains("| two"));
+}
