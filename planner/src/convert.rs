@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScan};
@@ -91,6 +92,12 @@ impl<'a> Converter<'a> {
             roles.push(column_role(e, p.input.schema(), &input.roles));
         }
         let schema = Arc::new(p.schema.as_arrow().clone());
+        if is_identity(&exprs, &input.node.schema(), &schema) {
+            return Ok(Converted {
+                node: input.node,
+                roles,
+            });
+        }
         let node = StreamNode::Project {
             input: Box::new(input.node),
             exprs,
@@ -292,6 +299,17 @@ impl<'a> Converter<'a> {
             roles: roles.unwrap_or_default(),
         })
     }
+}
+
+/// True when a projection passes its input through unchanged (same columns, names and types).
+fn is_identity(exprs: &[PhysExpr], input: &SchemaRef, output: &SchemaRef) -> bool {
+    use datafusion::physical_expr::expressions::Column;
+    exprs.len() == input.fields().len()
+        && input.fields() == output.fields()
+        && exprs
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.downcast_ref::<Column>().is_some_and(|c| c.index() == i))
 }
 
 /// The role of `e` when it is a (possibly aliased) column reference.
