@@ -51,13 +51,24 @@ async fn unknown_column_is_located() {
 
 #[tokio::test]
 async fn unknown_table_connector_and_option() {
-    let e = plan_error("SELECT * FROM nowhere;").await;
+    let e = plan_error("SELECT *\n  FROM nowhere;").await;
     assert!(e.to_string().contains("nowhere"), "{e}");
+    assert_eq!(
+        e.location().map(|l| (l.line, l.column)),
+        Some((2, 8)),
+        "{e}"
+    );
     let e = plan_error("CREATE TABLE x (a INT) WITH ('connector' = 'kafkaa');").await;
     assert!(e.to_string().contains("unknown connector 'kafkaa'"), "{e}");
     let e = plan_error("CREATE TABLE x (a INT) WITH ('connector' = 'filesystem',\n 'pth' = 'x', 'format' = 'json');").await;
     assert!(e.to_string().contains("'pth'"), "{e}");
     assert_eq!(e.location().map(|l| l.line), Some(2), "{e}");
+}
+
+#[tokio::test]
+async fn metadata_columns_must_exist() {
+    let e = plan_error("CREATE TABLE m (a INT, o BIGINT METADATA FROM 'offset') WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json');").await;
+    assert!(e.to_string().contains("no metadata key 'offset'"), "{e}");
 }
 
 #[tokio::test]

@@ -74,6 +74,10 @@ pub trait SourceFactory: Send + Sync {
     /// True when the source ends by itself (then it emits a final +infinity watermark).
     fn is_bounded(&self, table: &TableDef) -> bool;
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>>;
+    /// Keys a `METADATA FROM 'key'` column may name (none by default).
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// Creates sinks of one connector kind.

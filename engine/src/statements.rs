@@ -139,10 +139,40 @@ fn create_table(g: &mut Inner, table: TableDef, if_not_exists: bool) -> Result<O
         ));
     }
     validate_connector(g, &table)?;
+    check_metadata(g, &table)?;
     let table = g.planner.resolve_table(table)?;
     let name = table.name.clone();
     g.catalog.tables.insert(name.clone(), Arc::new(table));
     Ok(Output::Message(format!("Table '{name}' created.")))
+}
+
+/// Every `METADATA FROM 'key'` column names a key the source connector provides.
+fn check_metadata(g: &Inner, t: &TableDef) -> Result<()> {
+    let keys = t
+        .connector()
+        .and_then(|c| g.registry.source(c))
+        .map(|f| f.metadata_keys())
+        .unwrap_or(&[]);
+    for c in &t.columns {
+        if let ColumnKind::Metadata { key, .. } = &c.kind {
+            if !keys.contains(&key.as_str()) {
+                let offered = if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                };
+                return Err(plan_err(
+                    format!(
+                        "column `{}`: connector '{}' has no metadata key '{key}' (it offers: {offered})",
+                        c.name,
+                        t.connector().unwrap_or("?")
+                    ),
+                    t.location,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn validate_connector(g: &Inner, t: &TableDef) -> Result<()> {

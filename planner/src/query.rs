@@ -196,6 +196,19 @@ pub fn located(e: DataFusionError, fallback: Location) -> PlanError {
     PlanError::from(e).at(loc)
 }
 
+/// Where the name quoted in `msg` (`'name'`) first appears among `tokens`.
+fn name_location(msg: &str, tokens: &[TokenWithSpan]) -> Option<Location> {
+    let start = msg.find('\'')? + 1;
+    let len = msg[start..].find('\'')?;
+    let name = &msg[start..start + len];
+    tokens.iter().find_map(|t| match &t.token {
+        datafusion::sql::sqlparser::tokenizer::Token::Word(w) if w.value == name => {
+            Some(crate::tokens::loc(t))
+        }
+        _ => None,
+    })
+}
+
 /// Resolves names for one query: catalog tables, views, and the query's window TVFs.
 struct QueryContext<'a> {
     planner: &'a Planner,
@@ -214,6 +227,7 @@ impl<'a> QueryContext<'a> {
 
     fn plan_tokens(&self, tokens: Vec<TokenWithSpan>, at: Location) -> Result<LogicalPlan> {
         let (tokens, calls) = rewrite_tvfs(tokens)?;
+        let names = tokens.clone();
         let mut query = parser_for(tokens)
             .parse_query()
             .map_err(|e| parse_error(e, at))?;
@@ -225,7 +239,14 @@ impl<'a> QueryContext<'a> {
         let sql_to_rel = SqlToRel::new_with_options(self, parser_options());
         sql_to_rel
             .sql_statement_to_plan(SqlStatement::Query(query))
-            .map_err(|e| located(e, at))
+            .map_err(|e| located(e, Location::default()))
+            .map_err(|e| match e.location() {
+                Some(_) => e,
+                None => {
+                    let loc = name_location(&e.to_string(), &names).unwrap_or(at);
+                    e.at(loc)
+                }
+            })
     }
 
     fn plan_text(&self, sql: &str, at: Location) -> Result<LogicalPlan> {
