@@ -83,7 +83,7 @@ enum AggState {
 
 /// Groups and their accumulators (one window's worth, or one session firing).
 pub struct GroupTable {
-    keys: HashMap<Box<[u8]>, u32>,
+    keys: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     rows: Rows,
     states: Vec<AggState>,
     aggs: Arc<AggregateSet>,
@@ -102,7 +102,7 @@ impl GroupTable {
         }
         let rows = converter.empty_rows(64, 1024);
         Ok(Self {
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             rows,
             states,
             aggs,
