@@ -13,6 +13,7 @@ fi
 
 export CARGO_TERM_COLOR=never
 jobs="-j$(nproc 2>/dev/null || echo 2)"
+# Always build the whole workspace at once: one feature resolution, so nothing compiles twice.
 cargo build $jobs --workspace --all-targets
 cargo test $jobs --workspace
-cargo run $jobs -q --example embedded_quickstart
+"${CARGO_TARGET_DIR:-target}/debug/examples/embedded_quickstart"
