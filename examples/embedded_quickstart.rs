@@ -1,4 +1,4 @@
-//! Embedding Weir: create a table over generated rows, run a windowed query, read Arrow batches.
+//! Embedding Weir: create a table over a JSON-lines file, run a windowed query, read Arrow batches.
 
 #[tokio::main]
 async fn main() -> weir::Result<()> {
@@ -15,7 +15,7 @@ async fn main() -> weir::Result<()> {
     let mut rows = engine
         .query(
             "SELECT window_start, COUNT(*) AS readings, AVG(temperature) AS avg_temp
-             FROM TABLE(TUMBLE(TABLE sensor_readings, DESCRIPTOR(`timestamp`), INTERVAL '10' MINUTE))
+             FROM TABLE(TUMBLE(TABLE sensor_readings, DESCRIPTOR(`timestamp`), INTERVAL '1' MINUTE))
              GROUP BY window_start, window_end",
         )
         .await?;
@@ -24,7 +24,7 @@ async fn main() -> weir::Result<()> {
         windows += batch?.num_rows();
     }
     println!(
-        "{windows} ten-minute windows closed; late rows dropped: {}",
+        "{windows} one-minute windows closed; late rows dropped: {}",
         rows.job().late_rows()
     );
     assert!(windows > 0);
