@@ -18,6 +18,8 @@ pub struct Printer {
     pub format: Format,
     pub tz: Option<chrono_tz::Tz>,
     header_done: bool,
+    /// Column widths of the table format, fixed by the header and the first rows.
+    widths: Vec<usize>,
 }
 
 impl Printer {
@@ -26,11 +28,12 @@ impl Printer {
             format,
             tz,
             header_done: false,
+            widths: vec![],
         }
     }
 
     pub fn print(&mut self, batch: &RecordBatch) -> std::io::Result<()> {
-        if batch.num_rows() == 0 && self.format != Format::Table {
+        if batch.num_rows() == 0 {
             return Ok(());
         }
         let mut buf = Vec::new();
@@ -42,16 +45,59 @@ impl Printer {
                     .map_err(std::io::Error::other)?;
                 self.header_done = true;
             }
-            Format::Table => {
-                buf.extend(format::pretty_table(std::slice::from_ref(batch), self.tz).into_bytes())
-            }
+            Format::Table => self.table_rows(batch, &mut buf)?,
         }
         let mut out = std::io::stdout().lock();
         out.write_all(&buf)?;
-        if self.format == Format::Table && !buf.ends_with(b"\n") {
-            out.write_all(b"\n")?;
-        }
         out.flush()
+    }
+
+    /// A stream's rows as one growing table: the header once, then rows as windows close.
+    fn table_rows(&mut self, batch: &RecordBatch, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let rows = format::format_rows(batch, self.tz).map_err(std::io::Error::other)?;
+        if !self.header_done {
+            let schema = batch.schema();
+            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            self.widths = names.iter().map(|n| n.chars().count()).collect();
+            for r in &rows {
+                for (w, v) in self.widths.iter_mut().zip(r) {
+                    *w = (*w).max(v.chars().count());
+                }
+            }
+            let rule = self.rule();
+            buf.extend(format!("{rule}\n{}\n{rule}\n", self.line(&names)).into_bytes());
+            self.header_done = true;
+        }
+        for r in &rows {
+            buf.extend(format!("{}\n", self.line(r)).into_bytes());
+        }
+        Ok(())
+    }
+
+    fn rule(&self) -> String {
+        let parts: Vec<String> = self.widths.iter().map(|w| "-".repeat(w + 2)).collect();
+        format!("+{}+", parts.join("+"))
+    }
+
+    fn line(&self, values: &[String]) -> String {
+        let cells: Vec<String> = values
+            .iter()
+            .zip(&self.widths)
+            .map(|(v, w)| format!(" {v:>w$} ", w = *w))
+            .collect();
+        format!("|{}|", cells.join("|"))
+    }
+
+    /// Close the table (its bottom rule), or say that there were no rows.
+    pub fn finish(&mut self) {
+        if self.format != Format::Table {
+            return;
+        }
+        if self.header_done {
+            println!("{}", self.rule());
+        } else {
+            println!("Empty set");
+        }
     }
 }
 

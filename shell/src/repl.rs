@@ -85,23 +85,39 @@ async fn show(engine: &weir::Engine, out: Output) {
     let mut printer = Printer::new(Format::Table, session_tz(engine));
     match out {
         Output::Message(m) | Output::Text(m) => println!("{m}"),
-        Output::Table(_, batches) => batches.iter().for_each(|b| {
-            let _ = printer.print(b);
-        }),
+        Output::Table(_, batches) => {
+            batches.iter().for_each(|b| {
+                let _ = printer.print(b);
+            });
+            printer.finish();
+        }
         Output::Job(j) => println!("Job {} submitted ({}).", j.id(), j.name()),
-        Output::Stream(mut s) => loop {
-            tokio::select! {
-                b = s.next_batch() => match b {
-                    Some(Ok(b)) => { let _ = printer.print(&b); }
-                    Some(Err(e)) => { eprintln!("error: {e}"); break; }
-                    None => break,
-                },
-                _ = tokio::signal::ctrl_c() => {
-                    s.job().cancel();
-                    println!("Query cancelled.");
-                    break;
+        Output::Stream(mut s) => {
+            stream_rows(&mut s, &mut printer).await;
+            printer.finish();
+        }
+    }
+}
+
+/// Print a query's rows until it ends or Ctrl-C cancels it.
+async fn stream_rows(s: &mut weir::QueryStream, printer: &mut Printer) {
+    loop {
+        tokio::select! {
+            b = s.next_batch() => match b {
+                Some(Ok(b)) => {
+                    let _ = printer.print(&b);
                 }
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return;
+                }
+                None => return,
+            },
+            _ = tokio::signal::ctrl_c() => {
+                s.job().cancel();
+                println!("Query cancelled.");
+                return;
             }
-        },
+        }
     }
 }

@@ -75,6 +75,7 @@ async fn run_statements(
                 for b in &batches {
                     let _ = printer.print(b);
                 }
+                printer.finish();
             }
             Output::Stream(mut s) => {
                 if let Err(code) = drain(&mut s, &mut printer, args.quiet).await {
@@ -121,6 +122,7 @@ async fn drain(s: &mut weir::QueryStream, printer: &mut Printer, quiet: bool) ->
             }
         }
     }
+    printer.finish();
     summary(s.job(), quiet);
     Ok(())
 }
