@@ -120,3 +120,35 @@ fn execute_one_statement() {
     assert!(out.status.success());
     assert!(String::from_utf8(out.stdout).unwrap().contains("| two"));
 }
+
+#[test]
+fn shell_reads_multi_line_statements_and_survives_errors() {
+    use std::io::Write;
+    let hist = std::env::temp_dir().join(format!("weir-hist-{}", std::process::id()));
+    let mut child = weir()
+        .arg("--history")
+        .arg(&hist)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script =
+        "CREATE TABLE g (id BIGINT)\n WITH ('connector' = 'datagen', 'number-of-rows' = '3',\n \
+                  'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '3');\n\
+                  SELEC typo;\nSELECT id * 10 AS x\n  FROM g;\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Table 'g' created."), "{stdout}");
+    for v in ["10", "20", "30"] {
+        assert!(stdout.contains(&format!("| {v} |")), "{stdout}");
+    }
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SELEC"));
+}
