@@ -53,7 +53,7 @@ async fn run_statements(
     args: &RunArgs,
 ) -> i32 {
     let mut jobs = Vec::new();
-    for st in statements {
+    for st in group_inserts(statements) {
         let out = match engine.execute_statement(st).await {
             Ok(o) => o,
             Err(e) => {
@@ -94,6 +94,22 @@ async fn run_statements(
         summary(j, args.quiet);
     }
     0
+}
+
+/// Consecutive top-level INSERTs of a job file run as one job, like a statement set.
+fn group_inserts(statements: Vec<Statement>) -> Vec<Statement> {
+    let mut out: Vec<Statement> = Vec::with_capacity(statements.len());
+    for st in statements {
+        match (out.last_mut(), st) {
+            (Some(Statement::StatementSet(set)), ins @ Statement::Insert { .. }) => set.push(ins),
+            (Some(prev @ Statement::Insert { .. }), ins @ Statement::Insert { .. }) => {
+                let first = std::mem::replace(prev, Statement::StatementSet(vec![]));
+                *prev = Statement::StatementSet(vec![first, ins]);
+            }
+            (_, other) => out.push(other),
+        }
+    }
+    out
 }
 
 fn cancel_all(jobs: &[weir::JobHandle]) {

@@ -152,3 +152,24 @@ fn shell_reads_multi_line_statements_and_survives_errors() {
     }
     assert!(String::from_utf8_lossy(&out.stderr).contains("SELEC"));
 }
+
+#[test]
+fn consecutive_inserts_run_as_one_job() {
+    let dir = std::env::temp_dir().join(format!("weir-cli-ins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = dir.join("two.sql");
+    std::fs::write(
+        &job,
+        "CREATE TABLE g (id BIGINT) WITH ('connector'='datagen','number-of-rows'='5',\
+         'fields.id.kind'='sequence','fields.id.start'='1','fields.id.end'='5');\n\
+         CREATE TABLE a (id BIGINT) WITH ('connector'='blackhole');\n\
+         CREATE TABLE b (id BIGINT) WITH ('connector'='blackhole');\n\
+         INSERT INTO a SELECT id FROM g;\nINSERT INTO b SELECT id FROM g WHERE id > 2;\n",
+    )
+    .unwrap();
+    let out = weir().arg("run").arg(&job).output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("insert into a, b finished"), "{stderr}");
+    assert!(stderr.contains("8 rows out"), "{stderr}");
+}
