@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Nothing in the build needs a C toolchain beyond gcc yet; RocksDB (libclang-dev) joins with the
+# checkpoint work.
 need_apt=()
-command -v clang >/dev/null 2>&1 || dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev clang)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need_apt[*]}"
