@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need (when missing), then runs every test.
 set -euo pipefail
+shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
 
 # Nothing in the build needs a C toolchain beyond gcc yet; RocksDB (libclang-dev) joins with the
@@ -16,5 +17,8 @@ export CARGO_TERM_COLOR=never
 jobs="-j$(nproc 2>/dev/null || echo 2)"
 # Always build the whole workspace at once: one feature resolution, so nothing compiles twice.
 cargo build $jobs --workspace --all-targets
-cargo test $jobs --workspace
+log=$(mktemp)
+cargo test $jobs --workspace 2>&1 | tee "$log"
 "${CARGO_TARGET_DIR:-target}/debug/examples/embedded_quickstart"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"
