@@ -1,4 +1,5 @@
-//! Per-job counters, updated once per batch (never per row).
+//! Per-job counters, updated once per batch (never per row). Bad records are counted by each
+//! source's [`crate::dead_letter::DeadLetters`].
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -8,7 +9,6 @@ pub struct JobMetrics {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub late_rows: AtomicU64,
-    pub bad_records: AtomicU64,
     /// Current watermark of the job's sinks (ns), `i64::MIN` when none yet.
     pub watermark: AtomicI64,
 }
@@ -19,7 +19,6 @@ impl Default for JobMetrics {
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
-            bad_records: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
         }
     }

@@ -106,7 +106,6 @@ impl JobShared {
             .iter()
             .map(|d| d.count())
             .sum::<u64>()
-            + JobMetrics::get(&self.metrics.bad_records)
     }
 
     /// Wait until every task has finished.
