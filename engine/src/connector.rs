@@ -22,6 +22,14 @@ use crate::metrics::JobMetrics;
 pub enum SourceEvent {
     /// Decoded rows in the table's physical schema.
     Batch(RecordBatch),
+    /// Decoded rows with the source partition of each row: the watermark is tracked per
+    /// partition and the source's watermark is the minimum over the partitions that are active.
+    PartitionedBatch(RecordBatch, Vec<u32>),
+    /// The partitions the source reads; each holds the watermark back until it produces data,
+    /// ends, or goes idle.
+    Partitions(Vec<u32>),
+    /// A partition has no more data (a bounded read reached its end offset).
+    PartitionEnd(u32),
     /// Nothing is available right now (an unbounded source waiting for data).
     Idle,
     /// A bounded source is finished.

@@ -158,3 +158,4 @@ pub fn conformance_cases() -> Vec<PathBuf> {
     cases.sort();
     cases
 }
+pub mod kafka;

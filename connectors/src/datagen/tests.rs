@@ -33,6 +33,7 @@ async fn run(opts: &[(&str, &str)], cols: &[(&str, DataType)], batch_size: usize
             SourceEvent::Batch(b) => batches.push(b),
             SourceEvent::Idle => {}
             SourceEvent::End => break,
+            _ => {}
         }
     }
     let all = concat_batches(&schema, &batches).unwrap();

@@ -24,6 +24,7 @@ async fn drain(source: &mut dyn Source) -> Result<Vec<RecordBatch>> {
             SourceEvent::Batch(b) => out.push(b),
             SourceEvent::Idle => continue,
             SourceEvent::End => return Ok(out),
+            _ => continue,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The job runtime: tasks, channels, sources, sinks.
 
 pub mod job;
+pub mod partitions;
 pub mod source;
 pub mod union;

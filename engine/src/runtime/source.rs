@@ -5,8 +5,9 @@
 //! time is NULL cannot be placed in time: they go to the dead letters with that reason.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -19,6 +20,7 @@ use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 use crate::metrics::JobMetrics;
 use crate::operators::project::project;
+use crate::runtime::partitions::PartitionWatermarks;
 use crate::window::assign::to_ns;
 use weir_planner::stream_plan::SourceNode;
 
@@ -28,6 +30,7 @@ pub struct SourceDriver {
     pub dead_letters: DeadLetters,
     pub metrics: Arc<JobMetrics>,
     watermark: i64,
+    partitions: PartitionWatermarks,
 }
 
 impl SourceDriver {
@@ -37,12 +40,19 @@ impl SourceDriver {
         dead_letters: DeadLetters,
         metrics: Arc<JobMetrics>,
     ) -> Self {
+        let idle = node
+            .table
+            .option("scan.watermark.idle-timeout")
+            .and_then(|v| weir_planner::interval::parse_duration(v).ok())
+            .filter(|ns| *ns > 0)
+            .map(|ns| std::time::Duration::from_nanos(ns as u64));
         Self {
             node,
             source,
             dead_letters,
             metrics,
             watermark: WATERMARK_MIN,
+            partitions: PartitionWatermarks::new(idle),
         }
     }
 
@@ -58,26 +68,50 @@ impl SourceDriver {
                 _ = cancel.changed() => return Err(EngineError::Cancelled),
                 e = self.source.next() => e?,
             };
-            match event {
-                SourceEvent::Batch(b) => {
-                    for m in self.prepare(b)? {
-                        if tx.send(m).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+            let msgs = match event {
+                SourceEvent::Batch(b) => self.prepare(b, None)?,
+                SourceEvent::PartitionedBatch(b, parts) => self.prepare(b, Some(parts))?,
+                SourceEvent::Partitions(ids) => {
+                    self.partitions.declare(&ids, Instant::now());
+                    vec![]
                 }
-                SourceEvent::Idle => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                SourceEvent::PartitionEnd(id) => {
+                    self.partitions.end(id);
+                    self.advance_idle()
+                }
+                SourceEvent::Idle => {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    self.advance_idle()
+                }
                 SourceEvent::End => {
                     let _ = tx.send(Message::Watermark(WATERMARK_MAX)).await;
                     let _ = tx.send(Message::EndOfStream).await;
+                    return Ok(());
+                }
+            };
+            for m in msgs {
+                if tx.send(m).await.is_err() {
                     return Ok(());
                 }
             }
         }
     }
 
+    /// The watermark may advance without data: a partition ended or went idle.
+    fn advance_idle(&mut self) -> Vec<Message> {
+        if self.node.watermark.is_none() {
+            return vec![];
+        }
+        let wm = self.partitions.current(Instant::now());
+        if wm > self.watermark && wm != WATERMARK_MAX {
+            self.watermark = wm;
+            return vec![Message::Watermark(wm)];
+        }
+        vec![]
+    }
+
     /// Computed columns, the watermark column, and the messages for one decoded batch.
-    fn prepare(&mut self, decoded: RecordBatch) -> Result<Vec<Message>> {
+    fn prepare(&mut self, decoded: RecordBatch, parts: Option<Vec<u32>>) -> Result<Vec<Message>> {
         if decoded.num_rows() == 0 {
             return Ok(vec![]);
         }
@@ -86,36 +120,55 @@ impl SourceDriver {
             let out = full.project(&self.node.projection)?;
             return Ok(vec![Message::Batch(StreamBatch::new(out))]);
         };
-        let full = self.drop_null_time(full, rowtime)?;
+        let (full, parts) = self.drop_null_time(full, parts, rowtime)?;
         if full.num_rows() == 0 {
             return Ok(vec![]);
         }
         let wm = wm_expr.evaluate(&full)?.into_array(full.num_rows())?;
-        let unit = match wm.data_type() {
-            DataType::Timestamp(u, _) => *u,
-            _ => TimeUnit::Nanosecond,
-        };
-        let wm = cast(&wm, &DataType::Int64)?;
-        let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
-        let mut before = Vec::with_capacity(wm.len());
-        for i in 0..wm.len() {
-            before.push(self.watermark);
-            if wm.is_valid(i) {
-                self.watermark = self.watermark.max(to_ns(wm.value(i), unit));
-            }
-        }
+        let before = self.row_watermarks(&wm, parts.as_deref())?;
         let out = full.project(&self.node.projection)?;
-        let batch = StreamBatch::with_row_watermarks(out, Int64Array::from(before));
+        let batch = StreamBatch::with_row_watermarks(out, before);
         Ok(vec![
             Message::Batch(batch),
             Message::Watermark(self.watermark),
         ])
     }
 
-    fn drop_null_time(&self, full: RecordBatch, rowtime: usize) -> Result<RecordBatch> {
-        let col = full.column(rowtime);
+    /// The source watermark before each row, advancing the partitions' watermarks row by row.
+    fn row_watermarks(&mut self, wm: &ArrayRef, parts: Option<&[u32]>) -> Result<Int64Array> {
+        let unit = match wm.data_type() {
+            DataType::Timestamp(u, _) => *u,
+            _ => TimeUnit::Nanosecond,
+        };
+        let wm = cast(wm, &DataType::Int64)?;
+        let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let now = Instant::now();
+        match parts {
+            Some(p) => p.iter().for_each(|id| self.partitions.touch(*id, now)),
+            None => self.partitions.touch(0, now),
+        }
+        let mut before = Vec::with_capacity(wm.len());
+        for i in 0..wm.len() {
+            before.push(self.watermark);
+            if wm.is_valid(i) {
+                let part = parts.map_or(0, |p| p[i]);
+                if self.partitions.advance(part, to_ns(wm.value(i), unit)) {
+                    self.watermark = self.watermark.max(self.partitions.current(now));
+                }
+            }
+        }
+        Ok(Int64Array::from(before))
+    }
+
+    fn drop_null_time(
+        &self,
+        full: RecordBatch,
+        parts: Option<Vec<u32>>,
+        rowtime: usize,
+    ) -> Result<(RecordBatch, Option<Vec<u32>>)> {
+        let col = full.column(rowtime).clone();
         if col.null_count() == 0 {
-            return Ok(full);
+            return Ok((full, parts));
         }
         let name = self.node.table.schema().field(rowtime).name().clone();
         let opts = FormatOptions::default().with_null("NULL");
@@ -132,6 +185,13 @@ impl SourceDriver {
                 position: format!("table {}", self.node.table.name),
             })?;
         }
-        Ok(filter_record_batch(&full, &is_not_null(col)?)?)
+        let parts = parts.map(|p| {
+            p.into_iter()
+                .enumerate()
+                .filter(|(i, _)| col.is_valid(*i))
+                .map(|(_, v)| v)
+                .collect()
+        });
+        Ok((filter_record_batch(&full, &is_not_null(&col)?)?, parts))
     }
 }

@@ -1,0 +1,132 @@
+//! The `kafka` connector over rdkafka (librdkafka), with Flink's option names.
+//!
+//! This module owns the options shared by source and sink (`topic`, `properties.*`, `format`);
+//! reading lives in [`source`] (manual partition assignment, bounded reads, per-partition
+//! watermarks, dead letters with topic/partition/offset) and writing in [`sink`].
+
+mod scan;
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+
+use rdkafka::ClientConfig;
+use weir_engine::connector::{check_known_options, required_option};
+use weir_engine::dead_letter::OnError;
+use weir_planner::TableDef;
+
+use crate::filesystem::{CsvOptions, Format};
+use crate::options::{bool_option, char_option};
+
+pub use sink::KafkaSinkFactory;
+pub use source::KafkaSourceFactory;
+
+/// The connector name in `'connector' = 'kafka'`.
+pub const NAME: &str = "kafka";
+
+const KNOWN: &[&str] = &[
+    "connector",
+    "topic",
+    "format",
+    "format.on-error",
+    "key.format",
+    "key.fields",
+    "value.fields-include",
+    "scan.startup.mode",
+    "scan.startup.timestamp-millis",
+    "scan.startup.specific-offsets",
+    "scan.bounded.mode",
+    "scan.bounded.timestamp-millis",
+    "scan.bounded.specific-offsets",
+    "scan.watermark.idle-timeout",
+    "scan.records-per-second",
+    "sink.partitioner",
+    "sink.delivery-guarantee",
+    "sink.transactional-id-prefix",
+    "csv.field-delimiter",
+    "csv.quote-character",
+    "json.timestamp-format.standard",
+    "json.ignore-parse-errors",
+];
+
+/// What source and sink share.
+#[derive(Debug, Clone)]
+pub(crate) struct KafkaOptions {
+    pub topics: Vec<String>,
+    pub properties: BTreeMap<String, String>,
+    pub format: Format,
+    pub csv: CsvOptions,
+    pub on_error: OnError,
+}
+
+impl KafkaOptions {
+    pub(crate) fn parse(table: &TableDef) -> Result<KafkaOptions, String> {
+        check_known_options(table, KNOWN, &["properties."])?;
+        let topics: Vec<String> = required_option(table, "topic")?
+            .split(';')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if topics.is_empty() {
+            return Err("option 'topic' must name at least one topic".into());
+        }
+        let properties: BTreeMap<String, String> = table
+            .options
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("properties.")
+                    .map(|k| (k.to_string(), v.clone()))
+            })
+            .collect();
+        if !properties.contains_key("bootstrap.servers") {
+            return Err("connector 'kafka' needs the option 'properties.bootstrap.servers'".into());
+        }
+        let format = match required_option(table, "format")?
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "json" => Format::Json,
+            "csv" => Format::Csv,
+            other => {
+                return Err(format!(
+                    "option 'format' must be 'json' or 'csv' for kafka, not '{other}'"
+                ))
+            }
+        };
+        let csv = CsvOptions {
+            delimiter: char_option(table, "csv.field-delimiter", b',')?,
+            quote: char_option(table, "csv.quote-character", b'"')?,
+            allow_comments: false,
+            ignore_first_line: false,
+        };
+        let mut on_error = OnError::parse(table.option("format.on-error"))?;
+        if bool_option(table, "json.ignore-parse-errors", false)? {
+            on_error = OnError::Skip;
+        }
+        Ok(KafkaOptions {
+            topics,
+            properties,
+            format,
+            csv,
+            on_error,
+        })
+    }
+}
+
+/// Set `key` unless the user already did through `properties.*`.
+pub(crate) fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
+impl KafkaOptions {
+    /// A librdkafka configuration with every `properties.*` option.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}

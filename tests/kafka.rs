@@ -1,0 +1,264 @@
+//! The `kafka` connector against a real Kafka-protocol broker (tansu, or `WEIR_TEST_KAFKA`):
+//! round trips across partitions, per-partition and idle-partition watermarks, dead letters,
+//! and the sink.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::ClientConfig;
+use serde_json::Value;
+
+use crate::common::kafka::Broker;
+use crate::common::*;
+
+fn partition_of(key: &str, n: i32) -> i32 {
+    (key.bytes()
+        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32))
+        % n as u32) as i32
+}
+
+/// The rows of a conformance input, keyed by sensor and spread over `n` partitions.
+fn keyed_input(case: &str, n: i32) -> Vec<(i32, String, Vec<u8>)> {
+    let text = std::fs::read_to_string(
+        root()
+            .join("tests/conformance")
+            .join(case)
+            .join("input.jsonl"),
+    )
+    .unwrap();
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let key = v["sensor_id"].as_str().unwrap().to_string();
+            (partition_of(&key, n), key, l.as_bytes().to_vec())
+        })
+        .collect()
+}
+
+/// A conformance job with its file table replaced by a bounded Kafka table.
+fn kafka_job(case: &str, broker: &Broker, topic: &str, ends: &str) -> String {
+    let sql = std::fs::read_to_string(root().join("tests/conformance").join(case).join("job.sql"))
+        .unwrap();
+    let with = format!(
+        "'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{}', \
+         'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+         'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}'",
+        broker.bootstrap
+    );
+    let start = sql.find("'connector' = 'filesystem'").unwrap();
+    let end = sql[start..].find("\n)").unwrap() + start;
+    format!("{}{}{}", &sql[..start], with, &sql[end..])
+}
+
+#[tokio::test]
+async fn round_trip_over_three_partitions_matches_flink() {
+    let broker = Broker::start();
+    broker.create_topic("readings", 3).await;
+    let ends = broker
+        .produce("readings", &keyed_input("tumble_tvf", 3), 3)
+        .await;
+    let sql = kafka_job("tumble_tvf", &broker, "readings", &ends);
+    let rows = run_query(&sql, 8192).await;
+    let expected = read_jsonl(&root().join("tests/conformance/tumble_tvf/expected.jsonl"));
+    assert_same_rows("kafka tumble_tvf", &rows, &expected);
+}
+
+#[tokio::test]
+async fn session_windows_over_kafka_match_flink() {
+    let broker = Broker::start();
+    broker.create_topic("sessions", 2).await;
+    let ends = broker
+        .produce("sessions", &keyed_input("session_tvf", 2), 2)
+        .await;
+    let sql = kafka_job("session_tvf", &broker, "sessions", &ends);
+    let rows = run_query(&sql, 100).await;
+    let expected = read_jsonl(&root().join("tests/conformance/session_tvf/expected.jsonl"));
+    assert_same_rows("kafka session_tvf", &rows, &expected);
+}
+
+#[tokio::test]
+async fn a_lagging_partition_holds_the_watermark_back() {
+    // Partition 1 is written long after partition 0 has moved on; with one watermark for the
+    // whole topic its rows would be late, with one per partition none is.
+    let broker = Broker::start();
+    broker.create_topic("lag", 2).await;
+    let mut recs = Vec::new();
+    for i in 0..120 {
+        let line = format!(
+            r#"{{"k":"fast","v":1,"ts":"2024-01-01 00:{:02}:{:02}.000"}}"#,
+            i / 60,
+            i % 60
+        );
+        recs.push((0, "fast".to_string(), line.into_bytes()));
+    }
+    for i in 0..30 {
+        let line = format!(
+            r#"{{"k":"slow","v":1,"ts":"2024-01-01 00:00:{:02}.000"}}"#,
+            i
+        );
+        recs.push((1, "slow".to_string(), line.into_bytes()));
+    }
+    let ends = broker.produce("lag", &recs, 2).await;
+    let sql = format!(
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'kafka', 'topic' = 'lag', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
+               'scan.bounded.specific-offsets' = '{ends}');
+         SELECT k, window_start, COUNT(*) AS c FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY k, window_start, window_end;",
+        broker.bootstrap
+    );
+    let rows = run_query(&sql, 16).await;
+    let slow: Vec<&Value> = rows.iter().filter(|r| r["k"] == "slow").collect();
+    assert_eq!(slow.len(), 1, "{rows:?}");
+    assert_eq!(slow[0]["c"], 30);
+    assert_eq!(rows.iter().filter(|r| r["k"] == "fast").count(), 2);
+}
+
+#[tokio::test]
+async fn an_idle_partition_stops_holding_the_watermark_back() {
+    let broker = Broker::start();
+    broker.create_topic("idle", 2).await;
+    let recs: Vec<(i32, String, Vec<u8>)> = (0..90)
+        .map(|i| {
+            let line = format!(
+                r#"{{"k":"a","v":1,"ts":"2024-01-01 00:{:02}:{:02}.000"}}"#,
+                i / 60,
+                i % 60
+            );
+            (0, "a".to_string(), line.into_bytes())
+        })
+        .collect();
+    broker.produce("idle", &recs, 2).await;
+    let sql = format!(
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'kafka', 'topic' = 'idle', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.watermark.idle-timeout' = '1 s');
+         SELECT k, window_start, COUNT(*) AS c FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY k, window_start, window_end;",
+        broker.bootstrap
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let mut stream = engine.query(&sql).await.unwrap();
+    // Partition 1 never produces: without the idle timeout the first window would never fire.
+    let batch = tokio::time::timeout(Duration::from_secs(30), stream.next_batch())
+        .await
+        .expect("the first window fires once partition 1 is idle")
+        .unwrap()
+        .unwrap();
+    let rows = to_json(&[batch], None);
+    assert_eq!(rows[0]["c"], 60, "{rows:?}");
+    stream.job().cancel();
+}
+
+#[tokio::test]
+async fn bad_records_go_to_the_dead_letters_with_their_offsets() {
+    let broker = Broker::start();
+    broker.create_topic("dirty", 1).await;
+    let lines = [
+        r#"{"k":"a","v":1,"ts":"2024-01-01 00:00:01.000"}"#,
+        r#"{"k":"a","v":"#,
+        r#"{"k":"a","v":"not a number","ts":"2024-01-01 00:00:02.000"}"#,
+        r#"{"k":"a","v":2}"#,
+        r#"{"k":"a","v":3,"ts":"2024-01-01 00:00:03.000","extra":"ignored"}"#,
+    ];
+    let recs: Vec<_> = lines
+        .iter()
+        .map(|l| (0, "a".to_string(), l.as_bytes().to_vec()))
+        .collect();
+    let ends = broker.produce("dirty", &recs, 1).await;
+    let sql = format!(
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'kafka', 'topic' = 'dirty', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
+               'scan.bounded.specific-offsets' = '{ends}');
+         SELECT k, SUM(v) AS s, COUNT(*) AS c FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY k, window_start, window_end;",
+        broker.bootstrap
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let stream = engine.query(&sql).await.unwrap();
+    let job = stream.job().clone();
+    let rows = to_json(&stream.collect().await.unwrap(), None);
+    assert_eq!(rows, vec![serde_json::json!({"k": "a", "s": 4, "c": 2})]);
+    let dl = job.dead_letters();
+    assert_eq!(job.bad_records(), 3, "{dl:?}");
+    assert!(dl.iter().any(|r| r.position == "dirty/0@1"), "{dl:?}");
+    assert!(dl.iter().any(|r| r.position == "dirty/0@2"), "{dl:?}");
+    assert!(dl.iter().any(|r| r.reason.contains("NULL")), "{dl:?}");
+}
+
+#[tokio::test]
+async fn results_written_to_kafka_read_back_equal() {
+    let broker = Broker::start();
+    broker.create_topic("in", 3).await;
+    broker.create_topic("out", 2).await;
+    let ends = broker.produce("in", &keyed_input("tumble_tvf", 3), 3).await;
+    let source = kafka_job("tumble_tvf", &broker, "in", &ends);
+    let ddl = &source[..source.find("SELECT").unwrap()];
+    let query = &source[source.find("SELECT").unwrap()..];
+    let sql = format!(
+        "{ddl}
+         CREATE TABLE results (sensor_id STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
+           avg_temp DOUBLE, cnt BIGINT, sum_quality BIGINT)
+         WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '{}',
+               'format' = 'json', 'key.fields' = 'sensor_id');
+         INSERT INTO results {query}",
+        broker.bootstrap
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.submit(&sql).await.unwrap().wait().await.unwrap();
+    let expected = read_jsonl(&root().join("tests/conformance/tumble_tvf/expected.jsonl"));
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("out", p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("records")
+            .unwrap();
+        let key: Value = serde_json::from_slice(m.key().unwrap()).unwrap();
+        let value: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(key["sensor_id"], value["sensor_id"]);
+        got.push(value);
+    }
+    assert_same_rows("kafka sink", &got, &expected);
+}
+
+#[tokio::test]
+async fn a_missing_topic_is_named() {
+    let broker = Broker::start();
+    let sql = format!(
+        "CREATE TABLE t (k STRING) WITH ('connector' = 'kafka', 'topic' = 'nope',
+           'properties.bootstrap.servers' = '{}', 'format' = 'json', 'scan.bounded.mode' = 'latest-offset');
+         SELECT k FROM t;",
+        broker.bootstrap
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let err = engine
+        .query(&sql)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("topic 'nope' does not exist"),
+        "{err}"
+    );
+}
