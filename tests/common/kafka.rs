@@ -130,10 +130,15 @@ impl Broker {
         let mut acks = Vec::new();
         for (p, k, v) in records {
             let rec = FutureRecord::to(topic).partition(*p).key(k).payload(v);
-            acks.push(producer.send(rec, Duration::from_secs(30)));
+            acks.push(
+                producer
+                    .send_result(rec)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueued"),
+            );
         }
         for a in acks {
-            let d = a.await.expect("delivered");
+            let d = a.await.expect("producer alive").expect("delivered");
             ends[d.partition as usize] = ends[d.partition as usize].max(d.offset + 1);
         }
         ends.iter()

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use weir_engine::connector::{Sink, SinkContext, SinkFactory};
 use weir_engine::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
@@ -212,14 +212,33 @@ impl KafkaSink {
                 }
                 _ => rec,
             };
-            acks.push(producer.send(rec, Timeout::Never));
+            acks.push(enqueue(&producer, rec).await?);
         }
         for a in acks {
             a.await
+                .map_err(|_| EngineError::connector(NAME, "the producer went away"))?
                 .map_err(|(e, _)| EngineError::connector(NAME, format!("delivery failed: {e}")))?;
         }
         JobMetrics::add(&self.ctx.metrics.rows_out, values.len());
         Ok(())
+    }
+}
+
+/// Hand a record to librdkafka's queue without waiting for its delivery; when the queue is
+/// full, wait for deliveries to make room (this is where a slow broker slows the job down).
+async fn enqueue<'a>(
+    producer: &FutureProducer,
+    mut rec: FutureRecord<'a, Vec<u8>, Vec<u8>>,
+) -> Result<DeliveryFuture> {
+    loop {
+        match producer.send_result(rec) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(EngineError::connector(NAME, format!("cannot send: {e}"))),
+        }
     }
 }
 

@@ -40,11 +40,11 @@ impl SourceFactory for KafkaSourceFactory {
     }
 
     fn validate(&self, table: &TableDef) -> Result<(), String> {
-        KafkaOptions::parse(table)?;
+        let options = KafkaOptions::parse(table)?;
         startup(table)?;
         bounded(table)?;
         number_option::<f64>(table, "scan.records-per-second")?;
-        Ok(())
+        check_topics_exist(&options)
     }
 
     fn is_bounded(&self, table: &TableDef) -> bool {
@@ -377,6 +377,28 @@ fn discover(consumer: &StreamConsumer, topics: &[String]) -> Result<Vec<(String,
         out.extend(topic.partitions().iter().map(|p| (t.clone(), p.id())));
     }
     Ok(out)
+}
+
+/// At planning time: a topic the brokers say does not exist is an error naming it. When the
+/// brokers cannot be reached the check is left to the running job, which retries.
+fn check_topics_exist(options: &KafkaOptions) -> Result<(), String> {
+    let mut config = options.client_config();
+    set_default(&mut config, "group.id", "weir-planner");
+    let consumer: rdkafka::consumer::BaseConsumer = config.create().map_err(|e| e.to_string())?;
+    for t in &options.topics {
+        let Ok(md) = consumer.fetch_metadata(Some(t), Duration::from_secs(3)) else {
+            return Ok(());
+        };
+        let missing = md
+            .topics()
+            .iter()
+            .find(|x| x.name() == t)
+            .is_none_or(|x| x.error().is_some() || x.partitions().is_empty());
+        if missing {
+            return Err(format!("topic '{t}' does not exist (option 'topic')"));
+        }
+    }
+    Ok(())
 }
 
 type Resolved = Vec<(String, i32, Offset, Option<i64>)>;
