@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::compute::concat_batches;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
@@ -99,7 +100,8 @@ struct KafkaSource {
     decoder: SegmentDecoder,
     consumer: Option<StreamConsumer>,
     parts: Vec<Part>,
-    index: HashMap<(String, i32), u32>,
+    /// Topic -> partition -> position in `parts`.
+    index: HashMap<String, Vec<Option<u32>>>,
     pending: VecDeque<SourceEvent>,
     started: Instant,
     emitted: u64,
@@ -201,7 +203,11 @@ impl KafkaSource {
                 .map_err(|e| Retry::Fatal(kafka_err(e)))?;
             let done = until.is_some_and(|u| u <= 0)
                 || matches!((from, until), (Offset::Offset(f), Some(u)) if f >= u);
-            self.index.insert((topic.clone(), partition), id);
+            let slots = self.index.entry(topic.clone()).or_default();
+            if slots.len() <= partition as usize {
+                slots.resize(partition as usize + 1, None);
+            }
+            slots[partition as usize] = Some(id);
             self.parts.push(Part {
                 topic,
                 partition,
@@ -227,39 +233,44 @@ impl KafkaSource {
         let mut region: Vec<u8> = Vec::with_capacity(self.ctx.batch_size * 128);
         let mut meta: Vec<(u32, i64)> = Vec::with_capacity(self.ctx.batch_size);
         let consumer = self.consumer.as_ref().expect("connected");
-        let first = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
-        let Ok(first) = first else {
+        let Ok(first) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
+        else {
             return Ok(SourceEvent::Idle);
         };
-        let mut msg = Some(first.map_err(kafka_err)?);
+        let mut next = Some(first);
         let deadline = tokio::time::Instant::now() + LINGER;
-        while let Some(m) = msg.take() {
-            let Some(&id) = self.index.get(&(m.topic().to_string(), m.partition())) else {
+        while meta.len() < self.ctx.batch_size {
+            // Take what librdkafka already holds without waiting; wait (briefly) only when empty.
+            let m = match next.take().or_else(|| consumer.recv().now_or_never()) {
+                Some(m) => m.map_err(kafka_err)?,
+                None => match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(m) => m.map_err(kafka_err)?,
+                    Err(_) => break,
+                },
+            };
+            let Some(id) = self
+                .index
+                .get(m.topic())
+                .and_then(|v| v.get(m.partition() as usize).copied().flatten())
+            else {
                 continue;
             };
             let part = &mut self.parts[id as usize];
-            let past_end = part.end.is_some_and(|e| m.offset() >= e);
-            if !part.done && !past_end {
-                push_line(
-                    &mut region,
-                    m.payload().unwrap_or_default(),
-                    &mut meta,
-                    id,
-                    m.offset(),
-                );
+            if part.done || part.end.is_some_and(|e| m.offset() >= e) {
+                continue;
             }
-            if !part.done && part.end.is_some_and(|e| m.offset() + 1 >= e) {
+            push_line(
+                &mut region,
+                m.payload().unwrap_or_default(),
+                &mut meta,
+                id,
+                m.offset(),
+            );
+            if part.end.is_some_and(|e| m.offset() + 1 >= e) {
                 part.done = true;
                 self.pending.push_back(SourceEvent::PartitionEnd(id));
                 pause(consumer, part);
             }
-            if meta.len() >= self.ctx.batch_size {
-                break;
-            }
-            msg = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(r) => Some(r.map_err(kafka_err)?),
-                Err(_) => None,
-            };
         }
         self.decode(region, meta)
     }
