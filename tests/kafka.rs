@@ -262,3 +262,56 @@ async fn a_missing_topic_is_named() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn epoch_timestamps_auto_unit_and_bounds() {
+    let broker = Broker::start();
+    broker.create_topic("epochs", 1).await;
+    let base_ms = 1_704_067_200_000i64; // 2024-01-01 00:00:00
+    let lines = [
+        format!(r#"{{"k":"a","v":1,"ts":{}}}"#, base_ms + 1_000),
+        format!(r#"{{"k":"a","v":2,"ts":{}}}"#, base_ms / 1000 + 2), // seconds among milliseconds
+        format!(r#"{{"k":"a","v":4,"ts":{}}}"#, (base_ms + 3_000) * 1000), // microseconds
+        r#"{"k":"a","v":100,"ts":4102444800000}"#.to_string(),       // 2100: far in the future
+        r#"{"k":"a","v":200,"ts":946684800}"#.to_string(),           // 2000: before timestamp.min
+        format!(r#"{{"k":"a","v":8,"ts":{}}}"#, base_ms + 70_000),
+    ];
+    let recs: Vec<_> = lines
+        .iter()
+        .map(|l| (0, "a".to_string(), l.as_bytes().to_vec()))
+        .collect();
+    let ends = broker.produce("epochs", &recs, 1).await;
+    let sql = format!(
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'kafka', 'topic' = 'epochs', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
+               'scan.bounded.specific-offsets' = '{ends}', 'timestamp.unit' = 'auto',
+               'timestamp.max-future' = '1 d', 'timestamp.min' = '2020-01-01');
+         SELECT window_start, SUM(v) AS s FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY window_start, window_end;",
+        broker.bootstrap
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let stream = engine.query(&sql).await.unwrap();
+    let job = stream.job().clone();
+    let rows = to_json(&stream.collect().await.unwrap(), None);
+    let expected = vec![
+        serde_json::json!({"window_start": "2024-01-01 00:00:00.000", "s": 7}),
+        serde_json::json!({"window_start": "2024-01-01 00:01:00.000", "s": 8}),
+    ];
+    assert_same_rows("epochs", &rows, &expected);
+    let dl = job.dead_letters();
+    assert_eq!(dl.len(), 2, "{dl:?}");
+    assert!(
+        dl.iter()
+            .any(|r| r.position == "epochs/0@3" && r.reason.contains("future")),
+        "{dl:?}"
+    );
+    assert!(
+        dl.iter()
+            .any(|r| r.position == "epochs/0@4" && r.reason.contains("timestamp.min")),
+        "{dl:?}"
+    );
+    assert!(dl.iter().all(|r| r.raw.starts_with(b"{\"k\"")), "{dl:?}");
+}

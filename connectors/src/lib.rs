@@ -13,6 +13,7 @@ pub mod format;
 pub mod kafka;
 mod options;
 pub mod print;
+mod timestamps;
 
 #[cfg(test)]
 mod test_util;

@@ -47,6 +47,9 @@ const KNOWN: &[&str] = &[
     "csv.quote-character",
     "json.timestamp-format.standard",
     "json.ignore-parse-errors",
+    "timestamp.unit",
+    "timestamp.max-future",
+    "timestamp.min",
 ];
 
 /// What source and sink share.

@@ -25,6 +25,8 @@ use super::scan::{bounded, startup, Bounded, Startup};
 use super::{set_default, KafkaOptions, NAME};
 use crate::filesystem::decode::SegmentDecoder;
 use crate::options::number_option;
+use crate::timestamps::TimePolicy;
+use datafusion::arrow::record_batch::RecordBatch;
 
 /// How long one metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +47,7 @@ impl SourceFactory for KafkaSourceFactory {
         startup(table)?;
         bounded(table)?;
         number_option::<f64>(table, "scan.records-per-second")?;
+        TimePolicy::parse(table, &table.physical_schema())?;
         check_topics_exist(&options)
     }
 
@@ -58,13 +61,13 @@ impl SourceFactory for KafkaSourceFactory {
         let start = startup(&ctx.table).map_err(err)?;
         let end = bounded(&ctx.table).map_err(err)?;
         let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
-        let decoder = SegmentDecoder::new(
-            ctx.schema.clone(),
-            options.format,
-            options.csv,
-            ctx.batch_size,
-        )
-        .map_err(|e| err(e.to_string()))?;
+        let time_policy = TimePolicy::parse(&ctx.table, &ctx.schema).map_err(err)?;
+        let decode_schema = time_policy
+            .as_ref()
+            .map_or(ctx.schema.clone(), |p| p.decode_schema(&ctx.schema));
+        let decoder =
+            SegmentDecoder::new(decode_schema, options.format, options.csv, ctx.batch_size)
+                .map_err(|e| err(e.to_string()))?;
         Ok(Box::new(KafkaSource {
             ctx,
             options,
@@ -72,6 +75,7 @@ impl SourceFactory for KafkaSourceFactory {
             end,
             rate: rate.filter(|r| *r > 0.0),
             decoder,
+            time_policy,
             consumer: None,
             parts: Vec::new(),
             index: HashMap::new(),
@@ -98,6 +102,7 @@ struct KafkaSource {
     end: Bounded,
     rate: Option<f64>,
     decoder: SegmentDecoder,
+    time_policy: Option<TimePolicy>,
     consumer: Option<StreamConsumer>,
     parts: Vec<Part>,
     /// Topic -> partition -> position in `parts`.
@@ -231,7 +236,7 @@ impl KafkaSource {
     /// Gather messages for one batch and decode them.
     async fn poll_batch(&mut self) -> Result<SourceEvent> {
         let mut region: Vec<u8> = Vec::with_capacity(self.ctx.batch_size * 128);
-        let mut meta: Vec<(u32, i64)> = Vec::with_capacity(self.ctx.batch_size);
+        let mut meta: Vec<LineMeta> = Vec::with_capacity(self.ctx.batch_size);
         let consumer = self.consumer.as_ref().expect("connected");
         let Ok(first) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
         else {
@@ -276,9 +281,9 @@ impl KafkaSource {
     }
 
     /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
-    fn decode(&mut self, region: Vec<u8>, meta: Vec<(u32, i64)>) -> Result<SourceEvent> {
+    fn decode(&mut self, region: Vec<u8>, meta: Vec<LineMeta>) -> Result<SourceEvent> {
         let mut batches = Vec::new();
-        let mut row_parts = Vec::with_capacity(meta.len());
+        let mut row_lines = Vec::with_capacity(meta.len());
         let (mut pos, mut line) = (0usize, 0usize);
         while pos < region.len() {
             let seg = self
@@ -287,31 +292,69 @@ impl KafkaSource {
                 .map_err(kafka_err)?;
             let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
             for b in seg.decoded.bad {
-                let (id, offset) = meta[line + b.index];
-                let p = &self.parts[id as usize];
-                let position = format!("{}/{}@{offset}", p.topic, p.partition);
+                let position = self.position(&meta[line + b.index]);
                 self.dead_letter(BadRecord {
                     raw: b.raw,
                     reason: b.reason,
                     position,
                 })?;
             }
-            for i in 0..seg.lines as usize {
-                if !bad.contains(&i) {
-                    row_parts.push(meta[line + i].0);
-                }
-            }
+            row_lines.extend(
+                (0..seg.lines as usize)
+                    .filter(|i| !bad.contains(i))
+                    .map(|i| line + i),
+            );
             batches.extend(seg.decoded.batch);
             pos += seg.len;
             line += seg.lines as usize;
         }
+        self.emitted += meta.len() as u64;
         if batches.is_empty() {
             return Ok(SourceEvent::Idle);
         }
-        let batch = concat_batches(&self.ctx.schema, &batches).map_err(kafka_err)?;
+        let batch = concat_batches(&batches[0].schema(), &batches).map_err(kafka_err)?;
+        let batch = self.apply_time_policy(batch, &mut row_lines, &region, &meta)?;
         JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
-        self.emitted += meta.len() as u64;
+        let row_parts = row_lines.iter().map(|l| meta[*l].id).collect();
         Ok(SourceEvent::PartitionedBatch(batch, row_parts))
+    }
+
+    /// Epoch-number conversion and timestamp bounds; offending rows become dead letters.
+    fn apply_time_policy(
+        &self,
+        batch: RecordBatch,
+        row_lines: &mut Vec<usize>,
+        region: &[u8],
+        meta: &[LineMeta],
+    ) -> Result<RecordBatch> {
+        let Some(policy) = &self.time_policy else {
+            return Ok(batch);
+        };
+        let (batch, bad) = policy.apply(&batch, &self.ctx.schema).map_err(kafka_err)?;
+        for (row, reason) in &bad {
+            let m = &meta[row_lines[*row]];
+            let end = meta
+                .get(row_lines[*row] + 1)
+                .map_or(region.len(), |n| n.start)
+                - 1;
+            let raw = region[m.start..end].to_vec();
+            self.dead_letter(BadRecord {
+                raw,
+                reason: reason.clone(),
+                position: self.position(m),
+            })?;
+        }
+        let mut k = 0;
+        row_lines.retain(|_| {
+            k += 1;
+            bad.binary_search_by_key(&(k - 1), |b| b.0).is_err()
+        });
+        Ok(batch)
+    }
+
+    fn position(&self, m: &LineMeta) -> String {
+        let p = &self.parts[m.id as usize];
+        format!("{}/{}@{}", p.topic, p.partition, m.offset)
     }
 
     fn dead_letter(&self, record: BadRecord) -> Result<()> {
@@ -324,13 +367,15 @@ impl KafkaSource {
 }
 
 /// Append one record as a line; a line end inside it would split it, so it becomes a space.
-fn push_line(
-    region: &mut Vec<u8>,
-    payload: &[u8],
-    meta: &mut Vec<(u32, i64)>,
+/// Where a line of the decode region came from.
+struct LineMeta {
     id: u32,
     offset: i64,
-) {
+    /// Byte offset of the line in the region.
+    start: usize,
+}
+
+fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, id: u32, offset: i64) {
     if payload.iter().all(|b| b.is_ascii_whitespace()) {
         return; // a tombstone or empty record carries no row
     }
@@ -342,7 +387,7 @@ fn push_line(
         }
     }
     region.push(b'\n');
-    meta.push((id, offset));
+    meta.push(LineMeta { id, offset, start });
 }
 
 fn pause(consumer: &StreamConsumer, part: &Part) {
