@@ -315,3 +315,89 @@ async fn epoch_timestamps_auto_unit_and_bounds() {
     );
     assert!(dl.iter().all(|r| r.raw.starts_with(b"{\"k\"")), "{dl:?}");
 }
+
+#[tokio::test]
+async fn bad_records_are_written_to_the_dead_letter_topic() {
+    let broker = Broker::start();
+    broker.create_topic("raw", 2).await;
+    broker.create_topic("raw-dlq", 1).await;
+    let good =
+        |i: i32| format!(r#"{{"k":"a","v":{i},"ts":"2024-01-01 00:00:0{i}.000"}}"#).into_bytes();
+    let recs = vec![
+        (0, "a".to_string(), good(1)),
+        (0, "bad-json".to_string(), b"{not json".to_vec()),
+        (1, "a".to_string(), good(2)),
+        (
+            1,
+            "wrong-type".to_string(),
+            br#"{"k":"a","v":"x","ts":"2024-01-01 00:00:03.000"}"#.to_vec(),
+        ),
+        (
+            1,
+            "future".to_string(),
+            br#"{"k":"a","v":9,"ts":"2099-01-01 00:00:00.000"}"#.to_vec(),
+        ),
+    ];
+    let ends = broker.produce("raw", &recs, 2).await;
+    let sql = format!(
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'kafka', 'topic' = 'raw', 'properties.bootstrap.servers' = '{b}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
+               'scan.bounded.specific-offsets' = '{ends}', 'timestamp.max-future' = '1 d',
+               'dead-letter.topic' = 'raw-dlq');
+         SELECT SUM(v) AS s FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY window_start, window_end;",
+        b = broker.bootstrap
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let stream = engine.query(&sql).await.unwrap();
+    let rows = to_json(&stream.collect().await.unwrap(), None);
+    assert_eq!(rows, vec![serde_json::json!({"s": 3})]);
+
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("raw-dlq", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("dead letters")
+            .unwrap();
+        use rdkafka::message::Headers;
+        let h = m.headers().expect("headers");
+        let header = |name: &str| {
+            h.iter()
+                .find(|x| x.key == name)
+                .map(|x| String::from_utf8_lossy(x.value.unwrap()).to_string())
+                .unwrap()
+        };
+        let key = String::from_utf8_lossy(m.key().unwrap()).to_string();
+        let origin = format!(
+            "{}/{}@{}",
+            header("weir.source.topic"),
+            header("weir.source.partition"),
+            header("weir.source.offset")
+        );
+        seen.push((
+            key,
+            origin,
+            header("weir.reason"),
+            m.payload().unwrap().to_vec(),
+        ));
+    }
+    seen.sort();
+    assert_eq!(seen[0].0, "bad-json");
+    assert_eq!(seen[0].1, "raw/0@1");
+    assert_eq!(seen[0].3, b"{not json".to_vec());
+    assert_eq!(seen[1].0, "future");
+    assert!(seen[1].2.contains("future"), "{:?}", seen[1]);
+    assert_eq!(seen[2].0, "wrong-type");
+    assert_eq!(seen[2].1, "raw/1@1");
+}

@@ -4,6 +4,7 @@
 //! reading lives in [`source`] (manual partition assignment, bounded reads, per-partition
 //! watermarks, dead letters with topic/partition/offset) and writing in [`sink`].
 
+mod dead_letter;
 mod scan;
 pub mod sink;
 pub mod source;
@@ -48,6 +49,7 @@ const KNOWN: &[&str] = &[
     "json.timestamp-format.standard",
     "json.ignore-parse-errors",
     "timestamp.unit",
+    "dead-letter.topic",
     "timestamp.max-future",
     "timestamp.min",
 ];

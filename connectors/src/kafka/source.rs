@@ -21,6 +21,7 @@ use weir_engine::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
+use super::dead_letter::{DeadLetterTopic, Origin};
 use super::scan::{bounded, startup, Bounded, Startup};
 use super::{set_default, KafkaOptions, NAME};
 use crate::filesystem::decode::SegmentDecoder;
@@ -62,6 +63,10 @@ impl SourceFactory for KafkaSourceFactory {
         let end = bounded(&ctx.table).map_err(err)?;
         let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
         let time_policy = TimePolicy::parse(&ctx.table, &ctx.schema).map_err(err)?;
+        let dead_letter_topic = match ctx.table.option("dead-letter.topic") {
+            Some(t) => Some(DeadLetterTopic::new(&options, t)?),
+            None => None,
+        };
         let decode_schema = time_policy
             .as_ref()
             .map_or(ctx.schema.clone(), |p| p.decode_schema(&ctx.schema));
@@ -76,6 +81,8 @@ impl SourceFactory for KafkaSourceFactory {
             rate: rate.filter(|r| *r > 0.0),
             decoder,
             time_policy,
+            dead_letter_topic,
+            keys: Vec::new(),
             consumer: None,
             parts: Vec::new(),
             index: HashMap::new(),
@@ -103,6 +110,9 @@ struct KafkaSource {
     rate: Option<f64>,
     decoder: SegmentDecoder,
     time_policy: Option<TimePolicy>,
+    dead_letter_topic: Option<DeadLetterTopic>,
+    /// Message keys of the current poll (kept only with a dead-letter topic).
+    keys: Vec<u8>,
     consumer: Option<StreamConsumer>,
     parts: Vec<Part>,
     /// Topic -> partition -> position in `parts`.
@@ -237,6 +247,7 @@ impl KafkaSource {
     async fn poll_batch(&mut self) -> Result<SourceEvent> {
         let mut region: Vec<u8> = Vec::with_capacity(self.ctx.batch_size * 128);
         let mut meta: Vec<LineMeta> = Vec::with_capacity(self.ctx.batch_size);
+        self.keys.clear();
         let consumer = self.consumer.as_ref().expect("connected");
         let Ok(first) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
         else {
@@ -264,12 +275,18 @@ impl KafkaSource {
             if part.done || part.end.is_some_and(|e| m.offset() >= e) {
                 continue;
             }
+            let key = match (&self.dead_letter_topic, m.key()) {
+                (Some(_), Some(k)) => {
+                    self.keys.extend_from_slice(k);
+                    Some((self.keys.len() - k.len(), k.len()))
+                }
+                _ => None,
+            };
             push_line(
                 &mut region,
                 m.payload().unwrap_or_default(),
                 &mut meta,
-                id,
-                m.offset(),
+                (id, m.offset(), key),
             );
             if part.end.is_some_and(|e| m.offset() + 1 >= e) {
                 part.done = true;
@@ -277,7 +294,11 @@ impl KafkaSource {
                 pause(consumer, part);
             }
         }
-        self.decode(region, meta)
+        let event = self.decode(region, meta)?;
+        if let Some(d) = self.dead_letter_topic.as_mut() {
+            d.flush().await?;
+        }
+        Ok(event)
     }
 
     /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
@@ -292,12 +313,7 @@ impl KafkaSource {
                 .map_err(kafka_err)?;
             let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
             for b in seg.decoded.bad {
-                let position = self.position(&meta[line + b.index]);
-                self.dead_letter(BadRecord {
-                    raw: b.raw,
-                    reason: b.reason,
-                    position,
-                })?;
+                self.dead_letter(b.raw, b.reason, &meta[line + b.index])?;
             }
             row_lines.extend(
                 (0..seg.lines as usize)
@@ -321,7 +337,7 @@ impl KafkaSource {
 
     /// Epoch-number conversion and timestamp bounds; offending rows become dead letters.
     fn apply_time_policy(
-        &self,
+        &mut self,
         batch: RecordBatch,
         row_lines: &mut Vec<usize>,
         region: &[u8],
@@ -338,11 +354,7 @@ impl KafkaSource {
                 .map_or(region.len(), |n| n.start)
                 - 1;
             let raw = region[m.start..end].to_vec();
-            self.dead_letter(BadRecord {
-                raw,
-                reason: reason.clone(),
-                position: self.position(m),
-            })?;
+            self.dead_letter(raw, reason.clone(), m)?;
         }
         let mut k = 0;
         row_lines.retain(|_| {
@@ -357,12 +369,30 @@ impl KafkaSource {
         format!("{}/{}@{}", p.topic, p.partition, m.offset)
     }
 
-    fn dead_letter(&self, record: BadRecord) -> Result<()> {
+    /// Stop (on-error = fail), or count and report the record and write it to the dead-letter
+    /// topic when there is one.
+    fn dead_letter(&mut self, raw: Vec<u8>, reason: String, m: &LineMeta) -> Result<()> {
+        let position = self.position(m);
         if self.options.on_error == OnError::Fail {
-            let msg = format!("bad record at {}: {}", record.position, record.reason);
-            return Err(EngineError::Execution(msg));
+            return Err(EngineError::Execution(format!(
+                "bad record at {position}: {reason}"
+            )));
         }
-        self.ctx.dead_letters.report(record)
+        if let Some(d) = self.dead_letter_topic.as_mut() {
+            let p = &self.parts[m.id as usize];
+            let key = m.key.map(|(s, l)| &self.keys[s..s + l]);
+            let from = Origin {
+                topic: &p.topic,
+                partition: p.partition,
+                offset: m.offset,
+            };
+            d.send(&raw, key, &reason, from)?;
+        }
+        self.ctx.dead_letters.report(BadRecord {
+            raw,
+            reason,
+            position,
+        })
     }
 }
 
@@ -371,11 +401,18 @@ impl KafkaSource {
 struct LineMeta {
     id: u32,
     offset: i64,
+    /// The message key's range in `KafkaSource::keys` (with a dead-letter topic only).
+    key: Option<(usize, usize)>,
     /// Byte offset of the line in the region.
     start: usize,
 }
 
-fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, id: u32, offset: i64) {
+fn push_line(
+    region: &mut Vec<u8>,
+    payload: &[u8],
+    meta: &mut Vec<LineMeta>,
+    (id, offset, key): (u32, i64, Option<(usize, usize)>),
+) {
     if payload.iter().all(|b| b.is_ascii_whitespace()) {
         return; // a tombstone or empty record carries no row
     }
@@ -387,7 +424,12 @@ fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, id:
         }
     }
     region.push(b'\n');
-    meta.push(LineMeta { id, offset, start });
+    meta.push(LineMeta {
+        id,
+        offset,
+        key,
+        start,
+    });
 }
 
 fn pause(consumer: &StreamConsumer, part: &Part) {
