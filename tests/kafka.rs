@@ -401,3 +401,41 @@ async fn bad_records_are_written_to_the_dead_letter_topic() {
     assert_eq!(seen[2].0, "wrong-type");
     assert_eq!(seen[2].1, "raw/1@1");
 }
+
+#[tokio::test]
+async fn metadata_columns_including_the_record_timestamp_as_event_time() {
+    let broker = Broker::start();
+    broker.create_topic("meta", 2).await;
+    let producer = broker.producer();
+    let base = 1_704_067_200_000i64;
+    let mut ends = [0i64; 2];
+    for i in 0..6i64 {
+        let p = (i % 2) as i32;
+        let value = format!(r#"{{"v":{i}}}"#);
+        let rec = rdkafka::producer::FutureRecord::to("meta")
+            .partition(p)
+            .key("sensor-1")
+            .payload(&value)
+            .timestamp(base + i * 20_000);
+        let d = producer.send(rec, Duration::from_secs(10)).await.unwrap();
+        ends[p as usize] = d.offset + 1;
+    }
+    let sql = format!(
+        "CREATE TABLE t (v INT, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', p INT METADATA FROM 'partition',
+           o BIGINT METADATA FROM 'offset', k STRING METADATA FROM 'key', src STRING METADATA FROM 'topic',
+           WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'kafka', 'topic' = 'meta', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
+               'scan.bounded.specific-offsets' = 'partition:0,offset:{};partition:1,offset:{}');
+         SELECT k, src, window_start, COUNT(*) AS c, SUM(v) AS s, MAX(o) AS max_o, MIN(p) AS min_p, MAX(p) AS max_p
+         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY k, src, window_start, window_end;",
+        broker.bootstrap, ends[0], ends[1]
+    );
+    let rows = run_query(&sql, 8192).await;
+    let expected = vec![
+        serde_json::json!({"k": "sensor-1", "src": "meta", "window_start": "2024-01-01 00:00:00.000", "c": 3, "s": 3, "max_o": 1, "min_p": 0, "max_p": 1}),
+        serde_json::json!({"k": "sensor-1", "src": "meta", "window_start": "2024-01-01 00:01:00.000", "c": 3, "s": 12, "max_o": 2, "min_p": 0, "max_p": 1}),
+    ];
+    assert_same_rows("metadata", &rows, &expected);
+}

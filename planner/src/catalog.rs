@@ -96,6 +96,15 @@ impl TableDef {
         Arc::new(Schema::new(fields))
     }
 
+    /// `METADATA` columns in declaration order: a source appends them to each decoded batch,
+    /// after the physical columns.
+    pub fn metadata_columns(&self) -> Vec<&ColumnDef> {
+        self.columns
+            .iter()
+            .filter(|c| matches!(c.kind, ColumnKind::Metadata { .. }))
+            .collect()
+    }
+
     pub fn column(&self, name: &str) -> Option<&ColumnDef> {
         self.columns.iter().find(|c| c.name == name)
     }

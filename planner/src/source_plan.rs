@@ -9,8 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::DFSchema;
 use datafusion::execution::SessionState;
-use datafusion::physical_expr::expressions::{Column, Literal};
-use datafusion::scalar::ScalarValue;
+use datafusion::physical_expr::expressions::Column;
 
 use crate::catalog::{ColumnKind, TableDef};
 use crate::error::{PlanError, Result};
@@ -109,8 +108,13 @@ fn source_node_inner(state: &SessionState, table: &TableDef) -> Result<SourceNod
             }
             ColumnKind::Computed { expr_sql } => expr_for(state, expr_sql, &dfs, table)?,
             ColumnKind::Metadata { .. } => {
-                let null = ScalarValue::try_from(&col.data_type)?;
-                Arc::new(Literal::new(null))
+                // Connectors append metadata columns after the physical ones, in order.
+                let k = table
+                    .metadata_columns()
+                    .iter()
+                    .position(|c| c.name == col.name)
+                    .unwrap_or(0);
+                Arc::new(Column::new(&col.name, physical.fields().len() + k))
             }
         };
         columns.push(e);

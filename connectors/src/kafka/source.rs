@@ -21,7 +21,7 @@ use weir_engine::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
-use super::dead_letter::{DeadLetterTopic, Origin};
+use super::dead_letter::{DeadLetterTopic, Origin as DlqOrigin};
 use super::scan::{bounded, startup, Bounded, Startup};
 use super::{set_default, KafkaOptions, NAME};
 use crate::filesystem::decode::SegmentDecoder;
@@ -41,6 +41,10 @@ pub struct KafkaSourceFactory;
 impl SourceFactory for KafkaSourceFactory {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn metadata_keys(&self) -> &'static [&'static str] {
+        super::metadata::KEYS
     }
 
     fn validate(&self, table: &TableDef) -> Result<(), String> {
@@ -63,6 +67,8 @@ impl SourceFactory for KafkaSourceFactory {
         let end = bounded(&ctx.table).map_err(err)?;
         let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
         let time_policy = TimePolicy::parse(&ctx.table, &ctx.schema).map_err(err)?;
+        let keep_keys =
+            has_key_column(&ctx.table) || ctx.table.option("dead-letter.topic").is_some();
         let dead_letter_topic = match ctx.table.option("dead-letter.topic") {
             Some(t) => Some(DeadLetterTopic::new(&options, t)?),
             None => None,
@@ -81,6 +87,7 @@ impl SourceFactory for KafkaSourceFactory {
             rate: rate.filter(|r| *r > 0.0),
             decoder,
             time_policy,
+            keep_keys,
             dead_letter_topic,
             keys: Vec::new(),
             consumer: None,
@@ -94,15 +101,15 @@ impl SourceFactory for KafkaSourceFactory {
 }
 
 /// One assigned topic partition.
-struct Part {
-    topic: String,
-    partition: i32,
+pub(super) struct Part {
+    pub(super) topic: String,
+    pub(super) partition: i32,
     /// Exclusive end offset of a bounded read.
     end: Option<i64>,
     done: bool,
 }
 
-struct KafkaSource {
+pub(super) struct KafkaSource {
     ctx: SourceContext,
     options: KafkaOptions,
     start: Startup,
@@ -111,10 +118,11 @@ struct KafkaSource {
     decoder: SegmentDecoder,
     time_policy: Option<TimePolicy>,
     dead_letter_topic: Option<DeadLetterTopic>,
+    keep_keys: bool,
     /// Message keys of the current poll (kept only with a dead-letter topic).
-    keys: Vec<u8>,
+    pub(super) keys: Vec<u8>,
     consumer: Option<StreamConsumer>,
-    parts: Vec<Part>,
+    pub(super) parts: Vec<Part>,
     /// Topic -> partition -> position in `parts`.
     index: HashMap<String, Vec<Option<u32>>>,
     pending: VecDeque<SourceEvent>,
@@ -275,18 +283,24 @@ impl KafkaSource {
             if part.done || part.end.is_some_and(|e| m.offset() >= e) {
                 continue;
             }
-            let key = match (&self.dead_letter_topic, m.key()) {
-                (Some(_), Some(k)) => {
+            let key = match (self.keep_keys, m.key()) {
+                (true, Some(k)) => {
                     self.keys.extend_from_slice(k);
                     Some((self.keys.len() - k.len(), k.len()))
                 }
                 _ => None,
             };
+            let origin = Origin {
+                id,
+                offset: m.offset(),
+                key,
+                timestamp: m.timestamp().to_millis(),
+            };
             push_line(
                 &mut region,
                 m.payload().unwrap_or_default(),
                 &mut meta,
-                (id, m.offset(), key),
+                origin,
             );
             if part.end.is_some_and(|e| m.offset() + 1 >= e) {
                 part.done = true;
@@ -331,6 +345,7 @@ impl KafkaSource {
         let batch = concat_batches(&batches[0].schema(), &batches).map_err(kafka_err)?;
         let batch = self.apply_time_policy(batch, &mut row_lines, &region, &meta)?;
         JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
+        let batch = super::metadata::append(&self.ctx.table, batch, &row_lines, &meta, self)?;
         let row_parts = row_lines.iter().map(|l| meta[*l].id).collect();
         Ok(SourceEvent::PartitionedBatch(batch, row_parts))
     }
@@ -381,7 +396,7 @@ impl KafkaSource {
         if let Some(d) = self.dead_letter_topic.as_mut() {
             let p = &self.parts[m.id as usize];
             let key = m.key.map(|(s, l)| &self.keys[s..s + l]);
-            let from = Origin {
+            let from = DlqOrigin {
                 topic: &p.topic,
                 partition: p.partition,
                 offset: m.offset,
@@ -398,21 +413,33 @@ impl KafkaSource {
 
 /// Append one record as a line; a line end inside it would split it, so it becomes a space.
 /// Where a line of the decode region came from.
-struct LineMeta {
-    id: u32,
-    offset: i64,
-    /// The message key's range in `KafkaSource::keys` (with a dead-letter topic only).
-    key: Option<(usize, usize)>,
+pub(super) struct LineMeta {
+    pub(super) id: u32,
+    pub(super) offset: i64,
+    /// The message key's range in `KafkaSource::keys` (kept when a dead-letter topic or a
+    /// `key` metadata column needs it).
+    pub(super) key: Option<(usize, usize)>,
+    /// The message timestamp (ms).
+    pub(super) timestamp: Option<i64>,
     /// Byte offset of the line in the region.
     start: usize,
 }
 
-fn push_line(
-    region: &mut Vec<u8>,
-    payload: &[u8],
-    meta: &mut Vec<LineMeta>,
-    (id, offset, key): (u32, i64, Option<(usize, usize)>),
-) {
+fn has_key_column(t: &TableDef) -> bool {
+    t.metadata_columns()
+        .iter()
+        .any(|c| matches!(&c.kind, weir_planner::ColumnKind::Metadata { key, .. } if key == "key"))
+}
+
+/// A polled message's origin, kept per line.
+struct Origin {
+    id: u32,
+    offset: i64,
+    key: Option<(usize, usize)>,
+    timestamp: Option<i64>,
+}
+
+fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, o: Origin) {
     if payload.iter().all(|b| b.is_ascii_whitespace()) {
         return; // a tombstone or empty record carries no row
     }
@@ -425,9 +452,10 @@ fn push_line(
     }
     region.push(b'\n');
     meta.push(LineMeta {
-        id,
-        offset,
-        key,
+        id: o.id,
+        offset: o.offset,
+        key: o.key,
+        timestamp: o.timestamp,
         start,
     });
 }
