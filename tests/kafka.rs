@@ -439,3 +439,47 @@ async fn metadata_columns_including_the_record_timestamp_as_event_time() {
     ];
     assert_same_rows("metadata", &rows, &expected);
 }
+
+#[tokio::test]
+async fn raw_format_round_trip_keeps_bytes_exactly() {
+    let broker = Broker::start();
+    broker.create_topic("lines", 1).await;
+    broker.create_topic("upper", 1).await;
+    let values = ["plain text", "two\nlines", "{\"not\": \"decoded\"}"];
+    let recs: Vec<_> = values
+        .iter()
+        .map(|v| (0, "k".to_string(), v.as_bytes().to_vec()))
+        .collect();
+    let ends = broker.produce("lines", &recs, 1).await;
+    let b = &broker.bootstrap;
+    let sql = format!(
+        "CREATE TABLE src (line STRING) WITH ('connector' = 'kafka', 'topic' = 'lines',
+           'properties.bootstrap.servers' = '{b}', 'format' = 'raw', 'scan.startup.mode' = 'earliest-offset',
+           'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}');
+         CREATE TABLE dst (line STRING) WITH ('connector' = 'kafka', 'topic' = 'upper',
+           'properties.bootstrap.servers' = '{b}', 'format' = 'raw');
+         INSERT INTO dst SELECT UPPER(line) FROM src;"
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.submit(&sql).await.unwrap().wait().await.unwrap();
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", "raw-reader")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("upper", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    while got.len() < values.len() {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("records")
+            .unwrap();
+        got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+    }
+    let want: Vec<String> = values.iter().map(|v| v.to_uppercase()).collect();
+    assert_eq!(got, want);
+}

@@ -61,6 +61,8 @@ pub(crate) struct KafkaOptions {
     pub topics: Vec<String>,
     pub properties: BTreeMap<String, String>,
     pub format: Format,
+    /// `'format' = 'raw'`: the whole value is the table's one STRING or BYTES column.
+    pub raw: bool,
     pub csv: CsvOptions,
     pub on_error: OnError,
 }
@@ -91,11 +93,11 @@ impl KafkaOptions {
             .to_ascii_lowercase()
             .as_str()
         {
-            "json" => Format::Json,
+            "json" | "raw" => Format::Json,
             "csv" => Format::Csv,
             other => {
                 return Err(format!(
-                    "option 'format' must be 'json' or 'csv' for kafka, not '{other}'"
+                    "option 'format' must be 'json', 'csv' or 'raw' for kafka, not '{other}'"
                 ))
             }
         };
@@ -105,6 +107,12 @@ impl KafkaOptions {
             allow_comments: false,
             ignore_first_line: false,
         };
+        let raw = table
+            .option("format")
+            .is_some_and(|f| f.eq_ignore_ascii_case("raw"));
+        if raw {
+            check_raw(table)?;
+        }
         let mut on_error = OnError::parse(table.option("format.on-error"))?;
         if bool_option(table, "json.ignore-parse-errors", false)? {
             on_error = OnError::Skip;
@@ -113,9 +121,26 @@ impl KafkaOptions {
             topics,
             properties,
             format,
+            raw,
             csv,
             on_error,
         })
+    }
+}
+
+/// The raw format needs exactly one physical column of type STRING or BYTES.
+fn check_raw(table: &TableDef) -> Result<(), String> {
+    use datafusion::arrow::datatypes::DataType;
+    let schema = table.physical_schema();
+    let ok = schema.fields().len() == 1
+        && matches!(
+            schema.field(0).data_type(),
+            DataType::Utf8 | DataType::Binary
+        );
+    if ok {
+        Ok(())
+    } else {
+        Err("'format' = 'raw' needs exactly one physical column of type STRING or BYTES".into())
     }
 }
 

@@ -123,6 +123,7 @@ impl SinkFactory for KafkaSinkFactory {
             producer,
             topic,
             format: options.format,
+            raw: options.raw,
             key_idx,
             partitioner,
             tz,
@@ -137,6 +138,7 @@ struct KafkaSink {
     producer: FutureProducer,
     topic: String,
     format: Format,
+    raw: bool,
     key_idx: Vec<usize>,
     partitioner: Partitioner,
     tz: Option<chrono_tz::Tz>,
@@ -155,6 +157,25 @@ fn lines(batch: &RecordBatch, format: Format, tz: Option<chrono_tz::Tz>) -> Resu
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| l.to_vec())
+        .collect())
+}
+
+/// `'format' = 'raw'`: the first column's bytes are the value.
+fn raw_values(batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    use datafusion::arrow::array::{Array, BinaryArray};
+    let col = datafusion::arrow::compute::cast(
+        batch.column(0),
+        &datafusion::arrow::datatypes::DataType::Binary,
+    )?;
+    let col = col.as_any().downcast_ref::<BinaryArray>().expect("binary");
+    Ok((0..col.len())
+        .map(|i| {
+            if col.is_null(i) {
+                vec![]
+            } else {
+                col.value(i).to_vec()
+            }
+        })
         .collect())
 }
 
@@ -182,7 +203,11 @@ impl KafkaSink {
     }
 
     async fn write_batch(&mut self, batch: RecordBatch) -> Result<()> {
-        let values = lines(&batch, self.format, self.tz)?;
+        let values = if self.raw {
+            raw_values(&batch)?
+        } else {
+            lines(&batch, self.format, self.tz)?
+        };
         let keys = if self.key_idx.is_empty() {
             None
         } else {

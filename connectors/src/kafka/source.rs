@@ -27,7 +27,10 @@ use super::{set_default, KafkaOptions, NAME};
 use crate::filesystem::decode::SegmentDecoder;
 use crate::options::number_option;
 use crate::timestamps::TimePolicy;
+use datafusion::arrow::array::{ArrayRef, BinaryArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::record_batch::RecordBatch;
+use std::sync::Arc;
 
 /// How long one metadata or offsets request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -296,23 +299,45 @@ impl KafkaSource {
                 key,
                 timestamp: m.timestamp().to_millis(),
             };
-            push_line(
-                &mut region,
-                m.payload().unwrap_or_default(),
-                &mut meta,
-                origin,
-            );
+            let payload = m.payload().unwrap_or_default();
+            push_line(&mut region, payload, &mut meta, origin, self.options.raw);
             if part.end.is_some_and(|e| m.offset() + 1 >= e) {
                 part.done = true;
                 self.pending.push_back(SourceEvent::PartitionEnd(id));
                 pause(consumer, part);
             }
         }
-        let event = self.decode(region, meta)?;
+        let event = if self.options.raw {
+            self.decode_raw(&region, &meta)?
+        } else {
+            self.decode(region, meta)?
+        };
         if let Some(d) = self.dead_letter_topic.as_mut() {
             d.flush().await?;
         }
         Ok(event)
+    }
+
+    /// `'format' = 'raw'`: each value, byte for byte, is the one column.
+    fn decode_raw(&mut self, region: &[u8], meta: &[LineMeta]) -> Result<SourceEvent> {
+        self.emitted += meta.len() as u64;
+        if meta.is_empty() {
+            return Ok(SourceEvent::Idle);
+        }
+        let value = |i: usize| {
+            let end = meta.get(i + 1).map_or(region.len(), |n| n.start) - 1;
+            &region[meta[i].start..end]
+        };
+        let col: ArrayRef = Arc::new(BinaryArray::from_iter_values((0..meta.len()).map(value)));
+        let col = cast(&col, self.ctx.schema.field(0).data_type()).map_err(kafka_err)?;
+        let batch = RecordBatch::try_new(self.ctx.schema.clone(), vec![col]).map_err(kafka_err)?;
+        let lines: Vec<usize> = (0..meta.len()).collect();
+        let batch = super::metadata::append(&self.ctx.table, batch, &lines, meta, self)?;
+        JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
+        Ok(SourceEvent::PartitionedBatch(
+            batch,
+            meta.iter().map(|m| m.id).collect(),
+        ))
     }
 
     /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
@@ -439,15 +464,17 @@ struct Origin {
     timestamp: Option<i64>,
 }
 
-fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, o: Origin) {
-    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, o: Origin, raw: bool) {
+    if !raw && payload.iter().all(|b| b.is_ascii_whitespace()) {
         return; // a tombstone or empty record carries no row
     }
     let start = region.len();
     region.extend_from_slice(payload);
-    for b in &mut region[start..] {
-        if *b == b'\n' || *b == b'\r' {
-            *b = b' ';
+    if !raw {
+        for b in &mut region[start..] {
+            if *b == b'\n' || *b == b'\r' {
+                *b = b' ';
+            }
         }
     }
     region.push(b'\n');
