@@ -6,6 +6,7 @@
 
 mod dead_letter;
 mod metadata;
+mod offsets;
 mod scan;
 pub mod sink;
 pub mod source;
