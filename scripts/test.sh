@@ -4,10 +4,13 @@ set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
 
-# Nothing in the build needs a C toolchain beyond gcc yet; RocksDB (libclang-dev) joins with the
-# checkpoint work.
+# RocksDB's bindings are generated with libclang; librdkafka and RocksDB build with gcc/g++.
 need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+  need_apt+=(libclang-dev)
+fi
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

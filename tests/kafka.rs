@@ -205,7 +205,7 @@ async fn results_written_to_kafka_read_back_equal() {
          CREATE TABLE results (sensor_id STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3),
            avg_temp DOUBLE, cnt BIGINT, sum_quality BIGINT)
          WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '{}',
-               'format' = 'json', 'key.fields' = 'sensor_id');
+               'format' = 'json', 'key.format' = 'json', 'key.fields' = 'sensor_id');
          INSERT INTO results {query}",
         broker.bootstrap
     );

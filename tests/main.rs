@@ -7,14 +7,22 @@
 //! - `errors`: bad SQL and bad records give clear, located errors and never panic.
 //! - `queries`: time zones, chained windows, aggregates, views, unions, functions.
 //! - `kafka`: the Kafka connector against a real broker (tansu or `WEIR_TEST_KAFKA`).
+//! - `kafka_keys`: Kafka message keys (`key.format`, `EXCEPT_KEY`) and the `headers` column.
+//! - `backpressure`: a slow sink bounds a real `weir run` process's memory and loses nothing.
+//! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
+//! - `chaos`: `kill -9` a checkpointing `weir run` five times; output equals a clean run's.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 
 mod common;
 
 mod api;
+mod backpressure;
+mod chaos;
+mod checkpoints;
 mod conformance;
 mod determinism;
 mod errors;
 mod kafka;
+mod kafka_keys;
 mod queries;
 mod sql_examples;

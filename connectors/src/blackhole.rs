@@ -42,7 +42,7 @@ impl SinkFactory for BlackholeSinkFactory {
     }
 
     /// It takes part in no commit protocol, so it reports at-least-once like `print`.
-    fn guarantee(&self, _table: &TableDef) -> &'static str {
+    fn guarantee(&self, _table: &TableDef, _checkpointing: bool) -> &'static str {
         "at-least-once"
     }
 

@@ -57,13 +57,21 @@ impl SourceFactory for DatagenSourceFactory {
         // At least ~10 batches a second at low rates, so rows trickle in rather than burst.
         let per_tenth = (spec.rows_per_second / 10.0).ceil() as usize;
         let batch_rows = ctx.batch_size.max(1).min(per_tenth.max(1));
+        // A restarted generator continues with the row after the last one checkpointed.
+        let ctx_restore = match &ctx.restore {
+            Some(p) => p
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| EngineError::State(format!("unreadable datagen position '{p}'")))?,
+            None => 0,
+        };
         Ok(Box::new(DatagenSource {
             ctx,
             gens,
             total: spec.total_rows,
             rate: spec.rows_per_second,
             batch_rows,
-            emitted: 0,
+            emitted: ctx_restore,
             started: None,
         }))
     }
@@ -103,7 +111,14 @@ impl DatagenSource {
             return Ok(SourceEvent::End);
         }
         let n = (self.batch_rows as u64).min(remaining) as usize;
-        let started = *self.started.get_or_insert_with(Instant::now);
+        let first = self.emitted;
+        let started = *self.started.get_or_insert_with(|| {
+            // Pace from this run's start, as if the rows before it had been produced at the rate.
+            let ahead = Duration::try_from_secs_f64(first as f64 / self.rate).unwrap_or_default();
+            Instant::now()
+                .checked_sub(ahead)
+                .unwrap_or_else(Instant::now)
+        });
         let offset = Duration::try_from_secs_f64(self.emitted as f64 / self.rate).ok();
         if let Some(due) = offset.and_then(|d| started.checked_add(d)) {
             tokio::time::sleep_until(due).await;
@@ -120,6 +135,12 @@ impl DatagenSource {
 impl Source for DatagenSource {
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
         self.next_batch().boxed()
+    }
+
+    /// Rows produced so far (values are a function of the row number, except timestamps
+    /// taken from the clock).
+    fn snapshot(&mut self) -> Result<Option<String>> {
+        Ok(Some(self.emitted.to_string()))
     }
 }
 

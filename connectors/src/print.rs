@@ -39,7 +39,7 @@ impl SinkFactory for PrintSinkFactory {
         bool_option(table, "standard-error", false).map(|_| ())
     }
 
-    fn guarantee(&self, _table: &TableDef) -> &'static str {
+    fn guarantee(&self, _table: &TableDef, _checkpointing: bool) -> &'static str {
         "at-least-once"
     }
 
@@ -161,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn sink_counts_rows_and_validates() {
         let t = table(&[("connector", "print"), ("standard-error", "true")], &[]);
-        assert_eq!(PrintSinkFactory.guarantee(&t), "at-least-once");
+        assert_eq!(PrintSinkFactory.guarantee(&t, true), "at-least-once");
         let ctx = sink_ctx(t, &[]);
         let mut sink = PrintSinkFactory.create(ctx.clone()).unwrap();
         sink.write(batch()).await.unwrap();

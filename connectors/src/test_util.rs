@@ -46,6 +46,7 @@ pub(crate) fn source_ctx(table: TableDef, on_error: OnError, batch_size: usize) 
         batch_size,
         dead_letters,
         metrics: Arc::new(JobMetrics::default()),
+        restore: None,
     }
 }
 
@@ -60,6 +61,9 @@ pub(crate) fn sink_ctx(table: TableDef, settings: &[(&str, &str)]) -> SinkContex
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         metrics: Arc::new(JobMetrics::default()),
+        checkpointing: false,
+        restore: None,
+        state_dir: None,
     }
 }
 

@@ -40,13 +40,45 @@ pub enum SourceEvent {
 pub trait Source: Send {
     /// The next batch; `End` once a bounded input is exhausted.
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>>;
+
+    /// The position after everything returned so far, for a checkpoint; a restarted source
+    /// gets it back in [`SourceContext::restore`] and resumes there. `None` means the source
+    /// cannot resume (a restart reads it again from its configured start).
+    fn snapshot(&mut self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// A running sink: receives the result rows of a job.
+///
+/// Sinks that take part in checkpoints implement two-phase commit: [`Sink::pre_commit`] when a
+/// barrier arrives makes the rows written so far durable but not visible, and
+/// [`Sink::commit`] publishes them once the checkpoint is complete. The defaults suit
+/// at-least-once sinks (nothing is held back).
 pub trait Sink: Send {
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>>;
     /// The input is finished: flush and close.
     fn finish(&mut self) -> BoxFuture<'_, Result<()>>;
+
+    /// Checkpoint `checkpoint`'s barrier arrived: make what was written durable, ready to be
+    /// published. Returns what [`Sink::commit`] or a restarted sink needs to publish it.
+    fn pre_commit(&mut self, _checkpoint: u64) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+
+    /// Every checkpoint up to `checkpoint` is complete: publish what they pre-committed.
+    fn commit(&mut self, _checkpoint: u64) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a restarted sink finds in the checkpoint it restarts from.
+#[derive(Debug, Clone)]
+pub struct SinkRestore {
+    pub checkpoint: u64,
+    /// What [`Sink::pre_commit`] returned for that checkpoint: publish it (if not yet done) and
+    /// discard anything written after it.
+    pub pending: String,
 }
 
 /// What a source needs to start.
@@ -60,6 +92,8 @@ pub struct SourceContext {
     /// Where records that cannot be decoded go.
     pub dead_letters: DeadLetters,
     pub metrics: Arc<JobMetrics>,
+    /// The position [`Source::snapshot`] returned in the checkpoint this run restores from.
+    pub restore: Option<String>,
 }
 
 /// What a sink needs to start.
@@ -71,6 +105,12 @@ pub struct SinkContext {
     /// `SET` options of the job (e.g. `table.local-time-zone`).
     pub settings: BTreeMap<String, String>,
     pub metrics: Arc<JobMetrics>,
+    /// The job checkpoints: hold rows back until [`Sink::commit`] where the sink can.
+    pub checkpointing: bool,
+    /// Set when the job restarts from a checkpoint.
+    pub restore: Option<SinkRestore>,
+    /// A directory of the checkpoint store for this sink's own files (checkpointing jobs).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Creates sources of one connector kind.
@@ -92,8 +132,9 @@ pub trait SourceFactory: Send + Sync {
 pub trait SinkFactory: Send + Sync {
     fn name(&self) -> &'static str;
     fn validate(&self, table: &TableDef) -> Result<(), String>;
-    /// The delivery guarantee printed when a job starts (e.g. "at-least-once").
-    fn guarantee(&self, table: &TableDef) -> &'static str;
+    /// The delivery guarantee printed when a job starts (e.g. "at-least-once"), which may
+    /// depend on whether the job checkpoints.
+    fn guarantee(&self, table: &TableDef, checkpointing: bool) -> &'static str;
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>>;
 }
 
@@ -140,13 +181,17 @@ impl ConnectorRegistry {
 }
 
 /// Reject options the connector does not know. `prefixes` admit families like `fields.`.
+/// `sink.rows-per-second` is accepted for every connector (the engine applies it).
 pub fn check_known_options(
     table: &TableDef,
     known: &[&str],
     prefixes: &[&str],
 ) -> Result<(), String> {
+    crate::runtime::throttle::rate(table)?;
     for key in table.options.keys() {
-        let ok = known.contains(&key.as_str()) || prefixes.iter().any(|p| key.starts_with(p));
+        let ok = known.contains(&key.as_str())
+            || prefixes.iter().any(|p| key.starts_with(p))
+            || key == crate::runtime::throttle::OPTION;
         if !ok {
             let mut all: Vec<String> = known.iter().map(|s| format!("'{s}'")).collect();
             all.extend(prefixes.iter().map(|p| format!("'{p}*'")));

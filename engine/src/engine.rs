@@ -12,9 +12,13 @@ use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 use weir_planner::{Catalog, PlanError, Planner, Settings, Statement, StreamPlan};
 
+use crate::checkpoint::coordinator::run_coordinator;
+use crate::checkpoint::{fingerprint, CheckpointConfig, CheckpointStore, Checkpointing};
+use crate::connector::SinkRestore;
 use crate::connector::{ConnectorRegistry, SinkContext, SinkFactory, SourceFactory};
 use crate::error::{EngineError, Result};
-use crate::runtime::job::{run_sink, spawn_node, BuildContext, JobShared};
+use crate::runtime::job::{spawn_node, BuildContext, JobShared};
+use crate::runtime::sink::{run_sink, SinkCheckpoint};
 use crate::stream::{JobHandle, QueryStream};
 
 /// What one statement produced.
@@ -39,6 +43,7 @@ pub(crate) struct Inner {
     pub jobs: Vec<JobHandle>,
     pub batch_size: usize,
     pub quiet: bool,
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// A Weir engine. Cheap to clone; clones share the catalog and jobs.
@@ -58,6 +63,7 @@ impl Engine {
             jobs: Vec::new(),
             batch_size: 8192,
             quiet: false,
+            checkpoint: None,
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -222,7 +228,9 @@ impl Engine {
         let g = self.lock();
         let names: Vec<&str> = inserts.iter().map(|i| i.table.name.as_str()).collect();
         let job = JobShared::new(format!("insert into {}", names.join(", ")));
-        let ctx = build_ctx(&g, &job);
+        let ck = checkpointing(&g, &inserts)?;
+        let mut ctx = build_ctx(&g, &job);
+        ctx.checkpointing = ck.clone();
         let mut sinks = Vec::new();
         for ins in &inserts {
             let factory = g
@@ -232,34 +240,139 @@ impl Engine {
                 .ok_or_else(|| {
                     EngineError::Internal("sink factory vanished after planning".into())
                 })?;
+            let sink_ck = ck.as_ref().map(|c| SinkCheckpoint {
+                name: c.register("sink"),
+                ck: c.clone(),
+            });
+            let restore = sink_ck.as_ref().and_then(|s| {
+                let pending = s.ck.restored_snapshot(&s.name)?.to_string();
+                let checkpoint = s.ck.restored.as_ref()?.id;
+                Some(SinkRestore {
+                    checkpoint,
+                    pending,
+                })
+            });
             let sctx = SinkContext {
                 table: ins.table.clone(),
                 schema: ins.table.physical_schema(),
                 settings: g.settings.clone(),
                 metrics: job.metrics.clone(),
+                checkpointing: ck.is_some(),
+                restore,
+                state_dir: sink_ck
+                    .as_ref()
+                    .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
             };
-            let sink = crate::statements::CastingSink::wrap(
-                factory.create(sctx)?,
-                ins.table.physical_schema(),
-            );
+            let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, &ins.table)?;
+            let sink = crate::statements::CastingSink::wrap(sink, ins.table.physical_schema());
             if !g.quiet {
                 eprintln!(
                     "weir: sink '{}' ({}) delivers {}",
                     ins.table.name,
                     factory.name(),
-                    factory.guarantee(&ins.table)
+                    factory.guarantee(&ins.table, ck.is_some())
                 );
             }
-            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?));
+            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
         }
-        for (sink, rx) in sinks {
-            job.spawn(run_sink(sink, rx, job.metrics.clone()));
+        for (sink, rx, sink_ck) in sinks {
+            job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck));
+        }
+        if let Some(c) = ck {
+            job.set_checkpointing(c.clone());
+            let sources = c
+                .participants()
+                .iter()
+                .filter(|p| p.starts_with("source-"))
+                .count();
+            let fp = fingerprint_of(&inserts);
+            job.spawn(run_coordinator(
+                c,
+                fp,
+                sources,
+                g.quiet,
+                job.cancel_receiver(),
+            ));
         }
         drop(g);
         let handle = JobHandle(job);
         self.lock().jobs.push(handle.clone());
         Ok(handle)
     }
+
+    /// Checkpoint into `dir` (every `interval`, default 10 s) for the jobs submitted from now
+    /// on; a job resumes from the latest complete checkpoint found there.
+    pub fn set_checkpointing(&self, config: Option<CheckpointConfig>) {
+        self.lock().checkpoint = config;
+    }
+}
+
+/// A job's fingerprint: its sink tables and queries.
+fn fingerprint_of(inserts: &[crate::statements::PlannedInsert]) -> String {
+    let text: Vec<String> = inserts
+        .iter()
+        .map(|i| format!("{} <- {}", i.table.name, i.query_sql))
+        .collect();
+    fingerprint(&text.join("\n"))
+}
+
+/// The checkpoint configuration of a job from the engine's and the session's settings, with
+/// the checkpoint it restores from.
+fn checkpointing(
+    g: &Inner,
+    inserts: &[crate::statements::PlannedInsert],
+) -> Result<Option<Arc<Checkpointing>>> {
+    let mut config = g.checkpoint.clone();
+    if let Some(d) = g.settings.get("execution.checkpointing.dir") {
+        let c = config.get_or_insert(CheckpointConfig {
+            dir: d.into(),
+            interval: DEFAULT_INTERVAL,
+            allow_changed_query: false,
+        });
+        c.dir = d.into();
+    }
+    let interval = g.settings.get("execution.checkpointing.interval");
+    let Some(mut config) = config else {
+        return match interval {
+            Some(_) => Err(plan_error(
+                "'execution.checkpointing.interval' needs a checkpoint directory: \
+                 `weir run --checkpoint-dir DIR` or SET 'execution.checkpointing.dir' = '...'",
+            )),
+            None => Ok(None),
+        };
+    };
+    if let Some(i) = interval {
+        let ns = weir_planner::interval::parse_duration(i)
+            .map_err(|e| plan_error(&format!("'execution.checkpointing.interval' = '{i}': {e}")))?;
+        config.interval = std::time::Duration::from_nanos(ns.max(1_000_000) as u64);
+    }
+    let store = CheckpointStore::open(&config.dir)?;
+    let restored = store.latest()?;
+    if let Some(r) = &restored {
+        let fp = fingerprint_of(inserts);
+        if r.fingerprint != fp && !config.allow_changed_query {
+            return Err(EngineError::State(format!(
+                "checkpoint directory '{}' holds checkpoint {} of a different query; use a new \
+                 directory, or --allow-changed-query if the state still fits the new query",
+                config.dir.display(),
+                r.id
+            )));
+        }
+        if !g.quiet {
+            eprintln!(
+                "weir: restoring from checkpoint {} in {}",
+                r.id,
+                config.dir.display()
+            );
+        }
+    }
+    Ok(Some(Arc::new(Checkpointing::new(config, store, restored))))
+}
+
+const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn plan_error(msg: &str) -> EngineError {
+    EngineError::Plan(PlanError::plan(msg, Default::default()))
 }
 
 fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {
@@ -269,5 +382,6 @@ fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {
         settings: &g.settings,
         batch_size: g.batch_size,
         quiet: g.quiet,
+        checkpointing: None,
     }
 }

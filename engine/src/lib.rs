@@ -3,6 +3,7 @@
 //! Data flows source -> operators -> sink as [`message::Message`]s on bounded channels; each
 //! operator is a small synchronous state machine ([`operator::Operator`]) driven by a task.
 
+pub mod checkpoint;
 pub mod connector;
 pub mod dead_letter;
 pub mod engine;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod operator;
 pub mod operators;
 pub mod runtime;
+pub mod state;
 mod statements;
 pub mod stream;
 pub mod window;

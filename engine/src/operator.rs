@@ -6,6 +6,7 @@
 
 use crate::error::Result;
 use crate::message::{Message, StreamBatch};
+use crate::state::StateBackend;
 
 pub trait Operator: Send {
     /// A short name for logs and EXPLAIN ANALYZE.
@@ -22,6 +23,22 @@ pub trait Operator: Send {
 
     /// The input ended (after its final watermark). Nothing to do by default.
     fn on_end(&mut self, _out: &mut Vec<Message>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Whether the operator keeps state across batches (and so takes part in checkpoints).
+    fn is_stateful(&self) -> bool {
+        false
+    }
+
+    /// A checkpoint barrier is passing: bring `state` up to date with everything a restart
+    /// needs (what changed since the last snapshot is enough; the backend keeps the rest).
+    fn snapshot(&mut self, _state: &mut dyn StateBackend) -> Result<()> {
+        Ok(())
+    }
+
+    /// Load the state a previous run's [`Operator::snapshot`] wrote (before any message).
+    fn restore(&mut self, _state: &dyn StateBackend) -> Result<()> {
         Ok(())
     }
 }

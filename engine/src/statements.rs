@@ -336,6 +336,8 @@ fn indent(s: &str) -> String {
 pub(crate) struct PlannedInsert {
     pub table: Arc<TableDef>,
     pub plan: StreamPlan,
+    /// The query's SQL text (for the checkpoint fingerprint).
+    pub query_sql: String,
 }
 
 pub(crate) fn plan_inserts(g: &Inner, s: &Statement) -> Result<Vec<PlannedInsert>> {
@@ -402,6 +404,7 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
     Ok(PlannedInsert {
         table: t.clone(),
         plan,
+        query_sql: query.text.clone(),
     })
 }
 
@@ -440,5 +443,13 @@ impl Sink for CastingSink {
 
     fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
         self.inner.finish()
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64) -> BoxFuture<'_, Result<String>> {
+        self.inner.pre_commit(checkpoint)
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> BoxFuture<'_, Result<()>> {
+        self.inner.commit(checkpoint)
     }
 }

@@ -62,6 +62,35 @@ impl JobHandle {
     }
 
     /// Stop the job: sources stop reading and the tasks wind down.
+    /// Stop with a savepoint: every source ends after a last checkpoint (without firing open
+    /// windows), so running the job again with the same checkpoint directory continues exactly
+    /// where it stopped. Without checkpoints this is [`JobHandle::cancel`].
+    pub fn stop_with_savepoint(&self) {
+        match self.0.checkpointing() {
+            Some(ck) => ck.send(crate::checkpoint::Event::Stop),
+            None => self.cancel(),
+        }
+    }
+
+    /// The id of the latest complete checkpoint, if the job checkpoints and has completed one.
+    pub fn last_checkpoint(&self) -> Option<u64> {
+        let id = *self.0.checkpointing()?.committed().borrow();
+        (id > 0).then_some(id)
+    }
+
+    /// The job's recent complete checkpoints (empty without checkpoints).
+    pub fn checkpoints(&self) -> Vec<crate::checkpoint::CheckpointStats> {
+        self.0
+            .checkpointing()
+            .map(|c| c.stats())
+            .unwrap_or_default()
+    }
+
+    /// Whether every task of the job has finished.
+    pub fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+
     pub fn cancel(&self) {
         self.0.cancel();
     }

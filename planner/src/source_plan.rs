@@ -84,6 +84,15 @@ pub fn sql_type_of(dt: &DataType) -> String {
         DataType::Timestamp(u, None) => format!("TIMESTAMP({})", p(u)),
         DataType::Timestamp(u, Some(_)) => format!("TIMESTAMP_LTZ({})", p(u)),
         DataType::Binary => "BYTES".into(),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(f) if f.len() == 2 => format!(
+                "MAP<{}, {}>",
+                sql_type_of(f[0].data_type()),
+                sql_type_of(f[1].data_type())
+            ),
+            other => other.to_string(),
+        },
+        DataType::List(item) => format!("ARRAY<{}>", sql_type_of(item.data_type())),
         other => other.to_string(),
     }
 }

@@ -37,6 +37,9 @@ pub fn parse_type(p: &mut Parser) -> Result<ParsedType> {
         ));
     };
     let name = w.value.to_ascii_uppercase();
+    if name == "MAP" || name == "ARRAY" {
+        return parse_collection(p, &name, at);
+    }
     let args = parse_type_args(p)?;
     let arg = |i: usize, d: u64| args.get(i).copied().unwrap_or(d);
     let (dt, sql) = match name.as_str() {
@@ -76,6 +79,59 @@ pub fn parse_type(p: &mut Parser) -> Result<ParsedType> {
         _ => sql,
     };
     Ok(ParsedType { data_type: dt, sql })
+}
+
+/// `MAP<K, V>` (Arrow's map with `keys`/`values` entries, as arrow's `MapBuilder` makes them)
+/// and `ARRAY<T>` (a list).
+fn parse_collection(p: &mut Parser, name: &str, at: crate::error::Location) -> Result<ParsedType> {
+    use datafusion::arrow::datatypes::{Field, Fields};
+    use std::sync::Arc;
+    expect(p, Token::Lt, "`<`")?;
+    let first = parse_type(p)?;
+    let parsed = if name == "MAP" {
+        expect(p, Token::Comma, "`,`")?;
+        let value = parse_type(p)?;
+        let entries = Fields::from(vec![
+            Field::new("keys", first.data_type, false),
+            Field::new("values", value.data_type, true),
+        ]);
+        ParsedType {
+            data_type: DataType::Map(
+                Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+                false,
+            ),
+            sql: format!("MAP<{}, {}>", first.sql, value.sql),
+        }
+    } else {
+        ParsedType {
+            data_type: DataType::new_list(first.data_type, true),
+            sql: format!("ARRAY<{}>", first.sql),
+        }
+    };
+    let t = p.next_token();
+    match t.token {
+        Token::Gt => Ok(parsed),
+        Token::ShiftRight => Err(PlanError::parse(
+            "write nested `>>` as `> >` (one closing bracket per type)",
+            loc(&t),
+        )),
+        _ => Err(PlanError::parse(
+            format!("expected `>` to close {name}<...>, found `{t}`"),
+            if t.token == Token::EOF { at } else { loc(&t) },
+        )),
+    }
+}
+
+fn expect(p: &mut Parser, want: Token, what: &str) -> Result<()> {
+    let t = p.next_token();
+    if t.token == want {
+        Ok(())
+    } else {
+        Err(PlanError::parse(
+            format!("expected {what}, found `{t}`"),
+            loc(&t),
+        ))
+    }
 }
 
 fn ltz(precision: u64) -> (DataType, String) {

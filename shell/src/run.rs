@@ -17,6 +17,13 @@ pub struct RunArgs {
     /// Override a SET option: --set key=value.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Checkpoint into DIR (every 10 s unless 'execution.checkpointing.interval' says
+    /// otherwise) and resume from the latest checkpoint found there.
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// Restore from a checkpoint taken by a different query (only where state still fits).
+    #[arg(long)]
+    allow_changed_query: bool,
     /// The job file.
     file: String,
 }
@@ -38,6 +45,13 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     let engine = weir::Engine::new();
     engine.set_quiet(args.quiet);
+    if let Some(dir) = &args.checkpoint_dir {
+        engine.set_checkpointing(Some(weir::CheckpointConfig {
+            dir: dir.clone(),
+            interval: std::time::Duration::from_secs(10),
+            allow_changed_query: args.allow_changed_query,
+        }));
+    }
     for kv in &args.set {
         if let Some((k, v)) = kv.split_once('=') {
             engine.set(k.trim(), v.trim());
@@ -86,14 +100,69 @@ async fn run_statements(
             Output::Job(j) => jobs.push(j),
         }
     }
-    for j in &jobs {
-        if let Err(e) = j.wait().await {
-            eprintln!("error: job '{}' failed: {e}", j.name());
-            return 1;
-        }
-        summary(j, args.quiet);
+    if let Err(code) = wait_jobs(&jobs, args.quiet).await {
+        return code;
     }
     0
+}
+
+/// Wait for the background jobs. SIGTERM or Ctrl-C stops them with a savepoint (a final
+/// checkpoint, then exit 0); a second signal exits at once.
+async fn wait_jobs(jobs: &[weir::JobHandle], quiet: bool) -> Result<(), i32> {
+    let mut signals = Signals::new();
+    let mut stopping = false;
+    for j in jobs {
+        loop {
+            tokio::select! {
+                r = j.wait() => {
+                    if let Err(e) = r {
+                        eprintln!("error: job '{}' failed: {e}", j.name());
+                        return Err(1);
+                    }
+                    break;
+                }
+                _ = signals.next() => {
+                    if stopping {
+                        eprintln!("weir: stopped without a savepoint");
+                        std::process::exit(130);
+                    }
+                    stopping = true;
+                    if !quiet {
+                        eprintln!("weir: stopping with a savepoint (signal again to exit at once)");
+                    }
+                    jobs.iter().for_each(|j| j.stop_with_savepoint());
+                }
+            }
+        }
+        summary(j, quiet);
+    }
+    Ok(())
+}
+
+/// SIGTERM and SIGINT as one stream.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(t) = self.term.as_mut() {
+            tokio::select! {
+                _ = t.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Consecutive top-level INSERTs of a job file run as one job, like a statement set.

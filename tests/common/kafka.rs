@@ -137,14 +137,65 @@ impl Broker {
                     .expect("enqueued"),
             );
         }
-        for a in acks {
-            let d = a.await.expect("producer alive").expect("delivered");
-            ends[d.partition as usize] = ends[d.partition as usize].max(d.offset + 1);
-        }
-        ends.iter()
-            .enumerate()
-            .map(|(p, o)| format!("partition:{p},offset:{o}"))
-            .collect::<Vec<_>>()
-            .join(";")
+        await_ends(acks, &mut ends).await;
+        specific_offsets(&ends)
     }
+}
+
+impl Broker {
+    /// Produce `n` records made by `make(i) -> (partition, value)` as fast as the broker takes
+    /// them (waiting when the producer queue is full); returns the specific-offsets end string.
+    pub async fn produce_many(
+        &self,
+        topic: &str,
+        n: usize,
+        partitions: i32,
+        make: impl Fn(usize) -> (i32, Vec<u8>),
+    ) -> String {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "500000")
+            .create()
+            .unwrap();
+        let mut ends = vec![0i64; partitions as usize];
+        let mut acks = Vec::with_capacity(100_000);
+        for i in 0..n {
+            let (p, v) = make(i);
+            let mut rec = FutureRecord::<(), Vec<u8>>::to(topic)
+                .partition(p)
+                .payload(&v);
+            loop {
+                match producer.send_result(rec) {
+                    Ok(f) => break acks.push(f),
+                    Err((_, r)) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+            if acks.len() == 100_000 || i + 1 == n {
+                await_ends(std::mem::take(&mut acks), &mut ends).await;
+            }
+        }
+        specific_offsets(&ends)
+    }
+}
+
+/// Wait for deliveries, raising each partition's exclusive end offset.
+async fn await_ends(acks: Vec<rdkafka::producer::DeliveryFuture>, ends: &mut [i64]) {
+    for a in acks {
+        let d = a.await.expect("producer alive").expect("delivered");
+        ends[d.partition as usize] = ends[d.partition as usize].max(d.offset + 1);
+    }
+}
+
+/// End offsets as Flink's `scan.bounded.specific-offsets` string.
+fn specific_offsets(ends: &[i64]) -> String {
+    ends.iter()
+        .enumerate()
+        .map(|(p, o)| format!("partition:{p},offset:{o}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }

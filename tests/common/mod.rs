@@ -159,3 +159,16 @@ pub fn conformance_cases() -> Vec<PathBuf> {
     cases
 }
 pub mod kafka;
+
+/// The `weir` binary built beside this test binary (`cargo test --workspace` builds it).
+pub fn weir_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join(format!("weir{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}

@@ -4,6 +4,7 @@
 //! written with the same `WITH` clause), the `format` value and path handling. Reading lives in
 //! [`source`] (with chunked, line-exact decoding in `decode`), writing in [`sink`].
 
+mod committing;
 pub(crate) mod decode;
 pub mod sink;
 pub mod source;
@@ -33,6 +34,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "csv.allow-comments",
     "csv.ignore-first-line",
     "json.timestamp-format.standard",
+    "scan.records-per-second",
 ];
 
 /// The record format of the files.
@@ -60,6 +62,8 @@ pub(crate) struct FileOptions {
     pub format: Format,
     pub csv: CsvOptions,
     pub on_error: OnError,
+    /// `scan.records-per-second`: replay a file at a fixed pace.
+    pub rate: Option<f64>,
 }
 
 impl FileOptions {
@@ -85,11 +89,14 @@ impl FileOptions {
             ignore_first_line: bool_option(table, "csv.ignore-first-line", false)?,
         };
         let on_error = OnError::parse(table.option("format.on-error"))?;
+        let rate = crate::options::number_option::<f64>(table, "scan.records-per-second")?
+            .filter(|r| *r > 0.0);
         Ok(FileOptions {
             path,
             format,
             csv,
             on_error,
+            rate,
         })
     }
 

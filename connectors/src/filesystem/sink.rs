@@ -34,14 +34,25 @@ impl SinkFactory for FilesystemSinkFactory {
         FileOptions::parse(table).map(|_| ())
     }
 
-    fn guarantee(&self, _table: &TableDef) -> &'static str {
-        "at-least-once"
+    /// With checkpoints, rows go to in-progress files that are renamed when the checkpoint
+    /// completes: exactly-once.
+    fn guarantee(&self, _table: &TableDef, checkpointing: bool) -> &'static str {
+        if checkpointing {
+            "exactly-once"
+        } else {
+            "at-least-once"
+        }
     }
 
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>> {
         let err = |m: String| EngineError::connector(NAME, m);
         let options = FileOptions::parse(&ctx.table).map_err(err)?;
         let tz = session_time_zone(&ctx.settings).map_err(err)?;
+        if ctx.checkpointing {
+            return Ok(Box::new(super::committing::CommittingSink::open(
+                ctx, options, tz,
+            )?));
+        }
         let target = target_file(&options)?;
         let file = File::create(&target).map_err(|e| {
             EngineError::connector(NAME, format!("cannot create '{}': {e}", target.display()))
@@ -81,6 +92,24 @@ fn target_file(options: &FileOptions) -> Result<PathBuf> {
     Ok(file)
 }
 
+/// `batch` as JSON lines or CSV (with a header line first when `header`).
+pub(super) fn encode_rows(
+    options: &FileOptions,
+    tz: Option<Tz>,
+    header: bool,
+    batch: &RecordBatch,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    match options.format {
+        Format::Json => batch_to_json_lines(batch, tz, out)?,
+        Format::Csv => {
+            let delimiter = char::from(options.csv.delimiter);
+            batch_to_csv_with_delimiter(batch, tz, out, header, delimiter)?
+        }
+    }
+    Ok(())
+}
+
 /// A running filesystem sink.
 struct FileSink {
     ctx: SinkContext,
@@ -97,14 +126,8 @@ struct FileSink {
 impl FileSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
         self.scratch.clear();
-        match self.options.format {
-            Format::Json => batch_to_json_lines(batch, self.tz, &mut self.scratch)?,
-            Format::Csv => {
-                let delimiter = char::from(self.options.csv.delimiter);
-                let header = std::mem::take(&mut self.header_pending);
-                batch_to_csv_with_delimiter(batch, self.tz, &mut self.scratch, header, delimiter)?
-            }
-        }
+        let header = std::mem::take(&mut self.header_pending);
+        encode_rows(&self.options, self.tz, header, batch, &mut self.scratch)?;
         let out = self.out.as_mut().ok_or_else(|| {
             EngineError::Internal("filesystem sink written after finish".to_string())
         })?;

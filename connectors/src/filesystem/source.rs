@@ -83,6 +83,8 @@ fn list_files(options: &FileOptions) -> Result<Vec<(PathBuf, String)>> {
 struct FileSource {
     ctx: SourceContext,
     files: VecDeque<(PathBuf, String)>,
+    /// How many files there were (a position names its file by index).
+    total_files: usize,
     current: Option<OpenFile>,
     decoder: SegmentDecoder,
     skip_first_line: bool,
@@ -91,16 +93,21 @@ struct FileSource {
     on_error: OnError,
     /// Bytes read at a time ([`CHUNK_BYTES`]; tests use tiny chunks).
     chunk_bytes: usize,
+    /// `scan.records-per-second`, and the rows emitted since `started`.
+    rate: Option<f64>,
+    started: Option<std::time::Instant>,
+    emitted: u64,
 }
 
 impl FileSource {
     fn new(ctx: SourceContext, options: FileOptions) -> Result<Self> {
-        let files = list_files(&options)?.into();
+        let files: VecDeque<_> = list_files(&options)?.into();
         let (schema, format) = (ctx.schema.clone(), options.format);
         let decoder = SegmentDecoder::new(schema, format, options.csv, ctx.batch_size)
             .map_err(|e| EngineError::connector(NAME, e.to_string()))?;
         let skip_first_line = options.csv.ignore_first_line && format == super::Format::Csv;
-        Ok(FileSource {
+        let mut me = FileSource {
+            total_files: files.len(),
             ctx,
             files,
             current: None,
@@ -108,7 +115,37 @@ impl FileSource {
             skip_first_line,
             on_error: options.on_error,
             chunk_bytes: CHUNK_BYTES,
-        })
+            rate: options.rate,
+            started: None,
+            emitted: 0,
+        };
+        if let Some(pos) = me.ctx.restore.clone() {
+            me.resume(&pos)?;
+        }
+        Ok(me)
+    }
+
+    /// Continue from a position [`Source::snapshot`] returned: `{"file": i, "offset": bytes,
+    /// "line": n}` (the next file to open when `offset` is 0 and no file was open).
+    fn resume(&mut self, pos: &str) -> Result<()> {
+        let bad = || EngineError::State(format!("unreadable filesystem position '{pos}'"));
+        let v: serde_json::Value = serde_json::from_str(pos).map_err(|_| bad())?;
+        let (index, offset, line) = (
+            v["file"].as_u64().ok_or_else(bad)? as usize,
+            v["offset"].as_u64().ok_or_else(bad)?,
+            v["line"].as_u64().ok_or_else(bad)?,
+        );
+        for _ in 0..index.min(self.files.len()) {
+            self.files.pop_front();
+        }
+        if offset > 0 {
+            if let Some((path, name)) = self.files.pop_front() {
+                let mut f = OpenFile::open(path, name, 0, self.chunk_bytes)?;
+                f.seek(offset, line)?;
+                self.current = Some(f);
+            }
+        }
+        Ok(())
     }
 
     /// Decode segments until one yields rows, moving through the files; `End` after the last.
@@ -149,6 +186,16 @@ impl FileSource {
     }
 }
 
+impl FileSource {
+    /// `scan.records-per-second`: wait until the rows emitted so far are due.
+    async fn pace(&mut self) {
+        let Some(rate) = self.rate else { return };
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        let due = started + std::time::Duration::from_secs_f64(self.emitted as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
 /// Hand a bad record to the dead letters, or stop with it under `'format.on-error' = 'fail'`.
 fn dead_letter(ctx: &SourceContext, on_error: OnError, record: BadRecord) -> Result<()> {
     if on_error == OnError::Fail {
@@ -160,7 +207,27 @@ fn dead_letter(ctx: &SourceContext, on_error: OnError, record: BadRecord) -> Res
 
 impl Source for FileSource {
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
-        async move { self.next_batch() }.boxed()
+        async move {
+            self.pace().await;
+            let event = self.next_batch()?;
+            if let SourceEvent::Batch(b) = &event {
+                self.emitted += b.num_rows() as u64;
+            }
+            Ok(event)
+        }
+        .boxed()
+    }
+
+    fn snapshot(&mut self) -> Result<Option<String>> {
+        let waiting = self.files.len() + usize::from(self.current.is_some());
+        let index = self.total_files - waiting;
+        let (offset, line) = self
+            .current
+            .as_ref()
+            .map_or((0, 1), |f| (f.position(), f.line));
+        Ok(Some(
+            serde_json::json!({ "file": index, "offset": offset, "line": line }).to_string(),
+        ))
     }
 }
 
@@ -180,6 +247,10 @@ struct OpenFile {
     /// Header lines still to skip.
     skip_lines: usize,
     chunk_bytes: usize,
+    /// Bytes read from the file into `buf` so far.
+    read: u64,
+    /// `buf` ends with a line end supplied at the end of the file (not read from it).
+    appended: bool,
 }
 
 impl OpenFile {
@@ -198,7 +269,26 @@ impl OpenFile {
             eof,
             skip_lines,
             chunk_bytes,
+            read: 0,
+            appended: false,
         })
+    }
+
+    /// The file offset of the first byte not yet decoded.
+    fn position(&self) -> u64 {
+        let from_file = self.buf.len() - usize::from(self.appended);
+        self.read - from_file.saturating_sub(self.start) as u64
+    }
+
+    /// Continue reading at byte `offset`, which starts line `line`.
+    fn seek(&mut self, offset: u64, line: u64) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.file.seek(SeekFrom::Start(offset)).map_err(|e| {
+            EngineError::connector(NAME, format!("cannot seek in '{}': {e}", self.name))
+        })?;
+        self.read = offset;
+        self.line = line;
+        Ok(())
     }
 
     /// Make sure whole lines are waiting in [`Self::region`] (skipping header lines first);
@@ -247,10 +337,12 @@ impl OpenFile {
             .map_err(|e| {
                 EngineError::connector(NAME, format!("cannot read '{}': {e}", self.name))
             })?;
+        self.read += read as u64;
         if read < self.chunk_bytes {
             self.eof = true;
             if self.buf.last().is_some_and(|b| *b != b'\n') {
                 self.buf.push(b'\n');
+                self.appended = true;
             }
             self.complete = self.buf.len();
         } else {

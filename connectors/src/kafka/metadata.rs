@@ -1,15 +1,17 @@
 //! Kafka metadata columns: `ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'`, `partition`,
-//! `offset`, `topic` and `key`, appended after the decoded value columns (the order the planner
+//! `offset`, `topic`, `key` and `headers` (`MAP<STRING, BYTES>`), appended after the decoded value columns (the order the planner
 //! expects). A metadata timestamp can be the event-time column.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringArray,
+    StringBuilder, TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
+use rdkafka::message::{BorrowedHeaders, Headers};
 use weir_engine::{EngineError, Result};
 use weir_planner::{ColumnKind, TableDef};
 
@@ -17,7 +19,64 @@ use super::source::{KafkaSource, LineMeta};
 use super::NAME;
 
 /// The metadata keys the Kafka source provides.
-pub const KEYS: &[&str] = &["timestamp", "partition", "offset", "topic", "key"];
+pub const KEYS: &[&str] = &[
+    "timestamp",
+    "partition",
+    "offset",
+    "topic",
+    "key",
+    "headers",
+];
+
+/// (key start, key length, value range or None for a null value) into `HeaderStore::bytes`.
+type HeaderEntry = (usize, usize, Option<(usize, usize)>);
+
+/// The headers of one poll's messages, laid end to end (no allocation per record).
+#[derive(Default)]
+pub(super) struct HeaderStore {
+    bytes: Vec<u8>,
+    entries: Vec<HeaderEntry>,
+}
+
+impl HeaderStore {
+    pub(super) fn clear(&mut self) {
+        self.bytes.clear();
+        self.entries.clear();
+    }
+
+    /// Keep a message's headers; returns (first entry, count).
+    pub(super) fn push(&mut self, headers: Option<&BorrowedHeaders>) -> (u32, u32) {
+        let first = self.entries.len() as u32;
+        for h in headers.into_iter().flat_map(|h| h.iter()) {
+            let k = self.bytes.len();
+            self.bytes.extend_from_slice(h.key.as_bytes());
+            let v = h.value.map(|v| {
+                self.bytes.extend_from_slice(v);
+                (k + h.key.len(), v.len())
+            });
+            self.entries.push((k, h.key.len(), v));
+        }
+        (first, self.entries.len() as u32 - first)
+    }
+
+    /// A `MAP<STRING, BYTES>` column of the headers of `rows`.
+    fn column<'a>(&self, rows: impl Iterator<Item = &'a LineMeta>) -> Result<ArrayRef> {
+        let mut b = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
+        for m in rows {
+            let (first, n) = (m.headers.0 as usize, m.headers.1 as usize);
+            for (ks, kl, v) in &self.entries[first..first + n] {
+                let key = std::str::from_utf8(&self.bytes[*ks..ks + kl]).unwrap_or_default();
+                b.keys().append_value(key);
+                match v {
+                    Some((vs, vl)) => b.values().append_value(&self.bytes[*vs..vs + vl]),
+                    None => b.values().append_null(),
+                }
+            }
+            b.append(true)?;
+        }
+        Ok(Arc::new(b.finish()))
+    }
+}
 
 /// `batch` with the table's metadata columns appended, for the rows at `row_lines`.
 pub(super) fn append(
@@ -58,6 +117,7 @@ pub(super) fn append(
             "key" => Arc::new(BinaryArray::from_iter(
                 rows.map(|m| m.key.map(|(s, l)| &src.keys[s..s + l])),
             )),
+            "headers" => src.headers.column(rows)?,
             other => {
                 return Err(EngineError::connector(
                     NAME,

@@ -5,11 +5,14 @@
 //! watermarks, dead letters with topic/partition/offset) and writing in [`sink`].
 
 mod dead_letter;
+mod key;
 mod metadata;
 mod offsets;
 mod scan;
 pub mod sink;
 pub mod source;
+mod transactional;
+mod writer;
 
 use std::collections::BTreeMap;
 
@@ -129,19 +132,22 @@ impl KafkaOptions {
     }
 }
 
-/// The raw format needs exactly one physical column of type STRING or BYTES.
+/// The raw format needs exactly one value column (physical, less the key's with `EXCEPT_KEY`)
+/// of type STRING or BYTES.
 fn check_raw(table: &TableDef) -> Result<(), String> {
     use datafusion::arrow::datatypes::DataType;
+    let keys = key::KeyOptions::parse(table)?;
     let schema = table.physical_schema();
-    let ok = schema.fields().len() == 1
-        && matches!(
-            schema.field(0).data_type(),
-            DataType::Utf8 | DataType::Binary
-        );
+    let value: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| !(keys.except_key && keys.fields.contains(f.name())))
+        .collect();
+    let ok = value.len() == 1 && matches!(value[0].data_type(), DataType::Utf8 | DataType::Binary);
     if ok {
         Ok(())
     } else {
-        Err("'format' = 'raw' needs exactly one physical column of type STRING or BYTES".into())
+        Err("'format' = 'raw' needs exactly one value column of type STRING or BYTES".into())
     }
 }
 

@@ -6,7 +6,7 @@
 //! as lines and handed to the same segment decoder as the filesystem source, so a bad record is
 //! isolated and reported as `topic/partition@offset` without slowing the good ones.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::compute::concat_batches;
@@ -22,6 +22,8 @@ use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
 use super::dead_letter::{DeadLetterTopic, Origin as DlqOrigin};
+use super::key::{splice_key, KeyOptions, KeySplice};
+use super::metadata::HeaderStore;
 use super::offsets::{check_topics_exist, discover, resolve_offsets, Retry};
 use super::scan::{bounded, startup, Bounded, Startup};
 use super::{set_default, KafkaOptions, NAME};
@@ -55,6 +57,7 @@ impl SourceFactory for KafkaSourceFactory {
         bounded(table)?;
         number_option::<f64>(table, "scan.records-per-second")?;
         TimePolicy::parse(table, &table.physical_schema())?;
+        KeyOptions::parse(table)?.check_source(table, options.format, options.raw)?;
         check_topics_exist(&options)
     }
 
@@ -69,11 +72,17 @@ impl SourceFactory for KafkaSourceFactory {
         let end = bounded(&ctx.table).map_err(err)?;
         let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
         let time_policy = TimePolicy::parse(&ctx.table, &ctx.schema).map_err(err)?;
+        let splice = KeyOptions::parse(&ctx.table).map_err(err)?.splice();
+        let keep_headers = has_metadata(&ctx.table, "headers");
         let keep_keys =
-            has_key_column(&ctx.table) || ctx.table.option("dead-letter.topic").is_some();
+            has_metadata(&ctx.table, "key") || ctx.table.option("dead-letter.topic").is_some();
         let dead_letter_topic = match ctx.table.option("dead-letter.topic") {
             Some(t) => Some(DeadLetterTopic::new(&options, t)?),
             None => None,
+        };
+        let restored = match &ctx.restore {
+            Some(text) => parse_positions(text)?,
+            None => BTreeMap::new(),
         };
         let decode_schema = time_policy
             .as_ref()
@@ -90,6 +99,10 @@ impl SourceFactory for KafkaSourceFactory {
             decoder,
             time_policy,
             keep_keys,
+            restored,
+            keep_headers,
+            headers: HeaderStore::default(),
+            splice,
             dead_letter_topic,
             keys: Vec::new(),
             consumer: None,
@@ -109,6 +122,8 @@ pub(super) struct Part {
     /// Exclusive end offset of a bounded read.
     end: Option<i64>,
     done: bool,
+    /// The offset after the last record read (the resume position).
+    next: Option<i64>,
 }
 
 pub(super) struct KafkaSource {
@@ -121,6 +136,14 @@ pub(super) struct KafkaSource {
     time_policy: Option<TimePolicy>,
     dead_letter_topic: Option<DeadLetterTopic>,
     keep_keys: bool,
+    /// Positions from the checkpoint this run restores from (`topic/partition` -> offset).
+    restored: BTreeMap<String, i64>,
+    /// `value.fields-include = 'EXCEPT_KEY'`: how key fields join each value.
+    splice: Option<KeySplice>,
+    /// Whether a `headers` metadata column needs the message headers.
+    keep_headers: bool,
+    /// Message headers of the current poll (kept only for a `headers` column).
+    pub(super) headers: HeaderStore,
     /// Message keys of the current poll (kept only with a dead-letter topic).
     pub(super) keys: Vec<u8>,
     consumer: Option<StreamConsumer>,
@@ -136,6 +159,23 @@ impl Source for KafkaSource {
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
         Box::pin(self.next_event())
     }
+
+    /// The next offset of every partition read so far, as `{"topic/partition": offset}`.
+    fn snapshot(&mut self) -> Result<Option<String>> {
+        let mut positions = self.restored.clone();
+        for p in &self.parts {
+            if let Some(n) = p.next {
+                positions.insert(format!("{}/{}", p.topic, p.partition), n);
+            }
+        }
+        Ok(Some(serde_json::to_string(&positions).map_err(kafka_err)?))
+    }
+}
+
+/// Positions saved by [`KafkaSource::snapshot`].
+fn parse_positions(text: &str) -> Result<BTreeMap<String, i64>> {
+    serde_json::from_str(text)
+        .map_err(|e| EngineError::State(format!("unreadable kafka position '{text}': {e}")))
 }
 
 fn kafka_err(e: impl std::fmt::Display) -> EngineError {
@@ -193,6 +233,9 @@ impl KafkaSource {
         config.set("enable.auto.commit", "false");
         config.set("enable.partition.eof", "false");
         set_default(&mut config, "auto.offset.reset", "earliest");
+        // librdkafka prefetches up to 64 MB per partition by default; a smaller window keeps a
+        // backpressured job's memory bounded and is still many batches ahead.
+        set_default(&mut config, "queued.max.messages.kbytes", "16384");
         let consumer: StreamConsumer = config.create().map_err(|e| Retry::Fatal(kafka_err(e)))?;
         let topics = self.options.topics.clone();
         let (consumer, parts) = tokio::task::spawn_blocking(move || {
@@ -219,7 +262,12 @@ impl KafkaSource {
         })
         .await
         .map_err(|e| Retry::Fatal(EngineError::Internal(e.to_string())))?;
-        let (consumer, resolved) = resolved.map_err(Retry::Again)?;
+        let (consumer, mut resolved) = resolved.map_err(Retry::Again)?;
+        for (topic, partition, from, _) in resolved.iter_mut() {
+            if let Some(o) = self.restored.get(&format!("{topic}/{partition}")) {
+                *from = Offset::Offset(*o);
+            }
+        }
         let mut tpl = TopicPartitionList::new();
         let mut ids = Vec::new();
         for (topic, partition, from, until) in resolved {
@@ -233,11 +281,16 @@ impl KafkaSource {
                 slots.resize(partition as usize + 1, None);
             }
             slots[partition as usize] = Some(id);
+            let next = match from {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
             self.parts.push(Part {
                 topic,
                 partition,
                 end: until,
                 done,
+                next,
             });
             ids.push(id);
         }
@@ -258,6 +311,7 @@ impl KafkaSource {
         let mut region: Vec<u8> = Vec::with_capacity(self.ctx.batch_size * 128);
         let mut meta: Vec<LineMeta> = Vec::with_capacity(self.ctx.batch_size);
         self.keys.clear();
+        self.headers.clear();
         let consumer = self.consumer.as_ref().expect("connected");
         let Ok(first) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
         else {
@@ -285,6 +339,7 @@ impl KafkaSource {
             if part.done || part.end.is_some_and(|e| m.offset() >= e) {
                 continue;
             }
+            part.next = Some(m.offset() + 1);
             let key = match (self.keep_keys, m.key()) {
                 (true, Some(k)) => {
                     self.keys.extend_from_slice(k);
@@ -292,14 +347,28 @@ impl KafkaSource {
                 }
                 _ => None,
             };
+            let headers = if self.keep_headers {
+                self.headers.push(m.headers())
+            } else {
+                (0, 0)
+            };
             let origin = Origin {
                 id,
                 offset: m.offset(),
                 key,
                 timestamp: m.timestamp().to_millis(),
+                headers,
             };
             let payload = m.payload().unwrap_or_default();
-            push_line(&mut region, payload, &mut meta, origin, self.options.raw);
+            let key = self.splice.as_ref().zip(m.key());
+            push_line(
+                &mut region,
+                payload,
+                &mut meta,
+                origin,
+                self.options.raw,
+                key,
+            );
             if part.end.is_some_and(|e| m.offset() + 1 >= e) {
                 part.done = true;
                 self.pending.push_back(SourceEvent::PartitionEnd(id));
@@ -445,14 +514,16 @@ pub(super) struct LineMeta {
     pub(super) key: Option<(usize, usize)>,
     /// The message timestamp (ms).
     pub(super) timestamp: Option<i64>,
+    /// The message's headers: (first, count) in `KafkaSource::headers`.
+    pub(super) headers: (u32, u32),
     /// Byte offset of the line in the region.
     start: usize,
 }
 
-fn has_key_column(t: &TableDef) -> bool {
+fn has_metadata(t: &TableDef, name: &str) -> bool {
     t.metadata_columns()
         .iter()
-        .any(|c| matches!(&c.kind, weir_planner::ColumnKind::Metadata { key, .. } if key == "key"))
+        .any(|c| matches!(&c.kind, weir_planner::ColumnKind::Metadata { key, .. } if key == name))
 }
 
 /// A polled message's origin, kept per line.
@@ -461,14 +532,25 @@ struct Origin {
     offset: i64,
     key: Option<(usize, usize)>,
     timestamp: Option<i64>,
+    headers: (u32, u32),
 }
 
-fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, o: Origin, raw: bool) {
+fn push_line(
+    region: &mut Vec<u8>,
+    payload: &[u8],
+    meta: &mut Vec<LineMeta>,
+    o: Origin,
+    raw: bool,
+    key: Option<(&KeySplice, &[u8])>,
+) {
     if !raw && payload.iter().all(|b| b.is_ascii_whitespace()) {
         return; // a tombstone or empty record carries no row
     }
     let start = region.len();
     region.extend_from_slice(payload);
+    if let Some((how, key)) = key {
+        splice_key(region, start, key, how);
+    }
     if !raw {
         for b in &mut region[start..] {
             if *b == b'\n' || *b == b'\r' {
@@ -482,6 +564,7 @@ fn push_line(region: &mut Vec<u8>, payload: &[u8], meta: &mut Vec<LineMeta>, o: 
         offset: o.offset,
         key: o.key,
         timestamp: o.timestamp,
+        headers: o.headers,
         start,
     });
 }

@@ -92,14 +92,11 @@ pub struct GroupTable {
 
 impl GroupTable {
     pub fn new(converter: &RowConverter, aggs: Arc<AggregateSet>) -> Result<Self> {
-        let mut states = Vec::with_capacity(aggs.aggregates.len());
-        for a in &aggs.aggregates {
-            states.push(if a.groups_accumulator_supported() {
-                AggState::Groups(a.create_groups_accumulator()?)
-            } else {
-                AggState::Rows(Vec::new())
-            });
-        }
+        let states = aggs
+            .aggregates
+            .iter()
+            .map(|a| fresh_state(a))
+            .collect::<Result<Vec<_>>>()?;
         let rows = converter.empty_rows(64, 1024);
         Ok(Self {
             keys: HashMap::default(),
@@ -165,6 +162,112 @@ impl GroupTable {
         }
         Ok((self.rows, out))
     }
+}
+
+impl GroupTable {
+    /// The table's key columns followed by every aggregate's state columns. Taking the state
+    /// consumes DataFusion accumulators, so they are rebuilt from it and the table stays usable.
+    pub fn snapshot(&mut self, converter: &RowConverter) -> Result<Vec<ArrayRef>> {
+        let n = self.num_groups();
+        let mut cols = converter.convert_rows(&self.rows)?;
+        for (state, agg) in self.states.iter_mut().zip(&self.aggs.aggregates) {
+            let arrays = match state {
+                AggState::Groups(acc) => acc.state(EmitTo::All)?,
+                AggState::Rows(accs) => row_states(accs, agg, n)?,
+            };
+            *state = fresh_state(agg)?;
+            merge_state(state, agg, &arrays, n)?;
+            cols.extend(arrays);
+        }
+        Ok(cols)
+    }
+
+    /// A table from the columns [`GroupTable::snapshot`] produced (`n_keys` key columns first).
+    pub fn restore(
+        converter: &RowConverter,
+        aggs: Arc<AggregateSet>,
+        cols: &[ArrayRef],
+        n_keys: usize,
+    ) -> Result<Self> {
+        let mut t = GroupTable::new(converter, aggs.clone())?;
+        let rows = converter.convert_columns(&cols[..n_keys])?;
+        for row in rows.iter() {
+            t.keys.insert(row.as_ref().into(), t.rows.num_rows() as u32);
+            t.rows.push(row);
+        }
+        let n = t.rows.num_rows();
+        let mut at = n_keys;
+        for (state, agg) in t.states.iter_mut().zip(&aggs.aggregates) {
+            let w = agg.state_fields()?.len();
+            let arrays = cols.get(at..at + w).ok_or_else(|| {
+                crate::error::EngineError::State("window state has too few columns".into())
+            })?;
+            merge_state(state, agg, arrays, n)?;
+            at += w;
+        }
+        Ok(t)
+    }
+}
+
+fn fresh_state(agg: &AggregateFunctionExpr) -> Result<AggState> {
+    Ok(if agg.groups_accumulator_supported() {
+        AggState::Groups(agg.create_groups_accumulator()?)
+    } else {
+        AggState::Rows(Vec::new())
+    })
+}
+
+/// Merge state columns (one row per group, groups 0..n) into an empty state.
+fn merge_state(
+    state: &mut AggState,
+    agg: &AggregateFunctionExpr,
+    cols: &[ArrayRef],
+    n: usize,
+) -> Result<()> {
+    match state {
+        AggState::Groups(acc) => {
+            let idx: Vec<usize> = (0..n).collect();
+            acc.merge_batch(cols, &idx, n)?;
+        }
+        AggState::Rows(accs) => {
+            for g in 0..n {
+                let mut a = agg.create_accumulator()?;
+                let one: Vec<ArrayRef> = cols.iter().map(|c| c.slice(g, 1)).collect();
+                a.merge_batch(&one)?;
+                accs.push(a);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The state of per-group accumulators as columns.
+fn row_states(
+    accs: &mut Vec<Box<dyn Accumulator>>,
+    agg: &AggregateFunctionExpr,
+    n: usize,
+) -> Result<Vec<ArrayRef>> {
+    while accs.len() < n {
+        accs.push(agg.create_accumulator()?);
+    }
+    let fields = agg.state_fields()?;
+    let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); fields.len()];
+    for a in accs.iter_mut() {
+        for (j, v) in a.state()?.into_iter().enumerate() {
+            columns[j].push(v);
+        }
+    }
+    columns
+        .into_iter()
+        .zip(&fields)
+        .map(|(c, f)| {
+            if c.is_empty() {
+                Ok(datafusion::arrow::array::new_empty_array(f.data_type()))
+            } else {
+                Ok(ScalarValue::iter_to_array(c)?)
+            }
+        })
+        .collect()
 }
 
 /// Fallback: per-group accumulators fed group by group.

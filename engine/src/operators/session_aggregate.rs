@@ -21,6 +21,7 @@ use crate::error::Result;
 use crate::message::{Message, StreamBatch};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::state::{decode_columns, encode_columns, StateBackend};
 use crate::window::assign::{fire_time_ns, window_time, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
@@ -46,6 +47,7 @@ pub struct SessionAggregateOperator {
     next_slot: u32,
     watermark: i64,
     schema: SchemaRef,
+    input_schema: SchemaRef,
     metrics: Arc<JobMetrics>,
 }
 
@@ -81,6 +83,7 @@ impl SessionAggregateOperator {
             next_slot: 0,
             watermark: i64::MIN,
             schema: node.schema.clone(),
+            input_schema: node.input.schema(),
             metrics,
         })
     }
@@ -239,6 +242,43 @@ impl Operator for SessionAggregateOperator {
         self.watermark = self.watermark.max(watermark);
         self.fire(out)?;
         out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    /// The rows of every open session, gathered into one batch (sessions are rebuilt from the
+    /// rows' times on restore), and the watermark.
+    fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
+        state.put(b"m/watermark", &self.watermark.to_be_bytes())?;
+        let mut slots: Vec<u32> = self.batches.keys().copied().collect();
+        slots.sort_unstable();
+        let idx: Vec<(usize, usize)> = self
+            .keys
+            .values()
+            .flat_map(|ks| ks.rows.iter())
+            .map(|(slot, row, _)| (slots.binary_search(slot).unwrap_or(0), *row as usize))
+            .collect();
+        if idx.is_empty() {
+            return state.delete(b"rows");
+        }
+        let batches: Vec<&RecordBatch> = slots.iter().map(|s| &self.batches[s].0).collect();
+        let rows = interleave_record_batch(&batches, &idx)?;
+        state.put(b"rows", &encode_columns(rows.columns())?)
+    }
+
+    fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
+        if let Some(rows) = state.get(b"rows")? {
+            let cols = decode_columns(&rows)?;
+            let batch = RecordBatch::try_new(self.input_schema.clone(), cols)?;
+            self.process_batch(StreamBatch::new(batch), &mut Vec::new())?;
+        }
+        if let Some(wm) = state.get(b"m/watermark")? {
+            let wm: [u8; 8] = wm.as_slice().try_into().unwrap_or(i64::MIN.to_be_bytes());
+            self.watermark = i64::from_be_bytes(wm);
+        }
         Ok(())
     }
 }

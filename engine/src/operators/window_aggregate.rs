@@ -5,7 +5,7 @@
 //! windows have all fired). State is keyed by (window end, window start), so firing pops windows
 //! in end order and frees their state at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::message::{Message, StreamBatch};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::state::{decode_columns, encode_columns, i64_from_key, i64_key, StateBackend};
 use crate::window::assign::{fire_time_ns, window_time, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
@@ -41,6 +42,9 @@ pub struct WindowAggregateOperator {
     aggs: Arc<AggregateSet>,
     time: TimeContext,
     windows: BTreeMap<(i64, i64), GroupTable>,
+    /// Windows changed (updated or fired) since the last snapshot.
+    dirty: BTreeSet<(i64, i64)>,
+    n_keys: usize,
     watermark: i64,
     schema: SchemaRef,
     metrics: Arc<JobMetrics>,
@@ -110,7 +114,8 @@ impl WindowAggregateOperator {
         metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
         let (layout, key_exprs) = layout(node);
-        let converter = key_converter(&key_types(node, &layout))?;
+        let types = key_types(node, &layout);
+        let converter = key_converter(&types)?;
         let aggs = Arc::new(AggregateSet {
             aggregates: node.aggregates.clone(),
             filters: node.filters.clone(),
@@ -125,6 +130,8 @@ impl WindowAggregateOperator {
             aggs,
             time,
             windows: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            n_keys: types.len(),
             watermark: i64::MIN,
             schema: node.schema.clone(),
             metrics,
@@ -143,6 +150,7 @@ impl WindowAggregateOperator {
             return Ok(());
         }
         let rows = self.converter.convert_columns(keys)?;
+        self.dirty.insert(key);
         let table = match self.windows.get_mut(&key) {
             Some(t) => t,
             None => {
@@ -212,6 +220,7 @@ impl Operator for WindowAggregateOperator {
                 break;
             }
             let (key, table) = entry.remove_entry();
+            self.dirty.insert(key);
             let batch = self.emit(key, table)?;
             if batch.num_rows() > 0 {
                 out.push(Message::Batch(StreamBatch::new(batch)));
@@ -220,4 +229,56 @@ impl Operator for WindowAggregateOperator {
         out.push(Message::Watermark(watermark));
         Ok(())
     }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    /// Incremental: only windows that changed since the last barrier are written (or deleted
+    /// when they fired); the backend keeps the others from earlier checkpoints.
+    fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
+        state.put(WATERMARK_KEY, &self.watermark.to_be_bytes())?;
+        for key in std::mem::take(&mut self.dirty) {
+            let k = window_key(key);
+            match self.windows.get_mut(&key) {
+                Some(t) => state.put(&k, &encode_columns(&t.snapshot(&self.converter)?)?)?,
+                None => state.delete(&k)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
+        if let Some(wm) = state.get(WATERMARK_KEY)? {
+            self.watermark = i64::from_be_bytes(
+                wm.as_slice()
+                    .try_into()
+                    .unwrap_or([0x80, 0, 0, 0, 0, 0, 0, 0]),
+            );
+        }
+        for (k, v) in state.scan(b"w/")? {
+            let (Some(end), Some(start)) = (
+                k.get(2..).and_then(i64_from_key),
+                k.get(10..).and_then(i64_from_key),
+            ) else {
+                return Err(crate::error::EngineError::State(
+                    "bad window state key".into(),
+                ));
+            };
+            let cols = decode_columns(&v)?;
+            let t = GroupTable::restore(&self.converter, self.aggs.clone(), &cols, self.n_keys)?;
+            self.windows.insert((end, start), t);
+        }
+        Ok(())
+    }
+}
+
+const WATERMARK_KEY: &[u8] = b"m/watermark";
+
+/// `w/` + end + start, ordered like the windows.
+fn window_key((end, start): (i64, i64)) -> Vec<u8> {
+    let mut k = b"w/".to_vec();
+    k.extend_from_slice(&i64_key(end));
+    k.extend_from_slice(&i64_key(start));
+    k
 }

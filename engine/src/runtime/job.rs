@@ -12,13 +12,15 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::connector::{ConnectorRegistry, Sink, SourceContext};
+use crate::checkpoint::Checkpointing;
+use crate::connector::{ConnectorRegistry, SourceContext};
 use crate::dead_letter::{DeadLetters, OnError};
 use crate::error::{EngineError, Result};
 use crate::message::Message;
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::operators;
+use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
 use crate::runtime::source::SourceDriver;
 use crate::window::assign::TimeContext;
 use weir_planner::stream_plan::{StreamNode, TimeInfo};
@@ -48,6 +50,7 @@ pub struct JobShared {
     cancel: watch::Sender<bool>,
     done: watch::Sender<bool>,
     tasks: AtomicU64,
+    checkpointing: Mutex<Option<Arc<Checkpointing>>>,
 }
 
 impl JobShared {
@@ -62,7 +65,16 @@ impl JobShared {
             cancel: watch::channel(false).0,
             done: watch::channel(false).0,
             tasks: AtomicU64::new(0),
+            checkpointing: Mutex::new(None),
         })
+    }
+
+    pub fn set_checkpointing(&self, ck: Arc<Checkpointing>) {
+        *self.checkpointing.lock().expect("lock") = Some(ck);
+    }
+
+    pub fn checkpointing(&self) -> Option<Arc<Checkpointing>> {
+        self.checkpointing.lock().expect("lock").clone()
     }
 
     pub fn status(&self) -> JobStatus {
@@ -156,13 +168,15 @@ pub struct BuildContext<'a> {
     pub settings: &'a BTreeMap<String, String>,
     pub batch_size: usize,
     pub quiet: bool,
+    /// Set when the job checkpoints.
+    pub checkpointing: Option<Arc<Checkpointing>>,
 }
 
 /// Spawn the tasks of `node` and return the channel of its output.
 pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receiver<Message>> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let metrics = ctx.job.metrics.clone();
-    let op: Box<dyn Operator> = match node {
+    let mut op: Box<dyn Operator> = match node {
         StreamNode::Source(s) => {
             let factory = ctx
                 .registry
@@ -179,15 +193,21 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 .lock()
                 .expect("lock")
                 .push(dead_letters.clone());
+            let ck = ctx.checkpointing.as_ref().map(SourceCheckpoint::new);
+            let restored = ck.as_ref().and_then(|c| c.restored()).transpose()?;
             let sctx = SourceContext {
                 table: s.table.clone(),
                 schema: s.table.physical_schema(),
                 batch_size: ctx.batch_size,
                 dead_letters: dead_letters.clone(),
                 metrics: metrics.clone(),
+                restore: restored.as_ref().and_then(|r| r.position.clone()),
             };
             let source = factory.create(sctx)?;
-            let driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
+            let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
+            if let Some(ck) = ck {
+                driver.set_checkpointing(ck, restored.as_ref());
+            }
             ctx.job.spawn(driver.run(tx, ctx.job.cancel_receiver()));
             return Ok(rx);
         }
@@ -227,8 +247,12 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
             )?)
         }
     };
+    let ck = match &ctx.checkpointing {
+        Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(c, op.as_mut())?),
+        _ => None,
+    };
     let input = spawn_node(node.children()[0], ctx)?;
-    ctx.job.spawn(run_operator(op, input, tx));
+    ctx.job.spawn(run_operator(op, input, tx, ck));
     Ok(rx)
 }
 
@@ -250,6 +274,7 @@ pub async fn run_operator(
     mut op: Box<dyn Operator>,
     mut input: mpsc::Receiver<Message>,
     tx: mpsc::Sender<Message>,
+    mut ck: Option<OperatorCheckpoint>,
 ) -> Result<()> {
     let mut out = Vec::new();
     while let Some(m) = input.recv().await {
@@ -257,7 +282,12 @@ pub async fn run_operator(
         match m {
             Message::Batch(b) => op.process_batch(b, &mut out)?,
             Message::Watermark(w) => op.on_watermark(w, &mut out)?,
-            Message::Barrier(b) => out.push(Message::Barrier(b)),
+            Message::Barrier(b) => {
+                if let Some(ck) = ck.as_mut() {
+                    ck.snapshot(op.as_mut(), b.checkpoint_id)?;
+                }
+                out.push(Message::Barrier(b))
+            }
             Message::EndOfStream => {
                 op.on_end(&mut out)?;
                 out.push(Message::EndOfStream);
@@ -270,27 +300,6 @@ pub async fn run_operator(
         }
         if end {
             break;
-        }
-    }
-    Ok(())
-}
-
-/// Write a stream into a connector sink until it ends.
-pub async fn run_sink(
-    mut sink: Box<dyn Sink>,
-    mut input: mpsc::Receiver<Message>,
-    metrics: Arc<JobMetrics>,
-) -> Result<()> {
-    while let Some(m) = input.recv().await {
-        match m {
-            // Sinks count their own rows out.
-            Message::Batch(b) => sink.write(b.batch).await?,
-            Message::Watermark(w) => metrics.watermark.store(w, Ordering::Relaxed),
-            Message::Barrier(_) => {}
-            Message::EndOfStream => {
-                sink.finish().await?;
-                return Ok(());
-            }
         }
     }
     Ok(())

@@ -1,6 +1,9 @@
 //! The job runtime: tasks, channels, sources, sinks.
 
+pub mod checkpointed;
 pub mod job;
 pub mod partitions;
+pub mod sink;
 pub mod source;
+pub mod throttle;
 pub mod union;

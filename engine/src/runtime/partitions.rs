@@ -43,6 +43,28 @@ impl PartitionWatermarks {
         }
     }
 
+    /// (id, watermark, ended) of every partition, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<(u32, i64, bool)> {
+        self.parts
+            .iter()
+            .map(|(id, p)| (*id, p.watermark, p.ended))
+            .collect()
+    }
+
+    /// Back to a checkpoint's partitions (they count as active from `now`).
+    pub fn restore(&mut self, parts: &[(u32, i64, bool)], now: Instant) {
+        for (id, watermark, ended) in parts {
+            self.parts.insert(
+                *id,
+                Partition {
+                    watermark: *watermark,
+                    last_active: now,
+                    ended: *ended,
+                },
+            );
+        }
+    }
+
     pub fn end(&mut self, id: u32) {
         if let Some(p) = self.parts.get_mut(&id) {
             p.ended = true;

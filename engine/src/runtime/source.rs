@@ -14,12 +14,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use tokio::sync::{mpsc, watch};
 
+use crate::checkpoint::{Trigger, TriggerKind};
 use crate::connector::{Source, SourceEvent};
 use crate::dead_letter::{BadRecord, DeadLetters};
 use crate::error::{EngineError, Result};
-use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
+use crate::message::{Barrier, Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 use crate::metrics::JobMetrics;
 use crate::operators::project::project;
+use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
 use crate::runtime::partitions::PartitionWatermarks;
 use crate::window::assign::to_ns;
 use weir_planner::stream_plan::SourceNode;
@@ -31,6 +33,7 @@ pub struct SourceDriver {
     pub metrics: Arc<JobMetrics>,
     watermark: i64,
     partitions: PartitionWatermarks,
+    ck: Option<SourceCheckpoint>,
 }
 
 impl SourceDriver {
@@ -53,6 +56,66 @@ impl SourceDriver {
             metrics,
             watermark: WATERMARK_MIN,
             partitions: PartitionWatermarks::new(idle),
+            ck: None,
+        }
+    }
+
+    /// Take part in checkpoints, resuming the watermarks of `restored`.
+    pub fn set_checkpointing(&mut self, ck: SourceCheckpoint, restored: Option<&SourceSnapshot>) {
+        if let Some(r) = restored {
+            self.partitions.restore(&r.partitions, Instant::now());
+            self.watermark = r.watermark;
+        }
+        self.ck = Some(ck);
+    }
+
+    /// Answer a checkpoint trigger: acknowledge with the position and send the barrier after
+    /// the rows already sent. True when the source must end now (final checkpoint, savepoint).
+    async fn on_trigger(&mut self, t: Trigger, tx: &mpsc::Sender<Message>) -> Result<bool> {
+        let Some(ck) = self.ck.as_ref() else {
+            return Ok(false);
+        };
+        let snapshot = SourceSnapshot {
+            position: self.source.snapshot()?,
+            partitions: self.partitions.snapshot(),
+            watermark: self.watermark,
+        };
+        ck.ack(t.id, &snapshot);
+        let _ = tx
+            .send(Message::Barrier(Barrier {
+                checkpoint_id: t.id,
+            }))
+            .await;
+        if t.kind == TriggerKind::Periodic {
+            return Ok(false);
+        }
+        let _ = tx.send(Message::EndOfStream).await;
+        Ok(true)
+    }
+
+    /// The input is exhausted. With checkpoints, stay to answer triggers until the final one.
+    async fn on_end(
+        &mut self,
+        tx: &mpsc::Sender<Message>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let _ = tx.send(Message::Watermark(WATERMARK_MAX)).await;
+        let Some(ck) = self.ck.as_mut() else {
+            let _ = tx.send(Message::EndOfStream).await;
+            return Ok(());
+        };
+        ck.ended();
+        loop {
+            let ck = self.ck.as_mut().expect("checkpointing");
+            let t = tokio::select! {
+                biased;
+                _ = cancel.changed() => return Err(EngineError::Cancelled),
+                t = ck.next_trigger() => t,
+            };
+            let Some(t) = t else { return Ok(()) };
+            if self.on_trigger(t, tx).await? {
+                return Ok(());
+            }
         }
     }
 
@@ -63,6 +126,11 @@ impl SourceDriver {
         mut cancel: watch::Receiver<bool>,
     ) -> Result<()> {
         loop {
+            if let Some(t) = self.ck.as_mut().and_then(|c| c.take_trigger()) {
+                if self.on_trigger(t, &tx).await? {
+                    return Ok(());
+                }
+            }
             let event = tokio::select! {
                 biased;
                 _ = cancel.changed() => return Err(EngineError::Cancelled),
@@ -83,11 +151,7 @@ impl SourceDriver {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     self.advance_idle()
                 }
-                SourceEvent::End => {
-                    let _ = tx.send(Message::Watermark(WATERMARK_MAX)).await;
-                    let _ = tx.send(Message::EndOfStream).await;
-                    return Ok(());
-                }
+                SourceEvent::End => return self.on_end(&tx, &mut cancel).await,
             };
             for m in msgs {
                 if tx.send(m).await.is_err() {

@@ -116,3 +116,34 @@ fn all_errors_are_collected() {
     assert_eq!(ok.len(), 2);
     assert_eq!(errs.len(), 2);
 }
+
+#[test]
+fn map_and_array_types() {
+    let Statement::CreateTable { table, .. } = one(
+        "CREATE TABLE s (h MAP<STRING, BYTES> METADATA FROM 'headers', tags ARRAY<STRING>, \
+         m MAP<STRING, ARRAY<INT> >) WITH ('connector'='x')",
+    ) else {
+        panic!()
+    };
+    let DataType::Map(entries, false) = &table.columns[0].data_type else {
+        panic!("{:?}", table.columns[0].data_type)
+    };
+    let DataType::Struct(kv) = entries.data_type() else {
+        panic!()
+    };
+    assert_eq!(
+        (kv[0].data_type(), kv[1].data_type()),
+        (&DataType::Utf8, &DataType::Binary)
+    );
+    assert_eq!(
+        table.columns[1].data_type,
+        DataType::new_list(DataType::Utf8, true)
+    );
+    assert!(matches!(table.columns[2].data_type, DataType::Map(..)));
+    let err = parse_script("CREATE TABLE s (m MAP<STRING, ARRAY<INT>>) WITH ('connector'='x')")
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("> >"), "{err:?}");
+    let err =
+        parse_script("CREATE TABLE s (m MAP<STRING INT>) WITH ('connector'='x')").unwrap_err();
+    assert!(format!("{err:?}").contains("expected `,`"), "{err:?}");
+}

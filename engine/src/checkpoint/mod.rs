@@ -1,0 +1,189 @@
+//! Checkpoints: aligned barriers, consistent snapshots, two-phase commit of sinks, recovery.
+//!
+//! A job with a checkpoint directory runs a coordinator task beside its graph. Every interval
+//! the coordinator asks each source for a barrier; a source records its position (and its
+//! watermark state) and sends the barrier downstream in-band, after the rows it has already
+//! sent. Each stateful operator writes its state when the barrier reaches it (after aligning
+//! the barrier over all inputs) and each sink pre-commits (flushes into a transaction or
+//! in-progress file). Everyone acknowledges with a snapshot; when all have, the coordinator
+//! writes the checkpoint's `_metadata` (the moment it becomes complete) and tells the sinks to
+//! commit. After a crash the job restarts from the latest complete checkpoint: sources seek,
+//! operators reload state, sinks commit what that checkpoint had pre-committed and discard the
+//! rest. The decisions live in [`tracker`] and [`aligner`], free of I/O; the files in [`store`].
+
+pub mod aligner;
+pub mod coordinator;
+pub mod store;
+pub mod tracker;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+pub use store::{fingerprint, CheckpointMeta, CheckpointStore};
+
+/// How a job checkpoints (`--checkpoint-dir`, `execution.checkpointing.interval`).
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    pub dir: PathBuf,
+    pub interval: Duration,
+    /// Restore even when the checkpoint was taken by a different query.
+    pub allow_changed_query: bool,
+}
+
+/// Why a barrier is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    Periodic,
+    /// Every source has ended: the last checkpoint, after which the job is finished.
+    Final,
+    /// Stop with a savepoint: sources send the barrier and then end without a final watermark.
+    Stop,
+}
+
+/// A request to the sources to inject barrier `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    pub id: u64,
+    pub kind: TriggerKind,
+}
+
+/// What tasks tell the coordinator.
+#[derive(Debug)]
+pub enum Event {
+    Ack {
+        id: u64,
+        task: String,
+        snapshot: String,
+    },
+    /// A task could not snapshot; the checkpoint is dropped (the job usually fails too).
+    Failed {
+        id: u64,
+        task: String,
+        error: String,
+    },
+    /// A source has read all of its input.
+    SourceEnded(String),
+    /// Stop with a savepoint (SIGTERM on `weir run`).
+    Stop,
+}
+
+/// What one complete checkpoint cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointStats {
+    pub id: u64,
+    /// From the trigger to the durable `_metadata`.
+    pub duration: Duration,
+    /// Bytes of the checkpoint directory (files hard-linked from earlier checkpoints included).
+    pub bytes: u64,
+    /// When it completed.
+    pub completed: std::time::SystemTime,
+}
+
+/// The checkpoint handles shared by one job's tasks.
+pub struct Checkpointing {
+    pub config: CheckpointConfig,
+    pub store: CheckpointStore,
+    /// The checkpoint this run restored from.
+    pub restored: Option<CheckpointMeta>,
+    triggers: watch::Sender<Option<Trigger>>,
+    events: mpsc::UnboundedSender<Event>,
+    events_rx: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    committed: watch::Sender<u64>,
+    participants: Mutex<Vec<String>>,
+    next_task: AtomicU32,
+    stats: Mutex<Vec<CheckpointStats>>,
+}
+
+impl Checkpointing {
+    pub fn new(
+        config: CheckpointConfig,
+        store: CheckpointStore,
+        restored: Option<CheckpointMeta>,
+    ) -> Self {
+        let (events, rx) = mpsc::unbounded_channel();
+        let first = restored.as_ref().map_or(0, |m| m.id);
+        Self {
+            config,
+            store,
+            restored,
+            triggers: watch::channel(None).0,
+            events,
+            events_rx: Mutex::new(Some(rx)),
+            committed: watch::channel(first).0,
+            participants: Mutex::new(Vec::new()),
+            next_task: AtomicU32::new(0),
+            stats: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The job's recent complete checkpoints (the last 100), oldest first.
+    pub fn stats(&self) -> Vec<CheckpointStats> {
+        self.stats.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn record(&self, s: CheckpointStats) {
+        let mut v = self.stats.lock().expect("lock");
+        if v.len() == 100 {
+            v.remove(0);
+        }
+        v.push(s);
+    }
+
+    /// Name a task that takes part in checkpoints (`source-0`, `op-2`, `sink-1`); names follow
+    /// the plan's build order, so the same query gives the same names on restart.
+    pub fn register(&self, kind: &str) -> String {
+        let n = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{kind}-{n}");
+        self.participants.lock().expect("lock").push(name.clone());
+        name
+    }
+
+    /// The snapshot task `name` saved in the restored checkpoint.
+    pub fn restored_snapshot(&self, name: &str) -> Option<&str> {
+        self.restored
+            .as_ref()?
+            .snapshots
+            .get(name)
+            .map(|s| s.as_str())
+    }
+
+    /// Where operator `name`'s state of the restored checkpoint lives.
+    pub fn restored_state_dir(&self, name: &str) -> Option<PathBuf> {
+        let id = self.restored.as_ref()?.id;
+        let dir = self.store.checkpoint_dir(id).join(name);
+        dir.exists().then_some(dir)
+    }
+
+    pub fn triggers(&self) -> watch::Receiver<Option<Trigger>> {
+        self.triggers.subscribe()
+    }
+
+    /// The id of the latest complete checkpoint (sinks commit up to it).
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    pub fn send(&self, e: Event) {
+        let _ = self.events.send(e);
+    }
+
+    pub(crate) fn take_events(&self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.events_rx.lock().expect("lock").take()
+    }
+
+    pub(crate) fn participants(&self) -> Vec<String> {
+        self.participants.lock().expect("lock").clone()
+    }
+
+    pub(crate) fn trigger(&self, t: Trigger) {
+        self.triggers.send_replace(Some(t));
+    }
+
+    pub(crate) fn mark_committed(&self, id: u64) {
+        self.committed.send_replace(id);
+    }
+}

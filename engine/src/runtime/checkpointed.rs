@@ -1,0 +1,158 @@
+//! The checkpoint side of sources and operators: naming each task, reading back what it saved,
+//! and taking its snapshot when a barrier passes.
+//!
+//! A source's snapshot is its connector position plus the watermark bookkeeping (per-partition
+//! watermarks), so that rows replayed after a restart carry the same watermarks and are judged
+//! late or on time exactly as in a run without failures. An operator's snapshot is its state
+//! backend's checkpoint directory, named after the task.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::checkpoint::{Checkpointing, Event, Trigger};
+use crate::error::{EngineError, Result};
+use crate::operator::Operator;
+use crate::state::{RocksBackend, StateBackend};
+
+/// What a source saved in a checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSnapshot {
+    /// The connector's position ([`crate::connector::Source::snapshot`]).
+    pub position: Option<String>,
+    /// (partition id, watermark, ended) of every declared partition.
+    pub partitions: Vec<(u32, i64, bool)>,
+    /// The source watermark.
+    pub watermark: i64,
+}
+
+impl SourceSnapshot {
+    pub fn to_json(&self) -> String {
+        json!({
+            "position": self.position,
+            "partitions": self.partitions.iter().map(|(i, w, e)| json!([i, w, e])).collect::<Vec<_>>(),
+            "watermark": self.watermark,
+        })
+        .to_string()
+    }
+
+    pub fn from_json(text: &str) -> Result<Self> {
+        let bad = || EngineError::State(format!("unreadable source snapshot: {text}"));
+        let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
+        let partitions = v["partitions"]
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|p| Some((p[0].as_u64()? as u32, p[1].as_i64()?, p[2].as_bool()?)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(bad)?;
+        Ok(SourceSnapshot {
+            position: v["position"].as_str().map(String::from),
+            partitions,
+            watermark: v["watermark"].as_i64().ok_or_else(bad)?,
+        })
+    }
+}
+
+/// A source task's part in checkpoints.
+pub struct SourceCheckpoint {
+    pub name: String,
+    pub ck: Arc<Checkpointing>,
+    pub triggers: watch::Receiver<Option<Trigger>>,
+}
+
+impl SourceCheckpoint {
+    pub fn new(ck: &Arc<Checkpointing>) -> Self {
+        Self {
+            name: ck.register("source"),
+            ck: ck.clone(),
+            triggers: ck.triggers(),
+        }
+    }
+
+    /// What this source saved in the checkpoint the job restores from.
+    pub fn restored(&self) -> Option<Result<SourceSnapshot>> {
+        self.ck
+            .restored_snapshot(&self.name)
+            .map(SourceSnapshot::from_json)
+    }
+
+    /// A trigger that arrived since the last call.
+    pub fn take_trigger(&mut self) -> Option<Trigger> {
+        if self.triggers.has_changed().unwrap_or(false) {
+            *self.triggers.borrow_and_update()
+        } else {
+            None
+        }
+    }
+
+    /// Wait for the next trigger; `None` once the coordinator is gone.
+    pub async fn next_trigger(&mut self) -> Option<Trigger> {
+        self.triggers.changed().await.ok()?;
+        *self.triggers.borrow_and_update()
+    }
+
+    pub fn ack(&self, id: u64, snapshot: &SourceSnapshot) {
+        self.ck.send(Event::Ack {
+            id,
+            task: self.name.clone(),
+            snapshot: snapshot.to_json(),
+        });
+    }
+
+    pub fn ended(&self) {
+        self.ck.send(Event::SourceEnded(self.name.clone()));
+    }
+}
+
+/// A stateful operator's part in checkpoints: its RocksDB instance and its task name.
+pub struct OperatorCheckpoint {
+    name: String,
+    ck: Arc<Checkpointing>,
+    backend: Box<dyn StateBackend>,
+}
+
+impl OperatorCheckpoint {
+    /// Open the operator's state (from the restored checkpoint, if any) and load it into `op`.
+    pub fn open(ck: &Arc<Checkpointing>, op: &mut dyn Operator) -> Result<Self> {
+        let name = ck.register("op");
+        let restore = ck.restored_state_dir(&name);
+        let backend = RocksBackend::open(&ck.store.work_dir().join(&name), restore.as_deref())?;
+        if restore.is_some() {
+            op.restore(&backend)?;
+        }
+        Ok(Self {
+            name,
+            ck: ck.clone(),
+            backend: Box::new(backend),
+        })
+    }
+
+    /// Write the operator's state and checkpoint it into checkpoint `id`'s directory.
+    pub fn snapshot(&mut self, op: &mut dyn Operator, id: u64) -> Result<()> {
+        let dir = self.ck.store.checkpoint_dir(id).join(&self.name);
+        let r = op
+            .snapshot(self.backend.as_mut())
+            .and_then(|_| self.backend.checkpoint(&dir));
+        match r {
+            Ok(()) => {
+                let snapshot = json!({ "state_bytes": self.backend.size_bytes() }).to_string();
+                self.ck.send(Event::Ack {
+                    id,
+                    task: self.name.clone(),
+                    snapshot,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.ck.send(Event::Failed {
+                    id,
+                    task: self.name.clone(),
+                    error: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `weir-checkpoint-bench`: what checkpoints cost.
+//!
+//! - `weir-checkpoint-bench throughput [rows]`: the core tumble job (AVG/MIN/MAX/COUNT per
+//!   sensor, 1-minute windows, 1,000 sensors) into a blackhole sink, on one core, without
+//!   checkpoints and with checkpoints every 10 s and every 1 s.
+//! - `weir-checkpoint-bench state [keys]`: `keys` distinct keys in one open window; prints the
+//!   duration and size of a checkpoint holding them, then "crashes" the job and measures the
+//!   recovery time: from a new engine to the first output row of the restored job.
+//!
+//! Batches are generated before the clock starts, so only the engine is measured.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use weir::arrow::array::{ArrayRef, Float64Array, StringArray, TimestampMillisecondArray};
+use weir::arrow::datatypes::SchemaRef;
+use weir::arrow::record_batch::RecordBatch;
+use weir::planner::TableDef;
+use weir::{CheckpointConfig, Source, SourceContext, SourceEvent, SourceFactory};
+
+/// Serves shared pre-generated batches from a position; resumable.
+struct MemorySource {
+    batches: Arc<Vec<RecordBatch>>,
+    next: usize,
+    /// Emitted once after a restore (to fire the restored windows), then idles.
+    tick: Option<RecordBatch>,
+    unbounded: bool,
+    read: Arc<AtomicUsize>,
+}
+
+impl Source for MemorySource {
+    fn next(&mut self) -> BoxFuture<'_, weir::Result<SourceEvent>> {
+        let e = if let Some(b) = self.batches.get(self.next) {
+            self.next += 1;
+            self.read.fetch_add(b.num_rows(), Ordering::Relaxed);
+            SourceEvent::Batch(b.clone())
+        } else if let Some(t) = self.tick.take() {
+            SourceEvent::Batch(t)
+        } else if self.unbounded {
+            SourceEvent::Idle
+        } else {
+            SourceEvent::End
+        };
+        Box::pin(async move { Ok(e) })
+    }
+
+    fn snapshot(&mut self) -> weir::Result<Option<String>> {
+        Ok(Some(self.next.to_string()))
+    }
+}
+
+struct MemoryFactory {
+    batches: Mutex<Arc<Vec<RecordBatch>>>,
+    tick: Mutex<Option<RecordBatch>>,
+    unbounded: bool,
+    read: Arc<AtomicUsize>,
+}
+
+impl SourceFactory for MemoryFactory {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn validate(&self, _t: &TableDef) -> Result<(), String> {
+        Ok(())
+    }
+    fn is_bounded(&self, _t: &TableDef) -> bool {
+        !self.unbounded
+    }
+    fn create(&self, ctx: SourceContext) -> weir::Result<Box<dyn Source>> {
+        let next = ctx.restore.as_deref().and_then(|p| p.parse().ok());
+        Ok(Box::new(MemorySource {
+            batches: self.batches.lock().expect("lock").clone(),
+            next: next.unwrap_or(0),
+            tick: next.and_then(|_| self.tick.lock().expect("lock").clone()),
+            unbounded: self.unbounded,
+            read: self.read.clone(),
+        }))
+    }
+}
+
+const DDL: &str = "CREATE TABLE r (sensor_id STRING, temperature DOUBLE, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) WITH ('connector' = 'memory');
+  CREATE TABLE out (sensor_id STRING, window_start TIMESTAMP(3), avg_temp DOUBLE, max_temp DOUBLE,
+  min_temp DOUBLE, n BIGINT) WITH ('connector' = 'blackhole');";
+
+fn insert(window: &str) -> String {
+    format!(
+        "INSERT INTO out SELECT sensor_id, TUMBLE_START(ts, INTERVAL {window}), AVG(temperature),
+           MAX(temperature), MIN(temperature), COUNT(*) FROM r
+         GROUP BY sensor_id, TUMBLE(ts, INTERVAL {window})"
+    )
+}
+
+/// `rows` readings over `keys` sensors, `ms_apart` apart with up to 2 s of disorder (0: all at
+/// the same instant).
+fn generate(schema: &SchemaRef, rows: usize, keys: usize, ms_apart: i64) -> Vec<RecordBatch> {
+    let start = 1_704_067_200_000i64;
+    (0..rows)
+        .step_by(8192)
+        .map(|lo| {
+            let hi = (lo + 8192).min(rows);
+            let ids = StringArray::from_iter_values((lo..hi).map(|i| format!("k{:08}", i % keys)));
+            let t = Float64Array::from_iter_values((lo..hi).map(|i| (i * 7 % 4000) as f64 / 100.0));
+            let ts =
+                TimestampMillisecondArray::from_iter_values((lo..hi).map(|i| match ms_apart {
+                    0 => start + 1000,
+                    d => start + i as i64 * d - (i as i64 * 7919 % 2000),
+                }));
+            let cols: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(t), Arc::new(ts)];
+            RecordBatch::try_new(schema.clone(), cols).expect("batch")
+        })
+        .collect()
+}
+
+fn engine(factory: &Arc<MemoryFactory>, ckpt: Option<(&Path, Duration)>) -> weir::Engine {
+    let e = weir::Engine::new();
+    e.set_quiet(true);
+    e.register_source(factory.clone());
+    e.set_checkpointing(ckpt.map(|(dir, interval)| CheckpointConfig {
+        dir: dir.to_path_buf(),
+        interval,
+        allow_changed_query: false,
+    }));
+    e
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-ckbench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+async fn throughput(rows: usize) -> weir::Result<()> {
+    let factory = Arc::new(MemoryFactory {
+        batches: Mutex::new(Arc::new(Vec::new())),
+        tick: Mutex::new(None),
+        unbounded: false,
+        read: Arc::new(AtomicUsize::new(0)),
+    });
+    for (label, interval) in [
+        ("none", None),
+        ("every 10 s", Some(10)),
+        ("every 1 s", Some(1)),
+    ] {
+        let dir = temp_dir("tput");
+        let e = engine(
+            &factory,
+            interval.map(|s| (dir.as_path(), Duration::from_secs(s))),
+        );
+        e.execute(DDL).await?;
+        let schema = e.catalog().table("r").expect("table").physical_schema();
+        *factory.batches.lock().expect("lock") = Arc::new(generate(&schema, rows, 1000, 1));
+        let t0 = Instant::now();
+        let job = e.submit(&insert("'1' MINUTE")).await?;
+        job.wait().await?;
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "checkpoints {label}: {rows} rows in {secs:.3} s = {:.0} rows/s on one core ({} checkpoints)",
+            rows as f64 / secs,
+            job.checkpoints().len()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+async fn state(keys: usize) -> weir::Result<()> {
+    let read = Arc::new(AtomicUsize::new(0));
+    let factory = Arc::new(MemoryFactory {
+        batches: Mutex::new(Arc::new(Vec::new())),
+        tick: Mutex::new(None),
+        unbounded: true,
+        read: read.clone(),
+    });
+    let dir = temp_dir("state");
+    let e = engine(&factory, Some((&dir, Duration::from_secs(1))));
+    e.execute(DDL).await?;
+    let schema = e.catalog().table("r").expect("table").physical_schema();
+    // Every key once, all inside the first hour: one open window holds them all.
+    let batches = generate(&schema, keys, keys, 0);
+    let last = batches.last().expect("rows").slice(0, 1);
+    let far = TimestampMillisecondArray::from(vec![1_704_067_200_000i64 + 7_200_000]);
+    let tick = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            last.column(0).clone(),
+            last.column(1).clone(),
+            Arc::new(far),
+        ],
+    )?;
+    *factory.batches.lock().expect("lock") = Arc::new(batches);
+    *factory.tick.lock().expect("lock") = Some(tick);
+    let job = e.submit(&insert("'1' HOUR")).await?;
+    while read.load(Ordering::Relaxed) < keys {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after = job.checkpoints().last().map_or(0, |c| c.id);
+    let stats = loop {
+        if let Some(c) = job.checkpoints().into_iter().find(|c| c.id > after + 1) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "{keys} keys: checkpoint {} took {:.3} s, {:.1} MB on disk",
+        stats.id,
+        stats.duration.as_secs_f64(),
+        stats.bytes as f64 / 1e6
+    );
+    job.cancel(); // a crash: nothing after the last checkpoint survives
+    let _ = job.wait().await;
+    let t0 = Instant::now();
+    let e2 = engine(&factory, Some((&dir, Duration::from_secs(1))));
+    e2.execute(DDL).await?;
+    let job = e2.submit(&insert("'1' HOUR")).await?;
+    while weir::engine_metrics::get(&job.metrics().rows_out) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    println!(
+        "{keys} keys: recovery to first output {:.3} s ({} rows out)",
+        t0.elapsed().as_secs_f64(),
+        weir::engine_metrics::get(&job.metrics().rows_out)
+    );
+    job.cancel();
+    let _ = job.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "throughput".into());
+    let n: Option<usize> = args.next().and_then(|s| s.parse().ok());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let r = match mode.as_str() {
+        "throughput" => rt.block_on(throughput(n.unwrap_or(10_000_000))),
+        "state" => rt.block_on(state(n.unwrap_or(1_000_000))),
+        other => {
+            eprintln!(
+                "usage: weir-checkpoint-bench throughput [rows] | state [keys] (not '{other}')"
+            );
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,272 @@
+//! The chaos tests: a real `weir run` process reading 1 million sensor records from a
+//! 3-partition topic, aggregating in tumble and session windows into exactly-once sinks
+//! (filesystem in one test, Kafka transactions in the other), is killed with SIGKILL at random moments and restarted from its checkpoint directory;
+//! the committed output must equal one clean run's, row for row.
+//!
+//! The seed and kill times are printed; `WEIR_CHAOS_SEED=<n>` replays a run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::ClientConfig;
+
+use crate::common::kafka::Broker;
+use crate::common::weir_bin;
+
+const RECORDS: usize = 1_000_000;
+const KILLS: usize = 5;
+
+/// xorshift64*: enough randomness for kill times, replayable from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn between_ms(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+/// Record `n`: sensor `n % 1000`, 1 ms of event time apart with up to 3 s of disorder (inside
+/// the 5 s watermark delay, so no row is late in any run), and every sensor silent for 15 s of
+/// each 100 s so that sessions close.
+fn record(n: usize) -> (i32, Vec<u8>) {
+    let sensor = n % 1000;
+    let step = n + (n / 85_000) * 15_000;
+    let ts = 1_704_067_200_000i64 + step as i64 - (n as i64 * 7919 % 3000);
+    let t = chrono::DateTime::from_timestamp_millis(ts).unwrap();
+    let v = format!(
+        r#"{{"sensor_id":"s-{sensor:04}","temperature":{}.{},"ts":"{}"}}"#,
+        n % 50,
+        n % 10,
+        t.format("%Y-%m-%d %H:%M:%S%.3f")
+    );
+    ((sensor % 3) as i32, v.into_bytes())
+}
+
+/// Where a run's two sinks write: directories (exactly-once filesystem sink) or topics
+/// (exactly-once Kafka sink).
+enum Out {
+    Files(PathBuf),
+    Topics(String),
+}
+
+impl Out {
+    fn sink_ddl(&self, name: &str, broker: &Broker) -> String {
+        match self {
+            Out::Files(dir) => format!(
+                "'connector' = 'filesystem', 'path' = '{}', 'format' = 'json'",
+                dir.join(name).display()
+            ),
+            Out::Topics(prefix) => format!(
+                "'connector' = 'kafka', 'topic' = '{prefix}-{name}', 'format' = 'json',
+                 'properties.bootstrap.servers' = '{}', 'sink.delivery-guarantee' = 'exactly-once',
+                 'sink.transactional-id-prefix' = '{prefix}-{name}'",
+                broker.bootstrap
+            ),
+        }
+    }
+
+    /// Committed rows of one sink, counted (a multiset).
+    async fn committed(&self, name: &str, broker: &Broker) -> BTreeMap<String, usize> {
+        match self {
+            Out::Files(dir) => committed_files(&dir.join(name)),
+            Out::Topics(prefix) => committed_topic(broker, &format!("{prefix}-{name}")).await,
+        }
+    }
+}
+
+fn job(broker: &Broker, ends: &str, out: &Out) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '300 ms';
+         CREATE TABLE readings (sensor_id STRING, temperature DOUBLE, ts TIMESTAMP(3),
+           WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+         WITH ('connector' = 'kafka', 'topic' = 'chaos', 'format' = 'json',
+               'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}',
+               'scan.records-per-second' = '150000');
+         CREATE TABLE tumbles (sensor_id STRING, window_start TIMESTAMP(3), n BIGINT, avg_t DOUBLE)
+         WITH ({});
+         CREATE TABLE sessions (sensor_id STRING, window_start TIMESTAMP(3),
+           window_end TIMESTAMP(3), n BIGINT, max_t DOUBLE)
+         WITH ({});
+         INSERT INTO tumbles SELECT sensor_id, window_start, COUNT(*), AVG(temperature)
+           FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+           GROUP BY sensor_id, window_start, window_end;
+         INSERT INTO sessions SELECT sensor_id, window_start, window_end, COUNT(*), MAX(temperature)
+           FROM TABLE(SESSION(TABLE readings PARTITION BY sensor_id, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+           GROUP BY sensor_id, window_start, window_end;",
+        broker.bootstrap,
+        out.sink_ddl("tumbles", broker),
+        out.sink_ddl("sessions", broker),
+    )
+}
+
+fn start(job: &Path, ckpt: &Path) -> Child {
+    Command::new(weir_bin())
+        .args(["run", "-q", "--checkpoint-dir"])
+        .arg(ckpt)
+        .arg(job)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Committed rows of one sink directory, counted.
+fn committed_files(dir: &Path) -> BTreeMap<String, usize> {
+    let mut rows = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if !e.file_name().to_string_lossy().starts_with("part-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(e.path()).unwrap().lines() {
+            *rows.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    rows
+}
+
+/// Every record value of `topic` a `read_committed` reader sees, counted.
+async fn committed_topic(broker: &Broker, topic: &str) -> BTreeMap<String, usize> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", format!("reader-{topic}"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut rows = BTreeMap::new();
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
+        let m = m.unwrap();
+        let v = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
+        *rows.entry(v).or_insert(0) += 1;
+    }
+    rows
+}
+
+/// The newest complete checkpoint in `dir` (what the next run restores from).
+fn latest_checkpoint(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("_metadata").exists())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
+        .max()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-chaos-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Run the job cleanly and under repeated SIGKILLs; the committed outputs must be equal.
+async fn chaos(kafka_sinks: bool) {
+    let seed = std::env::var("WEIR_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(1) as u64 | 1);
+    let mut rng = Rng(seed);
+    let broker = Broker::start();
+    broker.create_topic("chaos", 3).await;
+    let ends = broker.produce_many("chaos", RECORDS, 3, record).await;
+    let kind = if kafka_sinks { "kafka" } else { "files" };
+    let (clean_dir, chaos_dir) = (
+        scratch(&format!("{kind}-clean")),
+        scratch(&format!("{kind}-chaos")),
+    );
+    let (clean, chaotic) = if kafka_sinks {
+        for t in [
+            "clean-tumbles",
+            "clean-sessions",
+            "chaos-tumbles",
+            "chaos-sessions",
+        ] {
+            broker.create_topic(t, 2).await;
+        }
+        (Out::Topics("clean".into()), Out::Topics("chaos".into()))
+    } else {
+        (Out::Files(clean_dir.clone()), Out::Files(chaos_dir.clone()))
+    };
+    std::fs::write(clean_dir.join("job.sql"), job(&broker, &ends, &clean)).unwrap();
+    std::fs::write(chaos_dir.join("job.sql"), job(&broker, &ends, &chaotic)).unwrap();
+    let t_clean = Instant::now();
+    let status = start(&clean_dir.join("job.sql"), &clean_dir.join("ckpt"))
+        .wait()
+        .unwrap();
+    assert!(status.success(), "clean run failed");
+    eprintln!("chaos: clean run {:.1} s", t_clean.elapsed().as_secs_f64());
+
+    let mut kills = Vec::new();
+    let t0 = Instant::now();
+    let (job_file, ckpt) = (chaos_dir.join("job.sql"), chaos_dir.join("ckpt"));
+    let mut child = start(&job_file, &ckpt);
+    while kills.len() < KILLS {
+        let wait = rng.between_ms(400, 2500);
+        tokio::time::sleep(wait).await;
+        if child.try_wait().unwrap().is_some() {
+            break; // finished before this kill
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills.push((wait.as_millis(), latest_checkpoint(&ckpt)));
+        child = start(&job_file, &ckpt);
+    }
+    let status = child.wait().unwrap();
+    eprintln!(
+        "chaos: seed {seed}, (ms into the run, latest checkpoint) at each kill: {kills:?}, {:.1} s in all",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(status.success(), "last run failed (seed {seed})");
+    assert!(
+        kills.len() >= KILLS,
+        "only {} kills landed (seed {seed})",
+        kills.len()
+    );
+    for sink in ["tumbles", "sessions"] {
+        let a = clean.committed(sink, &broker).await;
+        let b = chaotic.committed(sink, &broker).await;
+        assert!(!a.is_empty(), "{sink}: the clean run wrote nothing");
+        if a != b {
+            let missing: Vec<_> = a
+                .iter()
+                .filter(|(k, n)| b.get(*k) != Some(n))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = b
+                .iter()
+                .filter(|(k, n)| a.get(*k) != Some(n))
+                .take(5)
+                .collect();
+            panic!("{sink} differs (seed {seed}): clean-only {missing:?}, chaos-only {extra:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&clean_dir);
+    let _ = std::fs::remove_dir_all(&chaos_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_the_filesystem_sink_commits_a_clean_runs_rows() {
+    chaos(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_five_times_the_kafka_sink_commits_a_clean_runs_rows() {
+    chaos(true).await;
+}

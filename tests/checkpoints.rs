@@ -1,0 +1,173 @@
+//! Checkpoints and recovery through the embedded API: every golden case, run with checkpoints
+//! every few batches, "crashed" in the middle (cancelled, so nothing is flushed or committed
+//! beyond the last checkpoint, as after `kill -9`) and restarted from the checkpoint directory,
+//! commits exactly Flink's rows to an exactly-once filesystem sink. Also: stop with a savepoint
+//! and resume, and a checkpoint directory refusing a different query.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weir::CheckpointConfig;
+
+use crate::common::*;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-ckpt-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The case's job rewritten as `INSERT INTO` an exactly-once filesystem sink, with its source
+/// slowed down so that checkpoints fall in the middle of the input.
+async fn insert_job(case: &str, out: &Path) -> String {
+    let sql = job_in_dir(&root().join("tests/conformance").join(case));
+    let body = sql.trim_end().trim_end_matches(';');
+    let cut = body.rfind(';').expect("DDL before the query") + 1;
+    let (ddl, query) = (&body[..cut], body[cut..].trim());
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let stream = engine.query(&sql).await.expect("plans");
+    let columns: Vec<String> = stream
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = weir::planner::source_plan::sql_type_of(f.data_type());
+            format!("`{}` {t}", f.name())
+        })
+        .collect();
+    stream.job().cancel();
+    let ddl = ddl.replace(
+        "'connector' = 'filesystem',",
+        "'connector' = 'filesystem', 'scan.records-per-second' = '20000',",
+    );
+    format!(
+        "{ddl}\nCREATE TABLE weir_out ({}) WITH ('connector' = 'filesystem', 'path' = '{}', \
+         'format' = 'json');\nINSERT INTO weir_out {query};",
+        columns.join(", "),
+        out.display()
+    )
+}
+
+fn engine(ckpt: &Path) -> weir::Engine {
+    let e = weir::Engine::new();
+    e.set_quiet(true);
+    e.set_batch_size(50);
+    e.set_checkpointing(Some(CheckpointConfig {
+        dir: ckpt.to_path_buf(),
+        interval: Duration::from_millis(10),
+        allow_changed_query: false,
+    }));
+    e
+}
+
+/// Every committed row in the sink directory (in-progress files are not visible).
+fn committed_rows(out: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+        .collect();
+    files.sort();
+    files.iter().flat_map(|f| read_jsonl(f)).collect()
+}
+
+/// Run until checkpoint `n` is complete (or the job ends), then crash it.
+async fn run_and_crash(sql: &str, ckpt: &Path, n: u64) -> bool {
+    let job = engine(ckpt).submit(sql).await.unwrap();
+    let t0 = Instant::now();
+    while job.last_checkpoint().unwrap_or(0) < n && !job.is_done() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let crashed = !job.is_done();
+    job.cancel();
+    let _ = job.wait().await;
+    crashed
+}
+
+async fn crash_and_recover(case: &str) {
+    let (out, ckpt) = (
+        scratch(&format!("{case}-out")),
+        scratch(&format!("{case}-ck")),
+    );
+    let sql = insert_job(case, &out).await;
+    let crashed = run_and_crash(&sql, &ckpt, 3).await;
+    let before = committed_rows(&out).len();
+    let job = engine(&ckpt).submit(&sql).await.unwrap();
+    job.wait().await.unwrap();
+    let expected = read_jsonl(
+        &root()
+            .join("tests/conformance")
+            .join(case)
+            .join("expected.jsonl"),
+    );
+    assert_same_rows(case, &committed_rows(&out), &expected);
+    eprintln!("{case}: crashed mid-stream: {crashed}, {before} rows committed before the crash");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&ckpt);
+}
+
+macro_rules! recover {
+    ($name:ident) => {
+        #[tokio::test]
+        async fn $name() {
+            crash_and_recover(stringify!($name)).await;
+        }
+    };
+}
+
+recover!(cumulate_tvf);
+recover!(filter_project_no_window);
+recover!(hop_group);
+recover!(hop_tvf);
+recover!(late_rows_dropped);
+recover!(session_group);
+recover!(session_tvf);
+recover!(tumble_group);
+recover!(tumble_offset_tvf);
+recover!(tumble_tvf);
+
+#[tokio::test]
+async fn stop_with_savepoint_then_resume() {
+    let (out, ckpt) = (scratch("sp-out"), scratch("sp-ck"));
+    let sql = insert_job("session_tvf", &out).await;
+    let job = engine(&ckpt).submit(&sql).await.unwrap();
+    while job.last_checkpoint().unwrap_or(0) < 2 && !job.is_done() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    job.stop_with_savepoint();
+    job.wait().await.unwrap();
+    let job = engine(&ckpt).submit(&sql).await.unwrap();
+    job.wait().await.unwrap();
+    let expected = read_jsonl(&root().join("tests/conformance/session_tvf/expected.jsonl"));
+    assert_same_rows("savepoint", &committed_rows(&out), &expected);
+    // A finished job restarted from its final checkpoint has nothing left to write.
+    let job = engine(&ckpt).submit(&sql).await.unwrap();
+    job.wait().await.unwrap();
+    assert_same_rows("rerun", &committed_rows(&out), &expected);
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_another_query_is_refused() {
+    let (out, ckpt) = (scratch("fp-out"), scratch("fp-ck"));
+    let sql = insert_job("tumble_tvf", &out).await;
+    engine(&ckpt)
+        .submit(&sql)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+    let other = sql.replace("AVG(temperature)", "MAX(temperature)");
+    let err = engine(&ckpt).submit(&other).await.err().expect("refused");
+    assert!(err.to_string().contains("of a different query"), "{err}");
+}
