@@ -52,13 +52,18 @@ async fn insert_job(case: &str, out: &Path) -> String {
 }
 
 fn engine(ckpt: &Path) -> weir::Engine {
+    engine_with_memory(ckpt, 1 << 30)
+}
+
+/// An engine whose window state moves to RocksDB beyond `memory_limit` bytes.
+fn engine_with_memory(ckpt: &Path, memory_limit: usize) -> weir::Engine {
     let e = weir::Engine::new();
     e.set_quiet(true);
     e.set_batch_size(50);
     e.set_checkpointing(Some(CheckpointConfig {
-        dir: ckpt.to_path_buf(),
         interval: Duration::from_millis(10),
-        allow_changed_query: false,
+        memory_limit,
+        ..CheckpointConfig::new(ckpt)
     }));
     e
 }
@@ -81,8 +86,11 @@ fn committed_rows(out: &Path) -> Vec<Value> {
 }
 
 /// Run until checkpoint `n` is complete (or the job ends), then crash it.
-async fn run_and_crash(sql: &str, ckpt: &Path, n: u64) -> bool {
-    let job = engine(ckpt).submit(sql).await.unwrap();
+async fn run_and_crash(sql: &str, ckpt: &Path, n: u64, memory_limit: usize) -> bool {
+    let job = engine_with_memory(ckpt, memory_limit)
+        .submit(sql)
+        .await
+        .unwrap();
     let t0 = Instant::now();
     while job.last_checkpoint().unwrap_or(0) < n && !job.is_done() {
         assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint");
@@ -95,23 +103,37 @@ async fn run_and_crash(sql: &str, ckpt: &Path, n: u64) -> bool {
 }
 
 async fn crash_and_recover(case: &str) {
+    crash_and_recover_with_memory(case, "", 1 << 30).await;
+}
+
+async fn crash_and_recover_with_memory(case: &str, tag: &str, memory_limit: usize) {
+    let name = format!("{case}{tag}");
     let (out, ckpt) = (
-        scratch(&format!("{case}-out")),
-        scratch(&format!("{case}-ck")),
+        scratch(&format!("{name}-out")),
+        scratch(&format!("{name}-ck")),
     );
     let sql = insert_job(case, &out).await;
-    let crashed = run_and_crash(&sql, &ckpt, 3).await;
+    let crashed = run_and_crash(&sql, &ckpt, 3, memory_limit).await;
     let before = committed_rows(&out).len();
-    let job = engine(&ckpt).submit(&sql).await.unwrap();
+    let job = engine_with_memory(&ckpt, memory_limit)
+        .submit(&sql)
+        .await
+        .unwrap();
     job.wait().await.unwrap();
+    let spilled = weir::engine_metrics::get(&job.metrics().spilled_windows);
+    assert_eq!(
+        spilled > 0,
+        memory_limit < 4096,
+        "{name}: {spilled} windows spilled"
+    );
     let expected = read_jsonl(
         &root()
             .join("tests/conformance")
             .join(case)
             .join("expected.jsonl"),
     );
-    assert_same_rows(case, &committed_rows(&out), &expected);
-    eprintln!("{case}: crashed mid-stream: {crashed}, {before} rows committed before the crash");
+    assert_same_rows(&name, &committed_rows(&out), &expected);
+    eprintln!("{name}: crashed mid-stream: {crashed}, {before} rows committed before the crash");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&ckpt);
 }
@@ -135,6 +157,22 @@ recover!(session_tvf);
 recover!(tumble_group);
 recover!(tumble_offset_tvf);
 recover!(tumble_tvf);
+
+/// With a 1 kB memory limit every window moves to RocksDB (spilled) almost at once: updates
+/// go through RocksDB and firing reads the windows back, across a crash too.
+macro_rules! spilled {
+    ($name:ident, $case:literal) => {
+        #[tokio::test]
+        async fn $name() {
+            crash_and_recover_with_memory($case, "-spilled", 1024).await;
+        }
+    };
+}
+
+spilled!(spilled_tumble_tvf, "tumble_tvf");
+spilled!(spilled_hop_group, "hop_group");
+spilled!(spilled_cumulate_tvf, "cumulate_tvf");
+spilled!(spilled_late_rows_dropped, "late_rows_dropped");
 
 #[tokio::test]
 async fn stop_with_savepoint_then_resume() {

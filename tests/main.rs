@@ -11,6 +11,7 @@
 //! - `backpressure`: a slow sink bounds a real `weir run` process's memory and loses nothing.
 //! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
 //! - `chaos`: `kill -9` a checkpointing `weir run` five times; output equals a clean run's.
+//! - `stop`: SIGTERM on `weir run` takes a savepoint, exits 0, and the job resumes from it.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 
 mod common;
@@ -26,3 +27,4 @@ mod kafka;
 mod kafka_keys;
 mod queries;
 mod sql_examples;
+mod stop;

@@ -324,11 +324,7 @@ fn checkpointing(
 ) -> Result<Option<Arc<Checkpointing>>> {
     let mut config = g.checkpoint.clone();
     if let Some(d) = g.settings.get("execution.checkpointing.dir") {
-        let c = config.get_or_insert(CheckpointConfig {
-            dir: d.into(),
-            interval: DEFAULT_INTERVAL,
-            allow_changed_query: false,
-        });
+        let c = config.get_or_insert_with(|| CheckpointConfig::new(d));
         c.dir = d.into();
     }
     let interval = g.settings.get("execution.checkpointing.interval");
@@ -345,6 +341,13 @@ fn checkpointing(
         let ns = weir_planner::interval::parse_duration(i)
             .map_err(|e| plan_error(&format!("'execution.checkpointing.interval' = '{i}': {e}")))?;
         config.interval = std::time::Duration::from_nanos(ns.max(1_000_000) as u64);
+    }
+    if let Some(m) = g.settings.get("state.memory-limit") {
+        config.memory_limit = crate::state::parse_bytes(m).ok_or_else(|| {
+            plan_error(&format!(
+                "'state.memory-limit' = '{m}' is not a size like '512 mb'"
+            ))
+        })? as usize;
     }
     let store = CheckpointStore::open(&config.dir)?;
     let restored = store.latest()?;
@@ -368,8 +371,6 @@ fn checkpointing(
     }
     Ok(Some(Arc::new(Checkpointing::new(config, store, restored))))
 }
-
-const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn plan_error(msg: &str) -> EngineError {
     EngineError::Plan(PlanError::plan(msg, Default::default()))

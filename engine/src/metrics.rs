@@ -9,6 +9,8 @@ pub struct JobMetrics {
     pub rows_in: AtomicU64,
     pub rows_out: AtomicU64,
     pub late_rows: AtomicU64,
+    /// Windows moved from memory to RocksDB because of `state.memory-limit`.
+    pub spilled_windows: AtomicU64,
     /// Current watermark of the job's sinks (ns), `i64::MIN` when none yet.
     pub watermark: AtomicI64,
 }
@@ -19,6 +21,7 @@ impl Default for JobMetrics {
             rows_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
+            spilled_windows: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
         }
     }

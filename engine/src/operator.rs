@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::message::{Message, StreamBatch};
-use crate::state::StateBackend;
+use crate::state::{SharedState, StateBackend};
 
 pub trait Operator: Send {
     /// A short name for logs and EXPLAIN ANALYZE.
@@ -29,6 +29,12 @@ pub trait Operator: Send {
     /// Whether the operator keeps state across batches (and so takes part in checkpoints).
     fn is_stateful(&self) -> bool {
         false
+    }
+
+    /// The operator's state backend, which it may also use while running (to keep state
+    /// larger than `memory_limit` bytes out of memory). Called before [`Operator::restore`].
+    fn attach_state(&mut self, _state: SharedState, _memory_limit: usize) -> Result<()> {
+        Ok(())
     }
 
     /// A checkpoint barrier is passing: bring `state` up to date with everything a restart

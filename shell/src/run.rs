@@ -47,9 +47,8 @@ pub async fn run(args: RunArgs) -> i32 {
     engine.set_quiet(args.quiet);
     if let Some(dir) = &args.checkpoint_dir {
         engine.set_checkpointing(Some(weir::CheckpointConfig {
-            dir: dir.clone(),
-            interval: std::time::Duration::from_secs(10),
             allow_changed_query: args.allow_changed_query,
+            ..weir::CheckpointConfig::new(dir)
         }));
     }
     for kv in &args.set {

@@ -32,6 +32,25 @@ pub struct CheckpointConfig {
     pub interval: Duration,
     /// Restore even when the checkpoint was taken by a different query.
     pub allow_changed_query: bool,
+    /// Operator state above this many bytes moves from memory to RocksDB
+    /// (`SET 'state.memory-limit' = '512 mb'`).
+    pub memory_limit: usize,
+}
+
+/// The default `state.memory-limit`.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+impl CheckpointConfig {
+    /// Checkpoints into `dir` every 10 s, refusing another query's checkpoints, 1 GiB of
+    /// operator state in memory.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            interval: Duration::from_secs(10),
+            allow_changed_query: false,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+        }
+    }
 }
 
 /// Why a barrier is sent.

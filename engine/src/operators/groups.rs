@@ -209,6 +209,60 @@ impl GroupTable {
     }
 }
 
+impl GroupTable {
+    /// The groups' key rows, in group order.
+    pub fn key_rows(&self) -> &Rows {
+        &self.rows
+    }
+
+    /// Approximate bytes held: key rows, the key index and the accumulators.
+    pub fn memory_size(&self) -> usize {
+        let keys = self.rows.size() + self.keys.capacity() * 40;
+        let accs: usize = self
+            .states
+            .iter()
+            .map(|s| match s {
+                AggState::Groups(acc) => acc.size(),
+                AggState::Rows(accs) => accs.iter().map(|a| a.size()).sum(),
+            })
+            .sum();
+        keys + accs
+    }
+
+    /// Merge saved state rows (every aggregate's state columns, in order) into the groups
+    /// `group_idx` (one per state row).
+    pub fn merge_states(&mut self, cols: &[ArrayRef], group_idx: &[usize]) -> Result<()> {
+        let total = self.num_groups();
+        let mut at = 0;
+        for (state, agg) in self.states.iter_mut().zip(&self.aggs.aggregates) {
+            let w = agg.state_fields()?.len();
+            let arrays = cols.get(at..at + w).ok_or_else(|| {
+                crate::error::EngineError::State("spilled state has too few columns".into())
+            })?;
+            match state {
+                AggState::Groups(acc) => acc.merge_batch(arrays, group_idx, total)?,
+                AggState::Rows(accs) => {
+                    for (j, g) in group_idx.iter().enumerate() {
+                        let one: Vec<ArrayRef> = arrays.iter().map(|c| c.slice(j, 1)).collect();
+                        accs[*g].merge_batch(&one)?;
+                    }
+                }
+            }
+            at += w;
+        }
+        Ok(())
+    }
+}
+
+/// The Arrow types of every aggregate's state columns, in order.
+pub fn state_types(aggs: &AggregateSet) -> Result<Vec<datafusion::arrow::datatypes::DataType>> {
+    let mut out = Vec::new();
+    for a in &aggs.aggregates {
+        out.extend(a.state_fields()?.iter().map(|f| f.data_type().clone()));
+    }
+    Ok(out)
+}
+
 fn fresh_state(agg: &AggregateFunctionExpr) -> Result<AggState> {
     Ok(if agg.groups_accumulator_supported() {
         AggState::Groups(agg.create_groups_accumulator()?)

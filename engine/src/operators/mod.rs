@@ -4,5 +4,6 @@ pub mod filter;
 pub mod groups;
 pub mod project;
 pub mod session_aggregate;
+pub mod spill;
 pub mod window_aggregate;
 pub mod window_assign;

@@ -15,11 +15,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 
 use super::groups::{key_converter, output_batch, AggInput, AggregateSet, GroupTable};
+use super::spill::Spill;
 use crate::error::Result;
 use crate::message::{Message, StreamBatch};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
-use crate::state::{decode_columns, encode_columns, i64_from_key, i64_key, StateBackend};
+use crate::state::{
+    decode_columns, encode_columns, i64_from_key, i64_key, SharedState, StateBackend,
+};
 use crate::window::assign::{fire_time_ns, window_time, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
@@ -30,6 +33,13 @@ pub(crate) enum GroupCol {
     End,
     Time,
     Key(usize),
+}
+
+/// Where windows go when memory runs short.
+struct SpillTo {
+    spill: Spill,
+    state: SharedState,
+    limit: usize,
 }
 
 pub struct WindowAggregateOperator {
@@ -44,6 +54,9 @@ pub struct WindowAggregateOperator {
     windows: BTreeMap<(i64, i64), GroupTable>,
     /// Windows changed (updated or fired) since the last snapshot.
     dirty: BTreeSet<(i64, i64)>,
+    /// Windows moved to RocksDB because memory ran short (checkpointing jobs).
+    spilled: BTreeSet<(i64, i64)>,
+    spill: Option<SpillTo>,
     n_keys: usize,
     watermark: i64,
     schema: SchemaRef,
@@ -131,6 +144,8 @@ impl WindowAggregateOperator {
             time,
             windows: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            spilled: BTreeSet::new(),
+            spill: None,
             n_keys: types.len(),
             watermark: i64::MIN,
             schema: node.schema.clone(),
@@ -150,6 +165,13 @@ impl WindowAggregateOperator {
             return Ok(());
         }
         let rows = self.converter.convert_columns(keys)?;
+        if self.spilled.contains(&key) {
+            let sp = self.spill.as_ref().expect("spilled windows have a backend");
+            let mut state = sp.state.lock().expect("state lock");
+            return sp
+                .spill
+                .update(&mut **state, key, &rows, inputs, &self.converter);
+        }
         self.dirty.insert(key);
         let table = match self.windows.get_mut(&key) {
             Some(t) => t,
@@ -158,7 +180,48 @@ impl WindowAggregateOperator {
                 self.windows.entry(key).or_insert(t)
             }
         };
-        table.update(&rows, inputs)
+        table.update(&rows, inputs)?;
+        self.enforce_limit()
+    }
+
+    /// Over the memory limit: move the largest windows to RocksDB until under it.
+    fn enforce_limit(&mut self) -> Result<()> {
+        let Some(sp) = &self.spill else { return Ok(()) };
+        loop {
+            let sizes: Vec<((i64, i64), usize)> = self
+                .windows
+                .iter()
+                .map(|(k, t)| (*k, t.memory_size()))
+                .collect();
+            let total: usize = sizes.iter().map(|(_, s)| s).sum();
+            let Some((largest, _)) = sizes.iter().max_by_key(|(_, s)| *s) else {
+                return Ok(());
+            };
+            if total <= sp.limit {
+                return Ok(());
+            }
+            let table = self.windows.remove(largest).expect("present");
+            let mut state = sp.state.lock().expect("state lock");
+            sp.spill
+                .spill(&mut **state, *largest, table, &self.converter)?;
+            self.dirty.insert(*largest);
+            self.spilled.insert(*largest);
+            JobMetrics::add(&self.metrics.spilled_windows, 1);
+        }
+    }
+
+    /// Fire a spilled window, chunk by chunk.
+    fn fire_spilled(&mut self, key: (i64, i64), out: &mut Vec<Message>) -> Result<()> {
+        self.spilled.remove(&key);
+        let Some(sp) = &self.spill else { return Ok(()) };
+        let mut state = sp.state.lock().expect("state lock");
+        sp.spill.fire(&mut **state, key, &self.converter, |table| {
+            let batch = self.emit(key, table)?;
+            if batch.num_rows() > 0 {
+                out.push(Message::Batch(StreamBatch::new(batch)));
+            }
+            Ok(())
+        })
     }
 
     fn emit(&self, key: (i64, i64), table: GroupTable) -> Result<RecordBatch> {
@@ -215,18 +278,37 @@ impl Operator for WindowAggregateOperator {
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        while let Some(entry) = self.windows.first_entry() {
-            if fire_time_ns(entry.key().0, &self.time) > self.watermark {
+        loop {
+            let mem = self.windows.keys().next().copied();
+            let disk = self.spilled.iter().next().copied();
+            let Some(key) = mem.into_iter().chain(disk).min() else {
+                break;
+            };
+            if fire_time_ns(key.0, &self.time) > self.watermark {
                 break;
             }
-            let (key, table) = entry.remove_entry();
-            self.dirty.insert(key);
-            let batch = self.emit(key, table)?;
-            if batch.num_rows() > 0 {
-                out.push(Message::Batch(StreamBatch::new(batch)));
+            match self.windows.remove(&key) {
+                Some(table) => {
+                    self.dirty.insert(key);
+                    let batch = self.emit(key, table)?;
+                    if batch.num_rows() > 0 {
+                        out.push(Message::Batch(StreamBatch::new(batch)));
+                    }
+                }
+                None => self.fire_spilled(key, out)?,
             }
         }
         out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    fn attach_state(&mut self, state: SharedState, memory_limit: usize) -> Result<()> {
+        let spill = Spill::new(self.aggs.clone(), self.n_keys)?;
+        self.spill = Some(SpillTo {
+            spill,
+            state,
+            limit: memory_limit,
+        });
         Ok(())
     }
 
@@ -249,6 +331,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
+        self.spilled = Spill::registered(state)?.into_iter().collect();
         if let Some(wm) = state.get(WATERMARK_KEY)? {
             self.watermark = i64::from_be_bytes(
                 wm.as_slice()

@@ -6,7 +6,7 @@
 //! late or on time exactly as in a run without failures. An operator's snapshot is its state
 //! backend's checkpoint directory, named after the task.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::checkpoint::{Checkpointing, Event, Trigger};
 use crate::error::{EngineError, Result};
 use crate::operator::Operator;
-use crate::state::{RocksBackend, StateBackend};
+use crate::state::{RocksBackend, SharedState};
 
 /// What a source saved in a checkpoint.
 #[derive(Debug, Clone, Default)]
@@ -110,7 +110,7 @@ impl SourceCheckpoint {
 pub struct OperatorCheckpoint {
     name: String,
     ck: Arc<Checkpointing>,
-    backend: Box<dyn StateBackend>,
+    backend: SharedState,
 }
 
 impl OperatorCheckpoint {
@@ -119,25 +119,28 @@ impl OperatorCheckpoint {
         let name = ck.register("op");
         let restore = ck.restored_state_dir(&name);
         let backend = RocksBackend::open(&ck.store.work_dir().join(&name), restore.as_deref())?;
+        let backend: SharedState = Arc::new(Mutex::new(Box::new(backend)));
+        op.attach_state(backend.clone(), ck.config.memory_limit)?;
         if restore.is_some() {
-            op.restore(&backend)?;
+            op.restore(backend.lock().expect("state lock").as_ref())?;
         }
         Ok(Self {
             name,
             ck: ck.clone(),
-            backend: Box::new(backend),
+            backend,
         })
     }
 
     /// Write the operator's state and checkpoint it into checkpoint `id`'s directory.
     pub fn snapshot(&mut self, op: &mut dyn Operator, id: u64) -> Result<()> {
         let dir = self.ck.store.checkpoint_dir(id).join(&self.name);
+        let mut backend = self.backend.lock().expect("state lock");
         let r = op
-            .snapshot(self.backend.as_mut())
-            .and_then(|_| self.backend.checkpoint(&dir));
+            .snapshot(backend.as_mut())
+            .and_then(|_| backend.checkpoint(&dir));
         match r {
             Ok(()) => {
-                let snapshot = json!({ "state_bytes": self.backend.size_bytes() }).to_string();
+                let snapshot = json!({ "state_bytes": backend.size_bytes() }).to_string();
                 self.ck.send(Event::Ack {
                     id,
                     task: self.name.clone(),

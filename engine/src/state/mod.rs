@@ -29,6 +29,71 @@ pub trait StateBackend: Send {
     fn checkpoint(&mut self, dir: &Path) -> Result<()>;
     /// Bytes the state takes on disk or in memory (approximate).
     fn size_bytes(&self) -> u64;
+
+    /// Values of several keys at once.
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// Write several entries at once.
+    fn put_all(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        entries.iter().try_for_each(|(k, v)| self.put(k, v))
+    }
+
+    /// Up to `limit` entries under `prefix` whose key is after `after`, in key order.
+    fn scan_chunk(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let all = self.scan(prefix)?;
+        Ok(all
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .collect())
+    }
+
+    /// Delete every entry under `prefix`.
+    fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
+        for (k, _) in self.scan(prefix)? {
+            self.delete(&k)?;
+        }
+        Ok(())
+    }
+}
+
+/// A backend shared by an operator (which may keep state in it while running) and the task
+/// that checkpoints it.
+pub type SharedState = std::sync::Arc<std::sync::Mutex<Box<dyn StateBackend>>>;
+
+/// The smallest key greater than every key starting with `prefix` (for range deletes).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A byte size such as `512 mb`, `1 gb`, `64kb` or `1048576`.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// Order-preserving key bytes of an i64 (big-endian with the sign bit flipped).

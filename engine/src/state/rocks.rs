@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{Direction, IteratorMode, Options, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 
 use super::StateBackend;
 use crate::error::{EngineError, Result};
@@ -35,6 +35,12 @@ impl RocksBackend {
         opts.create_if_missing(true);
         opts.set_max_background_jobs(1);
         opts.set_compression_type(rocksdb::DBCompressionType::None);
+        // Bounded memory per operator: two 16 MB memtables and a 32 MB block cache.
+        opts.set_write_buffer_size(16 << 20);
+        opts.set_max_write_buffer_number(2);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&rocksdb::Cache::new_lru_cache(32 << 20));
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, dir).map_err(err)?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
@@ -95,6 +101,62 @@ impl StateBackend for RocksBackend {
             .map_err(err)?
             .create_checkpoint(dir)
             .map_err(err)
+    }
+
+    fn multi_get(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .multi_get(keys)
+            .into_iter()
+            .map(|r| r.map_err(err))
+            .collect()
+    }
+
+    fn put_all(&mut self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in entries {
+            batch.put(k, v);
+        }
+        self.db.write_opt(batch, &self.write).map_err(err)
+    }
+
+    fn scan_chunk(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let from = after.unwrap_or(prefix);
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
+        for item in self
+            .db
+            .iterator(IteratorMode::From(from, Direction::Forward))
+        {
+            let (k, v) = item.map_err(err)?;
+            if !k.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            if after.is_some_and(|a| k.as_ref() == a) {
+                continue;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn delete_prefix(&mut self, prefix: &[u8]) -> Result<()> {
+        match super::prefix_end(prefix) {
+            Some(end) => {
+                let mut batch = WriteBatch::default();
+                batch.delete_range(prefix, &end);
+                self.db.write_opt(batch, &self.write).map_err(err)
+            }
+            None => {
+                for (k, _) in self.scan(prefix)? {
+                    self.delete(&k)?;
+                }
+                Ok(())
+            }
+        }
     }
 
     fn size_bytes(&self) -> u64 {

@@ -3,8 +3,9 @@
 //! - `weir-checkpoint-bench throughput [rows]`: the core tumble job (AVG/MIN/MAX/COUNT per
 //!   sensor, 1-minute windows, 1,000 sensors) into a blackhole sink, on one core, without
 //!   checkpoints and with checkpoints every 10 s and every 1 s.
-//! - `weir-checkpoint-bench state [keys]`: `keys` distinct keys in one open window; prints the
-//!   duration and size of a checkpoint holding them, then "crashes" the job and measures the
+//! - `weir-checkpoint-bench state [keys] [memory-limit-mb]`: `keys` distinct keys in one open
+//!   window; prints the duration and size of a checkpoint holding them and the peak RSS (with a
+//!   small memory limit the window lives in RocksDB), then "crashes" the job and measures the
 //!   recovery time: from a new engine to the first output row of the restored job.
 //!
 //! Batches are generated before the clock starts, so only the engine is measured.
@@ -115,16 +116,31 @@ fn generate(schema: &SchemaRef, rows: usize, keys: usize, ms_apart: i64) -> Vec<
         .collect()
 }
 
-fn engine(factory: &Arc<MemoryFactory>, ckpt: Option<(&Path, Duration)>) -> weir::Engine {
+fn engine(
+    factory: &Arc<MemoryFactory>,
+    ckpt: Option<(&Path, Duration)>,
+    memory: usize,
+) -> weir::Engine {
     let e = weir::Engine::new();
     e.set_quiet(true);
     e.register_source(factory.clone());
     e.set_checkpointing(ckpt.map(|(dir, interval)| CheckpointConfig {
-        dir: dir.to_path_buf(),
         interval,
-        allow_changed_query: false,
+        memory_limit: memory,
+        ..CheckpointConfig::new(dir)
     }));
     e
+}
+
+/// Peak resident memory of this process so far, in MB.
+fn peak_rss_mb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb / 1024)
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -149,6 +165,7 @@ async fn throughput(rows: usize) -> weir::Result<()> {
         let e = engine(
             &factory,
             interval.map(|s| (dir.as_path(), Duration::from_secs(s))),
+            1 << 30,
         );
         e.execute(DDL).await?;
         let schema = e.catalog().table("r").expect("table").physical_schema();
@@ -167,7 +184,7 @@ async fn throughput(rows: usize) -> weir::Result<()> {
     Ok(())
 }
 
-async fn state(keys: usize) -> weir::Result<()> {
+async fn state(keys: usize, memory: usize) -> weir::Result<()> {
     let read = Arc::new(AtomicUsize::new(0));
     let factory = Arc::new(MemoryFactory {
         batches: Mutex::new(Arc::new(Vec::new())),
@@ -176,7 +193,7 @@ async fn state(keys: usize) -> weir::Result<()> {
         read: read.clone(),
     });
     let dir = temp_dir("state");
-    let e = engine(&factory, Some((&dir, Duration::from_secs(1))));
+    let e = engine(&factory, Some((&dir, Duration::from_secs(1))), memory);
     e.execute(DDL).await?;
     let schema = e.catalog().table("r").expect("table").physical_schema();
     // Every key once, all inside the first hour: one open window holds them all.
@@ -205,15 +222,18 @@ async fn state(keys: usize) -> weir::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     println!(
-        "{keys} keys: checkpoint {} took {:.3} s, {:.1} MB on disk",
+        "{keys} keys: checkpoint {} took {:.3} s, {:.1} MB on disk; {} windows spilled, peak RSS {} MB (state.memory-limit {} MB)",
         stats.id,
         stats.duration.as_secs_f64(),
-        stats.bytes as f64 / 1e6
+        stats.bytes as f64 / 1e6,
+        weir::engine_metrics::get(&job.metrics().spilled_windows),
+        peak_rss_mb(),
+        memory >> 20
     );
     job.cancel(); // a crash: nothing after the last checkpoint survives
     let _ = job.wait().await;
     let t0 = Instant::now();
-    let e2 = engine(&factory, Some((&dir, Duration::from_secs(1))));
+    let e2 = engine(&factory, Some((&dir, Duration::from_secs(1))), memory);
     e2.execute(DDL).await?;
     let job = e2.submit(&insert("'1' HOUR")).await?;
     while weir::engine_metrics::get(&job.metrics().rows_out) == 0 {
@@ -240,7 +260,10 @@ fn main() {
         .expect("runtime");
     let r = match mode.as_str() {
         "throughput" => rt.block_on(throughput(n.unwrap_or(10_000_000))),
-        "state" => rt.block_on(state(n.unwrap_or(1_000_000))),
+        "state" => {
+            let mb: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1024);
+            rt.block_on(state(n.unwrap_or(1_000_000), mb << 20))
+        }
         other => {
             eprintln!(
                 "usage: weir-checkpoint-bench throughput [rows] | state [keys] (not '{other}')"
