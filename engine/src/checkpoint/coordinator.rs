@@ -67,7 +67,7 @@ pub async fn run_coordinator(
             _ = ticker.tick() => c.on_tick(),
             e = events.recv() => match e {
                 None => return Ok(()),
-                Some(e) => if c.on_event(e)? { return Ok(()) },
+                Some(e) => if c.on_event(e).await? { return Ok(()) },
             },
         }
     }
@@ -94,7 +94,7 @@ impl Coordinator {
     }
 
     /// Handle one event; true when the job's last checkpoint is complete.
-    fn on_event(&mut self, e: Event) -> Result<bool> {
+    async fn on_event(&mut self, e: Event) -> Result<bool> {
         match e {
             Event::Ack { id, task, snapshot } => {
                 if let AckOutcome::Complete(c) = self.tracker.ack(id, &task, snapshot) {
@@ -104,11 +104,18 @@ impl Coordinator {
                         finished: c.finished,
                         snapshots: c.snapshots,
                     };
-                    self.ck.store.complete(&meta)?;
+                    // The metadata's fsyncs run off the runtime's threads.
+                    let store = self.ck.store.clone();
+                    let bytes = tokio::task::spawn_blocking(move || {
+                        store.complete(&meta)?;
+                        Ok::<_, EngineError>(dir_bytes(&store.checkpoint_dir(meta.id)))
+                    })
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))??;
                     self.ck.record(CheckpointStats {
                         id: c.id,
                         duration: self.started.elapsed(),
-                        bytes: dir_bytes(&self.ck.store.checkpoint_dir(c.id)),
+                        bytes,
                         completed: std::time::SystemTime::now(),
                     });
                     self.ck.mark_committed(c.id);

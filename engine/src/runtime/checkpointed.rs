@@ -6,6 +6,7 @@
 //! late or on time exactly as in a run without failures. An operator's snapshot is its state
 //! backend's checkpoint directory, named after the task.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -132,15 +133,12 @@ impl OperatorCheckpoint {
     }
 
     /// Write the operator's state and checkpoint it into checkpoint `id`'s directory.
-    pub fn snapshot(&mut self, op: &mut dyn Operator, id: u64) -> Result<()> {
+    pub async fn snapshot(&mut self, op: &mut dyn Operator, id: u64) -> Result<()> {
         let dir = self.ck.store.checkpoint_dir(id).join(&self.name);
-        let mut backend = self.backend.lock().expect("state lock");
-        let r = op
-            .snapshot(backend.as_mut())
-            .and_then(|_| backend.checkpoint(&dir));
+        let r = self.write_and_checkpoint(op, dir).await;
         match r {
-            Ok(()) => {
-                let snapshot = json!({ "state_bytes": backend.size_bytes() }).to_string();
+            Ok(bytes) => {
+                let snapshot = json!({ "state_bytes": bytes }).to_string();
                 self.ck.send(Event::Ack {
                     id,
                     task: self.name.clone(),
@@ -157,5 +155,21 @@ impl OperatorCheckpoint {
                 Err(e)
             }
         }
+    }
+
+    /// Write the operator's changes, then make the backend's checkpoint (flush, hard links,
+    /// fsync) on a blocking thread: the operator waits, but the rest of the pipeline keeps the
+    /// CPU meanwhile. Nothing writes to the backend during the wait, since only this operator's
+    /// task does, so the checkpoint is exactly the state at the barrier.
+    async fn write_and_checkpoint(&mut self, op: &mut dyn Operator, dir: PathBuf) -> Result<u64> {
+        op.snapshot(self.backend.lock().expect("state lock").as_mut())?;
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut b = backend.lock().expect("state lock");
+            b.checkpoint(&dir)?;
+            Ok(b.size_bytes())
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?
     }
 }

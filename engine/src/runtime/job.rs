@@ -284,7 +284,7 @@ pub async fn run_operator(
             Message::Watermark(w) => op.on_watermark(w, &mut out)?,
             Message::Barrier(b) => {
                 if let Some(ck) = ck.as_mut() {
-                    ck.snapshot(op.as_mut(), b.checkpoint_id)?;
+                    ck.snapshot(op.as_mut(), b.checkpoint_id).await?;
                 }
                 out.push(Message::Barrier(b))
             }
