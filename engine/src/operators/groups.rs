@@ -171,15 +171,23 @@ impl GroupTable {
         let n = self.num_groups();
         let mut cols = converter.convert_rows(&self.rows)?;
         for (state, agg) in self.states.iter_mut().zip(&self.aggs.aggregates) {
-            let arrays = match state {
-                AggState::Groups(acc) => acc.state(EmitTo::All)?,
-                AggState::Rows(accs) => row_states(accs, agg, n)?,
-            };
+            let arrays = take_state(state, agg, n)?;
             *state = fresh_state(agg)?;
             merge_state(state, agg, &arrays, n)?;
             cols.extend(arrays);
         }
         Ok(cols)
+    }
+
+    /// [`GroupTable::snapshot`] of a table that is done with: its key rows and the columns,
+    /// without rebuilding the accumulators.
+    pub fn into_columns(mut self, converter: &RowConverter) -> Result<(Rows, Vec<ArrayRef>)> {
+        let n = self.num_groups();
+        let mut cols = converter.convert_rows(&self.rows)?;
+        for (state, agg) in self.states.iter_mut().zip(&self.aggs.aggregates) {
+            cols.extend(take_state(state, agg, n)?);
+        }
+        Ok((self.rows, cols))
     }
 
     /// A table from the columns [`GroupTable::snapshot`] produced (`n_keys` key columns first).
@@ -261,6 +269,18 @@ pub fn state_types(aggs: &AggregateSet) -> Result<Vec<datafusion::arrow::datatyp
         out.extend(a.state_fields()?.iter().map(|f| f.data_type().clone()));
     }
     Ok(out)
+}
+
+/// An aggregate's state columns (consuming DataFusion's accumulator state).
+fn take_state(
+    state: &mut AggState,
+    agg: &AggregateFunctionExpr,
+    n: usize,
+) -> Result<Vec<ArrayRef>> {
+    match state {
+        AggState::Groups(acc) => Ok(acc.state(EmitTo::All)?),
+        AggState::Rows(accs) => row_states(accs, agg, n),
+    }
 }
 
 fn fresh_state(agg: &AggregateFunctionExpr) -> Result<AggState> {

@@ -63,20 +63,20 @@ impl Spill {
     fn entries(
         &self,
         win: (i64, i64),
-        table: &mut GroupTable,
+        table: GroupTable,
         keys: &RowConverter,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let cols = table.snapshot(keys)?;
+        let (key_rows, cols) = table.into_columns(keys)?;
         let rows = self.states.convert_columns(&cols[self.n_keys..])?;
         let prefix = window_prefix(win);
-        Ok(table
-            .key_rows()
+        Ok(key_rows
             .iter()
             .zip(rows.iter())
             .map(|(k, s)| {
-                let mut key = prefix.clone();
-                key.extend_from_slice(k.as_ref());
-                (key, s.as_ref().to_vec())
+                (
+                    [prefix.as_slice(), k.as_ref()].concat(),
+                    s.as_ref().to_vec(),
+                )
             })
             .collect())
     }
@@ -86,11 +86,10 @@ impl Spill {
         &self,
         state: &mut dyn StateBackend,
         win: (i64, i64),
-        mut table: GroupTable,
+        table: GroupTable,
         keys: &RowConverter,
     ) -> Result<()> {
-        let entries = self.entries(win, &mut table, keys)?;
-        drop(table);
+        let entries = self.entries(win, table, keys)?;
         for chunk in entries.chunks(CHUNK) {
             state.put_all(chunk)?;
         }
@@ -128,7 +127,7 @@ impl Spill {
             let idx: Vec<usize> = found.iter().map(|(g, _)| *g).collect();
             partial.merge_states(&cols, &idx)?;
         }
-        let entries = self.entries(win, &mut partial, keys)?;
+        let entries = self.entries(win, partial, keys)?;
         state.put_all(&entries)
     }
 
