@@ -26,19 +26,7 @@ async fn insert_job(case: &str, out: &Path) -> String {
     let body = sql.trim_end().trim_end_matches(';');
     let cut = body.rfind(';').expect("DDL before the query") + 1;
     let (ddl, query) = (&body[..cut], body[cut..].trim());
-    let engine = weir::Engine::new();
-    engine.set_quiet(true);
-    let stream = engine.query(&sql).await.expect("plans");
-    let columns: Vec<String> = stream
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| {
-            let t = weir::planner::source_plan::sql_type_of(f.data_type());
-            format!("`{}` {t}", f.name())
-        })
-        .collect();
-    stream.job().cancel();
+    let columns = result_columns(&sql).await;
     let ddl = ddl.replace(
         "'connector' = 'filesystem',",
         "'connector' = 'filesystem', 'scan.records-per-second' = '20000',",

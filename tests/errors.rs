@@ -80,11 +80,20 @@ async fn unsupported_queries_say_what_to_write() {
     .await;
     assert!(e.to_string().contains("ORDER BY"), "{e}");
     let e = plan_error(&format!(
-        "{}SELECT sensor_id, COUNT(*) FROM t GROUP BY sensor_id;",
+        "{}SELECT sensor_id, STDDEV(temperature) FROM t GROUP BY sensor_id;",
         table_sql()
     ))
     .await;
-    assert!(e.to_string().contains("TUMBLE"), "{e}");
+    assert!(
+        e.to_string().contains("stddev") && e.to_string().contains("window"),
+        "{e}"
+    );
+    let e = plan_error(&format!(
+        "{}SELECT sensor_id, LAG(temperature) OVER (PARTITION BY sensor_id ORDER BY ts) FROM t;",
+        table_sql()
+    ))
+    .await;
+    assert!(e.to_string().contains("OVER"), "{e}");
     let e = plan_error(&format!(
         "{}SELECT window_start, COUNT(*) FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end;",
         table_sql()

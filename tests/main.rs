@@ -12,6 +12,7 @@
 //! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
 //! - `chaos`: `kill -9` a checkpointing `weir run` five times; output equals a clean run's.
 //! - `stop`: SIGTERM on `weir run` takes a savepoint, exits 0, and the job resumes from it.
+//! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 
 mod common;
@@ -28,3 +29,4 @@ mod kafka_keys;
 mod queries;
 mod sql_examples;
 mod stop;
+mod updating;

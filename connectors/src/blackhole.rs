@@ -46,6 +46,10 @@ impl SinkFactory for BlackholeSinkFactory {
         "at-least-once"
     }
 
+    fn accepts_updates(&self, _table: &TableDef) -> bool {
+        true
+    }
+
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>> {
         self.validate(&ctx.table)
             .map_err(|m| EngineError::connector(NAME, m))?;

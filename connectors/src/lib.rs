@@ -2,7 +2,7 @@
 //! share with the shell.
 //!
 //! Sources: `filesystem` (bounded JSON lines / CSV files), `kafka` and `datagen`. Sinks: `print`,
-//! `blackhole`, `filesystem` and `kafka`. Each connector lives in its own module and implements the
+//! `blackhole`, `filesystem`, `kafka` and `upsert-kafka` (updating results). Each connector lives in its own module and implements the
 //! factory traits of `weir_engine::connector`; [`register_defaults`] makes them known to an
 //! engine.
 
@@ -25,7 +25,7 @@ use weir_engine::connector::ConnectorRegistry;
 pub use blackhole::BlackholeSinkFactory;
 pub use datagen::DatagenSourceFactory;
 pub use filesystem::{FilesystemSinkFactory, FilesystemSourceFactory};
-pub use kafka::{KafkaSinkFactory, KafkaSourceFactory};
+pub use kafka::{KafkaSinkFactory, KafkaSourceFactory, UpsertKafkaSinkFactory};
 pub use print::PrintSinkFactory;
 
 /// Register every built-in connector in `registry`.
@@ -35,6 +35,7 @@ pub fn register_defaults(registry: &mut ConnectorRegistry) {
     registry.register_source(Arc::new(KafkaSourceFactory));
     registry.register_sink(Arc::new(FilesystemSinkFactory));
     registry.register_sink(Arc::new(KafkaSinkFactory));
+    registry.register_sink(Arc::new(UpsertKafkaSinkFactory));
     registry.register_sink(Arc::new(PrintSinkFactory));
     registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
 }
@@ -55,7 +56,14 @@ mod tests {
         let r = default_registry();
         assert_eq!(
             r.names(),
-            vec!["blackhole", "datagen", "filesystem", "kafka", "print"]
+            vec![
+                "blackhole",
+                "datagen",
+                "filesystem",
+                "kafka",
+                "print",
+                "upsert-kafka"
+            ]
         );
         assert!(r.source("filesystem").is_some() && r.sink("filesystem").is_some());
         assert!(r.source("datagen").is_some() && r.sink("datagen").is_none());

@@ -12,6 +12,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use weir_engine::changelog::{has_op, split_op};
 use weir_engine::connector::{check_known_options, Sink, SinkContext, SinkFactory};
 use weir_engine::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
@@ -43,6 +44,11 @@ impl SinkFactory for PrintSinkFactory {
         "at-least-once"
     }
 
+    /// Rows are printed with their kind (`+I[..]`, `-U[..]`, `+U[..]`, `-D[..]`), as in Flink.
+    fn accepts_updates(&self, _table: &TableDef) -> bool {
+        true
+    }
+
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>> {
         let err = |m: String| EngineError::connector(NAME, m);
         self.validate(&ctx.table).map_err(err)?;
@@ -68,10 +74,17 @@ pub fn format_print_lines(
     tz: Option<Tz>,
     out: &mut String,
 ) -> Result<(), ArrowError> {
-    let cols = columns(batch, tz)?;
+    let (kinds, batch) = if has_op(&batch.schema()) {
+        let (k, rest) = split_op(batch).map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+        (Some(k), rest)
+    } else {
+        (None, batch.clone())
+    };
+    let cols = columns(&batch, tz)?;
     for row in 0..batch.num_rows() {
         out.push_str(prefix);
-        out.push_str("+I[");
+        out.push_str(kinds.as_ref().map_or("+I", |k| k[row].short()));
+        out.push('[');
         for (i, col) in cols.iter().enumerate() {
             if i > 0 {
                 out.push_str(", ");

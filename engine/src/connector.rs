@@ -100,7 +100,8 @@ pub struct SourceContext {
 #[derive(Clone)]
 pub struct SinkContext {
     pub table: Arc<TableDef>,
-    /// The schema of the rows the sink receives.
+    /// The schema of the rows the sink receives (with an `op` column first when the query's
+    /// result is updating).
     pub schema: SchemaRef,
     /// `SET` options of the job (e.g. `table.local-time-zone`).
     pub settings: BTreeMap<String, String>,
@@ -136,6 +137,12 @@ pub trait SinkFactory: Send + Sync {
     /// depend on whether the job checkpoints.
     fn guarantee(&self, table: &TableDef, checkpointing: bool) -> &'static str;
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>>;
+    /// Whether the sink takes a changelog (`+I`/`-U`/`+U`/`-D`). Then its batches start with
+    /// the `op` column of [`crate::changelog`]. Append-only sinks keep the default, and an
+    /// updating query into them is refused at planning time.
+    fn accepts_updates(&self, _table: &TableDef) -> bool {
+        false
+    }
 }
 
 /// The connectors an engine knows, by name.

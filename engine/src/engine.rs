@@ -218,10 +218,16 @@ impl Engine {
         let job = JobShared::new("query".into());
         let ctx = build_ctx(&g, &job);
         let rx = spawn_node(&plan.root, &ctx)?;
+        print_warnings(&g, &plan);
         drop(g);
         let handle = JobHandle(job);
         self.lock().jobs.push(handle.clone());
-        Ok(Output::Stream(QueryStream::new(rx, handle, plan.schema)))
+        let stream = if plan.updating {
+            QueryStream::updating(rx, handle, plan.schema)
+        } else {
+            QueryStream::new(rx, handle, plan.schema)
+        };
+        Ok(Output::Stream(stream))
     }
 
     fn start_inserts(&self, inserts: Vec<crate::statements::PlannedInsert>) -> Result<JobHandle> {
@@ -252,9 +258,15 @@ impl Engine {
                     pending,
                 })
             });
+            let updating = ins.plan.updating;
+            let schema = match updating {
+                true => crate::changelog::with_op_schema(&ins.table.physical_schema()),
+                false => ins.table.physical_schema(),
+            };
+            print_warnings(&g, &ins.plan);
             let sctx = SinkContext {
                 table: ins.table.clone(),
-                schema: ins.table.physical_schema(),
+                schema,
                 settings: g.settings.clone(),
                 metrics: job.metrics.clone(),
                 checkpointing: ck.is_some(),
@@ -273,9 +285,10 @@ impl Engine {
                     factory.guarantee(&ins.table, ck.is_some())
                 );
             }
-            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
+            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck, updating));
         }
-        for (sink, rx, sink_ck) in sinks {
+        for (sink, rx, sink_ck, updating) in sinks {
+            let sink = crate::runtime::sink::SinkInput { sink, updating };
             job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck));
         }
         if let Some(c) = ck {
@@ -374,6 +387,15 @@ fn checkpointing(
 
 fn plan_error(msg: &str) -> EngineError {
     EngineError::Plan(PlanError::plan(msg, Default::default()))
+}
+
+/// Tell the user what the plan warns about (once per job).
+fn print_warnings(g: &Inner, plan: &StreamPlan) {
+    if !g.quiet {
+        for w in &plan.warnings {
+            eprintln!("weir: warning: {w}");
+        }
+    }
 }
 
 fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {

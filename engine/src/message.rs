@@ -6,7 +6,8 @@
 //! means "no watermark yet").
 
 use datafusion::arrow::array::BooleanArray;
-use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::arrow::array::{Array, Int64Array, Int8Array};
+use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::filter;
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -25,6 +26,9 @@ pub struct StreamBatch {
     pub batch: RecordBatch,
     /// Watermark (ns) in force before each row, or `None` when the operator watermark applies.
     pub row_watermarks: Option<Int64Array>,
+    /// The changelog kind of each row ([`crate::changelog::RowKind`] as `i8`); `None` means every
+    /// row is an insert (append-only streams never carry kinds).
+    pub kinds: Option<ScalarBuffer<i8>>,
 }
 
 impl StreamBatch {
@@ -32,7 +36,16 @@ impl StreamBatch {
         Self {
             batch,
             row_watermarks: None,
+            kinds: None,
         }
+    }
+
+    /// The same rows with changelog kinds.
+    pub fn with_kinds(mut self, kinds: impl Into<ScalarBuffer<i8>>) -> Self {
+        let kinds = kinds.into();
+        debug_assert_eq!(self.batch.num_rows(), kinds.len());
+        self.kinds = Some(kinds);
+        self
     }
 
     pub fn with_row_watermarks(batch: RecordBatch, wm: Int64Array) -> Self {
@@ -40,6 +53,7 @@ impl StreamBatch {
         Self {
             batch,
             row_watermarks: Some(wm),
+            kinds: None,
         }
     }
 
@@ -62,9 +76,21 @@ impl StreamBatch {
             }
             None => None,
         };
+        let kinds = match &self.kinds {
+            Some(k) => Some(
+                filter(&Int8Array::new(k.clone(), None), mask)?
+                    .as_any()
+                    .downcast_ref::<Int8Array>()
+                    .expect("int8")
+                    .values()
+                    .clone(),
+            ),
+            None => None,
+        };
         Ok(StreamBatch {
             batch,
             row_watermarks,
+            kinds,
         })
     }
 }

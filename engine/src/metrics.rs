@@ -11,6 +11,10 @@ pub struct JobMetrics {
     pub late_rows: AtomicU64,
     /// Windows moved from memory to RocksDB because of `state.memory-limit`.
     pub spilled_windows: AtomicU64,
+    /// Late rows accepted within `window.allowed-lateness` (they update emitted windows).
+    pub late_updates: AtomicU64,
+    /// Keys dropped from updating state by `table.exec.state.ttl`.
+    pub expired_keys: AtomicU64,
     /// Current watermark of the job's sinks (ns), `i64::MIN` when none yet.
     pub watermark: AtomicI64,
 }
@@ -22,6 +26,8 @@ impl Default for JobMetrics {
             rows_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
             spilled_windows: AtomicU64::new(0),
+            late_updates: AtomicU64::new(0),
+            expired_keys: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
         }
     }

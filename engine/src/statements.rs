@@ -377,6 +377,22 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
             query.location,
         ));
     };
+    if plan.updating
+        && !g
+            .registry
+            .sink(connector)
+            .is_some_and(|f| f.accepts_updates(t))
+    {
+        return Err(plan_err(
+            format!(
+                "INSERT INTO {table}: the query's result is updating (a GROUP BY without a \
+                 window, a deduplication, a top-N or a window with allowed lateness produces \
+                 +I/-U/+U/-D rows) but connector '{connector}' only appends rows; write it to an \
+                 'upsert-kafka' table with a PRIMARY KEY, or to 'print'"
+            ),
+            *location,
+        ));
+    }
     let target = t.physical_schema();
     if plan.schema.fields().len() != target.fields().len() {
         return Err(plan_err(
@@ -423,20 +439,15 @@ impl CastingSink {
 impl Sink for CastingSink {
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
         let converted: Result<RecordBatch> = (|| {
-            let cols = batch
-                .columns()
-                .iter()
-                .zip(self.schema.fields())
-                .map(|(c, f)| cast(c, f.data_type()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let relaxed = Arc::new(Schema::new(
-                self.schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect::<Vec<_>>(),
-            ));
-            Ok(RecordBatch::try_new(relaxed, cols)?)
+            // An updating result's `op` column passes through in front.
+            let skip = usize::from(crate::changelog::has_op(&batch.schema()));
+            let mut cols = batch.columns()[..skip].to_vec();
+            let mut fields: Vec<_> = batch.schema().fields()[..skip].to_vec();
+            for (c, f) in batch.columns()[skip..].iter().zip(self.schema.fields()) {
+                cols.push(cast(c, f.data_type())?);
+                fields.push(Arc::new(f.as_ref().clone().with_nullable(true)));
+            }
+            Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
         })();
         Box::pin(async move { self.inner.write(converted?).await })
     }

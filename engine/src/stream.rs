@@ -113,6 +113,8 @@ pub struct QueryStream {
     ended: bool,
     /// Set when the channel closed without an end of stream: wait for the job to record why.
     closing: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// The query's result is a changelog: batches carry an `op` column first.
+    updating: bool,
 }
 
 impl QueryStream {
@@ -123,7 +125,21 @@ impl QueryStream {
             schema,
             ended: false,
             closing: None,
+            updating: false,
         }
+    }
+
+    /// A stream of an updating query: `schema` is the query's, and batches get an `op` column.
+    pub(crate) fn updating(rx: mpsc::Receiver<Message>, job: JobHandle, schema: SchemaRef) -> Self {
+        let mut s = Self::new(rx, job, crate::changelog::with_op_schema(&schema));
+        s.updating = true;
+        s
+    }
+
+    /// True when batches are a changelog whose first column, `op`, holds `+I`, `-U`, `+U` or
+    /// `-D` (see [`crate::changelog`]).
+    pub fn is_updating(&self) -> bool {
+        self.updating
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -181,6 +197,9 @@ impl Stream for QueryStream {
                 }
                 Poll::Ready(Some(Message::Batch(b))) => {
                     JobMetrics::add(&self.job.0.metrics.rows_out, b.num_rows());
+                    if self.updating {
+                        return Poll::Ready(Some(crate::changelog::to_output(b, &self.schema)));
+                    }
                     return Poll::Ready(Some(Ok(b.batch)));
                 }
                 Poll::Ready(Some(Message::Watermark(w))) => {

@@ -16,8 +16,12 @@ use datafusion::physical_planner::create_aggregate_expr_with_name_and_maybe_filt
 
 use crate::error::{PlanError, Result};
 use crate::sources::{StreamTableSource, WindowTvfSource};
-use crate::stream_plan::{PhysExpr, StreamNode, TimeInfo, WindowAggregateNode, WindowAssignNode};
+use crate::stream_plan::{
+    EmitConfig, PhysExpr, StreamNode, TimeInfo, WindowAggregateNode, WindowAssignNode,
+};
 use crate::window::WindowSpec;
+
+mod updating;
 
 /// What a column means for time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub enum Role {
     WindowEnd(usize),
     WindowTime(usize),
 }
+
+pub use updating::prune_rank_output;
 
 pub struct Converted {
     pub node: StreamNode,
@@ -44,15 +50,21 @@ pub struct Converter<'a> {
     state: &'a SessionState,
     /// `table.local-time-zone`.
     session_tz: String,
+    /// `window.allowed-lateness` and `window.early-fire.delay`.
+    emit: EmitConfig,
     windows: Vec<WindowInfo>,
+    /// A rank filter (`rn <= N`) waiting for the window node it limits.
+    pending_rank: Option<updating::RankLimit>,
 }
 
 impl<'a> Converter<'a> {
-    pub fn new(state: &'a SessionState, session_tz: String) -> Self {
+    pub fn new(state: &'a SessionState, session_tz: String, emit: EmitConfig) -> Self {
         Self {
             state,
             session_tz,
+            emit,
             windows: vec![],
+            pending_rank: None,
         }
     }
 
@@ -60,6 +72,9 @@ impl<'a> Converter<'a> {
         match plan {
             LogicalPlan::Projection(p) => self.projection(p),
             LogicalPlan::Filter(f) => {
+                if let Some(rank) = self.rank_filter(f)? {
+                    return Ok(rank);
+                }
                 let input = self.convert(&f.input)?;
                 let predicate = self.phys(&f.predicate, f.input.schema())?;
                 let node = StreamNode::Filter {
@@ -75,6 +90,7 @@ impl<'a> Converter<'a> {
             LogicalPlan::TableScan(s) => self.scan(s),
             LogicalPlan::Aggregate(a) => self.aggregate(a),
             LogicalPlan::Union(u) => self.union(&u.inputs, plan),
+            LogicalPlan::Window(w) if self.pending_rank.is_some() => self.rank(w),
             other => Err(unsupported(other)),
         }
     }
@@ -157,6 +173,9 @@ impl<'a> Converter<'a> {
 
     fn window_source(&mut self, w: &WindowTvfSource) -> Result<Converted> {
         let input = self.convert(&w.input)?;
+        if input.node.is_updating() {
+            return Err(updating_into_window());
+        }
         if !matches!(
             input.roles[w.time_index],
             Role::Rowtime | Role::WindowTime(_)
@@ -191,6 +210,11 @@ impl<'a> Converter<'a> {
             spec: w.call.spec,
             time_index: w.time_index,
             time,
+            allowed_lateness_ns: if w.call.spec.is_session() {
+                0
+            } else {
+                self.emit.allowed_lateness_ns
+            },
             schema: w.schema.clone(),
         });
         Ok(Converted { node, roles })
@@ -227,16 +251,54 @@ impl<'a> Converter<'a> {
             }
         });
         let (Some(start), Some(end)) = (start, end) else {
-            return Err(non_windowed_aggregate(start.is_some() || end.is_some()));
+            if start.is_some() || end.is_some() {
+                return Err(partial_window_group());
+            }
+            return self.group_aggregate(a, input);
         };
+        if input.node.is_updating() {
+            return Err(updating_into_window());
+        }
         let Role::WindowEnd(id) = group_roles[end] else {
             unreachable!()
         };
         let n_groups = a.group_expr.len();
         let out_schema = a.schema.as_arrow();
-        let mut group_exprs = Vec::with_capacity(n_groups);
+        let parts = self.aggregate_parts(a)?;
+        let (group_exprs, aggregates, filters) = (parts.groups, parts.aggregates, parts.filters);
+        let info = &self.windows[id];
+        let mut roles = vec![Role::Plain; n_groups + a.aggr_expr.len()];
+        if let Some(t) = wtime {
+            roles[t] = Role::Rowtime;
+        }
+        let node = StreamNode::WindowAggregate(WindowAggregateNode {
+            input: Box::new(input.node),
+            spec: info.spec,
+            time: info.time.clone(),
+            group_exprs,
+            window_start: start,
+            window_end: end,
+            window_time: wtime,
+            aggregates,
+            filters,
+            emit: if info.spec.is_session() {
+                EmitConfig::default()
+            } else {
+                self.emit
+            },
+            schema: Arc::new(out_schema.clone()),
+        });
+        Ok(Converted { node, roles })
+    }
+
+    /// Group expressions, aggregate functions and their filters of an `Aggregate`.
+    fn aggregate_parts(&self, a: &Aggregate) -> Result<AggregateParts> {
+        let in_schema = a.input.schema();
+        let n_groups = a.group_expr.len();
+        let out_schema = a.schema.as_arrow();
+        let mut groups = Vec::with_capacity(n_groups);
         for (i, e) in a.group_expr.iter().enumerate() {
-            group_exprs.push((self.phys(e, in_schema)?, out_schema.field(i).name().clone()));
+            groups.push((self.phys(e, in_schema)?, out_schema.field(i).name().clone()));
         }
         let phys_in = Arc::new(in_schema.as_arrow().clone());
         let (mut aggregates, mut filters) = (Vec::new(), Vec::new());
@@ -254,24 +316,11 @@ impl<'a> Converter<'a> {
             aggregates.push(agg);
             filters.push(filter);
         }
-        let info = &self.windows[id];
-        let mut roles = vec![Role::Plain; n_groups + a.aggr_expr.len()];
-        if let Some(t) = wtime {
-            roles[t] = Role::Rowtime;
-        }
-        let node = StreamNode::WindowAggregate(WindowAggregateNode {
-            input: Box::new(input.node),
-            spec: info.spec,
-            time: info.time.clone(),
-            group_exprs,
-            window_start: start,
-            window_end: end,
-            window_time: wtime,
+        Ok(AggregateParts {
+            groups,
             aggregates,
             filters,
-            schema: Arc::new(out_schema.clone()),
-        });
-        Ok(Converted { node, roles })
+        })
     }
 
     fn union(&mut self, inputs: &[Arc<LogicalPlan>], plan: &LogicalPlan) -> Result<Converted> {
@@ -328,18 +377,25 @@ fn column_role(e: &Expr, schema: &DFSchema, roles: &[Role]) -> Role {
     }
 }
 
-fn non_windowed_aggregate(partial: bool) -> PlanError {
-    if partial {
-        return PlanError::unsupported(
-            "a window aggregation must GROUP BY both window_start and window_end",
-            "Add the missing one to GROUP BY",
-        );
-    }
+/// The parts of an `Aggregate` bound to its input.
+struct AggregateParts {
+    groups: Vec<(PhysExpr, String)>,
+    aggregates: Vec<Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>>,
+    filters: Vec<Option<PhysExpr>>,
+}
+
+fn partial_window_group() -> PlanError {
     PlanError::unsupported(
-        "GROUP BY without a window produces an updating result, which Weir does not run yet",
-        "Group by a window instead: GROUP BY key, TUMBLE(ts, INTERVAL '1' MINUTE), or \
-         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY key, \
-         window_start, window_end",
+        "a window aggregation must GROUP BY both window_start and window_end",
+        "Add the missing one to GROUP BY",
+    )
+}
+
+fn updating_into_window() -> PlanError {
+    PlanError::unsupported(
+        "a window aggregation over an updating input (a GROUP BY without a window, a \
+         deduplication or a top-N)",
+        "Window the raw rows first, or aggregate the updating result without a window",
     )
 }
 

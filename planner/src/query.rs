@@ -23,7 +23,7 @@ use crate::catalog::{Catalog, TableDef};
 use crate::ddl::QuerySql;
 use crate::error::{Location, PlanError, Result};
 use crate::sources::{StreamTableSource, ViewSource, WindowTvfSource};
-use crate::stream_plan::StreamPlan;
+use crate::stream_plan::{EmitConfig, StreamNode, StreamPlan};
 use crate::tokens::{parse_error, parser_for, tokenize};
 use crate::tvf::{rewrite_tvfs, TvfCall};
 
@@ -38,6 +38,54 @@ pub fn session_time_zone(settings: &Settings) -> String {
         .get(TIME_ZONE_KEY)
         .cloned()
         .unwrap_or_else(|| "UTC".to_string())
+}
+
+/// `SET` keys of updating results.
+pub const ALLOWED_LATENESS_KEY: &str = "window.allowed-lateness";
+pub const EARLY_FIRE_KEY: &str = "window.early-fire.delay";
+pub const STATE_TTL_KEY: &str = "table.exec.state.ttl";
+
+/// How window aggregations emit, from `SET 'window.allowed-lateness'` and
+/// `'window.early-fire.delay'`.
+pub fn emit_config(settings: &Settings) -> std::result::Result<EmitConfig, String> {
+    let get = |k: &str| -> std::result::Result<Option<i64>, String> {
+        match settings.get(k) {
+            None => Ok(None),
+            Some(v) => match crate::interval::parse_duration(v) {
+                Ok(ns) if ns >= 0 => Ok(Some(ns)),
+                Ok(_) => Err(format!("'{k}' = '{v}' is negative")),
+                Err(e) => Err(format!("'{k}': {e}")),
+            },
+        }
+    };
+    Ok(EmitConfig {
+        allowed_lateness_ns: get(ALLOWED_LATENESS_KEY)?.unwrap_or(0),
+        early_fire_ns: get(EARLY_FIRE_KEY)?.filter(|d| *d > 0),
+    })
+}
+
+/// The state TTL in nanoseconds (`None`: state is kept forever).
+pub fn state_ttl(settings: &Settings) -> std::result::Result<Option<i64>, String> {
+    match settings.get(STATE_TTL_KEY) {
+        None => Ok(None),
+        Some(v) => crate::interval::parse_duration(v)
+            .map(|ns| (ns > 0).then_some(ns))
+            .map_err(|e| format!("'{STATE_TTL_KEY}': {e}")),
+    }
+}
+
+fn state_warnings(node: &StreamNode, settings: &Settings) -> Vec<String> {
+    let keyed = |n: &StreamNode| matches!(n, StreamNode::GroupAggregate(_) | StreamNode::Rank(_));
+    fn any(n: &StreamNode, f: &dyn Fn(&StreamNode) -> bool) -> bool {
+        f(n) || n.children().into_iter().any(|c| any(c, f))
+    }
+    if settings.contains_key(STATE_TTL_KEY) || !any(node, &keyed) {
+        return vec![];
+    }
+    vec![format!(
+        "this query keeps state for every key it has seen, and it grows with the number of \
+         keys; SET '{STATE_TTL_KEY}' = '1 d' (for example) to drop keys idle that long"
+    )]
 }
 
 /// A planned query: the logical plan, and the streaming plan when it reads a stream.
@@ -138,15 +186,29 @@ impl Planner {
                 stream: None,
             });
         }
-        let mut conv = crate::convert::Converter::new(&self.state, session_time_zone(settings));
-        let converted = conv.convert(&logical).map_err(|e| e.at(q.location))?;
+        let emit = emit_config(settings).map_err(|m| PlanError::plan(m, q.location))?;
+        let mut conv =
+            crate::convert::Converter::new(&self.state, session_time_zone(settings), emit);
+        let mut converted = conv.convert(&logical).map_err(|e| e.at(q.location))?;
         crate::check::check_plan(&converted.node).map_err(|e| e.at(q.location))?;
+        crate::convert::prune_rank_output(&mut converted.node, None);
         let schema = converted.node.schema();
+        let updating = converted.node.is_updating();
+        if updating && schema.fields().iter().any(|f| f.name() == "op") {
+            return Err(PlanError::plan(
+                "an updating result names a column `op`, which Weir adds for the row kind \
+                 (+I, -U, +U, -D); rename the column",
+                q.location,
+            ));
+        }
+        let warnings = state_warnings(&converted.node, settings);
         Ok(PlannedQuery {
             logical,
             stream: Some(StreamPlan {
                 root: converted.node,
                 schema,
+                updating,
+                warnings,
             }),
         })
     }

@@ -46,6 +46,56 @@ pub struct WindowAssignNode {
     pub spec: WindowSpec,
     pub time_index: usize,
     pub time: TimeInfo,
+    /// Rows of fired windows are still let through for this long (ns) after the window fired.
+    pub allowed_lateness_ns: i64,
+    pub schema: SchemaRef,
+}
+
+/// How a window aggregation emits beyond its one final row per group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmitConfig {
+    /// `'window.allowed-lateness'`: a fired window keeps its state this long (ns of event time)
+    /// and re-emits its rows as updates when late rows arrive.
+    pub allowed_lateness_ns: i64,
+    /// `'window.early-fire.delay'`: partial results of open windows every this long (ns of
+    /// processing time), as updates.
+    pub early_fire_ns: Option<i64>,
+}
+
+impl EmitConfig {
+    /// True when the aggregation may correct rows it already emitted.
+    pub fn is_updating(&self) -> bool {
+        self.allowed_lateness_ns > 0 || self.early_fire_ns.is_some()
+    }
+}
+
+/// A GROUP BY without a window: an updating result, one row per key, kept current.
+#[derive(Debug, Clone)]
+pub struct GroupAggregateNode {
+    pub input: Box<StreamNode>,
+    /// Group expressions over the input, with output names.
+    pub group_exprs: Vec<(PhysExpr, String)>,
+    pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    pub filters: Vec<Option<PhysExpr>>,
+    /// Output: group columns then aggregates.
+    pub schema: SchemaRef,
+}
+
+/// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)` filtered to the first `limit` rows:
+/// deduplication (`limit` 1) and top-N, kept current as rows arrive.
+#[derive(Debug, Clone)]
+pub struct RankNode {
+    pub input: Box<StreamNode>,
+    pub partition: Vec<PhysExpr>,
+    pub order: Vec<datafusion::physical_expr::PhysicalSortExpr>,
+    pub limit: usize,
+    /// Whether the row number is part of the output (the last column); when it is not, rows
+    /// that only move within the top N are not re-emitted.
+    pub output_rank: bool,
+    /// Keep-last deduplication on event time: a row with the same time as the kept one
+    /// replaces it (Flink's rule); otherwise earlier rows keep their place on ties.
+    pub newest_wins_ties: bool,
+    /// Output: the input's columns, then the row number.
     pub schema: SchemaRef,
 }
 
@@ -64,6 +114,7 @@ pub struct WindowAggregateNode {
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
     /// `FILTER (WHERE ...)` per aggregate.
     pub filters: Vec<Option<PhysExpr>>,
+    pub emit: EmitConfig,
     /// Output: group columns then aggregates.
     pub schema: SchemaRef,
 }
@@ -83,6 +134,8 @@ pub enum StreamNode {
     },
     WindowAssign(WindowAssignNode),
     WindowAggregate(WindowAggregateNode),
+    GroupAggregate(GroupAggregateNode),
+    Rank(RankNode),
     Union {
         inputs: Vec<StreamNode>,
         schema: SchemaRef,
@@ -97,6 +150,8 @@ impl StreamNode {
             StreamNode::Project { schema, .. } | StreamNode::Union { schema, .. } => schema.clone(),
             StreamNode::WindowAssign(w) => w.schema.clone(),
             StreamNode::WindowAggregate(a) => a.schema.clone(),
+            StreamNode::GroupAggregate(a) => a.schema.clone(),
+            StreamNode::Rank(r) => r.schema.clone(),
         }
     }
 
@@ -106,7 +161,21 @@ impl StreamNode {
             StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } => vec![input],
             StreamNode::WindowAssign(w) => vec![&w.input],
             StreamNode::WindowAggregate(a) => vec![&a.input],
+            StreamNode::GroupAggregate(a) => vec![&a.input],
+            StreamNode::Rank(r) => vec![&r.input],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
+        }
+    }
+
+    pub fn children_mut(&mut self) -> Vec<&mut StreamNode> {
+        match self {
+            StreamNode::Source(_) => vec![],
+            StreamNode::Filter { input, .. } | StreamNode::Project { input, .. } => vec![input],
+            StreamNode::WindowAssign(w) => vec![&mut w.input],
+            StreamNode::WindowAggregate(a) => vec![&mut a.input],
+            StreamNode::GroupAggregate(a) => vec![&mut a.input],
+            StreamNode::Rank(r) => vec![&mut r.input],
+            StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
         }
     }
 
@@ -144,7 +213,18 @@ impl StreamNode {
                 format!("WindowAssign: {} on column #{}", w.spec, w.time_index)
             }
             StreamNode::WindowAggregate(a) => describe_agg(a),
+            StreamNode::GroupAggregate(a) => describe_group_agg(a),
+            StreamNode::Rank(r) => describe_rank(r),
             StreamNode::Union { .. } => "Union".to_string(),
+        }
+    }
+
+    /// True when the node's output is a changelog (rows may be updated or deleted later).
+    pub fn is_updating(&self) -> bool {
+        match self {
+            StreamNode::GroupAggregate(_) | StreamNode::Rank(_) => true,
+            StreamNode::WindowAggregate(a) => a.emit.is_updating(),
+            other => other.children().iter().any(|c| c.is_updating()),
         }
     }
 
@@ -189,11 +269,43 @@ fn describe_agg(a: &WindowAggregateNode) -> String {
     } else {
         "WindowAggregate"
     };
+    let mut emit = String::new();
+    if a.emit.allowed_lateness_ns > 0 {
+        emit += &format!(
+            " allowed-lateness={}",
+            format_duration(a.emit.allowed_lateness_ns)
+        );
+    }
+    if let Some(d) = a.emit.early_fire_ns {
+        emit += &format!(" early-fire={}", format_duration(d));
+    }
     format!(
-        "{kind}: {} keys=[{}] aggregates=[{}] state=per-window accumulators",
+        "{kind}: {} keys=[{}] aggregates=[{}]{emit} state=per-window accumulators",
         a.spec,
         keys.join(", "),
         aggs.join(", ")
+    )
+}
+
+fn describe_group_agg(a: &GroupAggregateNode) -> String {
+    let keys: Vec<&str> = a.group_exprs.iter().map(|(_, n)| n.as_str()).collect();
+    let aggs: Vec<String> = a.aggregates.iter().map(|x| x.name().to_string()).collect();
+    format!(
+        "GroupAggregate: keys=[{}] aggregates=[{}] emits=changelog state=per-key accumulators",
+        keys.join(", "),
+        aggs.join(", ")
+    )
+}
+
+fn describe_rank(r: &RankNode) -> String {
+    let part: Vec<String> = r.partition.iter().map(|e| e.to_string()).collect();
+    let order: Vec<String> = r.order.iter().map(|e| e.to_string()).collect();
+    let what = if r.limit == 1 { "Deduplicate" } else { "TopN" };
+    format!(
+        "{what}: partition=[{}] order=[{}] limit={} emits=changelog",
+        part.join(", "),
+        order.join(", "),
+        r.limit
     )
 }
 
@@ -202,10 +314,17 @@ fn describe_agg(a: &WindowAggregateNode) -> String {
 pub struct StreamPlan {
     pub root: StreamNode,
     pub schema: SchemaRef,
+    /// The result is a changelog (`+I`/`-U`/`+U`/`-D`), not append-only rows.
+    pub updating: bool,
+    /// Things the user should know before running it (e.g. state that grows without a TTL).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for StreamPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.updating {
+            writeln!(f, "Result: changelog (+I, -U, +U, -D)")?;
+        }
         write!(f, "{}", self.root.explain())
     }
 }

@@ -141,23 +141,86 @@ pub fn assert_same_rows(case: &str, actual: &[Value], expected: &[Value]) {
     }
 }
 
-/// The conformance cases this suite runs (updating results belong to a later issue).
-pub fn conformance_cases() -> Vec<PathBuf> {
+fn rows_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && y.iter()
+                    .all(|(k, yv)| x.get(k).is_some_and(|xv| values_equal(xv, yv)))
+        }
+        _ => false,
+    }
+}
+
+/// Apply a changelog (rows with an `op` field): `+I`/`+U` add a row, `-U`/`-D` remove an equal
+/// one (which must be there). Returns the final table.
+pub fn materialize(changelog: &[Value]) -> Vec<Value> {
+    let mut table: Vec<Value> = vec![];
+    for row in changelog {
+        let mut r = row.as_object().expect("row object").clone();
+        let op = r.remove("op").unwrap_or_else(|| panic!("no op in {row}"));
+        let v = Value::Object(r);
+        match op.as_str().unwrap_or("") {
+            "+I" | "+U" => table.push(v),
+            "-U" | "-D" => {
+                let i = table
+                    .iter()
+                    .position(|t| rows_equal(t, &v))
+                    .unwrap_or_else(|| panic!("{op} of a row not in the table: {v}"));
+                table.swap_remove(i);
+            }
+            other => panic!("unknown op {other} in {row}"),
+        }
+    }
+    table
+}
+
+/// True when the rows are a changelog (they carry `op`).
+pub fn is_changelog(rows: &[Value]) -> bool {
+    rows.first().and_then(|r| r.get("op")).is_some()
+}
+
+/// The result table of `rows`: materialised when they are a changelog.
+pub fn final_table(rows: &[Value]) -> Vec<Value> {
+    if is_changelog(rows) {
+        materialize(rows)
+    } else {
+        rows.to_vec()
+    }
+}
+
+/// The result columns of a script's query as SQL column definitions (`` `name` TYPE ``), for
+/// a sink table that takes them; the changelog's `op` column is left out.
+pub async fn result_columns(sql: &str) -> Vec<String> {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let stream = engine.query(sql).await.expect("plans");
+    let columns = stream
+        .schema()
+        .fields()
+        .iter()
+        .filter(|f| !weir::changelog::is_op_field(f))
+        .map(|f| {
+            let t = weir::planner::source_plan::sql_type_of(f.data_type());
+            format!("`{}` {t}", f.name())
+        })
+        .collect();
+    stream.job().cancel();
+    columns
+}
+
+/// Every conformance case, append-only and updating (`updating_*`).
+pub fn all_conformance_cases() -> Vec<PathBuf> {
     let dir = root().join("tests/conformance");
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .expect("tests/conformance")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
-        .filter(|p| {
-            !p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("updating_")
-        })
         .collect();
     cases.sort();
     cases
 }
+
 pub mod kafka;
 
 /// The `weir` binary built beside this test binary (`cargo test --workspace` builds it).

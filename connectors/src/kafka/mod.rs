@@ -12,6 +12,7 @@ mod scan;
 pub mod sink;
 pub mod source;
 mod transactional;
+mod upsert;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::options::{bool_option, char_option};
 
 pub use sink::KafkaSinkFactory;
 pub use source::KafkaSourceFactory;
+pub use upsert::{UpsertKafkaSinkFactory, UPSERT_NAME};
 
 /// The connector name in `'connector' = 'kafka'`.
 pub const NAME: &str = "kafka";
@@ -91,7 +93,10 @@ impl KafkaOptions {
             })
             .collect();
         if !properties.contains_key("bootstrap.servers") {
-            return Err("connector 'kafka' needs the option 'properties.bootstrap.servers'".into());
+            return Err(format!(
+                "connector '{}' needs the option 'properties.bootstrap.servers'",
+                table.connector().unwrap_or(NAME)
+            ));
         }
         let format = match required_option(table, "format")?
             .to_ascii_lowercase()

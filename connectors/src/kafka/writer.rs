@@ -88,6 +88,25 @@ impl RecordWriter {
         batch: &RecordBatch,
         headers: Option<&(dyn Fn(usize) -> OwnedHeaders + Sync)>,
     ) -> Result<usize> {
+        self.produce(batch, headers, None).await
+    }
+
+    /// Like [`RecordWriter::send`], but rows where `tombstones` is true are written as the key
+    /// with a null value (upsert deletes).
+    pub async fn send_upserts(
+        &mut self,
+        batch: &RecordBatch,
+        tombstones: &[bool],
+    ) -> Result<usize> {
+        self.produce(batch, None, Some(tombstones)).await
+    }
+
+    async fn produce(
+        &mut self,
+        batch: &RecordBatch,
+        headers: Option<&(dyn Fn(usize) -> OwnedHeaders + Sync)>,
+        tombstones: Option<&[bool]>,
+    ) -> Result<usize> {
         let (values, keys) = self.encode(batch)?;
         let count = match self.partitioner {
             Partitioner::RoundRobin => Some(self.partition_count().await?),
@@ -96,8 +115,10 @@ impl RecordWriter {
         let producer = self.producer.clone();
         let mut acks = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
-            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-                FutureRecord::to(&self.topic).payload(v);
+            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&self.topic);
+            if !tombstones.is_some_and(|t| t[i]) {
+                rec = rec.payload(v);
+            }
             if let Some(k) = keys.as_ref().map(|k| &k[i]) {
                 rec = rec.key(k);
             }

@@ -50,6 +50,7 @@ impl Operator for ProjectOperator {
         out.push(Message::Batch(StreamBatch {
             batch: projected,
             row_watermarks: batch.row_watermarks,
+            kinds: batch.kinds,
         }));
         Ok(())
     }

@@ -16,6 +16,7 @@ use datafusion::arrow::row::RowConverter;
 
 use super::groups::{key_converter, output_batch, AggInput, AggregateSet, GroupTable};
 use super::spill::Spill;
+use super::window_updates::WindowUpdates;
 use crate::error::Result;
 use crate::message::{Message, StreamBatch};
 use crate::metrics::JobMetrics;
@@ -59,6 +60,10 @@ pub struct WindowAggregateOperator {
     spill: Option<SpillTo>,
     n_keys: usize,
     watermark: i64,
+    /// Allowed lateness and early firing (updating results).
+    updates: WindowUpdates,
+    /// Retained (fired) windows changed since the last snapshot.
+    late_dirty: BTreeSet<(i64, i64)>,
     schema: SchemaRef,
     metrics: Arc<JobMetrics>,
 }
@@ -148,6 +153,8 @@ impl WindowAggregateOperator {
             spill: None,
             n_keys: types.len(),
             watermark: i64::MIN,
+            updates: WindowUpdates::new(node.emit),
+            late_dirty: BTreeSet::new(),
             schema: node.schema.clone(),
             metrics,
         })
@@ -161,8 +168,18 @@ impl WindowAggregateOperator {
     ) -> Result<()> {
         let n = keys[0].len();
         if fire_time_ns(key.0, &self.time) <= self.watermark {
-            JobMetrics::add(&self.metrics.late_rows, n);
+            let rows = self.converter.convert_columns(keys)?;
+            if let Some(t) = self.updates.late_table(key) {
+                t.update(&rows, inputs)?;
+                self.late_dirty.insert(key);
+                JobMetrics::add(&self.metrics.late_updates, n);
+            } else {
+                JobMetrics::add(&self.metrics.late_rows, n);
+            }
             return Ok(());
+        }
+        if self.updates.config.early_fire_ns.is_some() {
+            self.updates.early_dirty.insert(key);
         }
         let rows = self.converter.convert_columns(keys)?;
         if self.spilled.contains(&key) {
@@ -243,12 +260,107 @@ impl WindowAggregateOperator {
     }
 }
 
-impl Operator for WindowAggregateOperator {
-    fn name(&self) -> &'static str {
-        "WindowAggregate"
+impl WindowAggregateOperator {
+    /// Fire a window held in memory: its rows, or with updating results, the changes against
+    /// what it emitted early (and keep it for late rows when lateness is allowed).
+    fn fire(
+        &mut self,
+        key: (i64, i64),
+        mut table: GroupTable,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        if !self.updates.is_updating() {
+            let batch = self.emit(key, table)?;
+            if batch.num_rows() > 0 {
+                out.push(Message::Batch(StreamBatch::new(batch)));
+            }
+            return Ok(());
+        }
+        let rows = if self.updates.config.allowed_lateness_ns > 0 {
+            self.late_dirty.insert(key);
+            self.current(key, &mut table)?
+        } else {
+            self.emit(
+                key,
+                std::mem::replace(
+                    &mut table,
+                    GroupTable::new(&self.converter, self.aggs.clone())?,
+                ),
+            )?
+        };
+        self.updates.emit(key, rows, out)?;
+        self.updates.fired(key, table);
+        Ok(())
     }
 
-    fn process_batch(&mut self, batch: StreamBatch, _out: &mut Vec<Message>) -> Result<()> {
+    /// A window's rows as they stand, leaving its table usable.
+    fn current(&self, key: (i64, i64), table: &mut GroupTable) -> Result<RecordBatch> {
+        let cols = table.snapshot(&self.converter)?;
+        let copy = GroupTable::restore(&self.converter, self.aggs.clone(), &cols, self.n_keys)?;
+        self.emit(key, copy)
+    }
+
+    /// Re-emit windows that late rows changed, and open windows when an early firing is due.
+    fn flush_updates(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        for key in self.updates.take_refire() {
+            if let Some(mut t) = self.updates.retained.remove(&key) {
+                let rows = self.current(key, &mut t)?;
+                self.updates.retained.insert(key, t);
+                self.updates.emit(key, rows, out)?;
+            }
+        }
+        if !self.updates.early_due() {
+            return Ok(());
+        }
+        for key in std::mem::take(&mut self.updates.early_dirty) {
+            if let Some(mut t) = self.windows.remove(&key) {
+                let rows = self.current(key, &mut t)?;
+                self.windows.insert(key, t);
+                self.updates.emit(key, rows, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn expire_retained(&mut self) {
+        let (time, wm) = (&self.time, self.watermark);
+        let lateness = self.updates.config.allowed_lateness_ns;
+        let gone = self
+            .updates
+            .expire(|k| fire_time_ns(k.0, time).saturating_add(lateness) <= wm);
+        self.late_dirty.extend(gone);
+    }
+
+    /// Retained windows that changed, and every window's last emitted rows.
+    fn snapshot_updates(&mut self, state: &mut dyn StateBackend) -> Result<()> {
+        for key in std::mem::take(&mut self.late_dirty) {
+            let k = prefixed(b"f/", key);
+            match self.updates.retained.get_mut(&key) {
+                Some(t) => state.put(&k, &encode_columns(&t.snapshot(&self.converter)?)?)?,
+                None => state.delete(&k)?,
+            }
+        }
+        state.delete_prefix(b"e/")?;
+        for (key, rows) in self.updates.emitted() {
+            state.put(&prefixed(b"e/", *key), &encode_columns(rows.columns())?)?;
+        }
+        Ok(())
+    }
+
+    fn restore_updates(&mut self, state: &dyn StateBackend) -> Result<()> {
+        for (k, v) in state.scan(b"f/")? {
+            let cols = decode_columns(&v)?;
+            let t = GroupTable::restore(&self.converter, self.aggs.clone(), &cols, self.n_keys)?;
+            self.updates.retained.insert(parse_key(&k)?, t);
+        }
+        for (k, v) in state.scan(b"e/")? {
+            let rows = RecordBatch::try_new(self.schema.clone(), decode_columns(&v)?)?;
+            self.updates.restore_emitted(parse_key(&k)?, rows);
+        }
+        Ok(())
+    }
+
+    fn apply_batch(&mut self, batch: &StreamBatch) -> Result<()> {
         let b = &batch.batch;
         let n = b.num_rows();
         let eval = |e: &PhysExpr| -> Result<ArrayRef> { Ok(e.evaluate(b)?.into_array(n)?) };
@@ -275,6 +387,20 @@ impl Operator for WindowAggregateOperator {
         }
         Ok(())
     }
+}
+
+impl Operator for WindowAggregateOperator {
+    fn name(&self) -> &'static str {
+        "WindowAggregate"
+    }
+
+    fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.apply_batch(&batch)?;
+        if self.updates.is_updating() {
+            self.flush_updates(out)?;
+        }
+        Ok(())
+    }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
@@ -290,13 +416,14 @@ impl Operator for WindowAggregateOperator {
             match self.windows.remove(&key) {
                 Some(table) => {
                     self.dirty.insert(key);
-                    let batch = self.emit(key, table)?;
-                    if batch.num_rows() > 0 {
-                        out.push(Message::Batch(StreamBatch::new(batch)));
-                    }
+                    self.fire(key, table, out)?;
                 }
                 None => self.fire_spilled(key, out)?,
             }
+        }
+        if self.updates.is_updating() {
+            self.expire_retained();
+            self.flush_updates(out)?;
         }
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -327,6 +454,9 @@ impl Operator for WindowAggregateOperator {
                 None => state.delete(&k)?,
             }
         }
+        if self.updates.is_updating() {
+            self.snapshot_updates(state)?;
+        }
         Ok(())
     }
 
@@ -340,28 +470,38 @@ impl Operator for WindowAggregateOperator {
             );
         }
         for (k, v) in state.scan(b"w/")? {
-            let (Some(end), Some(start)) = (
-                k.get(2..).and_then(i64_from_key),
-                k.get(10..).and_then(i64_from_key),
-            ) else {
-                return Err(crate::error::EngineError::State(
-                    "bad window state key".into(),
-                ));
-            };
             let cols = decode_columns(&v)?;
             let t = GroupTable::restore(&self.converter, self.aggs.clone(), &cols, self.n_keys)?;
-            self.windows.insert((end, start), t);
+            self.windows.insert(parse_key(&k)?, t);
         }
-        Ok(())
+        self.restore_updates(state)
     }
 }
 
 const WATERMARK_KEY: &[u8] = b"m/watermark";
 
 /// `w/` + end + start, ordered like the windows.
-fn window_key((end, start): (i64, i64)) -> Vec<u8> {
-    let mut k = b"w/".to_vec();
+fn window_key(key: (i64, i64)) -> Vec<u8> {
+    prefixed(b"w/", key)
+}
+
+/// A two-byte prefix, then end and start.
+fn prefixed(prefix: &[u8], (end, start): (i64, i64)) -> Vec<u8> {
+    let mut k = prefix.to_vec();
     k.extend_from_slice(&i64_key(end));
     k.extend_from_slice(&i64_key(start));
     k
+}
+
+/// The (end, start) of a key made by [`prefixed`].
+fn parse_key(k: &[u8]) -> Result<(i64, i64)> {
+    match (
+        k.get(2..).and_then(i64_from_key),
+        k.get(10..).and_then(i64_from_key),
+    ) {
+        (Some(end), Some(start)) => Ok((end, start)),
+        _ => Err(crate::error::EngineError::State(
+            "bad window state key".into(),
+        )),
+    }
 }

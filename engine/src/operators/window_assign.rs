@@ -28,6 +28,8 @@ pub struct WindowAssignOperator {
     time_index: usize,
     time: TimeContext,
     watermark: i64,
+    /// `window.allowed-lateness` (ns): windows stay open to rows this long after firing.
+    lateness: i64,
     schema: SchemaRef,
     metrics: Arc<JobMetrics>,
 }
@@ -46,6 +48,7 @@ impl WindowAssignOperator {
             time_index: node.time_index,
             time,
             watermark: i64::MIN,
+            lateness: node.allowed_lateness_ns,
             schema: node.schema.clone(),
             metrics,
         })
@@ -117,6 +120,7 @@ impl WindowAssignOperator {
         Ok(StreamBatch {
             batch: out,
             row_watermarks,
+            kinds: None,
         })
     }
 }
@@ -129,14 +133,24 @@ impl Operator for WindowAssignOperator {
     fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
         let a = match self.session_gap {
             Some(gap) => self.sessions(&batch, gap)?,
-            None => assign_windows(
-                batch.batch.column(self.time_index).as_ref(),
-                &self.spec,
-                &self.time,
-                batch.row_watermarks.as_ref(),
-                self.watermark,
-            )
-            .map_err(EngineError::Execution)?,
+            None => {
+                // With allowed lateness a window takes rows until the watermark passes its
+                // firing time by the lateness: judge openness against a watermark that far back.
+                let shifted = match (&batch.row_watermarks, self.lateness) {
+                    (Some(w), l) if l > 0 => Some(Int64Array::from_iter_values(
+                        w.values().iter().map(|v| v.saturating_sub(l)),
+                    )),
+                    _ => None,
+                };
+                assign_windows(
+                    batch.batch.column(self.time_index).as_ref(),
+                    &self.spec,
+                    &self.time,
+                    shifted.as_ref().or(batch.row_watermarks.as_ref()),
+                    self.watermark.saturating_sub(self.lateness),
+                )
+                .map_err(EngineError::Execution)?
+            }
         };
         JobMetrics::add(&self.metrics.late_rows, a.late_rows);
         if !a.rows.is_empty() {

@@ -246,6 +246,20 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 metrics,
             )?)
         }
+        StreamNode::GroupAggregate(a) => {
+            Box::new(operators::group_aggregate::GroupAggregateOperator::new(
+                a,
+                ttl_ms(ctx.settings)?,
+                operators::key_index::process_clock,
+                metrics,
+            )?)
+        }
+        StreamNode::Rank(r) => Box::new(operators::rank::RankOperator::new(
+            r,
+            ttl_ms(ctx.settings)?,
+            operators::key_index::process_clock,
+            metrics,
+        )?),
     };
     let ck = match &ctx.checkpointing {
         Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(c, op.as_mut())?),
@@ -254,6 +268,13 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
     let input = spawn_node(node.children()[0], ctx)?;
     ctx.job.spawn(run_operator(op, input, tx, ck));
     Ok(rx)
+}
+
+/// `table.exec.state.ttl` in milliseconds.
+fn ttl_ms(settings: &BTreeMap<String, String>) -> Result<Option<u64>> {
+    weir_planner::query::state_ttl(settings)
+        .map(|t| t.map(|ns| (ns / 1_000_000).max(1) as u64))
+        .map_err(EngineError::Execution)
 }
 
 /// The window time context of a plan's time info.

@@ -29,13 +29,20 @@ struct Commits {
     done: u64,
 }
 
+/// A sink and whether its input is a changelog (then rows reach it with an `op` column first).
+pub struct SinkInput {
+    pub sink: Box<dyn Sink>,
+    pub updating: bool,
+}
+
 /// Write a stream into a connector sink until it ends.
 pub async fn run_sink(
-    mut sink: Box<dyn Sink>,
+    input_sink: SinkInput,
     mut input: mpsc::Receiver<Message>,
     metrics: Arc<JobMetrics>,
     ck: Option<SinkCheckpoint>,
 ) -> Result<()> {
+    let SinkInput { mut sink, updating } = input_sink;
     let mut commits = ck.as_ref().map(|c| {
         let rx = c.ck.committed();
         let done = *rx.borrow();
@@ -54,6 +61,10 @@ pub async fn run_sink(
         let Some(m) = m else { return Ok(()) };
         match m {
             // Sinks count their own rows out.
+            Message::Batch(b) if updating => {
+                let schema = crate::changelog::with_op_schema(&b.batch.schema());
+                sink.write(crate::changelog::to_output(b, &schema)?).await?
+            }
             Message::Batch(b) => sink.write(b.batch).await?,
             Message::Watermark(w) => metrics.watermark.store(w, Ordering::Relaxed),
             Message::Barrier(b) => {

@@ -101,5 +101,6 @@ fn clamp(b: StreamBatch, input: usize, wms: &[i64]) -> StreamBatch {
     StreamBatch {
         batch: b.batch,
         row_watermarks,
+        kinds: b.kinds,
     }
 }

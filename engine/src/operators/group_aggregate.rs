@@ -1,0 +1,228 @@
+//! GROUP BY without a window: one row per key, kept current as a changelog.
+//!
+//! Each batch is applied to the keys it touches; then, per touched key, the row emitted before
+//! and the row now are compared: a new key gives `+I`, a changed one `-U` old and `+U` new, a key
+//! whose rows were all retracted `-D`, and an unchanged one nothing. Updates are coalesced per
+//! batch (like Flink's mini-batch), so the final table never depends on batching while the number
+//! of intermediate updates may. The input may itself be a changelog: `-U`/`-D` rows are
+//! subtracted, which is why the aggregates keep retractable state ([`super::retract`]).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, Int64Array};
+use datafusion::arrow::compute::kernels::cmp::distinct;
+use datafusion::arrow::compute::or;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::groups::{key_converter, output_batch, AggregateSet};
+use super::key_index::{retain_by, Clock, KeyIndex};
+use super::retract::RetractAcc;
+use super::window_aggregate::key_arrays;
+use crate::changelog::{ChangeBuilder, RowKind};
+use crate::error::{EngineError, Result};
+use crate::message::{Message, StreamBatch};
+use crate::metrics::JobMetrics;
+use crate::operator::Operator;
+use crate::state::{decode_columns, encode_columns, StateBackend};
+use weir_planner::stream_plan::{GroupAggregateNode, PhysExpr};
+
+pub struct GroupAggregateOperator {
+    key_exprs: Vec<PhysExpr>,
+    /// Output key columns (0 for a global aggregate, which groups by a constant).
+    n_keys: usize,
+    keys: KeyIndex,
+    aggs: AggregateSet,
+    accs: Vec<RetractAcc>,
+    /// Net input rows per group: 0 means the group's row is deleted.
+    counts: Vec<i64>,
+    schema: SchemaRef,
+    metrics: Arc<JobMetrics>,
+    dirty: bool,
+}
+
+impl GroupAggregateOperator {
+    pub fn new(
+        node: &GroupAggregateNode,
+        ttl_ms: Option<u64>,
+        clock: Clock,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
+        let n_keys = node.group_exprs.len();
+        let mut types: Vec<DataType> = (0..n_keys)
+            .map(|i| node.schema.field(i).data_type().clone())
+            .collect();
+        if types.is_empty() {
+            types.push(DataType::Boolean);
+        }
+        let in_schema = node.input.schema();
+        let append_only = !node.input.is_updating();
+        let mut accs = Vec::new();
+        for agg in &node.aggregates {
+            let arg_types = agg
+                .expressions()
+                .iter()
+                .map(|e| e.data_type(&in_schema))
+                .collect::<Result<Vec<_>, _>>()?;
+            accs.push(RetractAcc::new(agg, &arg_types, append_only)?);
+        }
+        Ok(Self {
+            key_exprs: node.group_exprs.iter().map(|(e, _)| e.clone()).collect(),
+            n_keys,
+            keys: KeyIndex::new(key_converter(&types)?, ttl_ms, clock),
+            aggs: AggregateSet {
+                aggregates: node.aggregates.clone(),
+                filters: node.filters.clone(),
+            },
+            accs,
+            counts: vec![],
+            schema: node.schema.clone(),
+            metrics,
+            dirty: false,
+        })
+    }
+
+    /// The result rows of `groups` as they stand (keys, then aggregates).
+    fn rows_of(&self, groups: &[usize], keys: &[ArrayRef]) -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = keys[..self.n_keys].to_vec();
+        for acc in &self.accs {
+            cols.push(acc.evaluate(groups)?);
+        }
+        output_batch(&self.schema, cols)
+    }
+
+    fn expire(&mut self) {
+        if let Some(keep) = self.keys.expire() {
+            let dropped = keep.iter().filter(|k| !**k).count();
+            JobMetrics::add(&self.metrics.expired_keys, dropped);
+            retain_by(&mut self.counts, &keep);
+            self.accs.iter_mut().for_each(|a| a.retain(&keep));
+            self.dirty = true;
+        }
+    }
+}
+
+/// +1 for rows that add (`+I`, `+U`), -1 for rows that retract (`-U`, `-D`).
+pub fn signs(batch: &StreamBatch) -> Vec<i64> {
+    match &batch.kinds {
+        Some(k) => k
+            .iter()
+            .map(|v| {
+                if RowKind::from_i8(*v).is_retraction() {
+                    -1
+                } else {
+                    1
+                }
+            })
+            .collect(),
+        None => vec![1; batch.num_rows()],
+    }
+}
+
+/// Rows where any column differs between `a` and `b` (same schema and length).
+pub fn changed_rows(a: &RecordBatch, b: &RecordBatch, from_col: usize) -> Result<BooleanArray> {
+    let mut acc = BooleanArray::from(vec![false; a.num_rows()]);
+    for i in from_col..a.num_columns() {
+        acc = or(&acc, &distinct(a.column(i), b.column(i))?)?;
+    }
+    Ok(acc)
+}
+
+impl Operator for GroupAggregateOperator {
+    fn name(&self) -> &'static str {
+        "GroupAggregate"
+    }
+
+    fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.expire();
+        let b = &batch.batch;
+        let (groups, touched) = self.keys.intern(&key_arrays(&self.key_exprs, b)?)?;
+        let n = self.keys.len();
+        self.counts.resize(n, 0);
+        self.accs.iter_mut().for_each(|a| a.resize(n));
+        let keys = self.keys.key_columns(&touched)?;
+        let before = self.rows_of(&touched, &keys)?;
+        let existed: Vec<bool> = touched.iter().map(|g| self.counts[*g] > 0).collect();
+        let signs = signs(&batch);
+        for (g, s) in groups.iter().zip(&signs) {
+            self.counts[*g] += s;
+        }
+        let inputs = self.aggs.evaluate_inputs(b)?;
+        for (acc, input) in self.accs.iter_mut().zip(&inputs) {
+            acc.update(&input.args, &groups, &signs, input.filter.as_ref())?;
+        }
+        self.dirty = true;
+        let after = self.rows_of(&touched, &keys)?;
+        let changed = changed_rows(&before, &after, self.n_keys)?;
+        let old = touched.len() as u32;
+        let mut changes = ChangeBuilder::default();
+        for (i, g) in touched.iter().enumerate() {
+            let (was, is) = (existed[i], self.counts[*g] > 0);
+            let i = i as u32;
+            match (was, is) {
+                (false, true) => changes.push(old + i, RowKind::Insert),
+                (true, false) => changes.push(i, RowKind::Delete),
+                (true, true) if changed.value(i as usize) => {
+                    changes.push(i, RowKind::UpdateBefore);
+                    changes.push(old + i, RowKind::UpdateAfter);
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = changes.build(&before, &after)? {
+            out.push(Message::Batch(b));
+        }
+        Ok(())
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    /// The whole table of groups when anything changed since the last barrier: key columns,
+    /// row counts, then one binary column per aggregate.
+    fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
+        if !std::mem::take(&mut self.dirty) {
+            return Ok(());
+        }
+        let n = self.keys.len();
+        let mut cols = self.keys.all_key_columns()?;
+        cols.push(Arc::new(Int64Array::from(self.counts.clone())));
+        cols.extend(self.accs.iter().map(|a| a.encode(n)));
+        state.put(GROUPS_KEY, &encode_columns(&cols)?)
+    }
+
+    fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
+        let Some(bytes) = state.get(GROUPS_KEY)? else {
+            return Ok(());
+        };
+        let cols = decode_columns(&bytes)?;
+        let n_key_cols = cols
+            .len()
+            .checked_sub(1 + self.accs.len())
+            .ok_or_else(corrupt)?;
+        if cols[n_key_cols].is_empty() {
+            return Ok(());
+        }
+        self.keys.restore(&cols[..n_key_cols])?;
+        let counts = cols[n_key_cols]
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(corrupt)?;
+        self.counts = counts.values().to_vec();
+        for (acc, col) in self.accs.iter_mut().zip(&cols[n_key_cols + 1..]) {
+            acc.decode(
+                col.as_any()
+                    .downcast_ref::<BinaryArray>()
+                    .ok_or_else(corrupt)?,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+const GROUPS_KEY: &[u8] = b"g/groups";
+
+fn corrupt() -> EngineError {
+    EngineError::State("corrupt group aggregate state".into())
+}
