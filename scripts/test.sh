@@ -30,6 +30,9 @@ jobs="-j$(nproc 2>/dev/null || echo 2)"
 cargo build $jobs --workspace --all-targets
 log=$(mktemp)
 cargo test $jobs --workspace 2>&1 | tee "$log"
-"${CARGO_TARGET_DIR:-target}/debug/examples/embedded_quickstart"
+# The examples are part of the suite: each asserts what it prints.
+for ex in embedded_quickstart custom_source custom_udf; do
+  "${CARGO_TARGET_DIR:-target}/debug/examples/$ex"
+done
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f; exit (f > 0) }' "$log"

@@ -7,7 +7,7 @@
 //! `spec`, value generation in `generate`.
 
 mod generate;
-mod spec;
+pub(crate) mod spec;
 
 use std::time::Duration;
 

@@ -40,6 +40,33 @@ pub fn register_defaults(registry: &mut ConnectorRegistry) {
     registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
 }
 
+/// The `WITH` option keys a built-in connector knows (for completion in the shell); families
+/// like `properties.*` are given by their prefix.
+pub fn option_keys(connector: &str) -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = match connector {
+        "filesystem" => filesystem::KNOWN_OPTIONS.to_vec(),
+        "kafka" => kafka::KNOWN
+            .iter()
+            .copied()
+            .chain(["properties.bootstrap.servers", "properties.group.id"])
+            .collect(),
+        "upsert-kafka" => vec![
+            "connector",
+            "topic",
+            "properties.bootstrap.servers",
+            "key.format",
+            "value.format",
+            "value.fields-include",
+        ],
+        "datagen" => datagen::spec::KNOWN_OPTIONS.to_vec(),
+        "print" => print::KNOWN_OPTIONS.to_vec(),
+        "blackhole" => vec!["connector"],
+        _ => vec![],
+    };
+    keys.push("sink.rows-per-second");
+    keys
+}
+
 /// A registry holding every built-in connector.
 pub fn default_registry() -> ConnectorRegistry {
     let mut registry = ConnectorRegistry::new();

@@ -24,7 +24,7 @@ use crate::options::{bool_option, session_time_zone};
 /// The connector name in `'connector' = 'print'`.
 pub const NAME: &str = "print";
 
-const KNOWN_OPTIONS: &[&str] = &["connector", "print-identifier", "standard-error"];
+pub(crate) const KNOWN_OPTIONS: &[&str] = &["connector", "print-identifier", "standard-error"];
 
 /// Creates `print` sinks.
 #[derive(Debug, Default, Clone, Copy)]

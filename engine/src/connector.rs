@@ -36,7 +36,8 @@ pub enum SourceEvent {
     End,
 }
 
-/// A running source: yields batches of decoded records.
+/// A running source: yields batches of decoded records. It counts the rows it yields in
+/// `SourceContext::metrics.rows_in` (once per batch).
 pub trait Source: Send {
     /// The next batch; `End` once a bounded input is exhausted.
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>>;

@@ -3,6 +3,7 @@
 //! Data flows source -> operators -> sink as [`message::Message`]s on bounded channels; each
 //! operator is a small synchronous state machine ([`operator::Operator`]) driven by a task.
 
+mod admin;
 pub mod changelog;
 pub mod checkpoint;
 pub mod connector;

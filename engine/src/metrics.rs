@@ -44,3 +44,16 @@ impl JobMetrics {
         counter.load(Ordering::Relaxed)
     }
 }
+
+/// A watermark for people: `2024-01-01 00:05:00.000` (UTC), or `-` when there is none yet.
+pub fn format_watermark(ns: i64) -> String {
+    if ns == i64::MIN {
+        return "-".into();
+    }
+    if ns == i64::MAX {
+        return "end".into();
+    }
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}

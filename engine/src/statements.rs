@@ -103,6 +103,12 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
             }
             Ok(Output::Message("Options reset.".into()))
         }
+        Statement::StopJob {
+            id,
+            savepoint,
+            location,
+        } => crate::admin::stop_job(g, &id, savepoint, location),
+        Statement::Help => Ok(Output::Text(crate::admin::HELP.to_string())),
         other => Err(EngineError::Internal(format!(
             "not a DDL statement: {other:?}"
         ))),
@@ -238,15 +244,7 @@ fn show(g: &Inner, what: ShowWhat) -> Output {
         ShowWhat::Tables => one_column("table name", g.catalog.tables.keys().cloned().collect()),
         ShowWhat::Views => one_column("view name", g.catalog.views.keys().cloned().collect()),
         ShowWhat::Functions => one_column("function name", g.planner.function_names()),
-        ShowWhat::Jobs => {
-            let ids = g.jobs.iter().map(|j| j.id().to_string()).collect();
-            let st = g
-                .jobs
-                .iter()
-                .map(|j| format!("{} {:?}", j.name(), j.status()))
-                .collect();
-            two_columns("job id", "name and status", ids, st)
-        }
+        ShowWhat::Jobs => crate::admin::show_jobs(g),
     }
 }
 
@@ -265,8 +263,8 @@ fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
         }
         return Err(plan_err(format!("table or view '{name}' not found"), at));
     };
-    let names = t.columns.iter().map(|c| c.name.clone()).collect();
-    let types = t
+    let mut names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+    let mut types: Vec<String> = t
         .columns
         .iter()
         .map(|c| {
@@ -289,6 +287,10 @@ fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
             s
         })
         .collect();
+    for (k, v) in crate::admin::option_rows(t) {
+        names.push(k);
+        types.push(v);
+    }
     Ok(two_columns("name", "type", names, types))
 }
 

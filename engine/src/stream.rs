@@ -86,6 +86,11 @@ impl JobHandle {
             .unwrap_or_default()
     }
 
+    /// Whether the job takes checkpoints.
+    pub fn has_checkpointing(&self) -> bool {
+        self.0.checkpointing().is_some()
+    }
+
     /// Whether every task of the job has finished.
     pub fn is_done(&self) -> bool {
         self.0.is_done()

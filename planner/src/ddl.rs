@@ -77,6 +77,14 @@ pub enum Statement {
     },
     /// `EXECUTE STATEMENT SET BEGIN INSERT ...; INSERT ...; END`: one job.
     StatementSet(Vec<Statement>),
+    /// `STOP JOB 'id' [WITH SAVEPOINT]`.
+    StopJob {
+        id: String,
+        savepoint: bool,
+        location: Location,
+    },
+    /// `HELP`: a one-screen summary.
+    Help,
 }
 
 /// Parse every statement of a script; the first error stops.
@@ -115,6 +123,8 @@ pub fn parse_statement(st: &StatementTokens) -> Result<Statement> {
         ["EXPLAIN", ..] => parse_explain(st),
         ["SET", ..] => parse_set(st),
         ["RESET", ..] => parse_reset(st),
+        ["STOP", "JOB", ..] => admin::parse_stop_job(st),
+        ["HELP", ..] => admin::parse_help(st),
         ["INSERT", ..] => parse_insert(st, 0),
         ["EXECUTE", "STATEMENT", "SET", ..] | ["BEGIN", "STATEMENT", "SET", ..] => {
             parse_statement_set(st)
@@ -595,5 +605,6 @@ fn sub_statement(st: &StatementTokens, from: usize, to: usize) -> StatementToken
     }
 }
 
+mod admin;
 #[cfg(test)]
 mod tests;

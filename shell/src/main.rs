@@ -1,6 +1,9 @@
 //! The `weir` binary: `weir run job.sql` runs a job file; `weir` alone opens the SQL shell.
 
+mod helper;
+mod live;
 mod output;
+mod progress;
 mod repl;
 mod run;
 

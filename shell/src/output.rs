@@ -125,3 +125,37 @@ pub fn render_error(sql: &str, e: &weir::EngineError) -> String {
     }
     out
 }
+
+/// A whole table as text: a header and rows between rules.
+pub fn render_table(names: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
+    for r in rows {
+        for (w, v) in widths.iter_mut().zip(r) {
+            *w = (*w).max(v.chars().count());
+        }
+    }
+    let rule = format!(
+        "+{}+",
+        widths
+            .iter()
+            .map(|w| "-".repeat(w + 2))
+            .collect::<Vec<_>>()
+            .join("+")
+    );
+    let line = |vals: &[String]| {
+        let cells: Vec<String> = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!(" {v:>w$} ", w = *w))
+            .collect();
+        format!("|{}|", cells.join("|"))
+    };
+    let mut out = format!("{rule}\n{}\n{rule}\n", line(names));
+    for r in rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out.push_str(&rule);
+    out.push('\n');
+    out
+}

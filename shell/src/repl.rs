@@ -1,10 +1,15 @@
-//! The interactive shell: multi-line statements until `;`, history, Ctrl-C cancels the running
-//! query and keeps the shell.
+//! The interactive shell: multi-line statements until `;` (with a continuation prompt),
+//! persistent history with Ctrl-R search, tab completion and highlighting ([`crate::helper`]),
+//! live query results ([`crate::live`]), and Ctrl-C that cancels the running query and keeps the
+//! shell. An error never exits the shell.
 
 use rustyline::error::ReadlineError;
-use rustyline::DefaultEditor;
+use rustyline::history::DefaultHistory;
+use rustyline::Editor;
 use weir::Output;
 
+use crate::helper::{Names, SqlHelper};
+use crate::live::{Live, Mode};
 use crate::output::{render_error, session_tz, Format, Printer};
 
 fn history_path(custom: Option<String>) -> std::path::PathBuf {
@@ -29,19 +34,24 @@ pub async fn repl(execute: Option<String>, file: Option<String>, history: Option
             Err(e) => eprintln!("error: cannot read {f}: {e}"),
         }
     }
-    let Ok(mut rl) = DefaultEditor::new() else {
+    let Ok(mut rl) = Editor::<SqlHelper, DefaultHistory>::new() else {
         eprintln!("error: cannot open the terminal");
         return 1;
     };
+    rl.set_helper(Some(SqlHelper::default()));
+    refresh_names(&engine, &rl);
     let hist = history_path(history);
     let _ = rl.load_history(&hist);
     println!(
-        "Weir {} — streaming SQL. End statements with ';'. Ctrl-D exits.",
+        "Weir {} — streaming SQL. End statements with ';'. HELP; for help, Ctrl-D exits.",
         env!("CARGO_PKG_VERSION")
     );
     let mut buf = String::new();
     loop {
-        let prompt = if buf.is_empty() { "weir> " } else { "  ... " };
+        let prompt = if buf.is_empty() { "weir> " } else { "   -> " };
+        if let Some(h) = rl.helper() {
+            h.set_pending(&buf);
+        }
         match rl.readline(prompt) {
             Ok(line) => {
                 buf.push_str(&line);
@@ -51,6 +61,7 @@ pub async fn repl(execute: Option<String>, file: Option<String>, history: Option
                     let _ = rl.add_history_entry(sql.trim());
                     let _ = rl.save_history(&hist);
                     run_sql(&engine, &sql).await;
+                    refresh_names(&engine, &rl);
                 }
             }
             Err(ReadlineError::Interrupted) => buf.clear(),
@@ -60,7 +71,28 @@ pub async fn repl(execute: Option<String>, file: Option<String>, history: Option
     0
 }
 
-/// Run statements, printing results as tables; false when one failed.
+/// Tell completion about the session's tables, views, columns and functions.
+fn refresh_names(engine: &weir::Engine, rl: &Editor<SqlHelper, DefaultHistory>) {
+    let Some(h) = rl.helper() else { return };
+    let catalog = engine.catalog();
+    let mut relations: Vec<(String, Vec<String>)> = catalog
+        .tables
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.columns.iter().map(|c| c.name.clone()).collect(),
+            )
+        })
+        .collect();
+    relations.extend(catalog.views.keys().map(|v| (v.clone(), vec![])));
+    h.set_names(Names {
+        relations,
+        functions: engine.function_names(),
+    });
+}
+
+/// Run statements, printing results; false when one failed.
 async fn run_sql(engine: &weir::Engine, sql: &str) -> bool {
     let statements = match weir::planner::parse_script(sql) {
         Ok(s) => s,
@@ -82,30 +114,37 @@ async fn run_sql(engine: &weir::Engine, sql: &str) -> bool {
 }
 
 async fn show(engine: &weir::Engine, out: Output) {
-    let mut printer = Printer::new(Format::Table, session_tz(engine));
     match out {
         Output::Message(m) | Output::Text(m) => println!("{m}"),
         Output::Table(_, batches) => {
+            let mut printer = Printer::new(Format::Table, session_tz(engine));
             batches.iter().for_each(|b| {
                 let _ = printer.print(b);
             });
             printer.finish();
         }
-        Output::Job(j) => println!("Job {} submitted ({}).", j.id(), j.name()),
+        Output::Job(j) => println!(
+            "Job {} submitted ({}). SHOW JOBS; lists it, STOP JOB '{}'; stops it.",
+            j.id(),
+            j.name(),
+            j.id()
+        ),
         Output::Stream(mut s) => {
-            stream_rows(&mut s, &mut printer).await;
-            printer.finish();
+            let mut live = Live::new(Mode::of(engine), session_tz(engine));
+            stream_rows(&mut s, &mut live).await;
+            live.finish();
         }
     }
 }
 
-/// Print a query's rows until it ends or Ctrl-C cancels it.
-async fn stream_rows(s: &mut weir::QueryStream, printer: &mut Printer) {
+/// Show a query's rows until it ends or Ctrl-C cancels it.
+async fn stream_rows(s: &mut weir::QueryStream, live: &mut Live) {
     loop {
         tokio::select! {
             b = s.next_batch() => match b {
                 Some(Ok(b)) => {
-                    let _ = printer.print(&b);
+                    let wm = s.job().metrics().watermark.load(std::sync::atomic::Ordering::Relaxed);
+                    live.batch(&b, &weir::engine_metrics::format_watermark(wm));
                 }
                 Some(Err(e)) => {
                     eprintln!("error: {e}");
@@ -115,7 +154,7 @@ async fn stream_rows(s: &mut weir::QueryStream, printer: &mut Printer) {
             },
             _ = tokio::signal::ctrl_c() => {
                 s.job().cancel();
-                println!("Query cancelled.");
+                println!("\nQuery cancelled.");
                 return;
             }
         }

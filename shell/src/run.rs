@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// Restore from a checkpoint taken by a different query (only where state still fits).
     #[arg(long)]
     allow_changed_query: bool,
+    /// Plan every statement and print the EXPLAIN of each query and INSERT, without running.
+    #[arg(long)]
+    dry_run: bool,
     /// The job file.
     file: String,
 }
@@ -67,6 +70,15 @@ async fn run_statements(
 ) -> i32 {
     let mut jobs = Vec::new();
     for st in group_inserts(statements) {
+        let runs = matches!(
+            st,
+            Statement::Query(_) | Statement::Insert { .. } | Statement::StatementSet(_)
+        );
+        let st = if args.dry_run && runs {
+            Statement::Explain(Box::new(st))
+        } else {
+            st
+        };
         let out = match engine.execute_statement(st).await {
             Ok(o) => o,
             Err(e) => {
@@ -91,7 +103,10 @@ async fn run_statements(
                 printer.finish();
             }
             Output::Stream(mut s) => {
-                if let Err(code) = drain(&mut s, &mut printer, args.quiet).await {
+                let progress = crate::progress::spawn(vec![s.job().clone()], args.quiet);
+                let drained = drain(&mut s, &mut printer, args.quiet).await;
+                crate::progress::stop(progress).await;
+                if let Err(code) = drained {
                     cancel_all(&jobs);
                     return code;
                 }
@@ -99,7 +114,10 @@ async fn run_statements(
             Output::Job(j) => jobs.push(j),
         }
     }
-    if let Err(code) = wait_jobs(&jobs, args.quiet).await {
+    let progress = crate::progress::spawn(jobs.clone(), args.quiet);
+    let waited = wait_jobs(&jobs, args.quiet).await;
+    crate::progress::stop(progress).await;
+    if let Err(code) = waited {
         return code;
     }
     0

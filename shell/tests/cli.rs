@@ -173,3 +173,51 @@ fn consecutive_inserts_run_as_one_job() {
     assert!(stderr.contains("insert into a, b finished"), "{stderr}");
     assert!(stderr.contains("8 rows out"), "{stderr}");
 }
+
+#[test]
+fn dry_run_plans_and_explains_without_running() {
+    let case = repo().join("tests/conformance/updating_dedup_keep_last");
+    let out = weir()
+        .args(["run", "--dry-run", "job.sql"])
+        .current_dir(&case)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Deduplicate") && stdout.contains("changelog"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("s-000"),
+        "no rows: it did not run\n{stdout}"
+    );
+    let bad = std::env::temp_dir().join(format!("weir-dry-{}.sql", std::process::id()));
+    std::fs::write(&bad, "SELECT nope FROM missing;\nSELECT 1;\n").unwrap();
+    let out = weir()
+        .args(["run", "--dry-run"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
+
+#[test]
+fn shell_statements_answer() {
+    let out = weir()
+        .args(["-e", "HELP; SHOW JOBS; STOP JOB '9';"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("STOP JOB") && stdout.contains("Empty set"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("no job with id '9'"), "{stderr}");
+}

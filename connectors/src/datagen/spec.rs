@@ -11,7 +11,7 @@ use weir_planner::{ColumnKind, TableDef};
 use crate::options::number_option;
 
 /// Options of the connector itself (per-field options are `fields.<column>.<property>`).
-const KNOWN_OPTIONS: &[&str] = &["connector", "rows-per-second", "number-of-rows"];
+pub(crate) const KNOWN_OPTIONS: &[&str] = &["connector", "rows-per-second", "number-of-rows"];
 
 /// Per-field properties, as in Flink.
 const FIELD_PROPERTIES: &[&str] = &[

@@ -24,7 +24,7 @@ pub use source::FilesystemSourceFactory;
 pub const NAME: &str = "filesystem";
 
 /// Options the filesystem connector understands.
-const KNOWN_OPTIONS: &[&str] = &[
+pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "connector",
     "path",
     "format",

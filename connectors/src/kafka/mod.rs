@@ -32,7 +32,7 @@ pub use upsert::{UpsertKafkaSinkFactory, UPSERT_NAME};
 /// The connector name in `'connector' = 'kafka'`.
 pub const NAME: &str = "kafka";
 
-const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     "connector",
     "topic",
     "format",

@@ -1,0 +1,143 @@
+//! Session statements about jobs and the shell itself: `SHOW JOBS`, `STOP JOB`, `HELP`, and the
+//! connector options `DESCRIBE` shows (with secrets masked).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use weir_planner::{Location, PlanError, TableDef};
+
+use crate::engine::{Inner, Output};
+use crate::error::Result;
+use crate::metrics::JobMetrics;
+use crate::runtime::job::JobStatus;
+
+/// A table of strings with the given column names.
+pub(crate) fn string_table(names: &[&str], rows: Vec<Vec<String>>) -> Output {
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let cols: Vec<ArrayRef> = (0..names.len())
+        .map(|i| Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r[i]))) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), cols).expect("columns match the schema");
+    Output::Table(schema, vec![batch])
+}
+
+/// `SHOW JOBS`: one row per job of the session.
+pub(crate) fn show_jobs(g: &Inner) -> Output {
+    let rows = g
+        .jobs
+        .iter()
+        .map(|j| {
+            let m = j.metrics();
+            let wm = m.watermark.load(Ordering::Relaxed);
+            vec![
+                j.id().to_string(),
+                j.name().to_string(),
+                status(&j.status()),
+                format!("{}s", j.uptime().as_secs()),
+                JobMetrics::get(&m.rows_in).to_string(),
+                JobMetrics::get(&m.rows_out).to_string(),
+                crate::metrics::format_watermark(wm),
+                j.last_checkpoint().map_or("-".into(), |c| c.to_string()),
+            ]
+        })
+        .collect();
+    let names = [
+        "job id",
+        "name",
+        "status",
+        "uptime",
+        "rows in",
+        "rows out",
+        "watermark",
+        "last checkpoint",
+    ];
+    string_table(&names, rows)
+}
+
+fn status(s: &JobStatus) -> String {
+    match s {
+        JobStatus::Running => "RUNNING".into(),
+        JobStatus::Finished => "FINISHED".into(),
+        JobStatus::Cancelled => "CANCELED".into(),
+        JobStatus::Failed(e) => format!("FAILED: {e}"),
+    }
+}
+
+/// `STOP JOB 'id' [WITH SAVEPOINT]`.
+pub(crate) fn stop_job(g: &Inner, id: &str, savepoint: bool, at: Location) -> Result<Output> {
+    let Some(job) = g.jobs.iter().find(|j| j.id().to_string() == id.trim()) else {
+        return Err(PlanError::plan(format!("no job with id '{id}' (see SHOW JOBS)"), at).into());
+    };
+    if job.status() != JobStatus::Running {
+        return Ok(Output::Message(format!("Job {id} is not running.")));
+    }
+    if savepoint {
+        if job.last_checkpoint().is_none() && !job.has_checkpointing() {
+            return Err(PlanError::plan(
+                format!("job {id} does not checkpoint, so it cannot stop with a savepoint"),
+                at,
+            )
+            .into());
+        }
+        job.stop_with_savepoint();
+        return Ok(Output::Message(format!(
+            "Job {id} is stopping with a savepoint."
+        )));
+    }
+    job.cancel();
+    Ok(Output::Message(format!("Job {id} stopped.")))
+}
+
+/// Option values shown by DESCRIBE: secrets are masked.
+pub(crate) fn option_rows(t: &TableDef) -> Vec<(String, String)> {
+    t.options
+        .iter()
+        .map(|(k, v)| {
+            let lower = k.to_ascii_lowercase();
+            let secret = [
+                "password",
+                "secret",
+                "token",
+                "jaas",
+                "credential",
+                "api-key",
+                "apikey",
+            ]
+            .iter()
+            .any(|s| lower.contains(s));
+            let shown = if secret {
+                "******".to_string()
+            } else {
+                v.clone()
+            };
+            (format!("'{k}'"), shown)
+        })
+        .collect()
+}
+
+/// `HELP`: what the shell understands, on one screen.
+pub(crate) const HELP: &str = "\
+Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl-D exits,
+Ctrl-R searches the history, Tab completes keywords, tables, columns, functions and options.
+
+  CREATE TABLE t (...) WITH ('connector' = '...', ...);   a source or sink table
+  CREATE VIEW v AS SELECT ...;          DROP TABLE t;  DROP VIEW v;
+  SELECT ...;                           run a query and show its rows until Ctrl-C
+  INSERT INTO t SELECT ...;             submit a background job (EXECUTE STATEMENT SET for several)
+  SHOW TABLES | VIEWS | FUNCTIONS | JOBS;   DESCRIBE t;   EXPLAIN SELECT ...;
+  STOP JOB '1' [WITH SAVEPOINT];        stop a background job
+  SET 'key' = 'value';  SET;  RESET;    session options, e.g.
+      'sql-client.execution.result-mode' = 'table' | 'changelog' | 'tableau'
+      'table.local-time-zone' = 'Europe/Berlin'     'window.allowed-lateness' = '2 min'
+      'table.exec.state.ttl' = '1 d'                 'execution.checkpointing.interval' = '10 s'
+
+Windows: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY key, window_start, window_end   (also HOP, CUMULATE, SESSION)";

@@ -1,0 +1,76 @@
+//! The progress line of `weir run` on a terminal, like Spark's query progress: input rows/s,
+//! output rows, the watermark and how far it is behind the wall clock, late rows and dead
+//! letters. It is written to stderr (results alone go to stdout, so they pipe cleanly), redrawn
+//! once a second, and off with `--quiet` or when stderr is not a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use weir::engine_metrics::{format_watermark, get};
+
+pub struct Progress {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Start the progress line for `jobs` (nothing when quiet or not on a terminal).
+pub fn spawn(jobs: Vec<weir::JobHandle>, quiet: bool) -> Option<Progress> {
+    if quiet || jobs.is_empty() || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let (stop, mut stopped) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut last_in = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stopped => break,
+            }
+            let line = progress_line(&jobs, &mut last_in);
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K{line}");
+            let _ = err.flush();
+        }
+        let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
+    });
+    Some(Progress { stop, task })
+}
+
+pub async fn stop(p: Option<Progress>) {
+    if let Some(p) = p {
+        let _ = p.stop.send(());
+        let _ = p.task.await;
+    }
+}
+
+/// One line over all jobs; `last_in` carries the input count of the previous second.
+pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
+    let (mut rows_in, mut rows_out, mut late, mut bad) = (0, 0, 0, 0);
+    let mut wm = i64::MAX;
+    for j in jobs {
+        let m = j.metrics();
+        rows_in += get(&m.rows_in);
+        rows_out += get(&m.rows_out);
+        late += j.late_rows();
+        bad += j.bad_records();
+        wm = wm.min(m.watermark.load(Ordering::Relaxed));
+    }
+    let rate = rows_in.saturating_sub(*last_in);
+    *last_in = rows_in;
+    let lag = if wm == i64::MIN || wm == i64::MAX {
+        "-".to_string()
+    } else {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        format!("{:.1}s", (now - wm) as f64 / 1e9)
+    };
+    format!(
+        "[weir] in {rate} rows/s | {rows_in} in, {rows_out} out | watermark {} (lag {lag}) | \
+         {late} late | {bad} dead letters",
+        format_watermark(wm)
+    )
+}
