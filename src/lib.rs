@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # Weir
 //!
 //! A streaming SQL engine for sensor and event pipelines: Flink-dialect SQL in, incremental
@@ -122,11 +123,14 @@ pub mod engine_metrics {
     }
 }
 
-/// The engine with Weir's built-in connectors (filesystem, datagen, print, blackhole).
+/// The engine with Weir's built-in connectors. It dereferences to [`weir_engine::Engine`], whose
+/// methods (`execute`, `query`, `submit`, `explain`, `register_*`, `set_*`) are the API.
 #[derive(Clone)]
 pub struct Engine(weir_engine::Engine);
 
 impl Engine {
+    /// An engine that knows every built-in connector (`filesystem`, `kafka`, `upsert-kafka`,
+    /// `datagen`, `print`, `blackhole`); register more with `register_source`/`register_sink`.
     pub fn new() -> Self {
         Engine(weir_engine::Engine::with_connectors(
             weir_connectors::default_registry(),

@@ -142,3 +142,38 @@ async fn date_format_and_char_length() {
     let got = run_query(&sql, 8192).await;
     assert_eq!(got, vec![json!({"d": "2024-01-01 00:01", "n": 6})]);
 }
+
+#[tokio::test]
+async fn explain_analyze_shows_rows_and_time_per_operator() {
+    let sql = absolutize_paths(
+        &std::fs::read_to_string(root().join("sql-examples/sensors_tumble.sql")).unwrap(),
+        &root(),
+    );
+    let body = sql.trim_end().trim_end_matches(';');
+    let cut = body.rfind(';').unwrap() + 1;
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.execute(&body[..cut]).await.unwrap();
+    let out = engine
+        .execute(&format!("EXPLAIN ANALYZE {}", &body[cut..]))
+        .await
+        .unwrap();
+    let Some(weir::Output::Text(text)) = out.into_iter().last() else {
+        panic!("EXPLAIN ANALYZE prints text");
+    };
+    assert!(text.contains("Analyzed plan"), "{text}");
+    let source = text.lines().find(|l| l.contains("Source:")).expect(&text);
+    assert!(
+        source.contains("out=20000"),
+        "every reading leaves the source: {text}"
+    );
+    let agg = text
+        .lines()
+        .find(|l| l.contains("WindowAggregate"))
+        .expect(&text);
+    assert!(
+        agg.contains("rows in=20000") && agg.contains("busy="),
+        "{text}"
+    );
+    assert!(agg.contains("backpressured="), "{text}");
+}

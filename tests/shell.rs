@@ -160,3 +160,41 @@ fn show_jobs_after_an_insert_and_stop_it() {
     type_line(&mut s, "SHOW JOBS;").unwrap();
     s.expect("CANCELED").unwrap();
 }
+
+#[test]
+fn result_modes_changelog_and_table() {
+    let mut s = shell(&history_file("modes"));
+    create_readings(&mut s);
+    type_line(
+        &mut s,
+        "SET 'sql-client.execution.result-mode' = 'changelog';",
+    )
+    .unwrap();
+    s.expect("weir> ").unwrap();
+    // 20,000 readings arrive in several batches: the counts per sensor are updated.
+    type_line(
+        &mut s,
+        "SELECT sensor_id, COUNT(*) AS n FROM sensor_readings WHERE sensor_id = 'sensor-0000' GROUP BY sensor_id;",
+    )
+    .unwrap();
+    s.expect("+I").expect("an insert row");
+    s.expect("-U").expect("a retraction");
+    s.expect("rows received").unwrap();
+    s.expect("weir> ").unwrap();
+    type_line(&mut s, "SET 'sql-client.execution.result-mode' = 'table';").unwrap();
+    s.expect("weir> ").unwrap();
+    let expected = std::fs::read_to_string(root().join("sql-examples/data/sensors.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"sensor-0000\""))
+        .count();
+    type_line(
+        &mut s,
+        "SELECT sensor_id, COUNT(*) AS n FROM sensor_readings WHERE sensor_id = 'sensor-0000' GROUP BY sensor_id;",
+    )
+    .unwrap();
+    // The materialised table ends with the final count, once.
+    s.expect(format!("| {expected} |").as_str())
+        .expect("the final count");
+    s.expect("rows received").unwrap();
+}

@@ -132,7 +132,7 @@ Ctrl-R searches the history, Tab completes keywords, tables, columns, functions 
   CREATE VIEW v AS SELECT ...;          DROP TABLE t;  DROP VIEW v;
   SELECT ...;                           run a query and show its rows until Ctrl-C
   INSERT INTO t SELECT ...;             submit a background job (EXECUTE STATEMENT SET for several)
-  SHOW TABLES | VIEWS | FUNCTIONS | JOBS;   DESCRIBE t;   EXPLAIN SELECT ...;
+  SHOW TABLES | VIEWS | FUNCTIONS | JOBS;   DESCRIBE t;   EXPLAIN [ANALYZE] SELECT ...;
   STOP JOB '1' [WITH SAVEPOINT];        stop a background job
   SET 'key' = 'value';  SET;  RESET;    session options, e.g.
       'sql-client.execution.result-mode' = 'table' | 'changelog' | 'tableau'

@@ -21,9 +21,13 @@ use crate::message::StreamBatch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(i8)]
 pub enum RowKind {
+    /// `+I`: a new row.
     Insert = 0,
+    /// `-U`: the previous value of an updated row, taken out before its `+U`.
     UpdateBefore = 1,
+    /// `+U`: the new value of an updated row.
     UpdateAfter = 2,
+    /// `-D`: a row removed from the result.
     Delete = 3,
 }
 
@@ -38,6 +42,7 @@ impl RowKind {
         }
     }
 
+    /// The kind for Flink's byte value; unknown values count as [`RowKind::Insert`].
     pub fn from_i8(v: i8) -> RowKind {
         match v {
             1 => RowKind::UpdateBefore,
@@ -47,6 +52,7 @@ impl RowKind {
         }
     }
 
+    /// Parse Flink's short string (`+I`, `-U`, `+U`, `-D`); `None` for anything else.
     pub fn from_short(s: &str) -> Option<RowKind> {
         Some(match s {
             "+I" => RowKind::Insert,
@@ -132,11 +138,13 @@ pub struct ChangeBuilder {
 }
 
 impl ChangeBuilder {
+    /// Append the change `kind` of row `row` (an index into `old ++ new`).
     pub fn push(&mut self, row: u32, kind: RowKind) {
         self.rows.push(row);
         self.kinds.push(kind as i8);
     }
 
+    /// True when no change has been pushed.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

@@ -57,6 +57,7 @@ pub trait Source: Send {
 /// [`Sink::commit`] publishes them once the checkpoint is complete. The defaults suit
 /// at-least-once sinks (nothing is held back).
 pub trait Sink: Send {
+    /// Write one batch of result rows (in [`SinkContext::schema`]).
     fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>>;
     /// The input is finished: flush and close.
     fn finish(&mut self) -> BoxFuture<'_, Result<()>>;
@@ -76,6 +77,7 @@ pub trait Sink: Send {
 /// What a restarted sink finds in the checkpoint it restarts from.
 #[derive(Debug, Clone)]
 pub struct SinkRestore {
+    /// The id of the checkpoint the job restarts from.
     pub checkpoint: u64,
     /// What [`Sink::pre_commit`] returned for that checkpoint: publish it (if not yet done) and
     /// discard anything written after it.
@@ -85,6 +87,7 @@ pub struct SinkRestore {
 /// What a source needs to start.
 #[derive(Clone)]
 pub struct SourceContext {
+    /// The source table's definition (columns and `WITH` options).
     pub table: Arc<TableDef>,
     /// The physical columns to decode, in this order.
     pub schema: SchemaRef,
@@ -92,6 +95,7 @@ pub struct SourceContext {
     pub batch_size: usize,
     /// Where records that cannot be decoded go.
     pub dead_letters: DeadLetters,
+    /// The job's counters (the source adds to `rows_in`).
     pub metrics: Arc<JobMetrics>,
     /// The position [`Source::snapshot`] returned in the checkpoint this run restores from.
     pub restore: Option<String>,
@@ -100,12 +104,14 @@ pub struct SourceContext {
 /// What a sink needs to start.
 #[derive(Clone)]
 pub struct SinkContext {
+    /// The sink table's definition (columns and `WITH` options).
     pub table: Arc<TableDef>,
     /// The schema of the rows the sink receives (with an `op` column first when the query's
     /// result is updating).
     pub schema: SchemaRef,
     /// `SET` options of the job (e.g. `table.local-time-zone`).
     pub settings: BTreeMap<String, String>,
+    /// The job's counters (the sink adds to `rows_out`).
     pub metrics: Arc<JobMetrics>,
     /// The job checkpoints: hold rows back until [`Sink::commit`] where the sink can.
     pub checkpointing: bool,
@@ -123,6 +129,7 @@ pub trait SourceFactory: Send + Sync {
     fn validate(&self, table: &TableDef) -> Result<(), String>;
     /// True when the source ends by itself (then it emits a final +infinity watermark).
     fn is_bounded(&self, table: &TableDef) -> bool;
+    /// Start a source for the table in `ctx`.
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>>;
     /// Keys a `METADATA FROM 'key'` column may name (none by default).
     fn metadata_keys(&self) -> &'static [&'static str] {
@@ -132,11 +139,14 @@ pub trait SourceFactory: Send + Sync {
 
 /// Creates sinks of one connector kind.
 pub trait SinkFactory: Send + Sync {
+    /// The `'connector'` value this factory serves.
     fn name(&self) -> &'static str;
+    /// Check the table's options at planning time; the error names the offending option.
     fn validate(&self, table: &TableDef) -> Result<(), String>;
     /// The delivery guarantee printed when a job starts (e.g. "at-least-once"), which may
     /// depend on whether the job checkpoints.
     fn guarantee(&self, table: &TableDef, checkpointing: bool) -> &'static str;
+    /// Start a sink for the table in `ctx`.
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>>;
     /// Whether the sink takes a changelog (`+I`/`-U`/`+U`/`-D`). Then its batches start with
     /// the `op` column of [`crate::changelog`]. Append-only sinks keep the default, and an
@@ -154,22 +164,27 @@ pub struct ConnectorRegistry {
 }
 
 impl ConnectorRegistry {
+    /// A registry without connectors.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Add a source connector under its [`SourceFactory::name`], replacing one of that name.
     pub fn register_source(&mut self, f: Arc<dyn SourceFactory>) {
         self.sources.insert(f.name().to_string(), f);
     }
 
+    /// Add a sink connector under its [`SinkFactory::name`], replacing one of that name.
     pub fn register_sink(&mut self, f: Arc<dyn SinkFactory>) {
         self.sinks.insert(f.name().to_string(), f);
     }
 
+    /// The source connector named `name`.
     pub fn source(&self, name: &str) -> Option<&Arc<dyn SourceFactory>> {
         self.sources.get(name)
     }
 
+    /// The sink connector named `name`.
     pub fn sink(&self, name: &str) -> Option<&Arc<dyn SinkFactory>> {
         self.sinks.get(name)
     }

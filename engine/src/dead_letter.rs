@@ -33,6 +33,7 @@ pub enum OnError {
 }
 
 impl OnError {
+    /// Parse `'format.on-error'`: `fail`, or `skip`/`dead-letter` (the default when unset).
     pub fn parse(s: Option<&str>) -> Result<OnError, String> {
         match s.map(|s| s.to_ascii_lowercase()) {
             None => Ok(OnError::Skip),
@@ -67,6 +68,7 @@ struct Inner {
 const KEEP_LIMIT: usize = 1000;
 
 impl DeadLetters {
+    /// A destination that handles bad records as `on_error` says.
     pub fn new(on_error: OnError) -> Self {
         let d = DeadLetters::default();
         *d.inner.on_error.lock().expect("lock") = on_error;

@@ -74,10 +74,12 @@ impl Engine {
         self.inner.lock().expect("engine lock poisoned")
     }
 
+    /// Add a source connector (replacing one of the same name).
     pub fn register_source(&self, f: Arc<dyn SourceFactory>) {
         self.lock().registry.register_source(f);
     }
 
+    /// Add a sink connector (replacing one of the same name).
     pub fn register_sink(&self, f: Arc<dyn SinkFactory>) {
         self.lock().registry.register_sink(f);
     }
@@ -109,18 +111,22 @@ impl Engine {
             .insert(key.to_string(), value.to_string());
     }
 
+    /// A copy of the session options set so far (`SET` / [`Engine::set`]).
     pub fn settings(&self) -> Settings {
         self.lock().settings.clone()
     }
 
+    /// A copy of the catalog: the tables and views defined so far.
     pub fn catalog(&self) -> Catalog {
         self.lock().catalog.clone()
     }
 
+    /// Names of every scalar and aggregate function usable in SQL, sorted.
     pub fn function_names(&self) -> Vec<String> {
         self.lock().planner.function_names()
     }
 
+    /// Names of every registered connector (sources and sinks), sorted.
     pub fn connector_names(&self) -> Vec<String> {
         self.lock().registry.names()
     }
@@ -185,6 +191,7 @@ impl Engine {
                     None => self.run_batch(plan.logical).await,
                 }
             }
+            Statement::ExplainAnalyze(inner) => self.explain_analyze(*inner).await,
             Statement::Insert { .. } | Statement::StatementSet(_) => {
                 let inserts = crate::statements::plan_inserts(&self.lock(), &s)?;
                 self.start_inserts(inserts).map(Output::Job)
@@ -211,6 +218,42 @@ impl Engine {
         }
         let _ = tx.try_send(crate::message::Message::EndOfStream);
         QueryStream::new(rx, JobHandle(job), schema)
+    }
+
+    /// `EXPLAIN ANALYZE <query>`: run the query to its end, discarding its rows, then show the
+    /// operator tree with each operator's rows, busy time and backpressured time.
+    async fn explain_analyze(&self, s: Statement) -> Result<Output> {
+        let Statement::Query(q) = s else {
+            return Err(EngineError::Plan(PlanError::unsupported(
+                "EXPLAIN ANALYZE of this statement",
+                "EXPLAIN ANALYZE runs a query: EXPLAIN ANALYZE SELECT ...",
+            )));
+        };
+        let plan = {
+            let g = self.lock();
+            g.planner.plan_query(&g.catalog, &g.settings, &q)?
+        };
+        let Some(stream) = plan.stream else {
+            return Ok(Output::Text("a constant query has no operators".into()));
+        };
+        let tree = stream.root.explain();
+        let started = std::time::Instant::now();
+        let Output::Stream(mut rows) = self.start_query(stream)? else {
+            return Err(EngineError::Internal(
+                "a query did not start a stream".into(),
+            ));
+        };
+        let mut out_rows = 0;
+        while let Some(b) = rows.next_batch().await {
+            out_rows += b?.num_rows();
+        }
+        let wall = started.elapsed();
+        let metrics = rows.job().operator_metrics();
+        let text = crate::runtime::op_metrics::annotate(&tree, &metrics, wall);
+        Ok(Output::Text(format!(
+            "== Analyzed plan ({out_rows} result rows in {:.1} ms) ==\n{text}",
+            wall.as_secs_f64() * 1e3
+        )))
     }
 
     fn start_query(&self, plan: StreamPlan) -> Result<Output> {
@@ -406,5 +449,6 @@ fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {
         batch_size: g.batch_size,
         quiet: g.quiet,
         checkpointing: None,
+        next_node: std::cell::Cell::new(0),
     }
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! `weir-engine`: operators, watermarks, the job runtime and the embeddable `Engine`.
 //!
 //! Data flows source -> operators -> sink as [`message::Message`]s on bounded channels; each

@@ -23,6 +23,7 @@ pub const WATERMARK_MAX: i64 = i64::MAX;
 /// operators keep the column aligned with the rows; stateful operators judge lateness by it.
 #[derive(Debug, Clone)]
 pub struct StreamBatch {
+    /// The rows.
     pub batch: RecordBatch,
     /// Watermark (ns) in force before each row, or `None` when the operator watermark applies.
     pub row_watermarks: Option<Int64Array>,
@@ -32,6 +33,7 @@ pub struct StreamBatch {
 }
 
 impl StreamBatch {
+    /// Rows without per-row watermarks or kinds (all inserts).
     pub fn new(batch: RecordBatch) -> Self {
         Self {
             batch,
@@ -48,6 +50,7 @@ impl StreamBatch {
         self
     }
 
+    /// Rows with the watermark (ns) in force before each row; `wm` has one value per row.
     pub fn with_row_watermarks(batch: RecordBatch, wm: Int64Array) -> Self {
         debug_assert_eq!(batch.num_rows(), wm.len());
         Self {
@@ -57,6 +60,7 @@ impl StreamBatch {
         }
     }
 
+    /// Number of rows.
     pub fn num_rows(&self) -> usize {
         self.batch.num_rows()
     }
@@ -98,15 +102,18 @@ impl StreamBatch {
 /// A checkpoint barrier (aligned, in-band).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Barrier {
+    /// The checkpoint this barrier belongs to.
     pub checkpoint_id: u64,
 }
 
 /// Everything that travels between operators.
 #[derive(Debug, Clone)]
 pub enum Message {
+    /// A batch of rows.
     Batch(StreamBatch),
     /// Event time has reached this value (ns); it never goes backwards on one channel.
     Watermark(i64),
+    /// A checkpoint barrier: everything before it belongs to that checkpoint.
     Barrier(Barrier),
     /// The input is finished; no message follows.
     EndOfStream,

@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 /// Counters of one running job, shared by its operators and readable from the API.
 #[derive(Debug)]
 pub struct JobMetrics {
+    /// Rows read by the sources.
     pub rows_in: AtomicU64,
+    /// Rows written by the sinks or delivered to a [`crate::QueryStream`].
     pub rows_out: AtomicU64,
+    /// Rows dropped because they arrived after their windows fired.
     pub late_rows: AtomicU64,
     /// Windows moved from memory to RocksDB because of `state.memory-limit`.
     pub spilled_windows: AtomicU64,
@@ -34,12 +37,14 @@ impl Default for JobMetrics {
 }
 
 impl JobMetrics {
+    /// Add `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: usize) {
         if n > 0 {
             counter.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
 
+    /// The current value of `counter`.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

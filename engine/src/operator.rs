@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::message::{Message, StreamBatch};
 use crate::state::{SharedState, StateBackend};
 
+/// A streaming operator: turns the messages of its input into messages for its output.
 pub trait Operator: Send {
     /// A short name for logs and EXPLAIN ANALYZE.
     fn name(&self) -> &'static str;

@@ -20,18 +20,22 @@ use crate::runtime::job::{JobShared, JobStatus};
 pub struct JobHandle(pub(crate) Arc<JobShared>);
 
 impl JobHandle {
+    /// The job id.
     pub fn id(&self) -> u64 {
         self.0.id
     }
 
+    /// The job's name.
     pub fn name(&self) -> &str {
         &self.0.name
     }
 
+    /// The job's current status.
     pub fn status(&self) -> JobStatus {
         self.0.status()
     }
 
+    /// The job's counters.
     pub fn metrics(&self) -> &JobMetrics {
         &self.0.metrics
     }
@@ -57,11 +61,11 @@ impl JobHandle {
             .collect()
     }
 
+    /// Time since the job was created.
     pub fn uptime(&self) -> std::time::Duration {
         self.0.started.elapsed()
     }
 
-    /// Stop the job: sources stop reading and the tasks wind down.
     /// Stop with a savepoint: every source ends after a last checkpoint (without firing open
     /// windows), so running the job again with the same checkpoint directory continues exactly
     /// where it stopped. Without checkpoints this is [`JobHandle::cancel`].
@@ -86,6 +90,13 @@ impl JobHandle {
             .unwrap_or_default()
     }
 
+    /// What each task of the job did so far (rows, busy and backpressured time).
+    pub fn operator_metrics(
+        &self,
+    ) -> Vec<std::sync::Arc<crate::runtime::op_metrics::OperatorMetrics>> {
+        self.0.operators()
+    }
+
     /// Whether the job takes checkpoints.
     pub fn has_checkpointing(&self) -> bool {
         self.0.checkpointing().is_some()
@@ -96,6 +107,7 @@ impl JobHandle {
         self.0.is_done()
     }
 
+    /// Stop the job: sources stop reading and the tasks wind down.
     pub fn cancel(&self) {
         self.0.cancel();
     }
@@ -147,10 +159,12 @@ impl QueryStream {
         self.updating
     }
 
+    /// The schema of the result batches (with the `op` column first when updating).
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
+    /// The job that produces the rows.
     pub fn job(&self) -> &JobHandle {
         &self.job
     }

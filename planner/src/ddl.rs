@@ -61,6 +61,9 @@ pub enum Statement {
         location: Location,
     },
     Explain(Box<Statement>),
+    /// `EXPLAIN ANALYZE <query>`: run it to its end and show the operator tree with what each
+    /// operator did (rows, time busy, time backpressured).
+    ExplainAnalyze(Box<Statement>),
     /// `SET 'k' = 'v'`; `SET;` lists (key None).
     Set {
         key: Option<String>,
@@ -120,7 +123,7 @@ pub fn parse_statement(st: &StatementTokens) -> Result<Statement> {
         ["DROP", ..] => parse_drop(st),
         ["SHOW", what, ..] => parse_show(what, st),
         ["DESCRIBE" | "DESC", ..] => parse_describe(st),
-        ["EXPLAIN", ..] => parse_explain(st),
+        ["EXPLAIN", ..] => admin::parse_explain(st),
         ["SET", ..] => parse_set(st),
         ["RESET", ..] => parse_reset(st),
         ["STOP", "JOB", ..] => admin::parse_stop_job(st),
@@ -469,17 +472,6 @@ fn parse_describe(st: &StatementTokens) -> Result<Statement> {
     let (name, location) = parse_name(&mut p)?;
     expect_end(&mut p)?;
     Ok(Statement::Describe { name, location })
-}
-
-fn parse_explain(st: &StatementTokens) -> Result<Statement> {
-    let mut inner = st.clone();
-    inner.tokens.remove(0);
-    let Some(first) = inner.tokens.first() else {
-        return Err(PlanError::parse("EXPLAIN needs a statement", st.location));
-    };
-    inner.location = loc(first);
-    inner.text = tail_text(st, inner.location);
-    Ok(Statement::Explain(Box::new(parse_statement(&inner)?)))
 }
 
 fn literal_or_word(p: &mut Parser) -> Result<String> {

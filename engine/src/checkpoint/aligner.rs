@@ -33,6 +33,7 @@ pub struct Aligner {
 }
 
 impl Aligner {
+    /// Alignment state for an operator with `inputs` inputs, none aligning yet.
     pub fn new(inputs: usize) -> Self {
         Self {
             arrived: vec![false; inputs],

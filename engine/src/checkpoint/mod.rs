@@ -28,7 +28,9 @@ pub use store::{fingerprint, CheckpointMeta, CheckpointStore};
 /// How a job checkpoints (`--checkpoint-dir`, `execution.checkpointing.interval`).
 #[derive(Debug, Clone)]
 pub struct CheckpointConfig {
+    /// The checkpoint directory (see [`store`] for its layout).
     pub dir: PathBuf,
+    /// Time between checkpoint triggers (default 10 s).
     pub interval: Duration,
     /// Restore even when the checkpoint was taken by a different query.
     pub allow_changed_query: bool,
@@ -56,6 +58,7 @@ impl CheckpointConfig {
 /// Why a barrier is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerKind {
+    /// A regular checkpoint, triggered every [`CheckpointConfig::interval`].
     Periodic,
     /// Every source has ended: the last checkpoint, after which the job is finished.
     Final,
@@ -66,22 +69,31 @@ pub enum TriggerKind {
 /// A request to the sources to inject barrier `id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trigger {
+    /// The checkpoint id (ids increase and never repeat within a directory).
     pub id: u64,
+    /// Why the barrier is sent.
     pub kind: TriggerKind,
 }
 
 /// What tasks tell the coordinator.
 #[derive(Debug)]
 pub enum Event {
+    /// A task has taken its snapshot for checkpoint `id`.
     Ack {
+        /// The checkpoint acknowledged.
         id: u64,
+        /// The task's name (as given by [`Checkpointing::register`]).
         task: String,
+        /// What the task saved (opaque text, usually JSON), stored in the checkpoint's `_metadata`.
         snapshot: String,
     },
     /// A task could not snapshot; the checkpoint is dropped (the job usually fails too).
     Failed {
+        /// The checkpoint that failed.
         id: u64,
+        /// The task's name (as given by [`Checkpointing::register`]).
         task: String,
+        /// Why the snapshot failed.
         error: String,
     },
     /// A source has read all of its input.
@@ -93,6 +105,7 @@ pub enum Event {
 /// What one complete checkpoint cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckpointStats {
+    /// The checkpoint id.
     pub id: u64,
     /// From the trigger to the durable `_metadata`.
     pub duration: Duration,
@@ -104,7 +117,9 @@ pub struct CheckpointStats {
 
 /// The checkpoint handles shared by one job's tasks.
 pub struct Checkpointing {
+    /// How the job checkpoints.
     pub config: CheckpointConfig,
+    /// The checkpoint directory the job writes to.
     pub store: CheckpointStore,
     /// The checkpoint this run restored from.
     pub restored: Option<CheckpointMeta>,
@@ -118,6 +133,7 @@ pub struct Checkpointing {
 }
 
 impl Checkpointing {
+    /// Checkpoint handles for one job writing into `store`, restored from `restored` if given.
     pub fn new(
         config: CheckpointConfig,
         store: CheckpointStore,
@@ -177,6 +193,7 @@ impl Checkpointing {
         dir.exists().then_some(dir)
     }
 
+    /// Subscribe to checkpoint triggers: the latest trigger sent, `None` before the first.
     pub fn triggers(&self) -> watch::Receiver<Option<Trigger>> {
         self.triggers.subscribe()
     }
@@ -186,6 +203,7 @@ impl Checkpointing {
         self.committed.subscribe()
     }
 
+    /// Tell the coordinator about `e` (dropped silently once the coordinator is gone).
     pub fn send(&self, e: Event) {
         let _ = self.events.send(e);
     }

@@ -26,10 +26,13 @@ use crate::error::{EngineError, Result};
 /// What a complete checkpoint records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckpointMeta {
+    /// The checkpoint id (the `chk-NNNNNNNN` directory it lives in).
     pub id: u64,
     /// Identifies the job's query; a different query refuses to restore.
     pub fingerprint: String,
+    /// The job had finished: this was the final checkpoint of a bounded job.
     pub finished: bool,
+    /// Every task's snapshot, by task name (`source-0`, `op-2`, `sink-1`).
     pub snapshots: BTreeMap<String, String>,
 }
 
@@ -71,6 +74,7 @@ pub struct CheckpointStore {
 }
 
 impl CheckpointStore {
+    /// Open the checkpoint directory at `root`, creating it if needed.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| {
@@ -82,6 +86,7 @@ impl CheckpointStore {
         Ok(Self { root })
     }
 
+    /// The checkpoint directory.
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 /// A complete checkpoint: its id and every task's snapshot (opaque text, usually JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
+    /// The checkpoint id.
     pub id: u64,
     /// The job has finished: this is the final checkpoint of a bounded job.
     pub finished: bool,
+    /// Every participating task's snapshot, by task name.
     pub snapshots: BTreeMap<String, String>,
 }
 
@@ -26,6 +28,7 @@ pub enum AckOutcome {
     Ignored,
     /// Still waiting for other tasks.
     Waiting,
+    /// The last participant acknowledged: the checkpoint is complete.
     Complete(Completed),
 }
 
@@ -81,6 +84,8 @@ impl Tracker {
         self.pending.as_ref().map(|p| p.id)
     }
 
+    /// Record `task`'s snapshot for checkpoint `id`; completes the checkpoint once every
+    /// participant has acknowledged.
     pub fn ack(&mut self, id: u64, task: &str, snapshot: String) -> AckOutcome {
         let Some(p) = self.pending.as_mut().filter(|p| p.id == id) else {
             return AckOutcome::Ignored;

@@ -8,11 +8,13 @@ use crate::message::{Message, StreamBatch};
 use crate::operator::Operator;
 use weir_planner::stream_plan::PhysExpr;
 
+/// Keeps the rows of each batch whose predicate is true.
 pub struct FilterOperator {
     predicate: PhysExpr,
 }
 
 impl FilterOperator {
+    /// Filter by `predicate`, a boolean expression over the input columns.
     pub fn new(predicate: PhysExpr) -> Self {
         Self { predicate }
     }

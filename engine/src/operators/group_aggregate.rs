@@ -27,6 +27,7 @@ use crate::operator::Operator;
 use crate::state::{decode_columns, encode_columns, StateBackend};
 use weir_planner::stream_plan::{GroupAggregateNode, PhysExpr};
 
+/// Non-windowed GROUP BY, emitting a changelog of each group's current row.
 pub struct GroupAggregateOperator {
     key_exprs: Vec<PhysExpr>,
     /// Output key columns (0 for a global aggregate, which groups by a constant).
@@ -42,6 +43,8 @@ pub struct GroupAggregateOperator {
 }
 
 impl GroupAggregateOperator {
+    /// The operator for `node`; with `ttl_ms`, groups idle that many milliseconds of
+    /// processing time (read from `clock`) are dropped.
     pub fn new(
         node: &GroupAggregateNode,
         ttl_ms: Option<u64>,

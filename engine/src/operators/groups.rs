@@ -22,7 +22,9 @@ use weir_planner::stream_plan::PhysExpr;
 /// The aggregate functions of one operator, with their argument and filter expressions.
 #[derive(Clone)]
 pub struct AggregateSet {
+    /// The aggregate functions.
     pub aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Each aggregate's `FILTER (WHERE ..)` predicate, if it has one.
     pub filters: Vec<Option<PhysExpr>>,
 }
 
@@ -55,7 +57,9 @@ fn to_bool(a: ArrayRef) -> Result<BooleanArray> {
 
 /// Evaluated inputs of one aggregate for one batch.
 pub struct AggInput {
+    /// The evaluated argument columns.
     pub args: Vec<ArrayRef>,
+    /// The evaluated `FILTER` predicate, if the aggregate has one.
     pub filter: Option<BooleanArray>,
 }
 
@@ -91,6 +95,7 @@ pub struct GroupTable {
 }
 
 impl GroupTable {
+    /// An empty table whose keys are encoded by `converter`.
     pub fn new(converter: &RowConverter, aggs: Arc<AggregateSet>) -> Result<Self> {
         let states = aggs
             .aggregates
@@ -107,6 +112,7 @@ impl GroupTable {
         })
     }
 
+    /// Number of groups.
     pub fn num_groups(&self) -> usize {
         self.rows.num_rows()
     }

@@ -17,11 +17,13 @@ use crate::error::Result;
 /// Milliseconds of processing time since the process started (a test may replace it).
 pub type Clock = fn() -> u64;
 
+/// The default [`Clock`]: milliseconds since the first call in this process.
 pub fn process_clock() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// Interns key rows to dense group numbers and expires idle groups (see the module docs).
 pub struct KeyIndex {
     converter: RowConverter,
     map: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
@@ -37,6 +39,8 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
+    /// An empty index whose keys are encoded by `converter`; `ttl_ms` (processing-time
+    /// milliseconds read from `clock`) enables expiry of idle groups.
     pub fn new(converter: RowConverter, ttl_ms: Option<u64>, clock: Clock) -> Self {
         let rows = converter.empty_rows(64, 1024);
         Self {
@@ -52,14 +56,17 @@ impl KeyIndex {
         }
     }
 
+    /// Number of groups.
     pub fn len(&self) -> usize {
         self.rows.num_rows()
     }
 
+    /// True when there are no groups.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The row converter that encodes the keys.
     pub fn converter(&self) -> &RowConverter {
         &self.converter
     }

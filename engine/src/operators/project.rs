@@ -8,12 +8,14 @@ use crate::message::{Message, StreamBatch};
 use crate::operator::Operator;
 use weir_planner::stream_plan::PhysExpr;
 
+/// Computes the `SELECT` expressions of each batch.
 pub struct ProjectOperator {
     exprs: Vec<PhysExpr>,
     schema: SchemaRef,
 }
 
 impl ProjectOperator {
+    /// Evaluate `exprs` into a batch of `schema` (one expression per field).
     pub fn new(exprs: Vec<PhysExpr>, schema: SchemaRef) -> Self {
         Self { exprs, schema }
     }

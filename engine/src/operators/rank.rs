@@ -34,6 +34,7 @@ struct Entry {
     row: Box<[u8]>,
 }
 
+/// Deduplication and top-N per partition, emitting a changelog.
 pub struct RankOperator {
     partition: Vec<PhysExpr>,
     order: Vec<PhysExpr>,
@@ -50,6 +51,8 @@ pub struct RankOperator {
 }
 
 impl RankOperator {
+    /// The operator for `node`; with `ttl_ms`, partitions idle that many milliseconds of
+    /// processing time (read from `clock`) are dropped.
     pub fn new(
         node: &RankNode,
         ttl_ms: Option<u64>,

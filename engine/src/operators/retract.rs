@@ -65,6 +65,8 @@ fn bad(msg: impl Into<String>) -> EngineError {
 }
 
 impl RetractAcc {
+    /// State for `agg` over arguments of `arg_types`; `append_only` when the input never
+    /// retracts. Errors for an aggregate without retracting state.
     pub fn new(
         agg: &AggregateFunctionExpr,
         arg_types: &[DataType],
@@ -402,6 +404,7 @@ fn sum_values(
 
 /// Per-group state as one binary value per group, for checkpoints.
 impl RetractAcc {
+    /// The state of groups `0..groups`, one binary value per group (for checkpoints).
     pub fn encode(&self, groups: usize) -> ArrayRef {
         let vals: Vec<Vec<u8>> = (0..groups).map(|g| self.encode_group(g)).collect();
         Arc::new(BinaryArray::from_iter_values(vals))

@@ -33,6 +33,7 @@ struct KeyState {
     rows: Vec<(u32, u32, i64)>,
 }
 
+/// SESSION window aggregation: buffers rows per key until their session fires.
 pub struct SessionAggregateOperator {
     start_expr: PhysExpr,
     key_exprs: Vec<PhysExpr>,
@@ -52,6 +53,7 @@ pub struct SessionAggregateOperator {
 }
 
 impl SessionAggregateOperator {
+    /// The operator for a SESSION window `node`, with time interpreted by `time`.
     pub fn new(
         node: &WindowAggregateNode,
         time: TimeContext,

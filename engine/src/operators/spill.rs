@@ -50,6 +50,7 @@ fn registry_key((end, start): (i64, i64)) -> Vec<u8> {
 }
 
 impl Spill {
+    /// The encoding for `aggs`' states, after `n_keys` key columns.
     pub fn new(aggs: Arc<AggregateSet>, n_keys: usize) -> Result<Self> {
         let states = key_converter(&state_types(&aggs)?)?;
         Ok(Self {

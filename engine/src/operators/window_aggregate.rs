@@ -43,6 +43,7 @@ struct SpillTo {
     limit: usize,
 }
 
+/// TUMBLE, HOP and CUMULATE aggregation: a group table per window, fired by the watermark.
 pub struct WindowAggregateOperator {
     group_exprs: Vec<PhysExpr>,
     layout: Vec<GroupCol>,
@@ -126,6 +127,7 @@ pub(crate) fn ts_values(a: &ArrayRef) -> Result<Int64Array> {
 }
 
 impl WindowAggregateOperator {
+    /// The operator for `node`, with time interpreted by `time`.
     pub fn new(
         node: &WindowAggregateNode,
         time: TimeContext,

@@ -22,6 +22,7 @@ use crate::window::assign::{
 };
 use weir_planner::stream_plan::WindowAssignNode;
 
+/// Places rows in their windows and appends `window_start`, `window_end` and `window_time`.
 pub struct WindowAssignOperator {
     spec: UnitSpec,
     session_gap: Option<i64>,
@@ -35,6 +36,7 @@ pub struct WindowAssignOperator {
 }
 
 impl WindowAssignOperator {
+    /// The operator for `node`, with time interpreted by `time`.
     pub fn new(
         node: &WindowAssignNode,
         time: TimeContext,

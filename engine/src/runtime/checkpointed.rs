@@ -29,6 +29,7 @@ pub struct SourceSnapshot {
 }
 
 impl SourceSnapshot {
+    /// The snapshot as JSON, as stored in the checkpoint.
     pub fn to_json(&self) -> String {
         json!({
             "position": self.position,
@@ -38,6 +39,7 @@ impl SourceSnapshot {
         .to_string()
     }
 
+    /// Read a snapshot written by [`SourceSnapshot::to_json`].
     pub fn from_json(text: &str) -> Result<Self> {
         let bad = || EngineError::State(format!("unreadable source snapshot: {text}"));
         let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
@@ -58,12 +60,16 @@ impl SourceSnapshot {
 
 /// A source task's part in checkpoints.
 pub struct SourceCheckpoint {
+    /// The task name (`source-N`).
     pub name: String,
+    /// The job's checkpoint handles.
     pub ck: Arc<Checkpointing>,
+    /// Checkpoint triggers from the coordinator.
     pub triggers: watch::Receiver<Option<Trigger>>,
 }
 
 impl SourceCheckpoint {
+    /// Register a new source task with the job's checkpoints.
     pub fn new(ck: &Arc<Checkpointing>) -> Self {
         Self {
             name: ck.register("source"),
@@ -94,6 +100,7 @@ impl SourceCheckpoint {
         *self.triggers.borrow_and_update()
     }
 
+    /// Acknowledge checkpoint `id` with this source's snapshot.
     pub fn ack(&self, id: u64, snapshot: &SourceSnapshot) {
         self.ck.send(Event::Ack {
             id,
@@ -102,6 +109,7 @@ impl SourceCheckpoint {
         });
     }
 
+    /// Tell the coordinator this source has read all of its input.
     pub fn ended(&self) {
         self.ck.send(Event::SourceEnded(self.name.clone()));
     }

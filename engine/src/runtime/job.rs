@@ -21,6 +21,7 @@ use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::operators;
 use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
+use crate::runtime::op_metrics::OperatorMetrics;
 use crate::runtime::source::SourceDriver;
 use crate::window::assign::TimeContext;
 use weir_planner::stream_plan::{StreamNode, TimeInfo};
@@ -33,27 +34,39 @@ static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
 /// Job status as shown by SHOW JOBS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Still running.
     Running,
+    /// Every task ended without error.
     Finished,
+    /// Cancelled before it finished.
     Cancelled,
+    /// A task failed; the error message.
     Failed(String),
 }
 
 /// Shared state of a running job.
 pub struct JobShared {
+    /// Job id, unique within the process.
     pub id: u64,
+    /// The job's name.
     pub name: String,
+    /// When the job was created.
     pub started: Instant,
+    /// The job's counters.
     pub metrics: Arc<JobMetrics>,
+    /// The dead-letter handle of each source.
     pub dead_letters: Mutex<Vec<DeadLetters>>,
     status: Mutex<JobStatus>,
     cancel: watch::Sender<bool>,
     done: watch::Sender<bool>,
     tasks: AtomicU64,
     checkpointing: Mutex<Option<Arc<Checkpointing>>>,
+    /// What each task did, for EXPLAIN ANALYZE.
+    operators: Mutex<Vec<Arc<OperatorMetrics>>>,
 }
 
 impl JobShared {
+    /// A running job named `name`, with the next job id and no tasks yet.
     pub fn new(name: String) -> Arc<Self> {
         Arc::new(Self {
             id: NEXT_JOB.fetch_add(1, Ordering::Relaxed),
@@ -66,17 +79,33 @@ impl JobShared {
             done: watch::channel(false).0,
             tasks: AtomicU64::new(0),
             checkpointing: Mutex::new(None),
+            operators: Mutex::new(Vec::new()),
         })
     }
 
+    /// Attach the job's checkpoint handles.
     pub fn set_checkpointing(&self, ck: Arc<Checkpointing>) {
         *self.checkpointing.lock().expect("lock") = Some(ck);
     }
 
+    /// Counters for the task of plan node `node`.
+    pub fn register_operator(&self, node: usize, name: &str) -> Arc<OperatorMetrics> {
+        let m = OperatorMetrics::new(node, name);
+        self.operators.lock().expect("lock").push(m.clone());
+        m
+    }
+
+    /// The counters of every task, in registration order.
+    pub fn operators(&self) -> Vec<Arc<OperatorMetrics>> {
+        self.operators.lock().expect("lock").clone()
+    }
+
+    /// The job's checkpoint handles, if it checkpoints.
     pub fn checkpointing(&self) -> Option<Arc<Checkpointing>> {
         self.checkpointing.lock().expect("lock").clone()
     }
 
+    /// The current status.
     pub fn status(&self) -> JobStatus {
         self.status.lock().expect("lock").clone()
     }
@@ -130,6 +159,7 @@ impl JobShared {
         }
     }
 
+    /// Whether every task has finished.
     pub fn is_done(&self) -> bool {
         *self.done.borrow()
     }
@@ -156,6 +186,7 @@ impl JobShared {
         });
     }
 
+    /// A receiver that turns `true` when the job is cancelled or fails.
     pub fn cancel_receiver(&self) -> watch::Receiver<bool> {
         self.cancel.subscribe()
     }
@@ -163,18 +194,27 @@ impl JobShared {
 
 /// What a job needs to build its tasks.
 pub struct BuildContext<'a> {
+    /// The job the tasks belong to.
     pub job: &'a Arc<JobShared>,
+    /// The connectors to create sources and sinks with.
     pub registry: &'a ConnectorRegistry,
+    /// The session's `SET` options.
     pub settings: &'a BTreeMap<String, String>,
+    /// Preferred rows per source batch.
     pub batch_size: usize,
+    /// Do not print skipped bad records to stderr.
     pub quiet: bool,
     /// Set when the job checkpoints.
     pub checkpointing: Option<Arc<Checkpointing>>,
+    /// The pre-order number of the next plan node to spawn (EXPLAIN ANALYZE).
+    pub next_node: std::cell::Cell<usize>,
 }
 
 /// Spawn the tasks of `node` and return the channel of its output.
 pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receiver<Message>> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let node_no = ctx.next_node.get();
+    ctx.next_node.set(node_no + 1);
     let metrics = ctx.job.metrics.clone();
     let mut op: Box<dyn Operator> = match node {
         StreamNode::Source(s) => {
@@ -205,6 +245,7 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
             };
             let source = factory.create(sctx)?;
             let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
+            driver.set_op_metrics(ctx.job.register_operator(node_no, "Source"));
             if let Some(ck) = ck {
                 driver.set_checkpointing(ck, restored.as_ref());
             }
@@ -265,8 +306,9 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
         Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(c, op.as_mut())?),
         _ => None,
     };
+    let m = ctx.job.register_operator(node_no, op.name());
     let input = spawn_node(node.children()[0], ctx)?;
-    ctx.job.spawn(run_operator(op, input, tx, ck));
+    ctx.job.spawn(run_operator(op, input, tx, ck, m));
     Ok(rx)
 }
 
@@ -296,12 +338,17 @@ pub async fn run_operator(
     mut input: mpsc::Receiver<Message>,
     tx: mpsc::Sender<Message>,
     mut ck: Option<OperatorCheckpoint>,
+    metrics: Arc<OperatorMetrics>,
 ) -> Result<()> {
     let mut out = Vec::new();
     while let Some(m) = input.recv().await {
         let end = matches!(m, Message::EndOfStream);
+        let started = std::time::Instant::now();
         match m {
-            Message::Batch(b) => op.process_batch(b, &mut out)?,
+            Message::Batch(b) => {
+                OperatorMetrics::add(&metrics.rows_in, b.num_rows());
+                op.process_batch(b, &mut out)?
+            }
             Message::Watermark(w) => op.on_watermark(w, &mut out)?,
             Message::Barrier(b) => {
                 if let Some(ck) = ck.as_mut() {
@@ -314,10 +361,16 @@ pub async fn run_operator(
                 out.push(Message::EndOfStream);
             }
         }
+        OperatorMetrics::add_time(&metrics.busy_ns, started);
         for m in out.drain(..) {
+            if let Message::Batch(b) = &m {
+                OperatorMetrics::add(&metrics.rows_out, b.num_rows());
+            }
+            let waiting = std::time::Instant::now();
             if tx.send(m).await.is_err() {
                 return Ok(());
             }
+            OperatorMetrics::add_time(&metrics.blocked_ns, waiting);
         }
         if end {
             break;

@@ -25,6 +25,8 @@ pub struct PartitionWatermarks {
 }
 
 impl PartitionWatermarks {
+    /// No partitions yet; `idle_timeout` (processing time) lets quiet partitions stop holding
+    /// the watermark back.
     pub fn new(idle_timeout: Option<Duration>) -> Self {
         Self {
             parts: BTreeMap::new(),
@@ -65,6 +67,7 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Partition `id` has no more data: it no longer holds the watermark back.
     pub fn end(&mut self, id: u32) {
         if let Some(p) = self.parts.get_mut(&id) {
             p.ended = true;

@@ -19,7 +19,9 @@ use crate::metrics::JobMetrics;
 
 /// A sink's part in checkpoints.
 pub struct SinkCheckpoint {
+    /// The task name (`sink-N`).
     pub name: String,
+    /// The job's checkpoint handles.
     pub ck: Arc<Checkpointing>,
 }
 
@@ -31,7 +33,9 @@ struct Commits {
 
 /// A sink and whether its input is a changelog (then rows reach it with an `op` column first).
 pub struct SinkInput {
+    /// The connector's sink.
     pub sink: Box<dyn Sink>,
+    /// The input is a changelog (rows reach the sink with an `op` column first).
     pub updating: bool,
 }
 

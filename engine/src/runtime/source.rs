@@ -26,17 +26,31 @@ use crate::runtime::partitions::PartitionWatermarks;
 use crate::window::assign::to_ns;
 use weir_planner::stream_plan::SourceNode;
 
+/// The task around a connector source: computes columns and watermarks and sends messages
+/// downstream.
 pub struct SourceDriver {
+    /// The source's plan node (table, computed columns, watermark expression).
     pub node: SourceNode,
+    /// The connector's source.
     pub source: Box<dyn Source>,
+    /// The table's dead letters (rows whose event time is NULL are reported here).
     pub dead_letters: DeadLetters,
+    /// The job's counters.
     pub metrics: Arc<JobMetrics>,
     watermark: i64,
     partitions: PartitionWatermarks,
     ck: Option<SourceCheckpoint>,
+    op_metrics: Option<Arc<crate::runtime::op_metrics::OperatorMetrics>>,
 }
 
 impl SourceDriver {
+    /// Count rows sent and time blocked on the output channel (EXPLAIN ANALYZE).
+    pub fn set_op_metrics(&mut self, m: Arc<crate::runtime::op_metrics::OperatorMetrics>) {
+        self.op_metrics = Some(m);
+    }
+
+    /// A driver for `source`; `scan.watermark.idle-timeout` on the table sets the partition
+    /// idle timeout.
     pub fn new(
         node: SourceNode,
         source: Box<dyn Source>,
@@ -57,6 +71,7 @@ impl SourceDriver {
             watermark: WATERMARK_MIN,
             partitions: PartitionWatermarks::new(idle),
             ck: None,
+            op_metrics: None,
         }
     }
 
@@ -154,8 +169,18 @@ impl SourceDriver {
                 SourceEvent::End => return self.on_end(&tx, &mut cancel).await,
             };
             for m in msgs {
+                let rows = match &m {
+                    Message::Batch(b) => b.num_rows(),
+                    _ => 0,
+                };
+                let waiting = Instant::now();
                 if tx.send(m).await.is_err() {
                     return Ok(());
+                }
+                if let Some(om) = &self.op_metrics {
+                    use crate::runtime::op_metrics::OperatorMetrics as M;
+                    M::add(&om.rows_out, rows);
+                    M::add_time(&om.blocked_ns, waiting);
                 }
             }
         }

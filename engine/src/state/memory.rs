@@ -10,6 +10,7 @@ use crate::error::{EngineError, Result};
 
 const FILE: &str = "state.bin";
 
+/// State in a sorted in-memory map.
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     map: BTreeMap<Vec<u8>, Vec<u8>>,

@@ -19,8 +19,11 @@ pub use rocks::RocksBackend;
 
 /// The key-value store one operator's state lives in.
 pub trait StateBackend: Send {
+    /// Set `key` to `value`.
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
+    /// The value of `key`, if present.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Remove `key` (no error if absent).
     fn delete(&mut self, key: &[u8]) -> Result<()>;
     /// Every entry whose key starts with `prefix`, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;

@@ -12,6 +12,7 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use super::StateBackend;
 use crate::error::{EngineError, Result};
 
+/// State in a RocksDB database (write-ahead log off).
 pub struct RocksBackend {
     db: DB,
     write: WriteOptions,

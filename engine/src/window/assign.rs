@@ -34,27 +34,37 @@ use weir_planner::{WindowKind, WindowSpec};
 /// How the time column is interpreted: its unit and, for `TIMESTAMP_LTZ`, the session time zone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeContext {
+    /// The unit of the time column's values.
     pub unit: TimeUnit,
+    /// The session time zone for a `TIMESTAMP_LTZ` column; `None` when wall-clock value == instant.
     pub tz: Option<Tz>,
 }
 
 /// A window kind with its durations in the time column's unit (all strictly positive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitKind {
+    /// Fixed-size, non-overlapping windows.
     Tumble {
+        /// Window length (column unit).
         size: i64,
     },
+    /// Fixed-size windows starting every `slide`; they overlap when `size > slide`.
     Hop {
+        /// Distance between window starts (column unit).
         slide: i64,
+        /// Window length (column unit).
         size: i64,
     },
     /// `max_size` is a multiple of `step`.
     Cumulate {
+        /// Step by which each window's end grows (column unit).
         step: i64,
+        /// Length of the largest window, after which a new series starts (column unit).
         max_size: i64,
     },
     /// Not assigned by [`assign_windows`]; carried so the session operator gets the gap converted.
     Session {
+        /// Inactivity that closes a session (column unit).
         gap: i64,
     },
 }
@@ -62,6 +72,7 @@ pub enum UnitKind {
 /// A [`WindowSpec`] converted to the time column's unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitSpec {
+    /// The window kind and its durations.
     pub kind: UnitKind,
     /// Alignment offset, normalised into `[0, period)` where the period is the tumble size, the hop
     /// slide or the cumulate max_size (0 for sessions).
@@ -72,8 +83,11 @@ pub struct UnitSpec {
 /// `[starts[i], ends[i])` (wall-clock values in the column unit).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignments {
+    /// Input row index of each output row.
     pub rows: Vec<u32>,
+    /// Window start of each output row.
     pub starts: Vec<i64>,
+    /// Window end (exclusive) of each output row.
     pub ends: Vec<i64>,
     /// Rows dropped because every window they belong to has fired (or, for a row in no window at
     /// all, because its time is at or below the watermark).
@@ -453,6 +467,7 @@ impl Assignments {
         self.rows.len()
     }
 
+    /// True when no row was placed in a window.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

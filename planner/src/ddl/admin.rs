@@ -1,7 +1,11 @@
-//! Statements that act on the session rather than on data: `STOP JOB 'id' [WITH SAVEPOINT]` and
-//! `HELP`.
+//! Statements about statements and the session rather than data: `EXPLAIN [ANALYZE]`,
+//! `STOP JOB 'id' [WITH SAVEPOINT]` and `HELP`.
 
-use super::{expect_end, literal_or_word, parser, Statement, StatementTokens};
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::{
+    expect_end, literal_or_word, parse_statement, parser, tail_text, Statement, StatementTokens,
+};
 use crate::error::{PlanError, Result};
 use crate::tokens::loc;
 
@@ -32,4 +36,31 @@ pub(super) fn parse_help(st: &StatementTokens) -> Result<Statement> {
     p.next_token();
     expect_end(&mut p)?;
     Ok(Statement::Help)
+}
+
+/// `EXPLAIN <statement>` and `EXPLAIN ANALYZE <query>`.
+pub(super) fn parse_explain(st: &StatementTokens) -> Result<Statement> {
+    let mut inner = st.clone();
+    inner.tokens.remove(0);
+    let Some(first) = inner.tokens.first() else {
+        return Err(PlanError::parse("EXPLAIN needs a statement", st.location));
+    };
+    let analyze = matches!(&first.token, Token::Word(w) if w.value.eq_ignore_ascii_case("ANALYZE"));
+    if analyze {
+        inner.tokens.remove(0);
+    }
+    let Some(first) = inner.tokens.first() else {
+        return Err(PlanError::parse(
+            "EXPLAIN ANALYZE needs a query",
+            st.location,
+        ));
+    };
+    inner.location = loc(first);
+    inner.text = tail_text(st, inner.location);
+    let statement = Box::new(parse_statement(&inner)?);
+    Ok(if analyze {
+        Statement::ExplainAnalyze(statement)
+    } else {
+        Statement::Explain(statement)
+    })
 }
