@@ -12,6 +12,7 @@
 //! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
 //! - `chaos`: `kill -9` a checkpointing `weir run` five times; output equals a clean run's.
 //! - `stop`: SIGTERM on `weir run` takes a savepoint, exits 0, and the job resumes from it.
+//! - `observability`: `/metrics` and `/health` over HTTP, metric values equal the job's counts.
 //! - `shell`: the interactive shell through a real pseudo-terminal.
 //! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
@@ -27,6 +28,7 @@ mod determinism;
 mod errors;
 mod kafka;
 mod kafka_keys;
+mod observability;
 mod queries;
 mod shell;
 mod sql_examples;

@@ -220,6 +220,20 @@ impl Engine {
         QueryStream::new(rx, JobHandle(job), schema)
     }
 
+    /// Every job's metrics in the Prometheus text format (see `docs/metrics.md`).
+    pub fn metrics_text(&self) -> String {
+        crate::prometheus::render(&self.jobs())
+    }
+
+    /// `Ok` when no job failed and checkpointing jobs checkpointed within `max_checkpoint_age`;
+    /// otherwise the reasons as JSON.
+    pub fn health(
+        &self,
+        max_checkpoint_age: std::time::Duration,
+    ) -> std::result::Result<(), String> {
+        crate::prometheus::health(&self.jobs(), max_checkpoint_age)
+    }
+
     /// `EXPLAIN ANALYZE <query>`: run the query to its end, discarding its rows, then show the
     /// operator tree with each operator's rows, busy time and backpressured time.
     async fn explain_analyze(&self, s: Statement) -> Result<Output> {

@@ -15,6 +15,7 @@ pub mod message;
 pub mod metrics;
 pub mod operator;
 pub mod operators;
+pub mod prometheus;
 pub mod runtime;
 pub mod state;
 mod statements;

@@ -90,6 +90,13 @@ impl JobHandle {
             .unwrap_or_default()
     }
 
+    /// Each source table's dead letters.
+    pub fn dead_letter_sources(&self) -> Vec<(String, crate::dead_letter::DeadLetters)> {
+        let names = self.0.source_names.lock().expect("lock").clone();
+        let dls = self.0.dead_letters.lock().expect("lock").clone();
+        names.into_iter().zip(dls).collect()
+    }
+
     /// What each task of the job did so far (rows, busy and backpressured time).
     pub fn operator_metrics(
         &self,

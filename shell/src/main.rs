@@ -2,6 +2,7 @@
 
 mod helper;
 mod live;
+mod metrics_server;
 mod output;
 mod progress;
 mod repl;

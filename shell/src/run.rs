@@ -27,6 +27,13 @@ pub struct RunArgs {
     /// Plan every statement and print the EXPLAIN of each query and INSERT, without running.
     #[arg(long)]
     dry_run: bool,
+    /// Serve `/metrics` (Prometheus) and `/health` on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// `/health` turns 503 when a checkpointing job's last checkpoint is older than this many
+    /// seconds.
+    #[arg(long, value_name = "SECONDS", default_value = "60")]
+    health_max_checkpoint_age: u64,
     /// The job file.
     file: String,
 }
@@ -57,6 +64,17 @@ pub async fn run(args: RunArgs) -> i32 {
     for kv in &args.set {
         if let Some((k, v)) = kv.split_once('=') {
             engine.set(k.trim(), v.trim());
+        }
+    }
+    if let Some(addr) = args.metrics_addr {
+        let max_age = std::time::Duration::from_secs(args.health_max_checkpoint_age);
+        match crate::metrics_server::serve(addr, engine.clone(), max_age).await {
+            Ok(bound) if !args.quiet => eprintln!("weir: metrics on http://{bound}/metrics"),
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: cannot serve metrics on {addr}: {e}");
+                return 2;
+            }
         }
     }
     run_statements(&engine, &sql, statements, &args).await

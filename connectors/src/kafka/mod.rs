@@ -6,6 +6,7 @@
 
 mod dead_letter;
 mod key;
+mod lag;
 mod metadata;
 mod offsets;
 mod scan;

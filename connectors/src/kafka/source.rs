@@ -90,6 +90,7 @@ impl SourceFactory for KafkaSourceFactory {
         let decoder =
             SegmentDecoder::new(decode_schema, options.format, options.csv, ctx.batch_size)
                 .map_err(|e| err(e.to_string()))?;
+        let (options_for_lag, metrics_for_lag) = (options.clone(), ctx.metrics.clone());
         Ok(Box::new(KafkaSource {
             ctx,
             options,
@@ -111,6 +112,7 @@ impl SourceFactory for KafkaSourceFactory {
             pending: VecDeque::new(),
             started: Instant::now(),
             emitted: 0,
+            lag: super::lag::LagMonitor::start(&options_for_lag, metrics_for_lag),
         }))
     }
 }
@@ -123,7 +125,7 @@ pub(super) struct Part {
     end: Option<i64>,
     done: bool,
     /// The offset after the last record read (the resume position).
-    next: Option<i64>,
+    pub(super) next: Option<i64>,
 }
 
 pub(super) struct KafkaSource {
@@ -153,6 +155,8 @@ pub(super) struct KafkaSource {
     pending: VecDeque<SourceEvent>,
     started: Instant,
     emitted: u64,
+    /// Reports consumer lag per partition from a thread of its own.
+    lag: Option<super::lag::LagMonitor>,
 }
 
 impl Source for KafkaSource {
@@ -196,7 +200,11 @@ impl KafkaSource {
         if let Some(wait) = self.pace() {
             tokio::time::sleep(wait).await;
         }
-        self.poll_batch().await
+        let event = self.poll_batch().await;
+        if let Some(lag) = &self.lag {
+            lag.update(&self.parts);
+        }
+        event
     }
 
     /// `scan.records-per-second`: how long to wait until the records emitted so far are due.

@@ -56,6 +56,8 @@ pub struct JobShared {
     pub metrics: Arc<JobMetrics>,
     /// The dead-letter handle of each source.
     pub dead_letters: Mutex<Vec<DeadLetters>>,
+    /// The source table of each entry of `dead_letters`, in the same order.
+    pub source_names: Mutex<Vec<String>>,
     status: Mutex<JobStatus>,
     cancel: watch::Sender<bool>,
     done: watch::Sender<bool>,
@@ -74,6 +76,7 @@ impl JobShared {
             started: Instant::now(),
             metrics: Arc::new(JobMetrics::default()),
             dead_letters: Mutex::new(Vec::new()),
+            source_names: Mutex::new(Vec::new()),
             status: Mutex::new(JobStatus::Running),
             cancel: watch::channel(false).0,
             done: watch::channel(false).0,
@@ -233,6 +236,11 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 .lock()
                 .expect("lock")
                 .push(dead_letters.clone());
+            ctx.job
+                .source_names
+                .lock()
+                .expect("lock")
+                .push(s.table.name.clone());
             let ck = ctx.checkpointing.as_ref().map(SourceCheckpoint::new);
             let restored = ck.as_ref().and_then(|c| c.restored()).transpose()?;
             let sctx = SourceContext {
@@ -245,7 +253,10 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
             };
             let source = factory.create(sctx)?;
             let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
-            driver.set_op_metrics(ctx.job.register_operator(node_no, "Source"));
+            driver.set_op_metrics(
+                ctx.job
+                    .register_operator(node_no, &format!("source {}", s.table.name)),
+            );
             if let Some(ck) = ck {
                 driver.set_checkpointing(ck, restored.as_ref());
             }

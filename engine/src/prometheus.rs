@@ -1,0 +1,268 @@
+//! The engine's numbers in the Prometheus text exposition format, and a health verdict.
+//!
+//! Nothing here is counted on the hot path: a scrape reads the per-job, per-task counters the
+//! tasks already keep (once per batch) and encodes them with `prometheus-client`. Metric names
+//! follow `docs/metrics.md`.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::JobMetrics;
+use crate::runtime::job::JobStatus;
+use crate::stream::JobHandle;
+
+type Labels = Vec<(String, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
+/// The metric families of one scrape.
+#[derive(Default)]
+struct Families {
+    source_records: Counters,
+    dead_letters: Counters,
+    late_rows: Counters,
+    rows_in: Counters,
+    rows_out: Counters,
+    busy: Gauges,
+    backpressured: Gauges,
+    watermark_lag: Gauges,
+    checkpoint_duration: Gauges,
+    checkpoint_age: Gauges,
+    uptime: Gauges,
+    kafka_lag: Gauges,
+    running: Gauges,
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every job's metrics as Prometheus text.
+pub fn render(jobs: &[JobHandle]) -> String {
+    let f = Families::default();
+    for j in jobs {
+        record_job(&f, j);
+    }
+    let mut r = Registry::default();
+    register(&mut r, f);
+    let mut out = String::new();
+    let _ = encode(&mut out, &r);
+    out
+}
+
+fn register(r: &mut Registry, f: Families) {
+    r.register(
+        "weir_source_records",
+        "Records read by a source",
+        f.source_records,
+    );
+    r.register(
+        "weir_dead_letters",
+        "Records rejected by a source, by reason",
+        f.dead_letters,
+    );
+    r.register(
+        "weir_late_rows",
+        "Rows dropped because their windows had fired",
+        f.late_rows,
+    );
+    r.register(
+        "weir_operator_rows_in",
+        "Rows an operator received",
+        f.rows_in,
+    );
+    r.register(
+        "weir_operator_rows_out",
+        "Rows an operator sent downstream",
+        f.rows_out,
+    );
+    r.register(
+        "weir_operator_busy_ratio",
+        "Share of the job's uptime an operator was processing",
+        f.busy,
+    );
+    r.register(
+        "weir_backpressured_ratio",
+        "Share of the job's uptime an operator waited on a full output channel",
+        f.backpressured,
+    );
+    r.register(
+        "weir_watermark_lag_seconds",
+        "Wall clock minus the watermark at the sinks",
+        f.watermark_lag,
+    );
+    r.register(
+        "weir_checkpoint_duration_seconds",
+        "Duration of the last completed checkpoint",
+        f.checkpoint_duration,
+    );
+    r.register(
+        "weir_last_checkpoint_age_seconds",
+        "Seconds since the last completed checkpoint",
+        f.checkpoint_age,
+    );
+    r.register(
+        "weir_kafka_consumer_lag_records",
+        "Log end offset minus the source's position, per partition",
+        f.kafka_lag,
+    );
+    r.register(
+        "weir_job_uptime_seconds",
+        "Seconds since the job started",
+        f.uptime,
+    );
+    r.register(
+        "weir_job_running",
+        "1 while the job runs, 0 once it finished, failed or was stopped",
+        f.running,
+    );
+}
+
+fn record_job(f: &Families, j: &JobHandle) {
+    let job = format!("{}:{}", j.id(), j.name());
+    let uptime = j.uptime().as_secs_f64();
+    f.uptime.get_or_create(&l(&[("job", &job)])).set(uptime);
+    let running = f64::from(u8::from(j.status() == JobStatus::Running));
+    f.running.get_or_create(&l(&[("job", &job)])).set(running);
+    let late = JobMetrics::get(&j.metrics().late_rows);
+    f.late_rows
+        .get_or_create(&l(&[("job", &job), ("operator", "windows")]))
+        .inc_by(late);
+    for m in j.operator_metrics() {
+        let op = format!("{}:{}", m.node, m.name);
+        let labels = l(&[("job", &job), ("operator", &op)]);
+        if let Some(table) = m.name.strip_prefix("source ") {
+            let rows = m.rows_out.load(Ordering::Relaxed);
+            f.source_records
+                .get_or_create(&l(&[("job", &job), ("source", table)]))
+                .inc_by(rows);
+        }
+        f.rows_in
+            .get_or_create(&labels)
+            .inc_by(m.rows_in.load(Ordering::Relaxed));
+        f.rows_out
+            .get_or_create(&labels)
+            .inc_by(m.rows_out.load(Ordering::Relaxed));
+        let secs = uptime.max(1e-9) * 1e9;
+        f.busy
+            .get_or_create(&labels)
+            .set(m.busy_ns.load(Ordering::Relaxed) as f64 / secs);
+        let blocked = m.blocked_ns.load(Ordering::Relaxed) as f64 / secs;
+        f.backpressured.get_or_create(&labels).set(blocked);
+    }
+    record_dead_letters(f, j, &job);
+    for ((topic, partition), lag) in j.metrics().kafka_lag.lock().expect("lock").iter() {
+        let labels = l(&[
+            ("job", &job),
+            ("topic", topic),
+            ("partition", &partition.to_string()),
+        ]);
+        f.kafka_lag.get_or_create(&labels).set(*lag as f64);
+    }
+    let wm = j.metrics().watermark.load(Ordering::Relaxed);
+    if wm != i64::MIN && wm != i64::MAX {
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        let lag = (now - wm) as f64 / 1e9;
+        f.watermark_lag
+            .get_or_create(&l(&[("job", &job), ("operator", "sink")]))
+            .set(lag);
+    }
+    if let Some(last) = j.checkpoints().last() {
+        let labels = l(&[("job", &job)]);
+        f.checkpoint_duration
+            .get_or_create(&labels)
+            .set(last.duration.as_secs_f64());
+        let age = SystemTime::now()
+            .duration_since(last.completed)
+            .unwrap_or_default();
+        f.checkpoint_age
+            .get_or_create(&labels)
+            .set(age.as_secs_f64());
+    }
+}
+
+/// Dead letters per source and reason. Reasons are grouped by their text before the first ':'
+/// (the kept records); records beyond those kept count as `other`.
+fn record_dead_letters(f: &Families, j: &JobHandle, job: &str) {
+    for (source, dl) in j.dead_letter_sources() {
+        let records = dl.records();
+        for r in &records {
+            let reason = reason_class(&r.reason);
+            f.dead_letters
+                .get_or_create(&l(&[
+                    ("job", job),
+                    ("source", &source),
+                    ("reason", &reason),
+                ]))
+                .inc();
+        }
+        let rest = dl.count().saturating_sub(records.len() as u64);
+        if rest > 0 || records.is_empty() {
+            f.dead_letters
+                .get_or_create(&l(&[
+                    ("job", job),
+                    ("source", &source),
+                    ("reason", "other"),
+                ]))
+                .inc_by(rest);
+        }
+    }
+}
+
+/// A short, low-cardinality class of a dead letter's reason.
+pub fn reason_class(reason: &str) -> String {
+    let head = reason.split(':').next().unwrap_or(reason);
+    let class: String = head
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    class.trim_matches('_').to_string()
+}
+
+/// Whether every job is healthy: none failed, and a checkpointing job completed a checkpoint
+/// within `max_checkpoint_age`. `Err` holds the reasons as a JSON object.
+pub fn health(jobs: &[JobHandle], max_checkpoint_age: std::time::Duration) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for j in jobs {
+        if let JobStatus::Failed(e) = j.status() {
+            problems.push(format!("job {} failed: {e}", j.id()));
+            continue;
+        }
+        if j.status() != JobStatus::Running || !j.has_checkpointing() {
+            continue;
+        }
+        let age = match j.checkpoints().last() {
+            Some(c) => SystemTime::now()
+                .duration_since(c.completed)
+                .unwrap_or_default(),
+            None => j.uptime(),
+        };
+        if age > max_checkpoint_age {
+            problems.push(format!(
+                "job {} has no checkpoint for {:.0} s",
+                j.id(),
+                age.as_secs_f64()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(serde_json::json!({"status": "unhealthy", "reasons": problems}).to_string())
+}

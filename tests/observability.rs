@@ -1,0 +1,234 @@
+//! Observability: `weir run --metrics-addr` serves Prometheus metrics and `/health` over HTTP;
+//! the engine's metrics text counts what the jobs did (source records, dead letters by reason,
+//! late rows, per-operator numbers); health turns unhealthy when checkpoints get old.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// `GET path` on `addr`: (status line, body).
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("metrics endpoint");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: weir\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the first sample of `name` whose labels contain `label`.
+fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn weir_run_serves_metrics_and_health() {
+    let dir = std::env::temp_dir().join(format!("weir-obs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        "CREATE TABLE gen (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '2000');
+         CREATE TABLE sink (v BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO sink SELECT v FROM gen WHERE v > 0;",
+    )
+    .unwrap();
+    let mut child = Command::new(weir_bin())
+        .args(["run", "--metrics-addr", "127.0.0.1:0"])
+        .arg(&job)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "weir exited early");
+        if let Some(rest) = line.trim().strip_prefix("weir: metrics on http://") {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, first) = get(&addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let n1 = sample(&first, "weir_source_records_total", "source=\"gen\"").expect(&first);
+    assert!(n1 > 0.0, "{first}");
+    assert!(
+        first.contains("weir_operator_busy_ratio") && first.contains("weir_backpressured_ratio")
+    );
+    assert!(
+        first.contains("weir_job_running{job=\"1:insert into sink\"} 1"),
+        "{first}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, second) = get(&addr, "/metrics");
+    let n2 = sample(&second, "weir_source_records_total", "source=\"gen\"").unwrap();
+    assert!(n2 > n1, "the counter grows: {n1} then {n2}");
+    let (status, body) = get(&addr, "/health");
+    assert!(
+        status.contains("200") && body.contains("ok"),
+        "{status} {body}"
+    );
+    let (status, _) = get(&addr, "/nope");
+    assert!(status.contains("404"));
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn metrics_count_dead_letters_and_late_rows() {
+    let dir = std::env::temp_dir().join(format!("weir-obs-dl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let lines = [
+        r#"{"k":"a","ts":"2024-01-01 00:00:10.000"}"#,
+        r#"{"k":"a","ts":"2024-01-01 00:02:00.000"}"#,
+        r#"{"k":"a","ts":"2024-01-01 00:00:20.000"}"#,
+        r#"{"k":"a","ts":"#,
+        r#"not json at all"#,
+        r#"{"k":"a","ts":"2024-01-01 00:03:00.000"}"#,
+    ];
+    std::fs::write(dir.join("in.jsonl"), lines.join("\n") + "\n").unwrap();
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let sql = format!(
+        "CREATE TABLE t (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         CREATE TABLE out_t (k STRING, n BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO out_t SELECT k, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
+           INTERVAL '1' MINUTE)) GROUP BY k, window_start, window_end;",
+        dir.join("in.jsonl").display()
+    );
+    let job = engine.submit(&sql).await.unwrap();
+    job.wait().await.unwrap();
+    let text = engine.metrics_text();
+    let dead: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("weir_dead_letters_total") && l.contains("source=\"t\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dead, 2.0, "{text}");
+    assert_eq!(dead as u64, job.bad_records());
+    let late = sample(&text, "weir_late_rows_total", "operator=\"windows\"").expect(&text);
+    assert_eq!(late, 1.0, "{text}");
+    assert_eq!(late as u64, job.late_rows());
+    let src = sample(&text, "weir_source_records_total", "source=\"t\"").expect(&text);
+    assert_eq!(src, 4.0, "{text}");
+    assert!(text.contains("weir_job_running{job=") && text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn health_reports_old_checkpoints() {
+    let ckpt = std::env::temp_dir().join(format!("weir-obs-ck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ckpt);
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.set_checkpointing(Some(weir::CheckpointConfig {
+        interval: Duration::from_secs(3600),
+        ..weir::CheckpointConfig::new(&ckpt)
+    }));
+    let job = engine
+        .submit(
+            "CREATE TABLE gen (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '10');
+             CREATE TABLE sink (v BIGINT) WITH ('connector' = 'blackhole');
+             INSERT INTO sink SELECT v FROM gen;",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(engine.health(Duration::from_secs(60)).is_ok());
+    let err = engine.health(Duration::from_millis(100)).unwrap_err();
+    assert!(
+        err.contains("unhealthy") && err.contains("no checkpoint"),
+        "{err}"
+    );
+    job.cancel();
+    let _ = job.wait().await;
+    let _ = std::fs::remove_dir_all(&ckpt);
+}
+
+/// The sum of every `weir_kafka_consumer_lag_records` sample, and how many there are.
+fn lag(text: &str) -> (f64, usize) {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("weir_kafka_consumer_lag_records{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (samples.iter().sum(), samples.len())
+}
+
+#[tokio::test]
+async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
+    let broker = crate::common::kafka::Broker::start();
+    broker.create_topic("lagging", 3).await;
+    const N: usize = 6000;
+    // One record per produce request: tansu reports a partition's end offset as the last
+    // batch's base offset + 1, so batched records would hide the lag (Kafka counts records).
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("batch.num.messages", "1")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let mut acks = Vec::new();
+    for i in 0..N {
+        let v = format!(r#"{{"v":{i},"ts":"2024-01-01 00:00:00.000"}}"#);
+        let rec = rdkafka::producer::FutureRecord::<(), String>::to("lagging")
+            .partition((i % 3) as i32)
+            .payload(&v);
+        acks.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
+    }
+    for a in acks {
+        a.await.unwrap().unwrap();
+    }
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.set_batch_size(100); // the throttle paces whole batches
+    let sql = format!(
+        "CREATE TABLE k (v BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'kafka',
+           'topic' = 'lagging', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
+           'scan.startup.mode' = 'earliest-offset', 'scan.records-per-second' = '1000');
+         CREATE TABLE sink (v BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO sink SELECT v FROM k;",
+        broker.bootstrap
+    );
+    let job = engine.submit(&sql).await.unwrap();
+    // Throttled to 1,000 records/s, the job is behind the 6,000 waiting records at first.
+    let t0 = std::time::Instant::now();
+    let behind = loop {
+        let (sum, n) = lag(&engine.metrics_text());
+        if n == 3 && sum > 0.0 {
+            break sum;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no lag reported:\n{}",
+            engine.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(behind > 0.0 && behind < N as f64);
+    // Once it has read everything, the lag of every partition reaches 0.
+    loop {
+        let text = engine.metrics_text();
+        let (sum, n) = lag(&text);
+        let read = sample(&text, "weir_source_records_total", "source=\"k\"").unwrap_or(0.0);
+        if n == 3 && sum == 0.0 {
+            assert_eq!(read, N as f64, "counters equal the records produced");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "lag stayed at {sum}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    job.cancel();
+    let _ = job.wait().await;
+}
