@@ -67,6 +67,9 @@ fn weir_run_serves_metrics_and_health() {
         first.contains("weir_job_running{job=\"1:insert into sink\"} 1"),
         "{first}"
     );
+    let rss = sample(&first, "weir_process_resident_memory_bytes", "").unwrap();
+    assert!(rss > 1e6, "{first}");
+    assert!(first.contains("weir_build_info{version="), "{first}");
     std::thread::sleep(Duration::from_millis(500));
     let (_, second) = get(&addr, "/metrics");
     let n2 = sample(&second, "weir_source_records_total", "source=\"gen\"").unwrap();
@@ -121,6 +124,28 @@ async fn metrics_count_dead_letters_and_late_rows() {
     let src = sample(&text, "weir_source_records_total", "source=\"t\"").expect(&text);
     assert_eq!(src, 4.0, "{text}");
     assert!(text.contains("weir_job_running{job=") && text.ends_with("# EOF\n"));
+    // The SQL system tables show the same numbers.
+    let rows = system(
+        &engine,
+        "SELECT value FROM weir.metrics WHERE metric = 'weir_late_rows_total'",
+    )
+    .await;
+    assert_eq!(rows, vec![serde_json::json!({"value": 1.0})]);
+    let rows = system(
+        &engine,
+        "SELECT source, COUNT(*) AS n FROM weir.dead_letters GROUP BY source",
+    )
+    .await;
+    assert_eq!(rows, vec![serde_json::json!({"source": "t", "n": 2})]);
+    let rows = system(&engine, "SELECT id, late_rows, bad_records FROM weir.jobs").await;
+    let want = serde_json::json!({"id": job.id(), "late_rows": 1, "bad_records": 2});
+    assert_eq!(rows, vec![want]);
+}
+
+/// A system-table query's rows as JSON.
+async fn system(engine: &weir::Engine, sql: &str) -> Vec<serde_json::Value> {
+    let batches = engine.query(sql).await.unwrap().collect().await.unwrap();
+    to_json(&batches, None)
 }
 
 #[tokio::test]
@@ -214,6 +239,12 @@ async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(behind > 0.0 && behind < N as f64);
+    let rows = system(
+        &engine,
+        "SELECT partition, lag FROM weir.kafka_lag WHERE lag >= 0",
+    )
+    .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
     // Once it has read everything, the lag of every partition reaches 0.
     loop {
         let text = engine.metrics_text();

@@ -55,6 +55,7 @@ pub struct Engine {
 impl Engine {
     /// An engine with the given connectors.
     pub fn with_connectors(registry: ConnectorRegistry) -> Self {
+        crate::operators::key_index::process_clock(); // starts the process uptime clock
         let inner = Inner {
             catalog: Catalog::default(),
             settings: Settings::new(),
@@ -181,6 +182,9 @@ impl Engine {
     /// Execute one parsed statement.
     pub async fn execute_statement(&self, s: Statement) -> Result<Output> {
         match s {
+            Statement::Query(q) if crate::system_tables::mentions(&q.text) => {
+                crate::system_tables::query(&q.text, &self.jobs()).await
+            }
             Statement::Query(q) => {
                 let plan = {
                     let g = self.lock();

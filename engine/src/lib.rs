@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod state;
 mod statements;
 pub mod stream;
+pub mod system_tables;
 pub mod window;
 
 pub use engine::{Engine, Output};

@@ -54,9 +54,56 @@ pub fn render(jobs: &[JobHandle]) -> String {
     }
     let mut r = Registry::default();
     register(&mut r, f);
+    register_process(&mut r);
     let mut out = String::new();
     let _ = encode(&mut out, &r);
     out
+}
+
+/// RSS, CPU time, uptime and build info of this process (Linux `/proc`; absent elsewhere).
+fn register_process(r: &mut Registry) {
+    let gauge = |v: f64| {
+        let g: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+        g.set(v);
+        g
+    };
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    if let Some(pages) = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<f64>().ok())
+    {
+        r.register(
+            "weir_process_resident_memory_bytes",
+            "Resident memory",
+            gauge(pages * 4096.0),
+        );
+    }
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(user), Some(sys)) = (ticks(11), ticks(12)) {
+        r.register(
+            "weir_process_cpu_seconds",
+            "CPU time, user and system",
+            gauge((user + sys) / 100.0),
+        );
+    }
+    let uptime = crate::operators::key_index::process_clock() as f64 / 1e3;
+    r.register(
+        "weir_process_uptime_seconds",
+        "Seconds since the engine started",
+        gauge(uptime),
+    );
+    let info: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    info.get_or_create(&l(&[("version", env!("CARGO_PKG_VERSION"))]))
+        .set(1.0);
+    r.register("weir_build_info", "The running version", info);
 }
 
 fn register(r: &mut Registry, f: Families) {
