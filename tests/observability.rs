@@ -263,3 +263,38 @@ async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
     job.cancel();
     let _ = job.wait().await;
 }
+
+#[tokio::test]
+async fn operators_report_open_windows_state_and_watermark_lag() {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let job = engine
+        .submit(
+            "CREATE TABLE gen (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'datagen', 'rows-per-second' = '1000',
+                     'fields.k.min' = '1', 'fields.k.max' = '5');
+             CREATE TABLE sink (k BIGINT, n BIGINT) WITH ('connector' = 'blackhole');
+             INSERT INTO sink SELECT k, COUNT(*) FROM TABLE(TUMBLE(TABLE gen, DESCRIPTOR(ts),
+               INTERVAL '1' HOUR)) GROUP BY k, window_start, window_end;",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let text = engine.metrics_text();
+    let agg = "WindowAggregate\"";
+    let windows = sample(&text, "weir_open_windows", agg).expect(&text);
+    assert!(windows >= 1.0, "{text}");
+    let keys = sample(&text, "weir_state_keys", agg).expect(&text);
+    assert!((1.0..=5.0).contains(&keys), "{text}");
+    assert!(
+        sample(&text, "weir_state_bytes", agg).unwrap() > 0.0,
+        "{text}"
+    );
+    let lag = sample(&text, "weir_watermark_lag_seconds", agg).expect(&text);
+    assert!(
+        (0.0..60.0).contains(&lag),
+        "the watermark follows the wall clock: {lag}"
+    );
+    job.cancel();
+    let _ = job.wait().await;
+}

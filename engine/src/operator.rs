@@ -27,6 +27,11 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// How much state the operator holds now (for metrics; read after each message).
+    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+        crate::runtime::op_metrics::StateSize::default()
+    }
+
     /// Whether the operator keeps state across batches (and so takes part in checkpoints).
     fn is_stateful(&self) -> bool {
         false

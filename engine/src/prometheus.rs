@@ -35,6 +35,9 @@ struct Families {
     checkpoint_duration: Gauges,
     checkpoint_age: Gauges,
     uptime: Gauges,
+    open_windows: Gauges,
+    state_keys: Gauges,
+    state_bytes: Gauges,
     kafka_lag: Gauges,
     running: Gauges,
 }
@@ -163,6 +166,21 @@ fn register(r: &mut Registry, f: Families) {
         f.kafka_lag,
     );
     r.register(
+        "weir_open_windows",
+        "Windows an operator holds open",
+        f.open_windows,
+    );
+    r.register(
+        "weir_state_keys",
+        "Keys (or window groups) an operator holds",
+        f.state_keys,
+    );
+    r.register(
+        "weir_state_bytes",
+        "Approximate bytes of operator state in memory",
+        f.state_bytes,
+    );
+    r.register(
         "weir_job_uptime_seconds",
         "Seconds since the job started",
         f.uptime,
@@ -205,6 +223,23 @@ fn record_job(f: &Families, j: &JobHandle) {
             .set(m.busy_ns.load(Ordering::Relaxed) as f64 / secs);
         let blocked = m.blocked_ns.load(Ordering::Relaxed) as f64 / secs;
         f.backpressured.get_or_create(&labels).set(blocked);
+        let wm = m.watermark.load(Ordering::Relaxed);
+        if wm != i64::MIN && wm != i64::MAX {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            f.watermark_lag
+                .get_or_create(&labels)
+                .set((now - wm) as f64 / 1e9);
+        }
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+        if !m.name.starts_with("source ") {
+            f.open_windows
+                .get_or_create(&labels)
+                .set(load(&m.open_windows));
+            f.state_keys.get_or_create(&labels).set(load(&m.state_keys));
+            f.state_bytes
+                .get_or_create(&labels)
+                .set(load(&m.state_bytes));
+        }
     }
     record_dead_letters(f, j, &job);
     for ((topic, partition), lag) in j.metrics().kafka_lag.lock().expect("lock").iter() {

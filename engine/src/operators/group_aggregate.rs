@@ -182,6 +182,13 @@ impl Operator for GroupAggregateOperator {
         true
     }
 
+    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+        crate::runtime::op_metrics::StateSize {
+            keys: self.keys.len() as u64,
+            ..Default::default()
+        }
+    }
+
     /// The whole table of groups when anything changed since the last barrier: key columns,
     /// row counts, then one binary column per aggregate.
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {

@@ -248,6 +248,13 @@ impl Operator for RankOperator {
         true
     }
 
+    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+        crate::runtime::op_metrics::StateSize {
+            keys: self.keys.len() as u64,
+            ..Default::default()
+        }
+    }
+
     /// Every partition when anything changed: key columns, then each partition's entries as
     /// one binary value.
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {

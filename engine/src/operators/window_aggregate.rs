@@ -445,6 +445,14 @@ impl Operator for WindowAggregateOperator {
         true
     }
 
+    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+        crate::runtime::op_metrics::StateSize {
+            open_windows: (self.windows.len() + self.spilled.len()) as u64,
+            keys: self.windows.values().map(|t| t.num_groups() as u64).sum(),
+            bytes: self.windows.values().map(|t| t.memory_size() as u64).sum(),
+        }
+    }
+
     /// Incremental: only windows that changed since the last barrier are written (or deleted
     /// when they fired); the backend keeps the others from earlier checkpoints.
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {

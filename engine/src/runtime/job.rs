@@ -360,7 +360,12 @@ pub async fn run_operator(
                 OperatorMetrics::add(&metrics.rows_in, b.num_rows());
                 op.process_batch(b, &mut out)?
             }
-            Message::Watermark(w) => op.on_watermark(w, &mut out)?,
+            Message::Watermark(w) => {
+                op.on_watermark(w, &mut out)?;
+                metrics
+                    .watermark
+                    .store(w, std::sync::atomic::Ordering::Relaxed);
+            }
             Message::Barrier(b) => {
                 if let Some(ck) = ck.as_mut() {
                     ck.snapshot(op.as_mut(), b.checkpoint_id).await?;
@@ -373,6 +378,9 @@ pub async fn run_operator(
             }
         }
         OperatorMetrics::add_time(&metrics.busy_ns, started);
+        if op.is_stateful() {
+            metrics.set_state(op.state_size());
+        }
         for m in out.drain(..) {
             if let Message::Batch(b) = &m {
                 OperatorMetrics::add(&metrics.rows_out, b.num_rows());

@@ -3,7 +3,7 @@
 //! numbered in the plan's pre-order, the order EXPLAIN prints them, so EXPLAIN ANALYZE can put
 //! each task's numbers beside its line.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,25 @@ pub struct OperatorMetrics {
     pub busy_ns: AtomicU64,
     /// Nanoseconds spent waiting for room in the output channel (backpressure).
     pub blocked_ns: AtomicU64,
+    /// The last watermark the task passed on (ns; `i64::MIN` before the first).
+    pub watermark: AtomicI64,
+    /// Windows held open (window operators).
+    pub open_windows: AtomicU64,
+    /// Keys held in state (updating operators) or groups in open windows.
+    pub state_keys: AtomicU64,
+    /// Approximate bytes of state held in memory.
+    pub state_bytes: AtomicU64,
+}
+
+/// How much state an operator holds, as reported by [`crate::operator::Operator::state_size`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    /// Windows held open.
+    pub open_windows: u64,
+    /// Keys (or groups) held.
+    pub keys: u64,
+    /// Approximate bytes in memory.
+    pub bytes: u64,
 }
 
 impl OperatorMetrics {
@@ -34,7 +53,18 @@ impl OperatorMetrics {
             rows_out: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            open_windows: AtomicU64::new(0),
+            state_keys: AtomicU64::new(0),
+            state_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Record the operator's state size.
+    pub fn set_state(&self, s: StateSize) {
+        self.open_windows.store(s.open_windows, Ordering::Relaxed);
+        self.state_keys.store(s.keys, Ordering::Relaxed);
+        self.state_bytes.store(s.bytes, Ordering::Relaxed);
     }
 
     /// Add the time since `start` to a counter.

@@ -181,6 +181,8 @@ impl SourceDriver {
                     use crate::runtime::op_metrics::OperatorMetrics as M;
                     M::add(&om.rows_out, rows);
                     M::add_time(&om.blocked_ns, waiting);
+                    om.watermark
+                        .store(self.watermark, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
