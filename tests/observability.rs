@@ -220,6 +220,7 @@ async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
            'topic' = 'lagging', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
            'scan.startup.mode' = 'earliest-offset', 'scan.records-per-second' = '1000');
          CREATE TABLE sink (v BIGINT) WITH ('connector' = 'blackhole');
+         SET 'monitoring.lag-warn' = '100';
          INSERT INTO sink SELECT v FROM k;",
         broker.bootstrap
     );
@@ -239,6 +240,12 @@ async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(behind > 0.0 && behind < N as f64);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let warned = job.warnings();
+    assert!(
+        warned.iter().any(|w| w.contains("monitoring.lag-warn")),
+        "one warning when the lag crossed 100: {warned:?}"
+    );
     let rows = system(
         &engine,
         "SELECT partition, lag FROM weir.kafka_lag WHERE lag >= 0",

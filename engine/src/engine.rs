@@ -278,7 +278,9 @@ impl Engine {
         let g = self.lock();
         let job = JobShared::new("query".into());
         let ctx = build_ctx(&g, &job);
+        let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
         let rx = spawn_node(&plan.root, &ctx)?;
+        crate::runtime::monitor::spawn(&job, thresholds, g.quiet);
         print_warnings(&g, &plan);
         drop(g);
         let handle = JobHandle(job);
@@ -296,6 +298,7 @@ impl Engine {
         let names: Vec<&str> = inserts.iter().map(|i| i.table.name.as_str()).collect();
         let job = JobShared::new(format!("insert into {}", names.join(", ")));
         let ck = checkpointing(&g, &inserts)?;
+        let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
         let mut ctx = build_ctx(&g, &job);
         ctx.checkpointing = ck.clone();
         let mut sinks = Vec::new();
@@ -368,6 +371,7 @@ impl Engine {
                 job.cancel_receiver(),
             ));
         }
+        crate::runtime::monitor::spawn(&job, thresholds, g.quiet);
         drop(g);
         let handle = JobHandle(job);
         self.lock().jobs.push(handle.clone());

@@ -90,6 +90,11 @@ impl JobHandle {
             .unwrap_or_default()
     }
 
+    /// Threshold warnings raised so far (`SET 'monitoring.lag-warn'`, `'monitoring.latency-warn'`).
+    pub fn warnings(&self) -> Vec<String> {
+        self.0.warnings.lock().expect("lock").clone()
+    }
+
     /// Each source table's dead letters.
     pub fn dead_letter_sources(&self) -> Vec<(String, crate::dead_letter::DeadLetters)> {
         let names = self.0.source_names.lock().expect("lock").clone();

@@ -65,6 +65,8 @@ pub struct JobShared {
     checkpointing: Mutex<Option<Arc<Checkpointing>>>,
     /// What each task did, for EXPLAIN ANALYZE.
     operators: Mutex<Vec<Arc<OperatorMetrics>>>,
+    /// Threshold warnings raised while running (`monitoring.*-warn`).
+    pub warnings: Mutex<Vec<String>>,
 }
 
 impl JobShared {
@@ -83,6 +85,7 @@ impl JobShared {
             tasks: AtomicU64::new(0),
             checkpointing: Mutex::new(None),
             operators: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
         })
     }
 

@@ -2,6 +2,7 @@
 
 pub mod checkpointed;
 pub mod job;
+pub mod monitor;
 pub mod op_metrics;
 pub mod partitions;
 pub mod sink;
