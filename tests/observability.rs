@@ -305,3 +305,91 @@ async fn operators_report_open_windows_state_and_watermark_lag() {
     job.cancel();
     let _ = job.wait().await;
 }
+
+/// A sink that blocks while its gate is closed.
+#[derive(Clone)]
+struct GatedSink(tokio::sync::watch::Receiver<bool>);
+
+impl weir::SinkFactory for GatedSink {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+    fn validate(&self, _t: &weir::planner::TableDef) -> Result<(), String> {
+        Ok(())
+    }
+    fn guarantee(&self, _t: &weir::planner::TableDef, _ck: bool) -> &'static str {
+        "at-least-once"
+    }
+    fn create(&self, _ctx: weir::SinkContext) -> weir::Result<Box<dyn weir::Sink>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl weir::Sink for GatedSink {
+    fn write(
+        &mut self,
+        _b: weir::arrow::record_batch::RecordBatch,
+    ) -> futures::future::BoxFuture<'_, weir::Result<()>> {
+        Box::pin(async move {
+            let _ = self.0.wait_for(|open| *open).await;
+            Ok(())
+        })
+    }
+    fn finish(&mut self) -> futures::future::BoxFuture<'_, weir::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn health_turns_503_while_the_sink_is_blocked_and_back() {
+    let ckpt = std::env::temp_dir().join(format!("weir-obs-gate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&ckpt);
+    let (gate, rx) = tokio::sync::watch::channel(true);
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.register_sink(std::sync::Arc::new(GatedSink(rx)));
+    engine.set_checkpointing(Some(weir::CheckpointConfig {
+        interval: Duration::from_millis(100),
+        ..weir::CheckpointConfig::new(&ckpt)
+    }));
+    let job = engine
+        .submit(
+            "CREATE TABLE gen (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '500');
+             CREATE TABLE sink (v BIGINT) WITH ('connector' = 'gated');
+             INSERT INTO sink SELECT v FROM gen;",
+        )
+        .await
+        .unwrap();
+    let max_age = Duration::from_millis(800);
+    let wait_until = |healthy: bool| {
+        let engine = engine.clone();
+        async move {
+            let t0 = std::time::Instant::now();
+            while engine.health(max_age).is_ok() != healthy {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "health never became {healthy}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    while job.last_checkpoint().unwrap_or(0) < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await; // checkpoints complete
+    }
+    wait_until(true).await;
+    gate.send_replace(false); // the sink blocks: barriers stop behind its input
+    wait_until(false).await;
+    let reason = engine.health(max_age).unwrap_err();
+    assert!(reason.contains("no checkpoint"), "{reason}");
+    let before = job.last_checkpoint().unwrap_or(0);
+    gate.send_replace(true); // unblocked: checkpoints resume
+    wait_until(true).await;
+    assert!(
+        job.last_checkpoint().unwrap_or(0) > before,
+        "a new checkpoint completed"
+    );
+    job.cancel();
+    let _ = job.wait().await;
+    let _ = std::fs::remove_dir_all(&ckpt);
+}
