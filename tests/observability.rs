@@ -382,6 +382,15 @@ async fn health_turns_503_while_the_sink_is_blocked_and_back() {
     wait_until(false).await;
     let reason = engine.health(max_age).unwrap_err();
     assert!(reason.contains("no checkpoint"), "{reason}");
+    let text = engine.metrics_text();
+    assert!(
+        sample(&text, "weir_checkpoint_size_bytes", "job=").unwrap() > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "weir_sink_commit_seconds", "job=").is_some(),
+        "{text}"
+    );
     let before = job.last_checkpoint().unwrap_or(0);
     gate.send_replace(true); // unblocked: checkpoints resume
     wait_until(true).await;

@@ -20,6 +20,8 @@ pub struct JobMetrics {
     pub expired_keys: AtomicU64,
     /// Current watermark of the job's sinks (ns), `i64::MIN` when none yet.
     pub watermark: AtomicI64,
+    /// How long the sinks' last commit (publishing a checkpoint's output) took, ns.
+    pub last_commit_ns: AtomicU64,
     /// Kafka consumer lag in records per (topic, partition), refreshed every few seconds.
     pub kafka_lag: std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
 }
@@ -35,6 +37,7 @@ impl Default for JobMetrics {
             expired_keys: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
             kafka_lag: Default::default(),
+            last_commit_ns: AtomicU64::new(0),
         }
     }
 }

@@ -34,6 +34,8 @@ struct Families {
     watermark_lag: Gauges,
     checkpoint_duration: Gauges,
     checkpoint_age: Gauges,
+    checkpoint_bytes: Gauges,
+    commit_seconds: Gauges,
     uptime: Gauges,
     open_windows: Gauges,
     state_keys: Gauges,
@@ -181,6 +183,16 @@ fn register(r: &mut Registry, f: Families) {
         f.state_bytes,
     );
     r.register(
+        "weir_checkpoint_size_bytes",
+        "Size of the last completed checkpoint",
+        f.checkpoint_bytes,
+    );
+    r.register(
+        "weir_sink_commit_seconds",
+        "Duration of the sinks' last commit",
+        f.commit_seconds,
+    );
+    r.register(
         "weir_job_uptime_seconds",
         "Seconds since the job started",
         f.uptime,
@@ -269,6 +281,11 @@ fn record_job(f: &Families, j: &JobHandle) {
         f.checkpoint_age
             .get_or_create(&labels)
             .set(age.as_secs_f64());
+        f.checkpoint_bytes
+            .get_or_create(&labels)
+            .set(last.bytes as f64);
+        let commit = j.metrics().last_commit_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        f.commit_seconds.get_or_create(&labels).set(commit);
     }
 }
 

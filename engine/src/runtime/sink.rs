@@ -57,7 +57,7 @@ pub async fn run_sink(
         let m = tokio::select! {
             biased;
             id = next_commit(&mut commits) => {
-                commit(sink.as_mut(), &mut commits, id).await?;
+                commit(sink.as_mut(), &mut commits, id, &metrics).await?;
                 continue;
             }
             m = input.recv() => m,
@@ -83,7 +83,7 @@ pub async fn run_sink(
                         return Ok(()); // the job stopped before its final checkpoint
                     }
                     let id = *c.rx.borrow();
-                    commit(sink.as_mut(), &mut commits, id).await?;
+                    commit(sink.as_mut(), &mut commits, id, &metrics).await?;
                 }
                 return sink.finish().await;
             }
@@ -112,10 +112,18 @@ async fn pre_commit(sink: &mut dyn Sink, c: &SinkCheckpoint, id: u64) -> Result<
     }
 }
 
-async fn commit(sink: &mut dyn Sink, commits: &mut Option<Commits>, id: u64) -> Result<()> {
+async fn commit(
+    sink: &mut dyn Sink,
+    commits: &mut Option<Commits>,
+    id: u64,
+    metrics: &JobMetrics,
+) -> Result<()> {
     if let Some(c) = commits.as_mut() {
         if id > c.done {
+            let started = std::time::Instant::now();
             sink.commit(id).await?;
+            let ns = started.elapsed().as_nanos() as u64;
+            metrics.last_commit_ns.store(ns, Ordering::Relaxed);
             c.done = id;
         }
     }
