@@ -123,6 +123,12 @@ async fn metrics_count_dead_letters_and_late_rows() {
     assert_eq!(late as u64, job.late_rows());
     let src = sample(&text, "weir_source_records_total", "source=\"t\"").expect(&text);
     assert_eq!(src, 4.0, "{text}");
+    let bytes = sample(&text, "weir_source_bytes_total", "job=").expect(&text);
+    let file_len = std::fs::metadata(dir.join("in.jsonl")).unwrap().len();
+    assert_eq!(
+        bytes, file_len as f64,
+        "every byte of the file is counted once: {text}"
+    );
     assert!(text.contains("weir_job_running{job=") && text.ends_with("# EOF\n"));
     // The SQL system tables show the same numbers.
     let rows = system(

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 pub struct JobMetrics {
     /// Rows read by the sources.
     pub rows_in: AtomicU64,
+    /// Bytes the sources read (record values / file bytes), counted per batch.
+    pub bytes_in: AtomicU64,
     /// Rows written by the sinks or delivered to a [`crate::QueryStream`].
     pub rows_out: AtomicU64,
     /// Rows dropped because they arrived after their windows fired.
@@ -30,6 +32,7 @@ impl Default for JobMetrics {
     fn default() -> Self {
         Self {
             rows_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
             rows_out: AtomicU64::new(0),
             late_rows: AtomicU64::new(0),
             spilled_windows: AtomicU64::new(0),

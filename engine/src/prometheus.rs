@@ -25,6 +25,7 @@ type Gauges = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
 #[derive(Default)]
 struct Families {
     source_records: Counters,
+    source_bytes: Counters,
     dead_letters: Counters,
     late_rows: Counters,
     rows_in: Counters,
@@ -193,6 +194,11 @@ fn register(r: &mut Registry, f: Families) {
         f.commit_seconds,
     );
     r.register(
+        "weir_source_bytes",
+        "Bytes the job's sources read",
+        f.source_bytes,
+    );
+    r.register(
         "weir_job_uptime_seconds",
         "Seconds since the job started",
         f.uptime,
@@ -210,6 +216,10 @@ fn record_job(f: &Families, j: &JobHandle) {
     f.uptime.get_or_create(&l(&[("job", &job)])).set(uptime);
     let running = f64::from(u8::from(j.status() == JobStatus::Running));
     f.running.get_or_create(&l(&[("job", &job)])).set(running);
+    let bytes = JobMetrics::get(&j.metrics().bytes_in);
+    f.source_bytes
+        .get_or_create(&l(&[("job", &job)]))
+        .inc_by(bytes);
     let late = JobMetrics::get(&j.metrics().late_rows);
     f.late_rows
         .get_or_create(&l(&[("job", &job), ("operator", "windows")]))

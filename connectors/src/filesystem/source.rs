@@ -169,6 +169,7 @@ impl FileSource {
                 .map_err(|e| EngineError::connector(NAME, format!("{}: {e}", file.name)))?;
             let first_line = file.line;
             file.consume(segment.len, segment.lines);
+            JobMetrics::add(&self.ctx.metrics.bytes_in, segment.len);
             for bad in segment.decoded.bad {
                 let position = format!("{}:{}", file.name, first_line + bad.index as u64);
                 let record = BadRecord {

@@ -397,6 +397,7 @@ impl KafkaSource {
     /// `'format' = 'raw'`: each value, byte for byte, is the one column.
     fn decode_raw(&mut self, region: &[u8], meta: &[LineMeta]) -> Result<SourceEvent> {
         self.emitted += meta.len() as u64;
+        JobMetrics::add(&self.ctx.metrics.bytes_in, region.len());
         if meta.is_empty() {
             return Ok(SourceEvent::Idle);
         }
@@ -418,6 +419,7 @@ impl KafkaSource {
 
     /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
     fn decode(&mut self, region: Vec<u8>, meta: Vec<LineMeta>) -> Result<SourceEvent> {
+        JobMetrics::add(&self.ctx.metrics.bytes_in, region.len());
         let mut batches = Vec::new();
         let mut row_lines = Vec::with_capacity(meta.len());
         let (mut pos, mut line) = (0usize, 0usize);
