@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::array::{Array, ArrayRef, StringArray, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::compute::kernels::cmp::distinct;
+use datafusion::arrow::compute::{concat_batches, or, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -158,6 +160,15 @@ impl ChangeBuilder {
         let batch = take_record_batch(&both, &UInt32Array::from(self.rows))?;
         Ok(Some(StreamBatch::new(batch).with_kinds(self.kinds)))
     }
+}
+
+/// Rows where any column differs between `a` and `b` (same schema and length).
+pub fn changed_rows(a: &RecordBatch, b: &RecordBatch, from_col: usize) -> Result<BooleanArray> {
+    let mut acc = BooleanArray::from(vec![false; a.num_rows()]);
+    for i in from_col..a.num_columns() {
+        acc = or(&acc, &distinct(a.column(i), b.column(i))?)?;
+    }
+    Ok(acc)
 }
 
 #[cfg(test)]

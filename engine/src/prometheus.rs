@@ -210,8 +210,13 @@ fn register(r: &mut Registry, f: Families) {
     );
 }
 
+/// The `job` label: `<id>:<name>`.
+pub fn job_label(j: &JobHandle) -> String {
+    format!("{}:{}", j.id(), j.name())
+}
+
 fn record_job(f: &Families, j: &JobHandle) {
-    let job = format!("{}:{}", j.id(), j.name());
+    let job = job_label(j);
     let uptime = j.uptime().as_secs_f64();
     f.uptime.get_or_create(&l(&[("job", &job)])).set(uptime);
     let running = f64::from(u8::from(j.status() == JobStatus::Running));

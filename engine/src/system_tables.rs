@@ -72,10 +72,6 @@ fn tables(jobs: &[JobHandle]) -> Result<Vec<(&'static str, RecordBatch)>> {
     ])
 }
 
-fn job_label(j: &JobHandle) -> String {
-    format!("{}:{}", j.id(), j.name())
-}
-
 fn jobs_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     use crate::metrics::JobMetrics as M;
     let m = |f: &dyn Fn(&JobHandle) -> u64| -> ArrayRef {
@@ -141,7 +137,7 @@ fn lag_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     let (mut job, mut topic, mut part, mut lag) = (vec![], vec![], vec![], vec![]);
     for j in jobs {
         for ((t, p), l) in j.metrics().kafka_lag.lock().expect("lock").iter() {
-            job.push(job_label(j));
+            job.push(crate::prometheus::job_label(j));
             topic.push(t.clone());
             part.push(i64::from(*p));
             lag.push(*l);
@@ -167,7 +163,7 @@ fn checkpoints_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     let (mut job, mut id, mut ms, mut bytes) = (vec![], vec![], vec![], vec![]);
     for j in jobs {
         for c in j.checkpoints() {
-            job.push(job_label(j));
+            job.push(crate::prometheus::job_label(j));
             id.push(c.id);
             ms.push(c.duration.as_secs_f64() * 1e3);
             bytes.push(c.bytes);
@@ -195,7 +191,7 @@ fn dead_letters_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     for j in jobs {
         for (s, dl) in j.dead_letter_sources() {
             for r in dl.records() {
-                job.push(job_label(j));
+                job.push(crate::prometheus::job_label(j));
                 source.push(s.clone());
                 reason.push(r.reason.clone());
                 position.push(r.position.clone());

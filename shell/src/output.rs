@@ -75,17 +75,11 @@ impl Printer {
     }
 
     fn rule(&self) -> String {
-        let parts: Vec<String> = self.widths.iter().map(|w| "-".repeat(w + 2)).collect();
-        format!("+{}+", parts.join("+"))
+        rule(&self.widths)
     }
 
     fn line(&self, values: &[String]) -> String {
-        let cells: Vec<String> = values
-            .iter()
-            .zip(&self.widths)
-            .map(|(v, w)| format!(" {v:>w$} ", w = *w))
-            .collect();
-        format!("|{}|", cells.join("|"))
+        line(values, &self.widths)
     }
 
     /// Close the table (its bottom rule), or say that there were no rows.
@@ -126,6 +120,22 @@ pub fn render_error(sql: &str, e: &weir::EngineError) -> String {
     out
 }
 
+/// `+-----+---+` for columns of these widths.
+fn rule(widths: &[usize]) -> String {
+    let parts: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+    format!("+{}+", parts.join("+"))
+}
+
+/// `| a | b |`, right-aligned in columns of these widths.
+fn line(values: &[String], widths: &[usize]) -> String {
+    let cells: Vec<String> = values
+        .iter()
+        .zip(widths)
+        .map(|(v, w)| format!(" {v:>w$} ", w = *w))
+        .collect();
+    format!("|{}|", cells.join("|"))
+}
+
 /// A whole table as text: a header and rows between rules.
 pub fn render_table(names: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
@@ -134,25 +144,10 @@ pub fn render_table(names: &[String], rows: &[Vec<String>]) -> String {
             *w = (*w).max(v.chars().count());
         }
     }
-    let rule = format!(
-        "+{}+",
-        widths
-            .iter()
-            .map(|w| "-".repeat(w + 2))
-            .collect::<Vec<_>>()
-            .join("+")
-    );
-    let line = |vals: &[String]| {
-        let cells: Vec<String> = vals
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!(" {v:>w$} ", w = *w))
-            .collect();
-        format!("|{}|", cells.join("|"))
-    };
-    let mut out = format!("{rule}\n{}\n{rule}\n", line(names));
+    let rule = rule(&widths);
+    let mut out = format!("{rule}\n{}\n{rule}\n", line(names, &widths));
     for r in rows {
-        out.push_str(&line(r));
+        out.push_str(&line(r, &widths));
         out.push('\n');
     }
     out.push_str(&rule);

@@ -9,9 +9,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, Int64Array};
-use datafusion::arrow::compute::kernels::cmp::distinct;
-use datafusion::arrow::compute::or;
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -122,15 +120,6 @@ pub fn signs(batch: &StreamBatch) -> Vec<i64> {
     }
 }
 
-/// Rows where any column differs between `a` and `b` (same schema and length).
-pub fn changed_rows(a: &RecordBatch, b: &RecordBatch, from_col: usize) -> Result<BooleanArray> {
-    let mut acc = BooleanArray::from(vec![false; a.num_rows()]);
-    for i in from_col..a.num_columns() {
-        acc = or(&acc, &distinct(a.column(i), b.column(i))?)?;
-    }
-    Ok(acc)
-}
-
 impl Operator for GroupAggregateOperator {
     fn name(&self) -> &'static str {
         "GroupAggregate"
@@ -156,7 +145,7 @@ impl Operator for GroupAggregateOperator {
         }
         self.dirty = true;
         let after = self.rows_of(&touched, &keys)?;
-        let changed = changed_rows(&before, &after, self.n_keys)?;
+        let changed = crate::changelog::changed_rows(&before, &after, self.n_keys)?;
         let old = touched.len() as u32;
         let mut changes = ChangeBuilder::default();
         for (i, g) in touched.iter().enumerate() {
@@ -183,10 +172,7 @@ impl Operator for GroupAggregateOperator {
     }
 
     fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
-        crate::runtime::op_metrics::StateSize {
-            keys: self.keys.len() as u64,
-            ..Default::default()
-        }
+        self.keys.state_size()
     }
 
     /// The whole table of groups when anything changed since the last barrier: key columns,

@@ -104,6 +104,14 @@ impl KeyIndex {
         Ok((groups, touched))
     }
 
+    /// The number of keys held, for metrics.
+    pub fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+        crate::runtime::op_metrics::StateSize {
+            keys: self.len() as u64,
+            ..Default::default()
+        }
+    }
+
     /// Key columns of `groups`, in that order.
     pub fn key_columns(&self, groups: &[usize]) -> Result<Vec<ArrayRef>> {
         let mut rows = self.converter.empty_rows(groups.len(), 0);

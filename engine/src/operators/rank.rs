@@ -249,10 +249,7 @@ impl Operator for RankOperator {
     }
 
     fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
-        crate::runtime::op_metrics::StateSize {
-            keys: self.keys.len() as u64,
-            ..Default::default()
-        }
+        self.keys.state_size()
     }
 
     /// Every partition when anything changed: key columns, then each partition's entries as

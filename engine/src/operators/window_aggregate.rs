@@ -278,20 +278,16 @@ impl WindowAggregateOperator {
             }
             return Ok(());
         }
-        let rows = if self.updates.config.allowed_lateness_ns > 0 {
+        if self.updates.config.allowed_lateness_ns > 0 {
             self.late_dirty.insert(key);
-            self.current(key, &mut table)?
+            let rows = self.current(key, &mut table)?;
+            self.updates.emit(key, rows, out)?;
+            self.updates.fired(key, Some(table));
         } else {
-            self.emit(
-                key,
-                std::mem::replace(
-                    &mut table,
-                    GroupTable::new(&self.converter, self.aggs.clone())?,
-                ),
-            )?
-        };
-        self.updates.emit(key, rows, out)?;
-        self.updates.fired(key, table);
+            let rows = self.emit(key, table)?;
+            self.updates.emit(key, rows, out)?;
+            self.updates.fired(key, None);
+        }
         Ok(())
     }
 

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::group_aggregate::changed_rows;
 use super::groups::GroupTable;
-use crate::changelog::{ChangeBuilder, RowKind};
+use crate::changelog::{changed_rows, ChangeBuilder, RowKind};
 use crate::error::Result;
 use crate::message::Message;
 use weir_planner::stream_plan::EmitConfig;
@@ -100,12 +99,15 @@ impl WindowUpdates {
         Ok(())
     }
 
-    /// A fired window: keep it for late rows, or forget it.
-    pub fn fired(&mut self, key: Key, table: GroupTable) {
-        if self.config.allowed_lateness_ns > 0 {
-            self.retained.insert(key, table);
-        } else {
-            self.emitted.remove(&key);
+    /// A fired window: keep its table for late rows (`Some`), or forget it.
+    pub fn fired(&mut self, key: Key, table: Option<GroupTable>) {
+        match table {
+            Some(t) => {
+                self.retained.insert(key, t);
+            }
+            None => {
+                self.emitted.remove(&key);
+            }
         }
         self.early_dirty.remove(&key);
     }
