@@ -13,6 +13,8 @@
 //! - `chaos`: `kill -9` a checkpointing `weir run` five times; output equals a clean run's.
 //! - `stop`: SIGTERM on `weir run` takes a savepoint, exits 0, and the job resumes from it.
 //! - `observability`: `/metrics` and `/health` over HTTP, metric values equal the job's counts.
+//! - `latency`: end-to-end latency histograms, per-partition source metrics against the broker,
+//!   timestamp-unit corrections, `RUST_LOG`-filtered logs.
 //! - `shell`: the interactive shell through a real pseudo-terminal.
 //! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
@@ -28,6 +30,7 @@ mod determinism;
 mod errors;
 mod kafka;
 mod kafka_keys;
+mod latency;
 mod observability;
 mod queries;
 mod shell;

@@ -124,17 +124,19 @@ impl TimePolicy {
     }
 
     /// Convert epoch numbers and check bounds: the batch in `schema`, and the rows dropped with
-    /// their reasons (row indices of the input batch).
+    /// their reasons (row indices of the input batch). Values `auto` read in a unit other than
+    /// the column's are added to `corrections`.
     pub(crate) fn apply(
         &self,
         batch: &RecordBatch,
         schema: &SchemaRef,
+        corrections: &mut u64,
     ) -> Result<(RecordBatch, Vec<(usize, String)>), ArrowError> {
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         let mut bad: Vec<(usize, String)> = Vec::new();
         for (i, unit, tz) in &self.columns {
-            let ns = self.to_nanos(&cols[*i], &mut bad)?;
+            let ns = self.to_nanos(&cols[*i], *unit, &mut bad, corrections)?;
             self.check_bounds(&ns, now, &mut bad);
             let scaled: Int64Array = ns
                 .iter()
@@ -161,7 +163,9 @@ impl TimePolicy {
     fn to_nanos(
         &self,
         col: &ArrayRef,
+        column_unit: TimeUnit,
         bad: &mut Vec<(usize, String)>,
+        corrections: &mut u64,
     ) -> Result<Int64Array, ArrowError> {
         let from_ts = match col.data_type() {
             DataType::Timestamp(u, _) => Some(*u),
@@ -177,7 +181,11 @@ impl TimePolicy {
                 let unit = match (from_ts, self.unit) {
                     (Some(u), _) => u,
                     (None, Some(EpochUnit::Fixed(u))) => u,
-                    _ => detect_unit(v),
+                    _ => {
+                        let u = detect_unit(v);
+                        *corrections += u64::from(u != column_unit);
+                        u
+                    }
                 };
                 let ns = v.checked_mul(ns_per(unit));
                 if ns.is_none() {

@@ -48,6 +48,12 @@ pub trait Source: Send {
     fn snapshot(&mut self) -> Result<Option<String>> {
         Ok(None)
     }
+
+    /// The label of partition `id` (of [`SourceEvent::PartitionedBatch`]) in the metrics, e.g.
+    /// the Kafka partition number; `None` shows the id itself.
+    fn partition_label(&self, _id: u32) -> Option<String> {
+        None
+    }
 }
 
 /// A running sink: receives the result rows of a job.

@@ -91,12 +91,13 @@ impl DeadLetters {
         let n = self.inner.count.fetch_add(1, Ordering::Relaxed) + 1;
         if !self.inner.quiet.load(Ordering::Relaxed) {
             if n <= VERBOSE_LIMIT {
-                eprintln!(
-                    "weir: skipped bad record at {}: {}",
-                    record.position, record.reason
+                tracing::warn!(
+                    "skipped bad record at {}: {}",
+                    record.position,
+                    record.reason
                 );
             } else if n.is_multiple_of(1000) {
-                eprintln!("weir: {n} bad records skipped so far");
+                tracing::warn!("{n} bad records skipped so far");
             }
         }
         let mut kept = self.inner.kept.lock().expect("lock");

@@ -285,12 +285,13 @@ impl Engine {
         drop(g);
         let handle = JobHandle(job);
         self.lock().jobs.push(handle.clone());
+        let event_col = plan.root.event_time_column();
         let stream = if plan.updating {
             QueryStream::updating(rx, handle, plan.schema)
         } else {
             QueryStream::new(rx, handle, plan.schema)
         };
-        Ok(Output::Stream(stream))
+        Ok(Output::Stream(stream.track_latency(event_col)))
     }
 
     fn start_inserts(&self, inserts: Vec<crate::statements::PlannedInsert>) -> Result<JobHandle> {
@@ -342,17 +343,22 @@ impl Engine {
             let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, &ins.table)?;
             let sink = crate::statements::CastingSink::wrap(sink, ins.table.physical_schema());
             if !g.quiet {
-                eprintln!(
-                    "weir: sink '{}' ({}) delivers {}",
+                tracing::info!(
+                    "sink '{}' ({}) delivers {}",
                     ins.table.name,
                     factory.name(),
                     factory.guarantee(&ins.table, ck.is_some())
                 );
             }
-            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck, updating));
+            let sink = crate::runtime::sink::SinkInput {
+                sink,
+                updating,
+                name: ins.table.name.clone(),
+                event_col: ins.plan.root.event_time_column(),
+            };
+            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
         }
-        for (sink, rx, sink_ck, updating) in sinks {
-            let sink = crate::runtime::sink::SinkInput { sink, updating };
+        for (sink, rx, sink_ck) in sinks {
             job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck));
         }
         if let Some(c) = ck {
@@ -440,8 +446,8 @@ fn checkpointing(
             )));
         }
         if !g.quiet {
-            eprintln!(
-                "weir: restoring from checkpoint {} in {}",
+            tracing::info!(
+                "restoring from checkpoint {} in {}",
                 r.id,
                 config.dir.display()
             );
@@ -458,7 +464,7 @@ fn plan_error(msg: &str) -> EngineError {
 fn print_warnings(g: &Inner, plan: &StreamPlan) {
     if !g.quiet {
         for w in &plan.warnings {
-            eprintln!("weir: warning: {w}");
+            tracing::warn!("{w}");
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct StreamBatch {
     /// The changelog kind of each row ([`crate::changelog::RowKind`] as `i8`); `None` means every
     /// row is an insert (append-only streams never carry kinds).
     pub kinds: Option<ScalarBuffer<i8>>,
+    /// Wall clock (ns since the epoch) when the source read the rows this batch came from; 0
+    /// when unknown. Operators need not set it: the task running them stamps their output with
+    /// the latest ingestion time of their input (end-to-end latency metrics).
+    pub ingest_ns: i64,
 }
 
 impl StreamBatch {
@@ -39,6 +43,7 @@ impl StreamBatch {
             batch,
             row_watermarks: None,
             kinds: None,
+            ingest_ns: 0,
         }
     }
 
@@ -57,6 +62,7 @@ impl StreamBatch {
             batch,
             row_watermarks: Some(wm),
             kinds: None,
+            ingest_ns: 0,
         }
     }
 
@@ -95,6 +101,7 @@ impl StreamBatch {
             batch,
             row_watermarks,
             kinds,
+            ingest_ns: self.ingest_ns,
         })
     }
 }

@@ -26,6 +26,18 @@ pub struct JobMetrics {
     pub last_commit_ns: AtomicU64,
     /// Kafka consumer lag in records per (topic, partition), refreshed every few seconds.
     pub kafka_lag: std::sync::Mutex<std::collections::BTreeMap<(String, i32), i64>>,
+    /// Errors a sink returned (the job fails on them; counted before it does).
+    pub sink_errors: AtomicU64,
+    /// Epoch-number event times read in a unit other than the column's (`'timestamp.unit' =
+    /// 'auto'` corrected them), counted per batch.
+    pub timestamp_corrections: AtomicU64,
+    /// End-to-end latency histograms per (sink, basis); see [`crate::latency`].
+    pub latency: std::sync::Mutex<
+        std::collections::BTreeMap<
+            (String, crate::latency::Basis),
+            crate::latency::LatencyHistogram,
+        >,
+    >,
 }
 
 impl Default for JobMetrics {
@@ -41,6 +53,9 @@ impl Default for JobMetrics {
             watermark: AtomicI64::new(i64::MIN),
             kafka_lag: Default::default(),
             last_commit_ns: AtomicU64::new(0),
+            timestamp_corrections: AtomicU64::new(0),
+            sink_errors: AtomicU64::new(0),
+            latency: Default::default(),
         }
     }
 }

@@ -8,18 +8,45 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+use crate::latency::{Basis, LatencyHistogram, BUCKETS};
 
 use crate::metrics::JobMetrics;
 use crate::runtime::job::JobStatus;
+use crate::runtime::op_metrics::OperatorMetrics;
 use crate::stream::JobHandle;
 
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+type Histograms = Family<Labels, Hist>;
+
+/// A latency histogram copied out of the job's metrics for one scrape.
+#[derive(Debug, Default)]
+struct Hist(std::sync::Mutex<LatencyHistogram>);
+
+impl TypedMetric for Hist {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Hist {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = self.0.lock().expect("lock");
+        let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(h.counts).collect();
+        buckets.push((f64::MAX, h.counts[BUCKETS.len()]));
+        encoder.encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// The metric families of one scrape.
 #[derive(Default)]
@@ -43,6 +70,16 @@ struct Families {
     state_bytes: Gauges,
     kafka_lag: Gauges,
     running: Gauges,
+    source_watermark: Gauges,
+    partition_idle: Gauges,
+    end_to_end: Histograms,
+    ingestion_latency: Histograms,
+    timestamp_corrections: Counters,
+    checkpoint_failures: Counters,
+    queue_fill: Gauges,
+    sink_rows: Counters,
+    sink_errors: Counters,
+    decode_error_ratio: Gauges,
 }
 
 fn l(pairs: &[(&str, &str)]) -> Labels {
@@ -112,102 +149,168 @@ fn register_process(r: &mut Registry) {
     r.register("weir_build_info", "The running version", info);
 }
 
+/// Register every family under its name and help text.
 fn register(r: &mut Registry, f: Families) {
-    r.register(
-        "weir_source_records",
-        "Records read by a source",
-        f.source_records,
-    );
-    r.register(
-        "weir_dead_letters",
-        "Records rejected by a source, by reason",
-        f.dead_letters,
-    );
-    r.register(
-        "weir_late_rows",
-        "Rows dropped because their windows had fired",
-        f.late_rows,
-    );
-    r.register(
-        "weir_operator_rows_in",
-        "Rows an operator received",
-        f.rows_in,
-    );
-    r.register(
-        "weir_operator_rows_out",
-        "Rows an operator sent downstream",
-        f.rows_out,
-    );
-    r.register(
-        "weir_operator_busy_ratio",
-        "Share of the job's uptime an operator was processing",
-        f.busy,
-    );
-    r.register(
-        "weir_backpressured_ratio",
-        "Share of the job's uptime an operator waited on a full output channel",
-        f.backpressured,
-    );
-    r.register(
-        "weir_watermark_lag_seconds",
-        "Wall clock minus the watermark at the sinks",
-        f.watermark_lag,
-    );
-    r.register(
-        "weir_checkpoint_duration_seconds",
-        "Duration of the last completed checkpoint",
-        f.checkpoint_duration,
-    );
-    r.register(
-        "weir_last_checkpoint_age_seconds",
-        "Seconds since the last completed checkpoint",
-        f.checkpoint_age,
-    );
-    r.register(
-        "weir_kafka_consumer_lag_records",
-        "Log end offset minus the source's position, per partition",
-        f.kafka_lag,
-    );
-    r.register(
-        "weir_open_windows",
-        "Windows an operator holds open",
-        f.open_windows,
-    );
-    r.register(
-        "weir_state_keys",
-        "Keys (or window groups) an operator holds",
-        f.state_keys,
-    );
-    r.register(
-        "weir_state_bytes",
-        "Approximate bytes of operator state in memory",
-        f.state_bytes,
-    );
-    r.register(
-        "weir_checkpoint_size_bytes",
-        "Size of the last completed checkpoint",
-        f.checkpoint_bytes,
-    );
-    r.register(
-        "weir_sink_commit_seconds",
-        "Duration of the sinks' last commit",
-        f.commit_seconds,
-    );
-    r.register(
-        "weir_source_bytes",
-        "Bytes the job's sources read",
-        f.source_bytes,
-    );
-    r.register(
-        "weir_job_uptime_seconds",
-        "Seconds since the job started",
-        f.uptime,
-    );
-    r.register(
-        "weir_job_running",
-        "1 while the job runs, 0 once it finished, failed or was stopped",
-        f.running,
-    );
+    let counters: [(&str, &str, &Counters); 10] = [
+        (
+            "weir_source_records",
+            "Records read by a source",
+            &f.source_records,
+        ),
+        (
+            "weir_dead_letters",
+            "Records rejected by a source, by reason",
+            &f.dead_letters,
+        ),
+        (
+            "weir_late_rows",
+            "Rows dropped because their windows had fired",
+            &f.late_rows,
+        ),
+        (
+            "weir_operator_rows_in",
+            "Rows an operator received",
+            &f.rows_in,
+        ),
+        (
+            "weir_operator_rows_out",
+            "Rows an operator sent downstream",
+            &f.rows_out,
+        ),
+        (
+            "weir_source_bytes",
+            "Bytes the job's sources read",
+            &f.source_bytes,
+        ),
+        (
+            "weir_timestamp_unit_corrections",
+            "Epoch event times read in another unit than the column's ('timestamp.unit' = 'auto')",
+            &f.timestamp_corrections,
+        ),
+        (
+            "weir_checkpoint_failures",
+            "Checkpoints that failed or timed out",
+            &f.checkpoint_failures,
+        ),
+        (
+            "weir_sink_rows",
+            "Rows the job's sinks received",
+            &f.sink_rows,
+        ),
+        (
+            "weir_sink_errors",
+            "Errors returned by the job's sinks",
+            &f.sink_errors,
+        ),
+    ];
+    for (name, help, m) in counters {
+        r.register(name, help, m.clone());
+    }
+    let gauges: [(&str, &str, &Gauges); 17] = [
+        (
+            "weir_operator_busy_ratio",
+            "Share of the job's uptime an operator was processing",
+            &f.busy,
+        ),
+        (
+            "weir_backpressured_ratio",
+            "Share of the job's uptime an operator waited on a full output channel",
+            &f.backpressured,
+        ),
+        (
+            "weir_watermark_lag_seconds",
+            "Wall clock minus the watermark at the sinks",
+            &f.watermark_lag,
+        ),
+        (
+            "weir_checkpoint_duration_seconds",
+            "Duration of the last completed checkpoint",
+            &f.checkpoint_duration,
+        ),
+        (
+            "weir_last_checkpoint_age_seconds",
+            "Seconds since the last completed checkpoint",
+            &f.checkpoint_age,
+        ),
+        (
+            "weir_kafka_consumer_lag_records",
+            "Log end offset minus the source's position, per partition",
+            &f.kafka_lag,
+        ),
+        (
+            "weir_open_windows",
+            "Windows an operator holds open",
+            &f.open_windows,
+        ),
+        (
+            "weir_state_keys",
+            "Keys (or window groups) an operator holds",
+            &f.state_keys,
+        ),
+        (
+            "weir_state_bytes",
+            "Approximate bytes of operator state in memory",
+            &f.state_bytes,
+        ),
+        (
+            "weir_checkpoint_size_bytes",
+            "Size of the last completed checkpoint",
+            &f.checkpoint_bytes,
+        ),
+        (
+            "weir_sink_commit_seconds",
+            "Duration of the sinks' last commit",
+            &f.commit_seconds,
+        ),
+        (
+            "weir_job_uptime_seconds",
+            "Seconds since the job started",
+            &f.uptime,
+        ),
+        (
+            "weir_job_running",
+            "1 while the job runs, 0 once it finished, failed or was stopped",
+            &f.running,
+        ),
+        (
+            "weir_source_watermark_seconds",
+            "A source partition's watermark (event time, seconds since the epoch)",
+            &f.source_watermark,
+        ),
+        (
+            "weir_source_partition_idle",
+            "1 while a source partition is idle and does not hold the watermark back",
+            &f.partition_idle,
+        ),
+        (
+            "weir_channel_fill_ratio",
+            "Messages waiting in an operator's output channel, as a share of its capacity",
+            &f.queue_fill,
+        ),
+        (
+            "weir_decode_error_ratio",
+            "Dead letters as a share of all records a source read, since the job started",
+            &f.decode_error_ratio,
+        ),
+    ];
+    for (name, help, m) in gauges {
+        r.register(name, help, m.clone());
+    }
+    let histograms: [(&str, &str, &Histograms); 2] = [
+        (
+            "weir_end_to_end_latency_seconds",
+            "Wall clock when a row became visible at the sink minus its event time",
+            &f.end_to_end,
+        ),
+        (
+            "weir_ingestion_latency_seconds",
+            "Wall clock when a row became visible at the sink minus when the source read it",
+            &f.ingestion_latency,
+        ),
+    ];
+    for (name, help, m) in histograms {
+        r.register(name, help, m.clone());
+    }
 }
 
 /// The `job` label: `<id>:<name>`.
@@ -233,11 +336,11 @@ fn record_job(f: &Families, j: &JobHandle) {
         let op = format!("{}:{}", m.node, m.name);
         let labels = l(&[("job", &job), ("operator", &op)]);
         if let Some(table) = m.name.strip_prefix("source ") {
-            let rows = m.rows_out.load(Ordering::Relaxed);
-            f.source_records
-                .get_or_create(&l(&[("job", &job), ("source", table)]))
-                .inc_by(rows);
+            record_partitions(f, &job, table, &m);
         }
+        let queued = m.queued.load(Ordering::Relaxed) as f64;
+        let capacity = crate::runtime::job::CHANNEL_CAPACITY as f64;
+        f.queue_fill.get_or_create(&labels).set(queued / capacity);
         f.rows_in
             .get_or_create(&labels)
             .inc_by(m.rows_in.load(Ordering::Relaxed));
@@ -269,6 +372,7 @@ fn record_job(f: &Families, j: &JobHandle) {
         }
     }
     record_dead_letters(f, j, &job);
+    record_quality(f, j, &job);
     for ((topic, partition), lag) in j.metrics().kafka_lag.lock().expect("lock").iter() {
         let labels = l(&[
             ("job", &job),
@@ -301,6 +405,69 @@ fn record_job(f: &Families, j: &JobHandle) {
             .set(last.bytes as f64);
         let commit = j.metrics().last_commit_ns.load(Ordering::Relaxed) as f64 / 1e9;
         f.commit_seconds.get_or_create(&labels).set(commit);
+    }
+}
+
+/// Records, watermark and idleness of each partition of a source.
+fn record_partitions(f: &Families, job: &str, source: &str, m: &OperatorMetrics) {
+    for p in m.partitions.lock().expect("lock").values() {
+        let labels = l(&[("job", job), ("source", source), ("partition", &p.label)]);
+        f.source_records.get_or_create(&labels).inc_by(p.records);
+        if p.watermark != i64::MIN && p.watermark != i64::MAX {
+            f.source_watermark
+                .get_or_create(&labels)
+                .set(p.watermark as f64 / 1e9);
+        }
+        if !p.ended {
+            let idle = f64::from(u8::from(p.idle));
+            f.partition_idle.get_or_create(&labels).set(idle);
+        }
+    }
+}
+
+/// Latency histograms, sink rows and errors, timestamp corrections, checkpoint failures and
+/// the decode error ratio.
+fn record_quality(f: &Families, j: &JobHandle, job: &str) {
+    let m = j.metrics();
+    for ((sink, basis), h) in m.latency.lock().expect("lock").iter() {
+        let family = match basis {
+            Basis::EventTime => &f.end_to_end,
+            Basis::Ingestion => &f.ingestion_latency,
+        };
+        let labels = l(&[("job", job), ("sink", sink)]);
+        *family.get_or_create(&labels).0.lock().expect("lock") = h.clone();
+    }
+    let job_only = l(&[("job", job)]);
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    f.sink_rows
+        .get_or_create(&job_only)
+        .inc_by(get(&m.rows_out));
+    f.sink_errors
+        .get_or_create(&job_only)
+        .inc_by(get(&m.sink_errors));
+    f.timestamp_corrections
+        .get_or_create(&job_only)
+        .inc_by(get(&m.timestamp_corrections));
+    if j.has_checkpointing() {
+        f.checkpoint_failures
+            .get_or_create(&job_only)
+            .inc_by(j.checkpoint_failures());
+    }
+    let records: std::collections::BTreeMap<String, u64> = j
+        .operator_metrics()
+        .iter()
+        .filter_map(|m| {
+            let table = m.name.strip_prefix("source ")?;
+            Some((table.to_string(), m.rows_out.load(Ordering::Relaxed)))
+        })
+        .collect();
+    for (source, dl) in j.dead_letter_sources() {
+        let bad = dl.count() as f64;
+        let all = bad + records.get(&source).copied().unwrap_or(0) as f64;
+        let ratio = if all > 0.0 { bad / all } else { 0.0 };
+        f.decode_error_ratio
+            .get_or_create(&l(&[("job", job), ("source", &source)]))
+            .set(ratio);
     }
 }
 

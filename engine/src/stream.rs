@@ -82,6 +82,11 @@ impl JobHandle {
         (id > 0).then_some(id)
     }
 
+    /// Checkpoints that failed or timed out (0 without checkpoints).
+    pub fn checkpoint_failures(&self) -> u64 {
+        self.0.checkpointing().map_or(0, |c| c.failures())
+    }
+
     /// The job's recent complete checkpoints (empty without checkpoints).
     pub fn checkpoints(&self) -> Vec<crate::checkpoint::CheckpointStats> {
         self.0
@@ -144,6 +149,8 @@ pub struct QueryStream {
     closing: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     /// The query's result is a changelog: batches carry an `op` column first.
     updating: bool,
+    /// End-to-end latency of the delivered rows (sink `query`).
+    latency: Option<crate::latency::LatencyRecorder>,
 }
 
 impl QueryStream {
@@ -155,7 +162,17 @@ impl QueryStream {
             ended: false,
             closing: None,
             updating: false,
+            latency: None,
         }
+    }
+
+    /// Measure the end-to-end latency of delivered rows (their event time in `event_col`).
+    pub(crate) fn track_latency(mut self, event_col: Option<(usize, i64)>) -> Self {
+        let metrics = self.job.0.metrics.clone();
+        self.latency = Some(crate::latency::LatencyRecorder::new(
+            metrics, "query", event_col,
+        ));
+        self
     }
 
     /// A stream of an updating query: `schema` is the query's, and batches get an `op` column.
@@ -228,6 +245,10 @@ impl Stream for QueryStream {
                 }
                 Poll::Ready(Some(Message::Batch(b))) => {
                     JobMetrics::add(&self.job.0.metrics.rows_out, b.num_rows());
+                    if let Some(l) = self.latency.as_mut() {
+                        l.written(&b);
+                        l.visible();
+                    }
                     if self.updating {
                         return Poll::Ready(Some(crate::changelog::to_output(b, &self.schema)));
                     }

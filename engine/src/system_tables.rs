@@ -105,20 +105,7 @@ fn jobs_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
 
 /// `name{labels} value` lines of the Prometheus text as rows.
 fn metrics_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
-    let text = crate::prometheus::render(jobs);
-    let (mut names, mut labels, mut values) = (vec![], vec![], vec![]);
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (name, l) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        names.push(name.to_string());
-        labels.push(l.to_string());
-        values.push(value.parse::<f64>().unwrap_or(f64::NAN));
-    }
+    let samples = crate::samples::samples(jobs);
     batch(
         vec![
             ("metric", DataType::Utf8),
@@ -126,9 +113,11 @@ fn metrics_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
             ("value", DataType::Float64),
         ],
         vec![
-            strings(names),
-            strings(labels),
-            Arc::new(Float64Array::from(values)),
+            strings(samples.iter().map(|s| s.name.clone()).collect()),
+            strings(samples.iter().map(|s| s.labels.clone()).collect()),
+            Arc::new(Float64Array::from_iter_values(
+                samples.iter().map(|s| s.value),
+            )),
         ],
     )
 }

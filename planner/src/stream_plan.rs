@@ -219,6 +219,62 @@ impl StreamNode {
         }
     }
 
+    /// Where each output row's event time can be read, best first: (column, ns to add). The
+    /// source's rowtime carried through filters and projections, or a window result's end
+    /// (`window_time` + 1 ms, `window_end`, or `window_start` + size for tumble and hop).
+    /// End-to-end latency is measured from it; empty when the rows have no event time.
+    pub fn event_time_columns(&self) -> Vec<(usize, i64)> {
+        use crate::window::WindowKind;
+        use datafusion::physical_expr::expressions::Column;
+        match self {
+            StreamNode::Source(s) => s
+                .watermark
+                .as_ref()
+                .and_then(|(_, rowtime)| s.projection.iter().position(|c| c == rowtime))
+                .map(|i| vec![(i, 0)])
+                .unwrap_or_default(),
+            StreamNode::Filter { input, .. } => input.event_time_columns(),
+            StreamNode::WindowAssign(w) => w.input.event_time_columns(),
+            StreamNode::Rank(r) => r.input.event_time_columns(),
+            StreamNode::Project { input, exprs, .. } => {
+                let mut out = Vec::new();
+                for (t, off) in input.event_time_columns() {
+                    let found = exprs
+                        .iter()
+                        .position(|e| e.downcast_ref::<Column>().is_some_and(|c| c.index() == t));
+                    out.extend(found.map(|i| (i, off)));
+                }
+                out
+            }
+            StreamNode::WindowAggregate(a) => {
+                let mut v: Vec<(usize, i64)> =
+                    a.window_time.map(|t| (t, 1_000_000)).into_iter().collect();
+                v.push((a.window_end, 0));
+                if let WindowKind::Tumble { size } | WindowKind::Hop { size, .. } = a.spec.kind {
+                    v.push((a.window_start, size));
+                }
+                v
+            }
+            StreamNode::GroupAggregate(_) => vec![],
+            StreamNode::Union { inputs, .. } => {
+                let Some(first) = inputs.first() else {
+                    return vec![];
+                };
+                let mut common = first.event_time_columns();
+                for i in &inputs[1..] {
+                    let theirs = i.event_time_columns();
+                    common.retain(|c| theirs.contains(c));
+                }
+                common
+            }
+        }
+    }
+
+    /// The best of [`StreamNode::event_time_columns`].
+    pub fn event_time_column(&self) -> Option<(usize, i64)> {
+        self.event_time_columns().into_iter().next()
+    }
+
     /// True when the node's output is a changelog (rows may be updated or deleted later).
     pub fn is_updating(&self) -> bool {
         match self {

@@ -2,6 +2,7 @@
 
 mod helper;
 mod live;
+mod logging;
 mod metrics_server;
 mod output;
 mod progress;
@@ -38,6 +39,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    logging::init(matches!(&cli.command, Some(Command::Run(a)) if a.quiet));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,12 +4,11 @@
 //! once a second, and off with `--quiet` or when stderr is not a terminal.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weir::engine_metrics::{format_watermark, get};
+use weir::engine_metrics::{format_watermark, max_where, samples, sum};
 
 pub struct Progress {
     stop: oneshot::Sender<()>,
@@ -48,29 +47,36 @@ pub async fn stop(p: Option<Progress>) {
     }
 }
 
-/// One line over all jobs; `last_in` carries the input count of the previous second.
+/// One line over all jobs, from the samples `/metrics` serves; `last_in` carries the input
+/// count of the previous second.
 pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
-    let (mut rows_in, mut rows_out, mut late, mut bad) = (0, 0, 0, 0);
-    let mut wm = i64::MAX;
-    for j in jobs {
-        let m = j.metrics();
-        rows_in += get(&m.rows_in);
-        rows_out += get(&m.rows_out);
-        late += j.late_rows();
-        bad += j.bad_records();
-        wm = wm.min(m.watermark.load(Ordering::Relaxed));
-    }
+    let s = samples(jobs);
+    let rows_in = sum(&s, "weir_source_records_total") as u64;
+    let rows_out = sum(&s, "weir_sink_rows_total") as u64;
+    let late = sum(&s, "weir_late_rows_total") as u64;
+    let bad = sum(&s, "weir_dead_letters_total") as u64;
     let rate = rows_in.saturating_sub(*last_in);
     *last_in = rows_in;
-    let lag = if wm == i64::MIN || wm == i64::MAX {
-        "-".to_string()
-    } else {
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        format!("{:.1}s", (now - wm) as f64 / 1e9)
+    let wm_lag = max_where(&s, "weir_watermark_lag_seconds", |x| {
+        x.label("operator").as_deref() == Some("sink")
+    });
+    let (wm, lag) = match wm_lag {
+        Some(lag) => {
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            (now - (lag * 1e9) as i64, format!("{lag:.1}s"))
+        }
+        None => (i64::MIN, "-".to_string()),
     };
-    format!(
+    let mut line = format!(
         "[weir] in {rate} rows/s | {rows_in} in, {rows_out} out | watermark {} (lag {lag}) | \
          {late} late | {bad} dead letters",
         format_watermark(wm)
-    )
+    );
+    if s.iter()
+        .any(|x| x.name == "weir_kafka_consumer_lag_records")
+    {
+        let kafka = sum(&s, "weir_kafka_consumer_lag_records") as u64;
+        line.push_str(&format!(" | kafka lag {kafka}"));
+    }
+    line
 }

@@ -13,7 +13,7 @@ pub struct RunArgs {
     format: Format,
     /// Print nothing but results.
     #[arg(long, short)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Override a SET option: --set key=value.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,

@@ -174,6 +174,17 @@ impl Source for KafkaSource {
         }
         Ok(Some(serde_json::to_string(&positions).map_err(kafka_err)?))
     }
+
+    /// The Kafka partition number (`topic/partition` when the source reads several topics).
+    fn partition_label(&self, id: u32) -> Option<String> {
+        let p = self.parts.get(id as usize)?;
+        let one_topic = self.parts.iter().all(|q| q.topic == p.topic);
+        Some(if one_topic {
+            p.partition.to_string()
+        } else {
+            format!("{}/{}", p.topic, p.partition)
+        })
+    }
 }
 
 /// Positions saved by [`KafkaSource::snapshot`].
@@ -223,7 +234,7 @@ impl KafkaSource {
                 Ok(()) => return Ok(()),
                 Err(Retry::Fatal(e)) => return Err(e),
                 Err(Retry::Again(msg)) => {
-                    eprintln!("weir: kafka: {msg}; retrying in {backoff:?}");
+                    tracing::warn!(table = %self.ctx.table.name, "kafka: {msg}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -464,7 +475,14 @@ impl KafkaSource {
         let Some(policy) = &self.time_policy else {
             return Ok(batch);
         };
-        let (batch, bad) = policy.apply(&batch, &self.ctx.schema).map_err(kafka_err)?;
+        let mut corrections = 0;
+        let (batch, bad) = policy
+            .apply(&batch, &self.ctx.schema, &mut corrections)
+            .map_err(kafka_err)?;
+        JobMetrics::add(
+            &self.ctx.metrics.timestamp_corrections,
+            corrections as usize,
+        );
         for (row, reason) in &bad {
             let m = &meta[row_lines[*row]];
             let end = meta

@@ -77,7 +77,11 @@ impl Coordinator {
     fn on_tick(&mut self) {
         if let Some(id) = self.tracker.expired(Instant::now()) {
             self.tracker.fail(id);
-            eprintln!("weir: checkpoint {id} timed out and was abandoned");
+            self.ck.count_failure();
+            tracing::warn!(
+                checkpoint = id,
+                "checkpoint {id} timed out and was abandoned"
+            );
         }
         if self.wanted.is_none() {
             self.start(TriggerKind::Periodic);
@@ -120,7 +124,9 @@ impl Coordinator {
                     });
                     self.ck.mark_committed(c.id);
                     if !self.quiet && self.kind == TriggerKind::Stop {
-                        eprintln!("weir: savepoint {} written", c.id);
+                        tracing::info!(checkpoint = c.id, "savepoint {} written", c.id);
+                    } else {
+                        tracing::debug!(checkpoint = c.id, "checkpoint {} complete", c.id);
                     }
                     if self.kind != TriggerKind::Periodic {
                         return Ok(true);
@@ -132,7 +138,8 @@ impl Coordinator {
             }
             Event::Failed { id, task, error } => {
                 if self.tracker.fail(id) {
-                    eprintln!("weir: checkpoint {id} failed in {task}: {error}");
+                    self.ck.count_failure();
+                    tracing::warn!(checkpoint = id, %task, "checkpoint {id} failed in {task}: {error}");
                 }
             }
             Event::SourceEnded(name) => {

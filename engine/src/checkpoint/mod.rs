@@ -130,6 +130,7 @@ pub struct Checkpointing {
     participants: Mutex<Vec<String>>,
     next_task: AtomicU32,
     stats: Mutex<Vec<CheckpointStats>>,
+    failures: std::sync::atomic::AtomicU64,
 }
 
 impl Checkpointing {
@@ -152,12 +153,23 @@ impl Checkpointing {
             participants: Mutex::new(Vec::new()),
             next_task: AtomicU32::new(0),
             stats: Mutex::new(Vec::new()),
+            failures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// The job's recent complete checkpoints (the last 100), oldest first.
     pub fn stats(&self) -> Vec<CheckpointStats> {
         self.stats.lock().expect("lock").clone()
+    }
+
+    /// Checkpoints that failed or timed out since the job started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_failure(&self) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn record(&self, s: CheckpointStats) {

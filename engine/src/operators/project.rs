@@ -53,6 +53,7 @@ impl Operator for ProjectOperator {
             batch: projected,
             row_watermarks: batch.row_watermarks,
             kinds: batch.kinds,
+            ingest_ns: batch.ingest_ns,
         }));
         Ok(())
     }

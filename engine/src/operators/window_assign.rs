@@ -123,6 +123,7 @@ impl WindowAssignOperator {
             batch: out,
             row_watermarks,
             kinds: None,
+            ingest_ns: batch.ingest_ns,
         })
     }
 }

@@ -355,11 +355,14 @@ pub async fn run_operator(
     metrics: Arc<OperatorMetrics>,
 ) -> Result<()> {
     let mut out = Vec::new();
+    // The latest ingestion time among the input batches, stamped on the outputs.
+    let mut ingest_ns = 0;
     while let Some(m) = input.recv().await {
         let end = matches!(m, Message::EndOfStream);
         let started = std::time::Instant::now();
         match m {
             Message::Batch(b) => {
+                ingest_ns = ingest_ns.max(b.ingest_ns);
                 OperatorMetrics::add(&metrics.rows_in, b.num_rows());
                 op.process_batch(b, &mut out)?
             }
@@ -384,15 +387,19 @@ pub async fn run_operator(
         if op.is_stateful() {
             metrics.set_state(op.state_size());
         }
-        for m in out.drain(..) {
-            if let Message::Batch(b) = &m {
+        for mut m in out.drain(..) {
+            if let Message::Batch(b) = &mut m {
                 OperatorMetrics::add(&metrics.rows_out, b.num_rows());
+                if b.ingest_ns == 0 {
+                    b.ingest_ns = ingest_ns;
+                }
             }
             let waiting = std::time::Instant::now();
             if tx.send(m).await.is_err() {
                 return Ok(());
             }
             OperatorMetrics::add_time(&metrics.blocked_ns, waiting);
+            metrics.note_queue(&tx);
         }
         if end {
             break;

@@ -75,7 +75,7 @@ fn check(job: &JobShared, above: bool, was_above: &mut bool, msg: String, quiet:
     if above && !*was_above {
         let line = format!("job {}: {msg}", job.id);
         if !quiet {
-            eprintln!("weir: warning: {line}");
+            tracing::warn!(job = job.id, "{line}");
         }
         job.warnings.lock().expect("lock").push(line);
     }

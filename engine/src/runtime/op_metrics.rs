@@ -3,8 +3,9 @@
 //! numbered in the plan's pre-order, the order EXPLAIN prints them, so EXPLAIN ANALYZE can put
 //! each task's numbers beside its line.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The counters of one task (source, operator or union).
@@ -30,6 +31,25 @@ pub struct OperatorMetrics {
     pub state_keys: AtomicU64,
     /// Approximate bytes of state held in memory.
     pub state_bytes: AtomicU64,
+    /// Messages waiting in the output channel after the last send (channel fill).
+    pub queued: AtomicU64,
+    /// Per source partition: records, watermark, idleness (sources only).
+    pub partitions: Mutex<BTreeMap<u32, PartitionStat>>,
+}
+
+/// One partition of a source, as the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStat {
+    /// The partition's label (`3` for Kafka partition 3; `0` for an unpartitioned source).
+    pub label: String,
+    /// Records read from it.
+    pub records: u64,
+    /// Its watermark (ns; `i64::MIN` before the first).
+    pub watermark: i64,
+    /// It produced nothing for `scan.watermark.idle-timeout` and no longer holds the watermark.
+    pub idle: bool,
+    /// It has no more data (a bounded read reached its end).
+    pub ended: bool,
 }
 
 /// How much state an operator holds, as reported by [`crate::operator::Operator::state_size`].
@@ -57,6 +77,8 @@ impl OperatorMetrics {
             open_windows: AtomicU64::new(0),
             state_keys: AtomicU64::new(0),
             state_bytes: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            partitions: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -65,6 +87,12 @@ impl OperatorMetrics {
         self.open_windows.store(s.open_windows, Ordering::Relaxed);
         self.state_keys.store(s.keys, Ordering::Relaxed);
         self.state_bytes.store(s.bytes, Ordering::Relaxed);
+    }
+
+    /// Record how full the output channel `tx` is (once per message sent).
+    pub fn note_queue<T>(&self, tx: &tokio::sync::mpsc::Sender<T>) {
+        let queued = tx.max_capacity() - tx.capacity();
+        self.queued.store(queued as u64, Ordering::Relaxed);
     }
 
     /// Add the time since `start` to a counter.

@@ -93,6 +93,14 @@ impl PartitionWatermarks {
         }
     }
 
+    /// (id, watermark, idle, ended) of every partition.
+    pub fn status(&self, now: Instant) -> Vec<(u32, i64, bool, bool)> {
+        self.parts
+            .iter()
+            .map(|(id, p)| (*id, p.watermark, !p.ended && self.is_idle(p, now), p.ended))
+            .collect()
+    }
+
     fn is_idle(&self, p: &Partition, now: Instant) -> bool {
         self.idle_timeout
             .is_some_and(|t| now.duration_since(p.last_active) >= t)

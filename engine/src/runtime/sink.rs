@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use crate::checkpoint::{Checkpointing, Event};
 use crate::connector::Sink;
 use crate::error::Result;
+use crate::latency::LatencyRecorder;
 use crate::message::Message;
 use crate::metrics::JobMetrics;
 
@@ -37,16 +38,39 @@ pub struct SinkInput {
     pub sink: Box<dyn Sink>,
     /// The input is a changelog (rows reach the sink with an `op` column first).
     pub updating: bool,
+    /// The sink table's name (the `sink` label of its metrics).
+    pub name: String,
+    /// The input column holding each row's event time, if the rows have one.
+    pub event_col: Option<(usize, i64)>,
 }
 
-/// Write a stream into a connector sink until it ends.
+/// Write a stream into a connector sink until it ends; a failure counts as a sink error.
 pub async fn run_sink(
     input_sink: SinkInput,
     mut input: mpsc::Receiver<Message>,
     metrics: Arc<JobMetrics>,
     ck: Option<SinkCheckpoint>,
 ) -> Result<()> {
-    let SinkInput { mut sink, updating } = input_sink;
+    let result = write_all(input_sink, &mut input, &metrics, ck).await;
+    if result.is_err() {
+        JobMetrics::add(&metrics.sink_errors, 1);
+    }
+    result
+}
+
+async fn write_all(
+    input_sink: SinkInput,
+    input: &mut mpsc::Receiver<Message>,
+    metrics: &Arc<JobMetrics>,
+    ck: Option<SinkCheckpoint>,
+) -> Result<()> {
+    let SinkInput {
+        mut sink,
+        updating,
+        name,
+        event_col,
+    } = input_sink;
+    let mut latency = LatencyRecorder::new(metrics.clone(), &name, event_col);
     let mut commits = ck.as_ref().map(|c| {
         let rx = c.ck.committed();
         let done = *rx.borrow();
@@ -57,7 +81,8 @@ pub async fn run_sink(
         let m = tokio::select! {
             biased;
             id = next_commit(&mut commits) => {
-                commit(sink.as_mut(), &mut commits, id, &metrics).await?;
+                commit(sink.as_mut(), &mut commits, id, metrics).await?;
+                latency.committed(id);
                 continue;
             }
             m = input.recv() => m,
@@ -65,16 +90,25 @@ pub async fn run_sink(
         let Some(m) = m else { return Ok(()) };
         match m {
             // Sinks count their own rows out.
-            Message::Batch(b) if updating => {
-                let schema = crate::changelog::with_op_schema(&b.batch.schema());
-                sink.write(crate::changelog::to_output(b, &schema)?).await?
+            Message::Batch(b) => {
+                latency.written(&b);
+                let batch = if updating {
+                    let schema = crate::changelog::with_op_schema(&b.batch.schema());
+                    crate::changelog::to_output(b, &schema)?
+                } else {
+                    b.batch
+                };
+                sink.write(batch).await?;
+                if ck.is_none() {
+                    latency.visible();
+                }
             }
-            Message::Batch(b) => sink.write(b.batch).await?,
             Message::Watermark(w) => metrics.watermark.store(w, Ordering::Relaxed),
             Message::Barrier(b) => {
                 last_barrier = b.checkpoint_id;
                 if let Some(c) = &ck {
                     pre_commit(sink.as_mut(), c, b.checkpoint_id).await?;
+                    latency.pre_committed(b.checkpoint_id);
                 }
             }
             Message::EndOfStream => {
@@ -83,7 +117,8 @@ pub async fn run_sink(
                         return Ok(()); // the job stopped before its final checkpoint
                     }
                     let id = *c.rx.borrow();
-                    commit(sink.as_mut(), &mut commits, id, &metrics).await?;
+                    commit(sink.as_mut(), &mut commits, id, metrics).await?;
+                    latency.committed(id);
                 }
                 return sink.finish().await;
             }

@@ -4,6 +4,7 @@
 //! that was in force before it and results never depend on batch boundaries. Rows whose event
 //! time is NULL cannot be placed in time: they go to the dead letters with that reason.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ pub struct SourceDriver {
     partitions: PartitionWatermarks,
     ck: Option<SourceCheckpoint>,
     op_metrics: Option<Arc<crate::runtime::op_metrics::OperatorMetrics>>,
+    /// Records sent downstream per partition, and each partition's metrics label.
+    counts: BTreeMap<u32, (u64, String)>,
 }
 
 impl SourceDriver {
@@ -72,6 +75,7 @@ impl SourceDriver {
             partitions: PartitionWatermarks::new(idle),
             ck: None,
             op_metrics: None,
+            counts: BTreeMap::new(),
         }
     }
 
@@ -160,11 +164,15 @@ impl SourceDriver {
                 }
                 SourceEvent::PartitionEnd(id) => {
                     self.partitions.end(id);
-                    self.advance_idle()
+                    let msgs = self.advance_idle();
+                    self.publish_partitions();
+                    msgs
                 }
                 SourceEvent::Idle => {
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    self.advance_idle()
+                    let msgs = self.advance_idle();
+                    self.publish_partitions();
+                    msgs
                 }
                 SourceEvent::End => return self.on_end(&tx, &mut cancel).await,
             };
@@ -183,6 +191,7 @@ impl SourceDriver {
                     M::add_time(&om.blocked_ns, waiting);
                     om.watermark
                         .store(self.watermark, std::sync::atomic::Ordering::Relaxed);
+                    om.note_queue(&tx);
                 }
             }
         }
@@ -206,23 +215,85 @@ impl SourceDriver {
         if decoded.num_rows() == 0 {
             return Ok(vec![]);
         }
+        let ingest_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let full = project(&decoded, &self.node.columns, &self.node.table.schema())?;
         let Some((wm_expr, rowtime)) = self.node.watermark.clone() else {
+            self.count_partitions(full.num_rows(), parts.as_deref());
+            self.publish_partitions();
             let out = full.project(&self.node.projection)?;
-            return Ok(vec![Message::Batch(StreamBatch::new(out))]);
+            let mut batch = StreamBatch::new(out);
+            batch.ingest_ns = ingest_ns;
+            return Ok(vec![Message::Batch(batch)]);
         };
         let (full, parts) = self.drop_null_time(full, parts, rowtime)?;
         if full.num_rows() == 0 {
             return Ok(vec![]);
         }
+        self.count_partitions(full.num_rows(), parts.as_deref());
         let wm = wm_expr.evaluate(&full)?.into_array(full.num_rows())?;
         let before = self.row_watermarks(&wm, parts.as_deref())?;
+        self.publish_partitions();
         let out = full.project(&self.node.projection)?;
-        let batch = StreamBatch::with_row_watermarks(out, before);
+        let mut batch = StreamBatch::with_row_watermarks(out, before);
+        batch.ingest_ns = ingest_ns;
         Ok(vec![
             Message::Batch(batch),
             Message::Watermark(self.watermark),
         ])
+    }
+
+    /// Add a batch's rows to their partitions' counts (runs of one partition count at once).
+    fn count_partitions(&mut self, rows: usize, parts: Option<&[u32]>) {
+        let Some(parts) = parts else {
+            self.add_to_partition(0, rows as u64);
+            return;
+        };
+        let mut i = 0;
+        while i < parts.len() {
+            let id = parts[i];
+            let run = parts[i..].iter().take_while(|p| **p == id).count();
+            self.add_to_partition(id, run as u64);
+            i += run;
+        }
+    }
+
+    fn add_to_partition(&mut self, id: u32, n: u64) {
+        if !self.counts.contains_key(&id) {
+            let label = self
+                .source
+                .partition_label(id)
+                .unwrap_or_else(|| id.to_string());
+            self.counts.insert(id, (0, label));
+        }
+        if let Some((c, _)) = self.counts.get_mut(&id) {
+            *c += n;
+        }
+    }
+
+    /// Show every partition's records, watermark and idleness in the task's metrics.
+    fn publish_partitions(&mut self) {
+        let Some(om) = self.op_metrics.clone() else {
+            return;
+        };
+        let status = self.partitions.status(Instant::now());
+        for (id, ..) in &status {
+            self.add_to_partition(*id, 0);
+        }
+        let mut shown = om.partitions.lock().expect("lock");
+        for (id, (records, label)) in &self.counts {
+            let (wm, idle, ended) = status
+                .iter()
+                .find(|s| s.0 == *id)
+                .map_or((WATERMARK_MIN, false, false), |s| (s.1, s.2, s.3));
+            let stat = crate::runtime::op_metrics::PartitionStat {
+                label: label.clone(),
+                records: *records,
+                watermark: wm,
+                idle,
+                ended,
+            };
+            shown.insert(*id, stat);
+        }
     }
 
     /// The source watermark before each row, advancing the partitions' watermarks row by row.

@@ -102,5 +102,6 @@ fn clamp(b: StreamBatch, input: usize, wms: &[i64]) -> StreamBatch {
         batch: b.batch,
         row_watermarks,
         kinds: b.kinds,
+        ingest_ns: b.ingest_ns,
     }
 }
