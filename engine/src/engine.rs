@@ -277,6 +277,7 @@ impl Engine {
     fn start_query(&self, plan: StreamPlan) -> Result<Output> {
         let g = self.lock();
         let job = JobShared::new("query".into());
+        let _building = job.hold();
         let ctx = build_ctx(&g, &job);
         let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
         let rx = spawn_node(&plan.root, &ctx)?;
@@ -298,6 +299,7 @@ impl Engine {
         let g = self.lock();
         let names: Vec<&str> = inserts.iter().map(|i| i.table.name.as_str()).collect();
         let job = JobShared::new(format!("insert into {}", names.join(", ")));
+        let _building = job.hold();
         let ck = checkpointing(&g, &inserts)?;
         let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
         let mut ctx = build_ctx(&g, &job);

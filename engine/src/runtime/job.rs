@@ -175,26 +175,46 @@ impl JobShared {
     where
         F: std::future::Future<Output = Result<()>> + Send + 'static,
     {
-        self.tasks.fetch_add(1, Ordering::SeqCst);
-        let me = self.clone();
+        let hold = self.hold();
         tokio::spawn(async move {
             if let Err(e) = fut.await {
-                me.fail(&e);
+                hold.0.fail(&e);
             }
-            if me.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
-                let mut s = me.status.lock().expect("lock");
-                if *s == JobStatus::Running {
-                    *s = JobStatus::Finished;
-                }
-                drop(s);
-                me.done.send_replace(true);
-            }
+            drop(hold);
         });
+    }
+
+    /// Keep the job from counting as finished until the hold is dropped: taken while its tasks
+    /// are being spawned, so a source that ends before the sinks exist does not end the job.
+    pub fn hold(self: &Arc<Self>) -> TaskHold {
+        self.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskHold(self.clone())
+    }
+
+    fn task_ended(&self) {
+        if self.tasks.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let mut s = self.status.lock().expect("lock");
+            if *s == JobStatus::Running {
+                *s = JobStatus::Finished;
+            }
+            drop(s);
+            self.done.send_replace(true);
+        }
     }
 
     /// A receiver that turns `true` when the job is cancelled or fails.
     pub fn cancel_receiver(&self) -> watch::Receiver<bool> {
         self.cancel.subscribe()
+    }
+}
+
+/// One running task of a job (or the job's builder); the job is finished once every hold is
+/// dropped.
+pub struct TaskHold(Arc<JobShared>);
+
+impl Drop for TaskHold {
+    fn drop(&mut self) {
+        self.0.task_ended();
     }
 }
 
