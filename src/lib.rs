@@ -102,6 +102,8 @@
 
 use std::ops::Deref;
 
+pub mod metrics_server;
+
 pub use datafusion;
 pub use datafusion::arrow;
 pub use weir_connectors as connectors;

@@ -1,6 +1,7 @@
-//! Observability: `weir run --metrics-addr` serves Prometheus metrics and `/health` over HTTP;
-//! the engine's metrics text counts what the jobs did (source records, dead letters by reason,
-//! late rows, per-operator numbers); health turns unhealthy when checkpoints get old.
+//! Observability: `weir run --metrics-addr` (and `weir::metrics_server::serve`) serves
+//! Prometheus metrics and `/health` over HTTP; the metrics count what the jobs did (source
+//! records, Kafka lag against the real broker, dead letters by reason, late rows, per-operator
+//! numbers) and equal the system tables; health turns 503 when checkpoints get old.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -194,13 +195,22 @@ fn lag(text: &str) -> (f64, usize) {
     (samples.iter().sum(), samples.len())
 }
 
-#[tokio::test]
-async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
-    let broker = crate::common::kafka::Broker::start();
-    broker.create_topic("lagging", 3).await;
-    const N: usize = 6000;
-    // One record per produce request: tansu reports a partition's end offset as the last
-    // batch's base offset + 1, so batched records would hide the lag (Kafka counts records).
+/// The sum of every sample of `name` (exact) whose labels contain `label`.
+fn total(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Produce `(partition, value)` records to `topic` one per produce request (tansu reports a
+/// partition's end offset as the last batch's base offset + 1, so batched records would hide
+/// the lag, which Kafka counts in records).
+async fn produce_each(
+    broker: &crate::common::kafka::Broker,
+    topic: &str,
+    records: &[(i32, String)],
+) {
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("batch.num.messages", "1")
@@ -208,75 +218,134 @@ async fn kafka_lag_grows_behind_a_throttle_and_reaches_zero() {
         .create()
         .unwrap();
     let mut acks = Vec::new();
-    for i in 0..N {
-        let v = format!(r#"{{"v":{i},"ts":"2024-01-01 00:00:00.000"}}"#);
-        let rec = rdkafka::producer::FutureRecord::<(), String>::to("lagging")
-            .partition((i % 3) as i32)
-            .payload(&v);
+    for (p, v) in records {
+        let rec = rdkafka::producer::FutureRecord::<(), String>::to(topic)
+            .partition(*p)
+            .payload(v);
         acks.push(producer.send_result(rec).map_err(|(e, _)| e).unwrap());
     }
     for a in acks {
         a.await.unwrap().unwrap();
     }
+}
+
+/// 2024-01-01 00:00:00 in seconds: late readings carry it; good ones start an hour later.
+const BASE: i64 = 1_704_067_200;
+
+/// `good` readings one second of event time apart over 3 partitions, and `bad` undecodable
+/// records among them.
+fn readings(good: usize, bad: usize) -> Vec<(i32, String)> {
+    let mut records: Vec<(i32, String)> = (0..good)
+        .map(|i| {
+            let ts = BASE + 3600 + i as i64;
+            ((i % 3) as i32, format!(r#"{{"v":{i},"ts":{ts}}}"#))
+        })
+        .collect();
+    for i in 0..bad {
+        records.insert(i * 100 + 50, ((i % 3) as i32, format!("not json {i}")));
+    }
+    records
+}
+
+#[tokio::test]
+async fn kafka_lag_over_http_grows_behind_a_blocked_sink_then_reaches_zero() {
+    const GOOD: usize = 3000;
+    const BAD: usize = 7;
+    const LATE: usize = 5;
+    let broker = crate::common::kafka::Broker::start();
+    broker.create_topic("lagging", 3).await;
+    produce_each(&broker, "lagging", &readings(GOOD, BAD)).await;
+    let (gate, rx) = tokio::sync::watch::channel(false);
     let engine = weir::Engine::new();
     engine.set_quiet(true);
-    engine.set_batch_size(100); // the throttle paces whole batches
+    engine.set_batch_size(10);
+    engine.register_sink(std::sync::Arc::new(GatedSink(rx)));
+    let addr = weir::metrics_server::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        Duration::from_secs(60),
+    )
+    .unwrap()
+    .to_string();
     let sql = format!(
-        "CREATE TABLE k (v BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'kafka',
-           'topic' = 'lagging', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
-           'scan.startup.mode' = 'earliest-offset', 'scan.records-per-second' = '1000');
-         CREATE TABLE sink (v BIGINT) WITH ('connector' = 'blackhole');
+        "CREATE TABLE k (v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH ('connector' = 'kafka', 'topic' = 'lagging', 'format' = 'json',
+           'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset',
+           'timestamp.unit' = 's');
+         CREATE TABLE sink (w TIMESTAMP(3), n BIGINT) WITH ('connector' = 'gated');
          SET 'monitoring.lag-warn' = '100';
-         INSERT INTO sink SELECT v FROM k;",
+         INSERT INTO sink SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE k,
+           DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;",
         broker.bootstrap
     );
     let job = engine.submit(&sql).await.unwrap();
-    // Throttled to 1,000 records/s, the job is behind the 6,000 waiting records at first.
+    // The sink is blocked, so the job stops reading and stays behind the waiting records.
     let t0 = std::time::Instant::now();
     let behind = loop {
-        let (sum, n) = lag(&engine.metrics_text());
-        if n == 3 && sum > 0.0 {
+        let (_, text) = get(&addr, "/metrics");
+        let (sum, n) = lag(&text);
+        let read = total(&text, "weir_source_records_total", "source=\"k\"");
+        if n == 3 && sum > 0.0 && read > 0.0 {
             break sum;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no lag reported:\n{}",
-            engine.metrics_text()
-        );
+        assert!(t0.elapsed() < Duration::from_secs(20), "no lag:\n{text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(behind > 0.0 && behind < N as f64);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let warned = job.warnings();
+    assert!(behind > 100.0, "{behind}");
+    tokio::time::sleep(Duration::from_millis(2500)).await; // the lag monitor warns
     assert!(
-        warned.iter().any(|w| w.contains("monitoring.lag-warn")),
-        "one warning when the lag crossed 100: {warned:?}"
+        job.warnings()
+            .iter()
+            .any(|w| w.contains("monitoring.lag-warn")),
+        "one warning when the lag crossed 100: {:?}",
+        job.warnings()
     );
+    gate.send_replace(true); // lift the throttle: the job catches up and the lag reaches 0
+    let caught_up = |want_read: usize, want_late: usize| {
+        let addr = addr.clone();
+        async move {
+            loop {
+                let (_, text) = get(&addr, "/metrics");
+                let read = total(&text, "weir_source_records_total", "source=\"k\"");
+                let late = total(&text, "weir_late_rows_total", "job=");
+                if lag(&text) == (0.0, 3) && read == want_read as f64 && late >= want_late as f64 {
+                    return text;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(60), "behind:\n{text}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    caught_up(GOOD, 0).await;
+    // Readings an hour behind every partition's watermark: each one is late.
+    let late: Vec<(i32, String)> = (0..LATE)
+        .map(|i| ((i % 3) as i32, format!(r#"{{"v":-1,"ts":{BASE}}}"#)))
+        .collect();
+    produce_each(&broker, "lagging", &late).await;
+    let text = caught_up(GOOD + LATE, LATE).await;
+    // Counters equal what was produced: records read, dead letters, late rows.
+    let dead = total(&text, "weir_dead_letters_total", "source=\"k\"");
+    assert_eq!(dead, BAD as f64, "{text}");
+    let late = total(&text, "weir_late_rows_total", "job=");
+    assert_eq!(late, LATE as f64, "{text}");
+    // The system tables show the numbers /metrics shows.
     let rows = system(
         &engine,
-        "SELECT partition, lag FROM weir.kafka_lag WHERE lag >= 0",
+        "SELECT SUM(lag) AS lag, COUNT(*) AS n FROM weir.kafka_lag",
     )
     .await;
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    // Once it has read everything, the lag of every partition reaches 0.
-    loop {
-        let text = engine.metrics_text();
-        let (sum, n) = lag(&text);
-        let read: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("weir_source_records_total{") && l.contains("source=\"k\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        if n == 3 && sum == 0.0 {
-            assert_eq!(read, N as f64, "counters equal the records produced");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(40),
-            "lag stayed at {sum}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_eq!(rows, vec![serde_json::json!({"lag": 0, "n": 3})]);
+    let rows = system(
+        &engine,
+        "SELECT SUM(value) AS v FROM weir.metrics WHERE metric = 'weir_source_records_total'",
+    )
+    .await;
+    assert_eq!(rows, vec![serde_json::json!({"v": (GOOD + LATE) as f64})]);
+    let rows = system(&engine, "SELECT late_rows, bad_records FROM weir.jobs").await;
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"late_rows": LATE, "bad_records": BAD})]
+    );
     job.cancel();
     let _ = job.wait().await;
 }
@@ -371,11 +440,14 @@ async fn health_turns_503_while_the_sink_is_blocked_and_back() {
         .await
         .unwrap();
     let max_age = Duration::from_millis(800);
+    let addr = weir::metrics_server::serve("127.0.0.1:0".parse().unwrap(), engine.clone(), max_age)
+        .unwrap()
+        .to_string();
     let wait_until = |healthy: bool| {
-        let engine = engine.clone();
+        let addr = addr.clone();
         async move {
             let t0 = std::time::Instant::now();
-            while engine.health(max_age).is_ok() != healthy {
+            while get(&addr, "/health").0.contains("200") != healthy {
                 assert!(
                     t0.elapsed() < Duration::from_secs(20),
                     "health never became {healthy}"
@@ -390,7 +462,8 @@ async fn health_turns_503_while_the_sink_is_blocked_and_back() {
     wait_until(true).await;
     gate.send_replace(false); // the sink blocks: barriers stop behind its input
     wait_until(false).await;
-    let reason = engine.health(max_age).unwrap_err();
+    let (status, reason) = get(&addr, "/health");
+    assert!(status.contains("503"), "{status}");
     assert!(reason.contains("no checkpoint"), "{reason}");
     let text = engine.metrics_text();
     assert!(

@@ -131,11 +131,9 @@ fn register_process(r: &mut Registry) {
         .collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
     if let (Some(user), Some(sys)) = (ticks(11), ticks(12)) {
-        r.register(
-            "weir_process_cpu_seconds",
-            "CPU time, user and system",
-            gauge((user + sys) / 100.0),
-        );
+        let cpu: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+        cpu.inc_by((user + sys) / 100.0);
+        r.register("weir_process_cpu_seconds", "CPU time, user and system", cpu);
     }
     let uptime = crate::operators::key_index::process_clock() as f64 / 1e3;
     r.register(

@@ -3,7 +3,6 @@
 mod helper;
 mod live;
 mod logging;
-mod metrics_server;
 mod output;
 mod progress;
 mod repl;

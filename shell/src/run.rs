@@ -68,7 +68,7 @@ pub async fn run(args: RunArgs) -> i32 {
     }
     if let Some(addr) = args.metrics_addr {
         let max_age = std::time::Duration::from_secs(args.health_max_checkpoint_age);
-        match crate::metrics_server::serve(addr, engine.clone(), max_age).await {
+        match weir::metrics_server::serve(addr, engine.clone(), max_age) {
             Ok(bound) if !args.quiet => eprintln!("weir: metrics on http://{bound}/metrics"),
             Ok(_) => {}
             Err(e) => {

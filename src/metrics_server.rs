@@ -1,23 +1,27 @@
-//! `weir run --metrics-addr 127.0.0.1:9464`: a small HTTP endpoint with `/metrics` (the
-//! Prometheus text format, from [`weir::Engine::metrics_text`]) and `/health` (200, or 503 with
-//! a JSON reason when a job failed or a checkpointing job has not completed a checkpoint within
-//! the allowed age). One request per connection; nothing else is served.
+//! The metrics endpoint (`weir run --metrics-addr 127.0.0.1:9464`, or [`serve`] from an
+//! embedding program): `/metrics` in the OpenMetrics text format that Prometheus scrapes (from
+//! [`weir_engine::Engine::metrics_text`]) and `/health` (200, or 503 with a JSON reason when a
+//! job failed or a checkpointing job has not completed a checkpoint within the allowed age).
+//! One request per connection, on a thread of its own, off the pipeline's runtime; nothing else
+//! is served.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-/// Bind `addr` (so a taken port is reported at once) and serve on a thread of its own, off the
-/// pipeline's runtime.
-pub async fn serve(
+/// Bind `addr` (so a taken port is reported at once) and serve `engine`'s metrics and health
+/// on a thread of its own; returns the bound address (port 0 picks a free one). `max_age` is the
+/// oldest a checkpointing job's last checkpoint may be for `/health` to answer 200. Bind to
+/// loopback unless the endpoint is meant to be reachable from elsewhere.
+pub fn serve(
     addr: SocketAddr,
-    engine: weir::Engine,
+    engine: crate::Engine,
     max_age: Duration,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
     if !bound.ip().is_loopback() {
-        eprintln!("weir: warning: metrics are served on {bound}, reachable beyond this machine");
+        tracing::warn!("metrics are served on {bound}, reachable beyond this machine");
     }
     std::thread::Builder::new()
         .name("weir-metrics".into())
@@ -29,7 +33,7 @@ pub async fn serve(
     Ok(bound)
 }
 
-fn answer(mut stream: TcpStream, engine: &weir::Engine, max_age: Duration) -> std::io::Result<()> {
+fn answer(mut stream: TcpStream, engine: &crate::Engine, max_age: Duration) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = vec![0u8; 8192];
     let mut n = 0;
@@ -48,7 +52,7 @@ fn answer(mut stream: TcpStream, engine: &weir::Engine, max_age: Duration) -> st
     let (status, kind, body) = match path {
         "/metrics" => (
             "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             engine.metrics_text(),
         ),
         "/health" => match engine.health(max_age) {
