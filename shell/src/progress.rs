@@ -80,3 +80,30 @@ pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_line_shows_what_metrics_show() {
+        let engine = weir::Engine::new();
+        engine.set_quiet(true);
+        let job = engine
+            .submit(
+                "CREATE TABLE g (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '40');
+                 CREATE TABLE s (id BIGINT) WITH ('connector' = 'blackhole');
+                 INSERT INTO s SELECT id FROM g WHERE id IS NOT NULL;",
+            )
+            .await
+            .unwrap();
+        job.wait().await.unwrap();
+        let mut last = 0;
+        let line = progress_line(std::slice::from_ref(&job), &mut last);
+        assert!(line.contains("40 in, 40 out"), "{line}");
+        assert!(line.contains("in 40 rows/s") && last == 40, "{line}");
+        assert!(line.contains("0 late | 0 dead letters"), "{line}");
+        let again = progress_line(&[job], &mut last);
+        assert!(again.contains("in 0 rows/s"), "{again}");
+    }
+}
