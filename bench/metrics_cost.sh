@@ -7,10 +7,14 @@
 #   (cd /tmp/weir-base && cargo build --release -p weir-shell --bin weir-bench)
 #   cargo build --release -p weir-shell --bin weir-bench
 #   bench/metrics_cost.sh /tmp/weir-base/target/release/weir-bench target/release/weir-bench 10
+#
+# QUERY=filter measures a pass-through filter instead (half the rows reach the result, so the
+# per-row latency bookkeeping at the sink is on the path). Copy this weir-bench.rs into the
+# base tree first: it has the `filter` query.
 set -euo pipefail
-base=$1 new=$2 runs=${3:-10} rows=${ROWS:-10000000}
+base=$1 new=$2 runs=${3:-10} rows=${ROWS:-10000000} query=${QUERY:-tumble}
 declare -a b n
-rate() { "$1" "$rows" 1000 | sed -E 's/.*= ([0-9]+) rows\/s.*/\1/'; }
+rate() { "$1" "$rows" 1000 "$query" | sed -E 's/.*= ([0-9]+) rows\/s.*/\1/'; }
 for i in $(seq "$runs"); do
   b+=("$(rate "$base")")
   n+=("$(rate "$new")")

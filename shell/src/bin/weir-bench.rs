@@ -1,7 +1,8 @@
 //! `weir-bench`: throughput of the core tumble query on one core, from an in-memory generator.
 //!
-//! `cargo run --release -p weir-shell --bin weir-bench -- [rows] [sensors]` runs
-//! AVG/MIN/MAX/COUNT per sensor over 1-minute tumbling windows on a single-threaded runtime and
+//! `cargo run --release -p weir-shell --bin weir-bench -- [rows] [sensors] [tumble|filter]` runs
+//! AVG/MIN/MAX/COUNT per sensor over 1-minute tumbling windows (or, with `filter`, a
+//! pass-through filter that returns about half the rows) on a single-threaded runtime and
 //! prints rows/s. Batches are generated before the clock starts, so only the engine is measured.
 
 use std::sync::Arc;
@@ -88,8 +89,10 @@ const DDL: &str =
 const QUERY: &str = "SELECT sensor_id, TUMBLE_START(ts, INTERVAL '1' MINUTE) AS window_start,
   AVG(temperature) AS avg_temp, MAX(temperature) AS max_temp, MIN(temperature) AS min_temp,
   COUNT(*) AS reading_count FROM sensor_readings GROUP BY sensor_id, TUMBLE(ts, INTERVAL '1' MINUTE)";
+const FILTER: &str =
+    "SELECT sensor_id, temperature, ts FROM sensor_readings WHERE temperature > 20";
 
-async fn run(rows: usize, sensors: usize) -> weir::Result<()> {
+async fn run(rows: usize, sensors: usize, filter: bool) -> weir::Result<()> {
     let engine = weir::Engine::new();
     let factory = Arc::new(MemoryFactory {
         batches: std::sync::Mutex::new(None),
@@ -103,14 +106,15 @@ async fn run(rows: usize, sensors: usize) -> weir::Result<()> {
         .physical_schema();
     *factory.batches.lock().expect("lock") = Some(generate(schema, rows, sensors, 8192));
     let t0 = Instant::now();
-    let mut stream = engine.query(QUERY).await?;
+    let mut stream = engine.query(if filter { FILTER } else { QUERY }).await?;
     let mut out = 0usize;
     while let Some(b) = stream.next_batch().await {
         out += b?.num_rows();
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "tumble 1 min, {sensors} sensors: {rows} rows in {secs:.3} s = {:.0} rows/s on one core; {out} result rows, {} late",
+        "{}, {sensors} sensors: {rows} rows in {secs:.3} s = {:.0} rows/s on one core; {out} result rows, {} late",
+        if filter { "filter" } else { "tumble 1 min" },
         rows as f64 / secs,
         stream.job().late_rows()
     );
@@ -124,11 +128,12 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000_000);
     let sensors = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let filter = args.next().as_deref() == Some("filter");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if let Err(e) = rt.block_on(run(rows, sensors)) {
+    if let Err(e) = rt.block_on(run(rows, sensors, filter)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
