@@ -316,6 +316,7 @@ impl Engine {
             let sink_ck = ck.as_ref().map(|c| SinkCheckpoint {
                 name: c.register("sink"),
                 ck: c.clone(),
+                cancel: job.cancel_receiver(),
             });
             let restore = sink_ck.as_ref().and_then(|s| {
                 let pending = s.ck.restored_snapshot(&s.name)?.to_string();

@@ -24,6 +24,8 @@ pub struct SinkCheckpoint {
     pub name: String,
     /// The job's checkpoint handles.
     pub ck: Arc<Checkpointing>,
+    /// Turns true when the job is cancelled (then no checkpoint will complete any more).
+    pub cancel: watch::Receiver<bool>,
 }
 
 struct Commits {
@@ -113,7 +115,8 @@ async fn write_all(
             }
             Message::EndOfStream => {
                 if let Some(c) = commits.as_mut() {
-                    if !wait_for(c, last_barrier).await {
+                    let cancel = ck.as_ref().map(|k| k.cancel.clone());
+                    if !wait_for(c, last_barrier, cancel).await {
                         return Ok(()); // the job stopped before its final checkpoint
                     }
                     let id = *c.rx.borrow();
@@ -178,14 +181,32 @@ async fn next_commit(commits: &mut Option<Commits>) -> u64 {
     }
 }
 
-/// Wait until checkpoint `id` is complete; false if the coordinator went away first.
-async fn wait_for(c: &mut Commits, id: u64) -> bool {
+/// Wait until checkpoint `id` is complete; false if the coordinator went away or the job was
+/// cancelled first (a cancelled job's coordinator stops, so the checkpoint never completes).
+async fn wait_for(c: &mut Commits, id: u64, cancel: Option<watch::Receiver<bool>>) -> bool {
+    let mut cancel = cancel;
     loop {
         if *c.rx.borrow_and_update() >= id {
             return true;
         }
-        if c.rx.changed().await.is_err() {
-            return *c.rx.borrow() >= id;
+        if cancel.as_ref().is_some_and(|r| *r.borrow()) {
+            return false;
+        }
+        let cancelled = async {
+            match cancel.as_mut() {
+                Some(r) => r.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = c.rx.changed() => {
+                if changed.is_err() {
+                    return *c.rx.borrow() >= id;
+                }
+            }
+            alive = cancelled => if !alive {
+                cancel = None; // nobody can cancel any more
+            },
         }
     }
 }
