@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use crate::common::*;
 
-/// The value of the first sample of `name` (exact name) whose labels contain every `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// `n` JSON lines for key `k` whose event times are `ago` before now, 1 ms apart.
 fn recent_lines(n: usize, ago: chrono::Duration) -> String {
     let start = chrono::Utc::now() - ago;
@@ -56,18 +48,18 @@ async fn end_to_end_latency_counts_every_row_from_event_time_and_ingestion() {
     let text = engine.metrics_text();
     let sink = "sink=\"out_t\"";
     let name = "weir_end_to_end_latency_seconds";
-    let count = sample(&text, &format!("{name}_count"), &[sink]).expect(&text);
+    let count = metric(&text, &format!("{name}_count"), &[sink]).expect(&text);
     assert_eq!(count, 50.0, "one observation per row out:\n{text}");
-    let mean = sample(&text, &format!("{name}_sum"), &[sink]).unwrap() / count;
+    let mean = metric(&text, &format!("{name}_sum"), &[sink]).unwrap() / count;
     assert!((2.9..30.0).contains(&mean), "rows 3 s old: mean {mean}");
-    let under = sample(&text, &format!("{name}_bucket"), &[sink, "le=\"2.5\""]).unwrap();
+    let under = metric(&text, &format!("{name}_bucket"), &[sink, "le=\"2.5\""]).unwrap();
     assert_eq!(under, 0.0, "no row is younger than its event time allows");
-    let all = sample(&text, &format!("{name}_bucket"), &[sink, "le=\"+Inf\""]).unwrap();
+    let all = metric(&text, &format!("{name}_bucket"), &[sink, "le=\"+Inf\""]).unwrap();
     assert_eq!(all, 50.0);
     let name = "weir_ingestion_latency_seconds";
-    let count = sample(&text, &format!("{name}_count"), &[sink]).expect(&text);
+    let count = metric(&text, &format!("{name}_count"), &[sink]).expect(&text);
     assert_eq!(count, 50.0);
-    let mean = sample(&text, &format!("{name}_sum"), &[sink]).unwrap() / count;
+    let mean = metric(&text, &format!("{name}_sum"), &[sink]).unwrap() / count;
     assert!(mean < 2.0, "read and written within moments: {mean}");
 }
 
@@ -97,9 +89,9 @@ async fn window_results_are_measured_from_their_window_end() {
     let text = engine.metrics_text();
     let name = "weir_end_to_end_latency_seconds";
     let q = "sink=\"query\"";
-    let count = sample(&text, &format!("{name}_count"), &[q]).expect(&text);
+    let count = metric(&text, &format!("{name}_count"), &[q]).expect(&text);
     assert_eq!(count, rows as f64, "{text}");
-    let mean = sample(&text, &format!("{name}_sum"), &[q]).unwrap() / count;
+    let mean = metric(&text, &format!("{name}_sum"), &[q]).unwrap() / count;
     assert!(
         (27.0..60.0).contains(&mean),
         "window ends ~29 s ago: {mean}"
@@ -129,11 +121,11 @@ async fn a_committing_sink_shows_latency_once_its_checkpoint_commits() {
     assert!(job.last_checkpoint().is_some());
     let text = engine.metrics_text();
     let sink = "sink=\"out_t\"";
-    let count = sample(&text, "weir_end_to_end_latency_seconds_count", &[sink]).expect(&text);
+    let count = metric(&text, "weir_end_to_end_latency_seconds_count", &[sink]).expect(&text);
     assert_eq!(count, 40.0, "every committed row once:\n{text}");
-    let failures = sample(&text, "weir_checkpoint_failures_total", &[]).expect(&text);
+    let failures = metric(&text, "weir_checkpoint_failures_total", &[]).expect(&text);
     assert_eq!(failures, 0.0);
-    let rows = sample(&text, "weir_sink_rows_total", &[]).expect(&text);
+    let rows = metric(&text, "weir_sink_rows_total", &[]).expect(&text);
     assert_eq!(rows, 40.0);
 }
 
@@ -168,8 +160,8 @@ async fn kafka_partitions_report_records_watermarks_idleness_and_unit_correction
     let t0 = std::time::Instant::now();
     let text = loop {
         let text = engine.metrics_text();
-        let idle = sample(&text, "weir_source_partition_idle", &["partition=\"2\""]);
-        let read = sample(&text, "weir_source_records_total", &["partition=\"1\""]);
+        let idle = metric(&text, "weir_source_partition_idle", &["partition=\"2\""]);
+        let read = metric(&text, "weir_source_records_total", &["partition=\"1\""]);
         if idle == Some(1.0) && read == Some(5.0) {
             break text;
         }
@@ -178,17 +170,17 @@ async fn kafka_partitions_report_records_watermarks_idleness_and_unit_correction
     };
     let p = |n: &str| format!("partition=\"{n}\"");
     let src = "source=\"k\"";
-    let records = |n: &str| sample(&text, "weir_source_records_total", &[src, &p(n)]);
+    let records = |n: &str| metric(&text, "weir_source_records_total", &[src, &p(n)]);
     assert_eq!(records("0"), Some(10.0), "{text}");
     assert_eq!(records("1"), Some(5.0), "{text}");
     assert_eq!(records("2"), Some(0.0), "{text}");
-    let wm = sample(&text, "weir_source_watermark_seconds", &[&p("0")]).expect(&text);
+    let wm = metric(&text, "weir_source_watermark_seconds", &[&p("0")]).expect(&text);
     assert_eq!(wm, 1_704_067_209.0, "partition 0's largest event time");
-    let wm = sample(&text, "weir_source_watermark_seconds", &[&p("1")]).expect(&text);
+    let wm = metric(&text, "weir_source_watermark_seconds", &[&p("1")]).expect(&text);
     assert_eq!(wm, 1_704_067_204.0, "seconds read as seconds");
-    let active = sample(&text, "weir_source_partition_idle", &[&p("0")]);
+    let active = metric(&text, "weir_source_partition_idle", &[&p("0")]);
     assert!(active.is_some(), "{text}");
-    let fixed = sample(&text, "weir_timestamp_unit_corrections_total", &[]).expect(&text);
+    let fixed = metric(&text, "weir_timestamp_unit_corrections_total", &[]).expect(&text);
     assert_eq!(fixed, 5.0, "the five readings in seconds");
     job.cancel();
     let _ = job.wait().await;

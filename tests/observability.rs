@@ -23,13 +23,6 @@ fn get(addr: &str, path: &str) -> (String, String) {
     )
 }
 
-/// The value of the first sample of `name` whose labels contain `label`.
-fn sample(text: &str, name: &str, label: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn weir_run_serves_metrics_and_health() {
     let dir = std::env::temp_dir().join(format!("weir-obs-{}", std::process::id()));
@@ -59,7 +52,7 @@ fn weir_run_serves_metrics_and_health() {
     std::thread::sleep(Duration::from_millis(1500));
     let (status, first) = get(&addr, "/metrics");
     assert!(status.contains("200"), "{status}");
-    let n1 = sample(&first, "weir_source_records_total", "source=\"gen\"").expect(&first);
+    let n1 = metric(&first, "weir_source_records_total", &["source=\"gen\""]).expect(&first);
     assert!(n1 > 0.0, "{first}");
     assert!(
         first.contains("weir_operator_busy_ratio") && first.contains("weir_backpressured_ratio")
@@ -68,12 +61,12 @@ fn weir_run_serves_metrics_and_health() {
         first.contains("weir_job_running{job=\"1:insert into sink\"} 1"),
         "{first}"
     );
-    let rss = sample(&first, "weir_process_resident_memory_bytes", "").unwrap();
+    let rss = metric(&first, "weir_process_resident_memory_bytes", &[]).unwrap();
     assert!(rss > 1e6, "{first}");
     assert!(first.contains("weir_build_info{version="), "{first}");
     std::thread::sleep(Duration::from_millis(500));
     let (_, second) = get(&addr, "/metrics");
-    let n2 = sample(&second, "weir_source_records_total", "source=\"gen\"").unwrap();
+    let n2 = metric(&second, "weir_source_records_total", &["source=\"gen\""]).unwrap();
     assert!(n2 > n1, "the counter grows: {n1} then {n2}");
     let (status, body) = get(&addr, "/health");
     assert!(
@@ -119,12 +112,12 @@ async fn metrics_count_dead_letters_and_late_rows() {
         .sum();
     assert_eq!(dead, 2.0, "{text}");
     assert_eq!(dead as u64, job.bad_records());
-    let late = sample(&text, "weir_late_rows_total", "operator=\"windows\"").expect(&text);
+    let late = metric(&text, "weir_late_rows_total", &["operator=\"windows\""]).expect(&text);
     assert_eq!(late, 1.0, "{text}");
     assert_eq!(late as u64, job.late_rows());
-    let src = sample(&text, "weir_source_records_total", "source=\"t\"").expect(&text);
+    let src = metric(&text, "weir_source_records_total", &["source=\"t\""]).expect(&text);
     assert_eq!(src, 4.0, "{text}");
-    let bytes = sample(&text, "weir_source_bytes_total", "job=").expect(&text);
+    let bytes = metric(&text, "weir_source_bytes_total", &["job="]).expect(&text);
     let file_len = std::fs::metadata(dir.join("in.jsonl")).unwrap().len();
     assert_eq!(
         bytes, file_len as f64,
@@ -193,14 +186,6 @@ fn lag(text: &str) -> (f64, usize) {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     (samples.iter().sum(), samples.len())
-}
-
-/// The sum of every sample of `name` (exact) whose labels contain `label`.
-fn total(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Produce `(partition, value)` records to `topic` one per produce request (tansu reports a
@@ -284,7 +269,7 @@ async fn kafka_lag_over_http_grows_behind_a_blocked_sink_then_reaches_zero() {
     let behind = loop {
         let (_, text) = get(&addr, "/metrics");
         let (sum, n) = lag(&text);
-        let read = total(&text, "weir_source_records_total", "source=\"k\"");
+        let read = metric_total(&text, "weir_source_records_total", &["source=\"k\""]);
         if n == 3 && sum > 0.0 && read > 0.0 {
             break sum;
         }
@@ -306,8 +291,8 @@ async fn kafka_lag_over_http_grows_behind_a_blocked_sink_then_reaches_zero() {
         async move {
             loop {
                 let (_, text) = get(&addr, "/metrics");
-                let read = total(&text, "weir_source_records_total", "source=\"k\"");
-                let late = total(&text, "weir_late_rows_total", "job=");
+                let read = metric_total(&text, "weir_source_records_total", &["source=\"k\""]);
+                let late = metric_total(&text, "weir_late_rows_total", &["job="]);
                 if lag(&text) == (0.0, 3) && read == want_read as f64 && late >= want_late as f64 {
                     return text;
                 }
@@ -324,9 +309,9 @@ async fn kafka_lag_over_http_grows_behind_a_blocked_sink_then_reaches_zero() {
     produce_each(&broker, "lagging", &late).await;
     let text = caught_up(GOOD + LATE, LATE).await;
     // Counters equal what was produced: records read, dead letters, late rows.
-    let dead = total(&text, "weir_dead_letters_total", "source=\"k\"");
+    let dead = metric_total(&text, "weir_dead_letters_total", &["source=\"k\""]);
     assert_eq!(dead, BAD as f64, "{text}");
-    let late = total(&text, "weir_late_rows_total", "job=");
+    let late = metric_total(&text, "weir_late_rows_total", &["job="]);
     assert_eq!(late, LATE as f64, "{text}");
     // The system tables show the numbers /metrics shows.
     let rows = system(
@@ -368,15 +353,15 @@ async fn operators_report_open_windows_state_and_watermark_lag() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let text = engine.metrics_text();
     let agg = "WindowAggregate\"";
-    let windows = sample(&text, "weir_open_windows", agg).expect(&text);
+    let windows = metric(&text, "weir_open_windows", &[agg]).expect(&text);
     assert!(windows >= 1.0, "{text}");
-    let keys = sample(&text, "weir_state_keys", agg).expect(&text);
+    let keys = metric(&text, "weir_state_keys", &[agg]).expect(&text);
     assert!((1.0..=5.0).contains(&keys), "{text}");
     assert!(
-        sample(&text, "weir_state_bytes", agg).unwrap() > 0.0,
+        metric(&text, "weir_state_bytes", &[agg]).unwrap() > 0.0,
         "{text}"
     );
-    let lag = sample(&text, "weir_watermark_lag_seconds", agg).expect(&text);
+    let lag = metric(&text, "weir_watermark_lag_seconds", &[agg]).expect(&text);
     assert!(
         (0.0..60.0).contains(&lag),
         "the watermark follows the wall clock: {lag}"
@@ -467,11 +452,11 @@ async fn health_turns_503_while_the_sink_is_blocked_and_back() {
     assert!(reason.contains("no checkpoint"), "{reason}");
     let text = engine.metrics_text();
     assert!(
-        sample(&text, "weir_checkpoint_size_bytes", "job=").unwrap() > 0.0,
+        metric(&text, "weir_checkpoint_size_bytes", &["job="]).unwrap() > 0.0,
         "{text}"
     );
     assert!(
-        sample(&text, "weir_sink_commit_seconds", "job=").is_some(),
+        metric(&text, "weir_sink_commit_seconds", &["job="]).is_some(),
         "{text}"
     );
     let before = job.last_checkpoint().unwrap_or(0);

@@ -202,7 +202,7 @@ fn now_ms() -> i64 {
 /// The latency bookkeeping of one sink (or query result stream).
 pub struct LatencyRecorder {
     metrics: Arc<JobMetrics>,
-    sink: String,
+    sink: Arc<str>,
     /// The result column holding the event time and the ns to add to it, if the rows have one.
     event_col: Option<(usize, i64)>,
     event: PendingTimes,
@@ -217,7 +217,7 @@ impl LatencyRecorder {
     pub fn new(metrics: Arc<JobMetrics>, sink: &str, event_col: Option<(usize, i64)>) -> Self {
         Self {
             metrics,
-            sink: sink.to_string(),
+            sink: Arc::from(sink),
             event_col,
             event: PendingTimes::default(),
             ingest: PendingTimes::default(),
@@ -272,17 +272,12 @@ impl LatencyRecorder {
         }
         let now = now_ms();
         let mut all = self.metrics.latency.lock().expect("lock");
-        if !e.is_empty() {
-            let h = all
-                .entry((self.sink.clone(), Basis::EventTime))
-                .or_default();
-            e.drain_into(now, h);
-        }
-        if !i.is_empty() {
-            let h = all
-                .entry((self.sink.clone(), Basis::Ingestion))
-                .or_default();
-            i.drain_into(now, h);
+        for (times, basis) in [(e, Basis::EventTime), (i, Basis::Ingestion)] {
+            if times.is_empty() {
+                continue;
+            }
+            let h = all.entry((Arc::clone(&self.sink), basis)).or_default();
+            times.drain_into(now, h);
         }
     }
 }
@@ -372,7 +367,7 @@ mod tests {
         r.written(&b);
         assert!(m.latency.lock().unwrap().is_empty(), "nothing visible yet");
         r.committed(1);
-        let h = m.latency.lock().unwrap()[&("out".to_string(), Basis::Ingestion)].clone();
+        let h = m.latency.lock().unwrap()[&(Arc::from("out"), Basis::Ingestion)].clone();
         assert_eq!(h.count, 5, "only checkpoint 1's rows");
     }
 }

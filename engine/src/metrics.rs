@@ -34,7 +34,7 @@ pub struct JobMetrics {
     /// End-to-end latency histograms per (sink, basis); see [`crate::latency`].
     pub latency: std::sync::Mutex<
         std::collections::BTreeMap<
-            (String, crate::latency::Basis),
+            (std::sync::Arc<str>, crate::latency::Basis),
             crate::latency::LatencyHistogram,
         >,
     >,

@@ -432,7 +432,7 @@ fn record_quality(f: &Families, j: &JobHandle, job: &str) {
             Basis::EventTime => &f.end_to_end,
             Basis::Ingestion => &f.ingestion_latency,
         };
-        let labels = l(&[("job", job), ("sink", sink)]);
+        let labels = l(&[("job", job), ("sink", &**sink)]);
         *family.get_or_create(&labels).0.lock().expect("lock") = h.clone();
     }
     let job_only = l(&[("job", job)]);

@@ -235,3 +235,21 @@ pub fn weir_bin() -> PathBuf {
     );
     bin
 }
+
+/// The value of the first sample of `name` (exact name) in Prometheus text `text` whose
+/// labels contain every one of `labels` (e.g. `partition="1"`).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    weir::engine_metrics::parse(text)
+        .into_iter()
+        .find(|s| s.name == name && labels.iter().all(|x| s.labels.contains(x)))
+        .map(|s| s.value)
+}
+
+/// The sum of every sample of `name` (exact name) whose labels contain every one of `labels`.
+pub fn metric_total(text: &str, name: &str, labels: &[&str]) -> f64 {
+    weir::engine_metrics::parse(text)
+        .into_iter()
+        .filter(|s| s.name == name && labels.iter().all(|x| s.labels.contains(x)))
+        .map(|s| s.value)
+        .sum()
+}

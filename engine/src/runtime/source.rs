@@ -285,14 +285,18 @@ impl SourceDriver {
                 .iter()
                 .find(|s| s.0 == *id)
                 .map_or((WATERMARK_MIN, false, false), |s| (s.1, s.2, s.3));
-            let stat = crate::runtime::op_metrics::PartitionStat {
-                label: label.clone(),
-                records: *records,
-                watermark: wm,
-                idle,
-                ended,
-            };
-            shown.insert(*id, stat);
+            // Updated in place: the label is cloned once, when the partition first shows.
+            let stat =
+                shown
+                    .entry(*id)
+                    .or_insert_with(|| crate::runtime::op_metrics::PartitionStat {
+                        label: label.clone(),
+                        records: 0,
+                        watermark: WATERMARK_MIN,
+                        idle: false,
+                        ended: false,
+                    });
+            (stat.records, stat.watermark, stat.idle, stat.ended) = (*records, wm, idle, ended);
         }
     }
 
