@@ -68,6 +68,17 @@ fn weir_run_serves_metrics_and_health() {
     let (_, second) = get(&addr, "/metrics");
     let n2 = metric(&second, "weir_source_records_total", &["source=\"gen\""]).unwrap();
     assert!(n2 > n1, "the counter grows: {n1} then {n2}");
+    // The generator makes 2000 rows/s; the meter reads that, not the count (about 4000 by now).
+    let rate = metric(
+        &second,
+        "weir_source_records_per_second",
+        &["source=\"gen\""],
+    );
+    let rate = rate.expect(&second);
+    assert!(
+        (1000.0..3000.0).contains(&rate),
+        "{rate} records/s: {second}"
+    );
     let (status, body) = get(&addr, "/health");
     assert!(
         status.contains("200") && body.contains("ok"),

@@ -71,6 +71,7 @@ struct Families {
     kafka_lag: Gauges,
     running: Gauges,
     source_watermark: Gauges,
+    source_rate: Gauges,
     partition_idle: Gauges,
     end_to_end: Histograms,
     ingestion_latency: Histograms,
@@ -204,7 +205,7 @@ fn register(r: &mut Registry, f: Families) {
     for (name, help, m) in counters {
         r.register(name, help, m.clone());
     }
-    let gauges: [(&str, &str, &Gauges); 17] = [
+    let gauges: [(&str, &str, &Gauges); 18] = [
         (
             "weir_operator_busy_ratio",
             "Share of the job's uptime an operator was processing",
@@ -276,6 +277,11 @@ fn register(r: &mut Registry, f: Families) {
             &f.source_watermark,
         ),
         (
+            "weir_source_records_per_second",
+            "Records a source read per second over the last 10 s",
+            &f.source_rate,
+        ),
+        (
             "weir_source_partition_idle",
             "1 while a source partition is idle and does not hold the watermark back",
             &f.partition_idle,
@@ -335,6 +341,10 @@ fn record_job(f: &Families, j: &JobHandle) {
         let labels = l(&[("job", &job), ("operator", &op)]);
         if let Some(table) = m.name.strip_prefix("source ") {
             record_partitions(f, &job, table, &m);
+            // Added up: a table read twice (a self-join) has two source tasks.
+            f.source_rate
+                .get_or_create(&l(&[("job", &job), ("source", table)]))
+                .inc_by(m.rows_per_second());
         }
         let queued = m.queued.load(Ordering::Relaxed) as f64;
         let capacity = crate::runtime::job::CHANNEL_CAPACITY as f64;

@@ -35,6 +35,38 @@ pub struct OperatorMetrics {
     pub queued: AtomicU64,
     /// Per source partition: records, watermark, idleness (sources only).
     pub partitions: Mutex<BTreeMap<u32, PartitionStat>>,
+    /// Readings of `rows_out` over time, for [`OperatorMetrics::rows_per_second`].
+    rate: Mutex<RateWindow>,
+}
+
+/// How far back [`OperatorMetrics::rows_per_second`] looks.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Readings `(when, count)` of a counter at least a second apart, spanning about
+/// [`RATE_WINDOW`]: the oldest kept reading is the newest one older than the window.
+#[derive(Debug)]
+struct RateWindow(std::collections::VecDeque<(Instant, u64)>);
+
+impl RateWindow {
+    /// The count's rate per second from the oldest kept reading to `(now, count)`, which is
+    /// kept when the last reading is a second old or more.
+    fn per_second(&mut self, now: Instant, count: u64) -> f64 {
+        let r = &mut self.0;
+        while r.len() > 1 && now.duration_since(r[1].0) >= RATE_WINDOW {
+            r.pop_front();
+        }
+        let (t0, c0) = r.front().copied().unwrap_or((now, count));
+        if r.back()
+            .is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            r.push_back((now, count));
+        }
+        let secs = now.duration_since(t0).as_secs_f64();
+        match secs > 0.0 {
+            true => count.saturating_sub(c0) as f64 / secs,
+            false => 0.0,
+        }
+    }
 }
 
 /// One partition of a source, as the metrics show it.
@@ -79,7 +111,17 @@ impl OperatorMetrics {
             state_bytes: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             partitions: Mutex::new(BTreeMap::new()),
+            rate: Mutex::new(RateWindow([(Instant::now(), 0)].into())),
         })
+    }
+
+    /// Rows sent downstream per second over the last [`RATE_WINDOW`] (since the task started
+    /// when younger; since the previous reading when readings are further apart). A source's
+    /// rows out are the records it read.
+    pub fn rows_per_second(&self) -> f64 {
+        let count = self.rows_out.load(Ordering::Relaxed);
+        let mut w = self.rate.lock().expect("lock");
+        w.per_second(Instant::now(), count)
     }
 
     /// Record the operator's state size.
@@ -135,4 +177,31 @@ pub fn annotate(explain: &str, metrics: &[Arc<OperatorMetrics>], wall: Duration)
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_over_the_last_ten_seconds() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = RateWindow([(t0, 0)].into());
+        // 100 rows/s for 20 s, read every second: the rate is 100 throughout.
+        for s in 1..=20 {
+            assert_eq!(w.per_second(at(s), s * 100), 100.0);
+        }
+        assert!(w.0.len() <= 12, "bounded: {}", w.0.len());
+        // Then 1000 rows/s: after 10 s only the new rate is in the window.
+        for s in 21..=30 {
+            w.per_second(at(s), 2000 + (s - 20) * 1000);
+        }
+        assert_eq!(w.per_second(at(31), 2000 + 11 * 1000), 1000.0);
+        // Read rarely: the rate since the previous reading.
+        assert_eq!(w.per_second(at(91), 2000 + 11 * 1000 + 600), 10.0);
+        // Stopped: zero once the window has passed.
+        w.per_second(at(95), 13_600);
+        assert_eq!(w.per_second(at(106), 13_600), 0.0);
+    }
 }
