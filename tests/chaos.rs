@@ -169,6 +169,18 @@ fn latest_checkpoint(dir: &Path) -> Option<u64> {
         .max()
 }
 
+/// Wait until `dir` holds a checkpoint newer than `than` (false if the run ended first).
+async fn checkpoint_after(child: &mut Child, dir: &Path, than: Option<u64>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while latest_checkpoint(dir) <= than && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-chaos-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -215,19 +227,25 @@ async fn chaos(kafka_sinks: bool) -> Result<(), String> {
     }
     let clean_ms = t_clean.elapsed().as_millis() as u64;
     eprintln!("chaos: clean run {:.1} s", clean_ms as f64 / 1000.0);
-    // Kill times add up to less than the clean run takes, so every kill lands mid-run (a
-    // restarted run also restores and re-reads, so it never catches up faster).
-    let longest = (clean_ms * 4 / 5 / KILLS as u64).clamp(500, 2500);
+    // Two in three kills come after the run has restored and taken a checkpoint of its own,
+    // so kills spread over the whole input instead of piling up in restarts; the rest may hit
+    // a restore. The random waits add up to less than 3/5 of a clean run, so with the
+    // checkpoint waits every kill still lands mid-run.
+    let longest = (clean_ms * 3 / 5 / KILLS as u64).clamp(300, 2500);
 
     let mut kills = Vec::new();
     let t0 = Instant::now();
     let (job_file, ckpt) = (chaos_dir.join("job.sql"), chaos_dir.join("ckpt"));
     let mut child = start(&job_file, &ckpt);
     while kills.len() < KILLS {
-        let wait = rng.between_ms(300, longest);
+        let restored = latest_checkpoint(&ckpt);
+        if !rng.next().is_multiple_of(3) && !checkpoint_after(&mut child, &ckpt, restored).await {
+            break; // finished before this kill
+        }
+        let wait = rng.between_ms(100, longest);
         tokio::time::sleep(wait).await;
         if child.try_wait().unwrap().is_some() {
-            break; // finished before this kill
+            break;
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -236,7 +254,7 @@ async fn chaos(kafka_sinks: bool) -> Result<(), String> {
     }
     let status = child.wait().unwrap();
     eprintln!(
-        "chaos: seed {seed}, (ms into the run, latest checkpoint) at each kill: {kills:?}, {:.1} s in all",
+        "chaos: seed {seed}, (ms waited, latest checkpoint) at each kill: {kills:?}, {:.1} s in all",
         t0.elapsed().as_secs_f64()
     );
     if !status.success() {
