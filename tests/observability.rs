@@ -116,11 +116,7 @@ async fn metrics_count_dead_letters_and_late_rows() {
     let job = engine.submit(&sql).await.unwrap();
     job.wait().await.unwrap();
     let text = engine.metrics_text();
-    let dead: f64 = text
-        .lines()
-        .filter(|l| l.starts_with("weir_dead_letters_total") && l.contains("source=\"t\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let dead = metric_total(&text, "weir_dead_letters_total", &["source=\"t\""]);
     assert_eq!(dead, 2.0, "{text}");
     assert_eq!(dead as u64, job.bad_records());
     let late = metric(&text, "weir_late_rows_total", &["operator=\"windows\""]).expect(&text);
@@ -191,12 +187,13 @@ async fn health_reports_old_checkpoints() {
 
 /// The sum of every `weir_kafka_consumer_lag_records` sample, and how many there are.
 fn lag(text: &str) -> (f64, usize) {
-    let samples: Vec<f64> = text
-        .lines()
-        .filter(|l| l.starts_with("weir_kafka_consumer_lag_records{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    (samples.iter().sum(), samples.len())
+    let samples = weir::engine_metrics::parse(text);
+    let lag = |s: &&weir::engine_metrics::Sample| s.name == "weir_kafka_consumer_lag_records";
+    let n = samples.iter().filter(lag).count();
+    (
+        weir::engine_metrics::sum(&samples, "weir_kafka_consumer_lag_records"),
+        n,
+    )
 }
 
 /// Produce `(partition, value)` records to `topic` one per produce request (tansu reports a

@@ -70,7 +70,7 @@ impl RateWindow {
 }
 
 /// One partition of a source, as the metrics show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionStat {
     /// The partition's label (`3` for Kafka partition 3; `0` for an unpartitioned source).
     pub label: String,

@@ -114,9 +114,8 @@ async fn write_all(
                 }
             }
             Message::EndOfStream => {
-                if let Some(c) = commits.as_mut() {
-                    let cancel = ck.as_ref().map(|k| k.cancel.clone());
-                    if !wait_for(c, last_barrier, cancel).await {
+                if let (Some(c), Some(k)) = (commits.as_mut(), ck.as_ref()) {
+                    if !wait_for(c, last_barrier, k.cancel.clone()).await {
                         return Ok(()); // the job stopped before its final checkpoint
                     }
                     let id = *c.rx.borrow();
@@ -183,30 +182,11 @@ async fn next_commit(commits: &mut Option<Commits>) -> u64 {
 
 /// Wait until checkpoint `id` is complete; false if the coordinator went away or the job was
 /// cancelled first (a cancelled job's coordinator stops, so the checkpoint never completes).
-async fn wait_for(c: &mut Commits, id: u64, cancel: Option<watch::Receiver<bool>>) -> bool {
-    let mut cancel = cancel;
-    loop {
-        if *c.rx.borrow_and_update() >= id {
-            return true;
-        }
-        if cancel.as_ref().is_some_and(|r| *r.borrow()) {
-            return false;
-        }
-        let cancelled = async {
-            match cancel.as_mut() {
-                Some(r) => r.changed().await.is_ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            changed = c.rx.changed() => {
-                if changed.is_err() {
-                    return *c.rx.borrow() >= id;
-                }
-            }
-            alive = cancelled => if !alive {
-                cancel = None; // nobody can cancel any more
-            },
-        }
+async fn wait_for(c: &mut Commits, id: u64, mut cancel: watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        biased; // a complete checkpoint wins over a cancel that came after it
+        done = c.rx.wait_for(|done| *done >= id) => done.is_ok(),
+        // Disabled, not taken, if nobody can cancel any more.
+        Ok(_) = cancel.wait_for(|cancelled| *cancelled) => false,
     }
 }

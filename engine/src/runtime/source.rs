@@ -23,6 +23,7 @@ use crate::message::{Barrier, Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN
 use crate::metrics::JobMetrics;
 use crate::operators::project::project;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
+use crate::runtime::op_metrics::PartitionStat;
 use crate::runtime::partitions::PartitionWatermarks;
 use crate::window::assign::to_ns;
 use weir_planner::stream_plan::SourceNode;
@@ -286,16 +287,10 @@ impl SourceDriver {
                 .find(|s| s.0 == *id)
                 .map_or((WATERMARK_MIN, false, false), |s| (s.1, s.2, s.3));
             // Updated in place: the label is cloned once, when the partition first shows.
-            let stat =
-                shown
-                    .entry(*id)
-                    .or_insert_with(|| crate::runtime::op_metrics::PartitionStat {
-                        label: label.clone(),
-                        records: 0,
-                        watermark: WATERMARK_MIN,
-                        idle: false,
-                        ended: false,
-                    });
+            let stat = shown.entry(*id).or_insert_with(|| PartitionStat {
+                label: label.clone(),
+                ..Default::default()
+            });
             (stat.records, stat.watermark, stat.idle, stat.ended) = (*records, wm, idle, ended);
         }
     }
