@@ -4,8 +4,8 @@
 # the metrics (commit 2ace0e7), NEW the current one:
 #
 #   git worktree add /tmp/weir-base 2ace0e7
-#   (cd /tmp/weir-base && cargo build --release -p weir-shell --bin weir-bench)
-#   cargo build --release -p weir-shell --bin weir-bench
+#   (cd /tmp/weir-base && cargo build --release -p weir-bench --bin weir-bench)
+#   cargo build --release -p weir-bench --bin weir-bench
 #   bench/metrics_cost.sh /tmp/weir-base/target/release/weir-bench target/release/weir-bench 10
 #
 # QUERY=filter measures a pass-through filter instead (half the rows reach the result, so the

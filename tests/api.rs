@@ -74,3 +74,53 @@ async fn explain_shows_operators() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_overridden_option_survives_set_and_reset() {
+    let engine = weir::Engine::new();
+    engine
+        .override_option("table.local-time-zone", "Asia/Tokyo")
+        .unwrap();
+    let out = engine
+        .execute("SET 'table.local-time-zone' = 'UTC'; RESET;")
+        .await
+        .unwrap();
+    let weir::Output::Message(m) = &out[0] else {
+        panic!("SET answers with a message");
+    };
+    assert!(m.contains("fixed to 'Asia/Tokyo'"), "{m}");
+    let zone = engine.settings().get("table.local-time-zone").cloned();
+    assert_eq!(zone.as_deref(), Some("Asia/Tokyo"));
+    let err = engine
+        .override_option("state.memory-limt", "1 gb")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("did you mean 'state.memory-limit'"),
+        "{err}"
+    );
+    let err = engine
+        .override_option("table.local-time-zone", "Mars/Olympus")
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown time zone"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unknown_set_key_is_kept_with_a_hint() {
+    let engine = weir::Engine::new();
+    let out = engine
+        .execute("SET 'window.alowed-lateness' = '1 min';")
+        .await
+        .unwrap();
+    let weir::Output::Message(m) = &out[0] else {
+        panic!("SET answers with a message");
+    };
+    assert!(m.contains("did you mean 'window.allowed-lateness'"), "{m}");
+    assert_eq!(
+        engine
+            .settings()
+            .get("window.alowed-lateness")
+            .map(String::as_str),
+        Some("1 min")
+    );
+}

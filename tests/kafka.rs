@@ -250,16 +250,50 @@ async fn a_missing_topic_is_named() {
     );
     let engine = weir::Engine::new();
     engine.set_quiet(true);
-    let err = engine
-        .query(&sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
+    let Err(err) = engine.query(&sql).await else {
+        panic!("a missing topic must fail planning");
+    };
+    assert!(matches!(err, weir::EngineError::Plan(_)), "{err:?}");
+    let expected = format!(
+        "table 't': option 'topic': topic 'nope' does not exist on broker {}",
+        broker.bootstrap
+    );
+    assert!(err.to_string().contains(&expected), "{err}");
+}
+
+#[test]
+fn weir_run_refuses_a_missing_topic_before_anything_runs() {
+    let broker = Broker::start();
+    let dir = std::env::temp_dir().join(format!("weir-missing-topic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = dir.join("job.sql");
+    std::fs::write(
+        &job,
+        format!(
+            "SELECT 1 AS first;\n\
+             CREATE TABLE t (k STRING) WITH ('connector' = 'kafka', 'topic' = 'absent',\n  \
+             'properties.bootstrap.servers' = '{}', 'format' = 'json');\n\
+             SELECT k FROM t;\n",
+            broker.bootstrap
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(weir_bin())
+        .arg("run")
+        .arg(&job)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "the first query did not run");
+    let expected = format!(
+        "topic 'absent' does not exist on broker {}",
+        broker.bootstrap
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
     assert!(
-        err.to_string().contains("topic 'nope' does not exist"),
-        "{err}"
+        stderr.contains("line 2"),
+        "located at the option 'topic': {stderr}"
     );
 }
 

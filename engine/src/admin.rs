@@ -124,7 +124,7 @@ pub(crate) fn option_rows(t: &TableDef) -> Vec<(String, String)> {
 }
 
 /// `HELP`: what the shell understands, on one screen.
-pub(crate) const HELP: &str = "\
+const HELP: &str = "\
 Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl-D exits,
 Ctrl-R searches the history, Tab completes keywords, tables, columns, functions and options.
 
@@ -134,10 +134,19 @@ Ctrl-R searches the history, Tab completes keywords, tables, columns, functions 
   INSERT INTO t SELECT ...;             submit a background job (EXECUTE STATEMENT SET for several)
   SHOW TABLES | VIEWS | FUNCTIONS | JOBS;   DESCRIBE t;   EXPLAIN [ANALYZE] SELECT ...;
   STOP JOB '1' [WITH SAVEPOINT];        stop a background job
-  SET 'key' = 'value';  SET;  RESET;    session options, e.g.
-      'sql-client.execution.result-mode' = 'table' | 'changelog' | 'tableau'
-      'table.local-time-zone' = 'Europe/Berlin'     'window.allowed-lateness' = '2 min'
-      'table.exec.state.ttl' = '1 d'                 'execution.checkpointing.interval' = '10 s'
+  SET 'key' = 'value';  SET;  RESET;    session options (listed below)
 
 Windows: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
-         GROUP BY key, window_start, window_end   (also HOP, CUMULATE, SESSION)";
+         GROUP BY key, window_start, window_end   (also HOP, CUMULATE, SESSION)
+
+Session options:";
+
+/// `HELP` with the session options Weir reads, one per line.
+pub(crate) fn help() -> String {
+    let mut out = HELP.to_string();
+    for o in weir_planner::options::SESSION_OPTIONS {
+        let set = format!("'{}' = '{}'", o.key, o.example);
+        out.push_str(&format!("\n  {set:<52} {}", o.doc));
+    }
+    out
+}

@@ -133,6 +133,12 @@ pub trait SourceFactory: Send + Sync {
     fn name(&self) -> &'static str;
     /// Check the table's options at planning time; the error names the offending option.
     fn validate(&self, table: &TableDef) -> Result<(), String>;
+    /// Check what must exist outside Weir before a job reads the table (a Kafka topic, say).
+    /// Called when a job that reads the table is planned, never at CREATE TABLE; the error
+    /// names the option and what is missing.
+    fn check_external(&self, _table: &TableDef) -> Result<(), String> {
+        Ok(())
+    }
     /// True when the source ends by itself (then it emits a final +infinity watermark).
     fn is_bounded(&self, table: &TableDef) -> bool;
     /// Start a source for the table in `ctx`.

@@ -38,6 +38,8 @@ pub enum Output {
 pub(crate) struct Inner {
     pub catalog: Catalog,
     pub settings: Settings,
+    /// Options fixed from outside the script (`weir run --set`): its own `SET` cannot change them.
+    pub pinned: Settings,
     pub planner: Planner,
     pub registry: ConnectorRegistry,
     pub jobs: Vec<JobHandle>,
@@ -59,6 +61,7 @@ impl Engine {
         let inner = Inner {
             catalog: Catalog::default(),
             settings: Settings::new(),
+            pinned: Settings::new(),
             planner: Planner::new(),
             registry,
             jobs: Vec::new(),
@@ -110,6 +113,23 @@ impl Engine {
         self.lock()
             .settings
             .insert(key.to_string(), value.to_string());
+    }
+
+    /// Fix an option for this engine's life, as `weir run --set key=value` does: a `SET` of the
+    /// same key in a script is then ignored (the command line wins, like Flink's `-D`), and
+    /// `RESET` brings the fixed value back. An unknown key is refused, naming the closest
+    /// known one.
+    pub fn override_option(&self, key: &str, value: &str) -> Result<()> {
+        if weir_planner::options::session_option(key).is_none() {
+            return Err(plan_error(&weir_planner::options::unknown_option_message(
+                key,
+            )));
+        }
+        let mut g = self.lock();
+        crate::statements::check_option_value(key, value)?;
+        g.pinned.insert(key.to_string(), value.to_string());
+        g.settings.insert(key.to_string(), value.to_string());
+        Ok(())
     }
 
     /// A copy of the session options set so far (`SET` / [`Engine::set`]).
@@ -186,10 +206,7 @@ impl Engine {
                 crate::system_tables::query(&q.text, &self.jobs()).await
             }
             Statement::Query(q) => {
-                let plan = {
-                    let g = self.lock();
-                    g.planner.plan_query(&g.catalog, &g.settings, &q)?
-                };
+                let plan = crate::statements::plan_query(&self.lock(), &q)?;
                 match plan.stream {
                     Some(stream) => self.start_query(stream),
                     None => self.run_batch(plan.logical).await,
@@ -247,10 +264,7 @@ impl Engine {
                 "EXPLAIN ANALYZE runs a query: EXPLAIN ANALYZE SELECT ...",
             )));
         };
-        let plan = {
-            let g = self.lock();
-            g.planner.plan_query(&g.catalog, &g.settings, &q)?
-        };
+        let plan = crate::statements::plan_query(&self.lock(), &q)?;
         let Some(stream) = plan.stream else {
             return Ok(Output::Text("a constant query has no operators".into()));
         };

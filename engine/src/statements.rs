@@ -7,7 +7,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use weir_planner::{ColumnKind, Location, PlanError, ShowWhat, Statement, StreamPlan, TableDef};
+use weir_planner::{
+    ColumnKind, Location, PlanError, QuerySql, ShowWhat, Statement, StreamPlan, TableDef,
+};
 
 use crate::connector::Sink;
 use crate::engine::{Inner, Output};
@@ -83,17 +85,7 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
         Statement::Set {
             key: Some(k),
             value,
-        } => {
-            let v = value.unwrap_or_default();
-            if k == weir_planner::query::TIME_ZONE_KEY && v.parse::<chrono_tz::Tz>().is_err() {
-                return Err(plan_err(
-                    format!("unknown time zone '{v}' (use an IANA name like 'Europe/Berlin')"),
-                    Location::default(),
-                ));
-            }
-            g.settings.insert(k.clone(), v);
-            Ok(Output::Message(format!("Option '{k}' set.")))
-        }
+        } => set_option(g, k, value.unwrap_or_default()),
         Statement::Reset { key } => {
             match &key {
                 Some(k) => {
@@ -101,6 +93,8 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
                 }
                 None => g.settings.clear(),
             }
+            let pinned = g.pinned.clone();
+            g.settings.extend(pinned);
             Ok(Output::Message("Options reset.".into()))
         }
         Statement::StopJob {
@@ -108,11 +102,42 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
             savepoint,
             location,
         } => crate::admin::stop_job(g, &id, savepoint, location),
-        Statement::Help => Ok(Output::Text(crate::admin::HELP.to_string())),
+        Statement::Help => Ok(Output::Text(crate::admin::help())),
         other => Err(EngineError::Internal(format!(
             "not a DDL statement: {other:?}"
         ))),
     }
+}
+
+/// `SET 'k' = 'v'`: a value fixed from outside wins; an unknown key is kept (Flink scripts carry
+/// options Weir does not read) with a hint at the closest known key.
+fn set_option(g: &mut Inner, k: String, v: String) -> Result<Output> {
+    if let Some(fixed) = g.pinned.get(&k) {
+        return Ok(Output::Message(format!(
+            "Option '{k}' is fixed to '{fixed}' by --set; the script's '{v}' is ignored."
+        )));
+    }
+    check_option_value(&k, &v)?;
+    let note = match weir_planner::options::session_option(&k) {
+        Some(_) => String::new(),
+        None => format!(
+            " Weir does not read it ({}).",
+            weir_planner::options::unknown_option_message(&k)
+        ),
+    };
+    g.settings.insert(k.clone(), v);
+    Ok(Output::Message(format!("Option '{k}' set.{note}")))
+}
+
+/// Values that can be checked when they are set rather than when a job starts.
+pub(crate) fn check_option_value(k: &str, v: &str) -> Result<()> {
+    if k == weir_planner::query::TIME_ZONE_KEY && v.parse::<chrono_tz::Tz>().is_err() {
+        return Err(plan_err(
+            format!("unknown time zone '{v}' (use an IANA name like 'Europe/Berlin')"),
+            Location::default(),
+        ));
+    }
+    Ok(())
 }
 
 fn drop_object(
@@ -201,19 +226,58 @@ fn validate_connector(g: &Inner, t: &TableDef) -> Result<()> {
             t.option_location("connector"),
         ));
     }
+    // The table's role (read or written) is known only when a job uses it: CREATE TABLE
+    // accepts options valid for either; `check_sources` and `plan_insert` check the role.
     let first_err = match (src.map(|f| f.validate(t)), sink.map(|f| f.validate(t))) {
         (Some(Ok(())), _) | (_, Some(Ok(()))) => return Ok(()),
         (Some(Err(e)), _) | (None, Some(Err(e))) => e,
         (None, None) => return Ok(()),
     };
-    let at = option_in_message(&first_err)
+    Err(option_error(t, first_err))
+}
+
+/// A connector's message about table `t`, located at the option it names (else the table).
+fn option_error(t: &TableDef, msg: String) -> EngineError {
+    let at = option_in_message(&msg)
         .map(|k| t.option_location(&k))
         .unwrap_or(t.location);
-    Err(plan_err(first_err, at))
+    plan_err(msg, at)
+}
+
+/// Every table a job reads passes its connector's checks as a source: its options, then what
+/// must exist outside Weir (a Kafka topic). Runs when a job is planned, before it starts.
+pub(crate) fn check_sources(g: &Inner, plan: &StreamPlan) -> Result<()> {
+    for s in plan.root.sources() {
+        let t = &s.table;
+        let name = t.connector().unwrap_or("");
+        let Some(f) = g.registry.source(name) else {
+            return Err(plan_err(
+                format!(
+                    "table '{}' cannot be read: connector '{name}' only writes",
+                    t.name
+                ),
+                t.option_location("connector"),
+            ));
+        };
+        f.validate(t)
+            .and_then(|()| f.check_external(t))
+            .map_err(|e| option_error(t, format!("table '{}': {e}", t.name)))?;
+    }
+    Ok(())
+}
+
+/// Plan a query and check the tables it reads (see [`check_sources`]).
+pub(crate) fn plan_query(g: &Inner, q: &QuerySql) -> Result<weir_planner::PlannedQuery> {
+    let planned = g.planner.plan_query(&g.catalog, &g.settings, q)?;
+    if let Some(plan) = &planned.stream {
+        check_sources(g, plan)?;
+    }
+    Ok(planned)
 }
 
 /// The first `'quoted'` word of a message (connectors name the offending option that way).
 fn option_in_message(msg: &str) -> Option<String> {
+    let msg = msg.split_once("': ").map_or(msg, |(_, rest)| rest);
     let start = msg.find('\'')? + 1;
     let len = msg[start..].find('\'')?;
     Some(msg[start..start + len].to_string())
@@ -298,7 +362,7 @@ fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
 pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
     match s {
         Statement::Query(q) => {
-            let p = g.planner.plan_query(&g.catalog, &g.settings, q)?;
+            let p = plan_query(g, q)?;
             Ok(match p.stream {
                 Some(plan) => format!(
                     "== Streaming plan ==\nSink: stdout\n{}",
@@ -366,13 +430,15 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
         return Err(plan_err(format!("table '{table}' not found"), *location));
     };
     let connector = t.connector().unwrap_or("");
-    if g.registry.sink(connector).is_none() {
+    let Some(sink) = g.registry.sink(connector) else {
         return Err(plan_err(
             format!("connector '{connector}' of table '{table}' cannot be written to"),
             *location,
         ));
-    }
-    let planned = g.planner.plan_query(&g.catalog, &g.settings, query)?;
+    };
+    sink.validate(t)
+        .map_err(|e| option_error(t, format!("table '{table}': {e}")))?;
+    let planned = plan_query(g, query)?;
     let Some(plan) = planned.stream else {
         return Err(plan_err(
             "INSERT INTO needs a query that reads a table",

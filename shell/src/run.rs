@@ -53,19 +53,17 @@ pub async fn run(args: RunArgs) -> i32 {
         }
         return 2;
     }
-    let engine = weir::Engine::new();
-    engine.set_quiet(args.quiet);
-    if let Some(dir) = &args.checkpoint_dir {
-        engine.set_checkpointing(Some(weir::CheckpointConfig {
-            allow_changed_query: args.allow_changed_query,
-            ..weir::CheckpointConfig::new(dir)
-        }));
-    }
-    for kv in &args.set {
-        if let Some((k, v)) = kv.split_once('=') {
-            engine.set(k.trim(), v.trim());
+    let plan_errors = plan_all(&statements, &args).await;
+    if !plan_errors.is_empty() || args.dry_run {
+        for e in &plan_errors {
+            eprintln!("{}", render_error(&sql, e));
         }
+        return if plan_errors.is_empty() { 0 } else { 2 };
     }
+    let engine = match new_engine(&args) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
     if let Some(addr) = args.metrics_addr {
         let max_age = std::time::Duration::from_secs(args.health_max_checkpoint_age);
         match weir::metrics_server::serve(addr, engine.clone(), max_age) {
@@ -80,6 +78,63 @@ pub async fn run(args: RunArgs) -> i32 {
     run_statements(&engine, &sql, statements, &args).await
 }
 
+/// An engine with the command line's settings: `--set` pins options the file cannot change.
+fn new_engine(args: &RunArgs) -> Result<weir::Engine, i32> {
+    let engine = weir::Engine::new();
+    engine.set_quiet(args.quiet);
+    if let Some(dir) = &args.checkpoint_dir {
+        engine.set_checkpointing(Some(weir::CheckpointConfig {
+            allow_changed_query: args.allow_changed_query,
+            ..weir::CheckpointConfig::new(dir)
+        }));
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            eprintln!("error: --set takes key=value, not '{kv}'");
+            return Err(2);
+        };
+        if let Err(e) = engine.override_option(k.trim(), v.trim()) {
+            eprintln!("error: --set {kv}: {e}");
+            return Err(2);
+        }
+    }
+    Ok(engine)
+}
+
+/// Plan every statement of the file against an engine of its own, before anything runs: DDL
+/// and SET change that engine's catalog, queries and INSERTs are only planned (with EXPLAIN,
+/// printed for `--dry-run`). Returns every planning error, in file order.
+async fn plan_all(statements: &[Statement], args: &RunArgs) -> Vec<weir::EngineError> {
+    let Ok(engine) = new_engine(args) else {
+        return vec![]; // reported again (and fatal) when the real engine is built
+    };
+    let mut errors = Vec::new();
+    for st in group_inserts(statements.to_vec()) {
+        let Some(st) = plan_only(st) else { continue };
+        match engine.execute_statement(st).await {
+            Ok(weir::Output::Text(t)) if args.dry_run => println!("{t}"),
+            Ok(weir::Output::Message(m)) if args.dry_run && !args.quiet => eprintln!("{m}"),
+            Ok(_) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
+/// What the planning pass executes for a statement: queries and INSERTs become EXPLAIN;
+/// statements that act on running jobs or read the system tables are left to the run.
+fn plan_only(st: Statement) -> Option<Statement> {
+    match st {
+        Statement::Query(q) if weir::system_tables::mentions(&q.text) => None,
+        Statement::Query(_) | Statement::Insert { .. } | Statement::StatementSet(_) => {
+            Some(Statement::Explain(Box::new(st)))
+        }
+        Statement::ExplainAnalyze(inner) => plan_only(*inner),
+        Statement::StopJob { .. } => None,
+        other => Some(other),
+    }
+}
+
 async fn run_statements(
     engine: &weir::Engine,
     sql: &str,
@@ -88,15 +143,6 @@ async fn run_statements(
 ) -> i32 {
     let mut jobs = Vec::new();
     for st in group_inserts(statements) {
-        let runs = matches!(
-            st,
-            Statement::Query(_) | Statement::Insert { .. } | Statement::StatementSet(_)
-        );
-        let st = if args.dry_run && runs {
-            Statement::Explain(Box::new(st))
-        } else {
-            st
-        };
         let out = match engine.execute_statement(st).await {
             Ok(o) => o,
             Err(e) => {

@@ -221,3 +221,137 @@ fn shell_statements_answer() {
     );
     assert!(stderr.contains("no job with id '9'"), "{stderr}");
 }
+
+/// A job file in a fresh temporary folder.
+fn job_file(name: &str, sql: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job = dir.join("job.sql");
+    std::fs::write(&job, sql).unwrap();
+    job
+}
+
+const GEN: &str = "CREATE TABLE g (id BIGINT) WITH ('connector'='datagen','number-of-rows'='3',\
+     'fields.id.kind'='sequence','fields.id.start'='1','fields.id.end'='3');\n";
+
+#[test]
+fn an_error_in_the_third_query_stops_the_file_before_the_first_runs() {
+    let sql = format!(
+        "{GEN}SELECT id * 10 AS x FROM g;\nSELECT id + 1 AS y FROM g;\nSELECT idd FROM g;\n\
+         SELECT SUM(id) FROM g GROUP BY nope;\n"
+    );
+    let out = weir()
+        .arg("run")
+        .arg(job_file("third", &sql))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing ran: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains("idd") && stderr.contains("line 4"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nope") && stderr.contains("line 5"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_source_option_is_checked_when_the_table_is_read() {
+    // Valid for a Kafka sink (which ignores scan.*), so CREATE TABLE accepts it; reading it
+    // is a planning error at the option, before anything runs. No broker is contacted.
+    let sql = format!(
+        "{GEN}CREATE TABLE k (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',\n  \
+         'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json',\n  \
+         'scan.startup.mode' = 'sometimes');\nSELECT id FROM g;\nSELECT id FROM k;\n"
+    );
+    let out = weir()
+        .arg("run")
+        .arg(job_file("role", &sql))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing ran");
+    assert!(
+        stderr.contains("table 'k'") && stderr.contains("sometimes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 4, column 3"),
+        "located at the option: {stderr}"
+    );
+}
+
+#[test]
+fn a_sink_only_connector_cannot_be_read() {
+    let sql =
+        "CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nSELECT id FROM out;\n";
+    let out = weir()
+        .arg("run")
+        .arg(job_file("sinkonly", sql))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("table 'out' cannot be read"), "{stderr}");
+}
+
+#[test]
+fn set_on_the_command_line_wins_over_the_files_set() {
+    let sql = "SET 'table.local-time-zone' = 'UTC';\n\
+               SELECT TO_TIMESTAMP_LTZ(1704110400000, 3) AS t;\n";
+    let job = job_file("set", sql);
+    let run = |extra: &[&str]| {
+        let out = weir()
+            .args(["run", "--format", "csv"])
+            .args(extra)
+            .arg(&job)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (utc, _) = run(&[]);
+    let (berlin, stderr) = run(&["--set", "table.local-time-zone=Europe/Berlin"]);
+    assert!(utc.contains("12:00:00"), "{utc}");
+    assert!(
+        berlin.contains("13:00:00"),
+        "the zone from --set shows in the rows: {berlin}"
+    );
+    assert!(
+        stderr.contains("fixed to 'Europe/Berlin' by --set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_set_key_names_the_closest_one() {
+    let job = job_file("setkey", "SELECT 1;\n");
+    let out = weir()
+        .args(["run", "--set", "table.local-timezone=UTC"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unknown option 'table.local-timezone'; did you mean 'table.local-time-zone'?"
+        ),
+        "{stderr}"
+    );
+}

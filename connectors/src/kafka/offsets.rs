@@ -72,7 +72,13 @@ pub(super) fn check_topics_exist(options: &KafkaOptions) -> Result<(), String> {
             .find(|x| x.name() == t)
             .is_none_or(|x| x.error().is_some() || x.partitions().is_empty());
         if missing {
-            return Err(format!("topic '{t}' does not exist (option 'topic')"));
+            let brokers = options
+                .properties
+                .get("bootstrap.servers")
+                .map_or("?", String::as_str);
+            return Err(format!(
+                "option 'topic': topic '{t}' does not exist on broker {brokers}"
+            ));
         }
     }
     Ok(())

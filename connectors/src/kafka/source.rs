@@ -57,8 +57,11 @@ impl SourceFactory for KafkaSourceFactory {
         bounded(table)?;
         number_option::<f64>(table, "scan.records-per-second")?;
         TimePolicy::parse(table, &table.physical_schema())?;
-        KeyOptions::parse(table)?.check_source(table, options.format, options.raw)?;
-        check_topics_exist(&options)
+        KeyOptions::parse(table)?.check_source(table, options.format, options.raw)
+    }
+
+    fn check_external(&self, table: &TableDef) -> Result<(), String> {
+        check_topics_exist(&KafkaOptions::parse(table)?)
     }
 
     fn is_bounded(&self, table: &TableDef) -> bool {

@@ -1,6 +1,6 @@
 //! `weir-bench`: throughput of the core tumble query on one core, from an in-memory generator.
 //!
-//! `cargo run --release -p weir-shell --bin weir-bench -- [rows] [sensors] [tumble|filter]` runs
+//! `cargo run --release -p weir-bench --bin weir-bench -- [rows] [sensors] [tumble|filter]` runs
 //! AVG/MIN/MAX/COUNT per sensor over 1-minute tumbling windows (or, with `filter`, a
 //! pass-through filter that returns about half the rows) on a single-threaded runtime and
 //! prints rows/s. Batches are generated before the clock starts, so only the engine is measured.
