@@ -10,7 +10,8 @@
 //! - `kafka_keys`: Kafka message keys (`key.format`, `EXCEPT_KEY`) and the `headers` column.
 //! - `backpressure`: a slow sink bounds a real `weir run` process's memory and loses nothing.
 //! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
-//! - `chaos`: `kill -9` a checkpointing `weir run` five times; output equals a clean run's.
+//! - `chaos`: `kill -9` a checkpointing `weir run` up to five times (three at least); output equals a
+//!   clean run's.
 //! - `stop`: SIGTERM on `weir run` takes a savepoint, exits 0, and the job resumes from it.
 //! - `observability`: `/metrics` and `/health` over HTTP, metric values equal the job's counts.
 //! - `latency`: end-to-end latency histograms, per-partition source metrics against the broker,

@@ -231,6 +231,16 @@ fn job_file(name: &str, sql: &str) -> PathBuf {
     job
 }
 
+/// Runs a job file that must fail planning: exit 2, nothing on stdout (nothing ran); its stderr.
+fn refused_at_planning(name: &str, sql: &str) -> String {
+    let out = weir().arg("run").arg(job_file(name, sql)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.is_empty(), "nothing ran: {stdout}");
+    stderr
+}
+
 const GEN: &str = "CREATE TABLE g (id BIGINT) WITH ('connector'='datagen','number-of-rows'='3',\
      'fields.id.kind'='sequence','fields.id.start'='1','fields.id.end'='3');\n";
 
@@ -240,18 +250,7 @@ fn an_error_in_the_third_query_stops_the_file_before_the_first_runs() {
         "{GEN}SELECT id * 10 AS x FROM g;\nSELECT id + 1 AS y FROM g;\nSELECT idd FROM g;\n\
          SELECT SUM(id) FROM g GROUP BY nope;\n"
     );
-    let out = weir()
-        .arg("run")
-        .arg(job_file("third", &sql))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "nothing ran: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let stderr = refused_at_planning("third", &sql);
     assert!(
         stderr.contains("idd") && stderr.contains("line 4"),
         "{stderr}"
@@ -271,14 +270,7 @@ fn a_source_option_is_checked_when_the_table_is_read() {
          'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json',\n  \
          'scan.startup.mode' = 'sometimes');\nSELECT id FROM g;\nSELECT id FROM k;\n"
     );
-    let out = weir()
-        .arg("run")
-        .arg(job_file("role", &sql))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(out.stdout.is_empty(), "nothing ran");
+    let stderr = refused_at_planning("role", &sql);
     assert!(
         stderr.contains("table 'k'") && stderr.contains("sometimes"),
         "{stderr}"
@@ -293,13 +285,7 @@ fn a_source_option_is_checked_when_the_table_is_read() {
 fn a_sink_only_connector_cannot_be_read() {
     let sql =
         "CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nSELECT id FROM out;\n";
-    let out = weir()
-        .arg("run")
-        .arg(job_file("sinkonly", sql))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused_at_planning("sinkonly", sql);
     assert!(stderr.contains("table 'out' cannot be read"), "{stderr}");
 }
 
