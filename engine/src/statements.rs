@@ -238,10 +238,22 @@ fn validate_connector(g: &Inner, t: &TableDef) -> Result<()> {
 
 /// A connector's message about table `t`, located at the option it names (else the table).
 fn option_error(t: &TableDef, msg: String) -> EngineError {
-    let at = option_in_message(&msg)
-        .map(|k| t.option_location(&k))
-        .unwrap_or(t.location);
+    let at = option_location(t, &msg);
     plan_err(msg, at)
+}
+
+/// [`option_error`] for a check made when a job uses the table: the message names the table,
+/// since it may be reported far from its CREATE TABLE.
+fn role_error(t: &TableDef, msg: String) -> EngineError {
+    let at = option_location(t, &msg);
+    plan_err(format!("table '{}': {msg}", t.name), at)
+}
+
+/// Where the option a connector's message names (`'key'`, first quoted) is written.
+fn option_location(t: &TableDef, msg: &str) -> Location {
+    option_in_message(msg)
+        .map(|k| t.option_location(&k))
+        .unwrap_or(t.location)
 }
 
 /// Every table a job reads passes its connector's checks as a source: its options, then what
@@ -261,7 +273,7 @@ pub(crate) fn check_sources(g: &Inner, plan: &StreamPlan) -> Result<()> {
         };
         f.validate(t)
             .and_then(|()| f.check_external(t))
-            .map_err(|e| option_error(t, format!("table '{}': {e}", t.name)))?;
+            .map_err(|e| role_error(t, e))?;
     }
     Ok(())
 }
@@ -277,7 +289,6 @@ pub(crate) fn plan_query(g: &Inner, q: &QuerySql) -> Result<weir_planner::Planne
 
 /// The first `'quoted'` word of a message (connectors name the offending option that way).
 fn option_in_message(msg: &str) -> Option<String> {
-    let msg = msg.split_once("': ").map_or(msg, |(_, rest)| rest);
     let start = msg.find('\'')? + 1;
     let len = msg[start..].find('\'')?;
     Some(msg[start..start + len].to_string())
@@ -436,8 +447,7 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
             *location,
         ));
     };
-    sink.validate(t)
-        .map_err(|e| option_error(t, format!("table '{table}': {e}")))?;
+    sink.validate(t).map_err(|e| role_error(t, e))?;
     let planned = plan_query(g, query)?;
     let Some(plan) = planned.stream else {
         return Err(plan_err(
