@@ -125,8 +125,9 @@ pub(crate) fn option_rows(t: &TableDef) -> Vec<(String, String)> {
 
 /// `HELP`: what the shell understands, on one screen.
 pub(crate) const HELP: &str = "\
-Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl-D exits,
-Ctrl-R searches the history, Tab completes keywords, tables, columns, functions and options.
+Statements end with ';' and may span lines. Ctrl-C cancels the running statement (a query,
+EXPLAIN ANALYZE shows what ran so far) and keeps the shell, Ctrl-D exits, Ctrl-R searches the
+history, Tab completes keywords, tables, columns, functions and options.
 
   CREATE TABLE t (...) WITH ('connector' = '...', ...);   a source or sink table
   CREATE VIEW v AS SELECT ...;          DROP TABLE t;  DROP VIEW v;
@@ -136,6 +137,8 @@ Ctrl-R searches the history, Tab completes keywords, tables, columns, functions 
   STOP JOB '1' [WITH SAVEPOINT];        stop a background job
   SET 'key' = 'value';  SET;  RESET;    session options, e.g.
       'sql-client.execution.result-mode' = 'table' | 'changelog' | 'tableau'
+      'sql-client.execution.max-table-result.rows' = '1000'   rows the 'table' mode keeps
+          (the oldest rows drop first, with a note)
       'table.local-time-zone' = 'Europe/Berlin'     'window.allowed-lateness' = '2 min'
       'table.exec.state.ttl' = '1 d'                 'execution.checkpointing.interval' = '10 s'
 
