@@ -177,3 +177,56 @@ async fn explain_analyze_shows_rows_and_time_per_operator() {
     );
     assert!(agg.contains("backpressured="), "{text}");
 }
+
+#[tokio::test]
+async fn explain_analyze_of_an_unbounded_query_stops_and_shows_what_ran() {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine
+        .execute("CREATE TABLE gen (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000');")
+        .await
+        .unwrap();
+    let statement = weir::planner::parse_script("EXPLAIN ANALYZE SELECT v FROM gen WHERE v > 0;")
+        .unwrap()
+        .remove(0);
+    // Stop once the source has read rows: the query itself never ends.
+    let watcher = engine.clone();
+    let stop = async move {
+        while watcher
+            .jobs()
+            .first()
+            .is_none_or(|j| weir::engine_metrics::get(&j.metrics().rows_in) == 0)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        engine.execute_statement_until(statement, stop),
+    )
+    .await
+    .expect("stopped")
+    .unwrap();
+    let weir::Output::Text(text) = out else {
+        panic!("EXPLAIN ANALYZE prints text");
+    };
+    assert!(text.contains("Analyzed plan (cancelled after"), "{text}");
+    let source = text
+        .lines()
+        .find(|l| l.contains("Source: gen"))
+        .expect(&text);
+    let out_rows: u64 = source
+        .split("out=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect(&text);
+    assert!(
+        out_rows > 0,
+        "the rows read before the stop are counted: {text}"
+    );
+    assert_eq!(
+        engine.jobs()[0].status(),
+        weir_engine::runtime::job::JobStatus::Cancelled
+    );
+}

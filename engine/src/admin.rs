@@ -125,8 +125,9 @@ pub(crate) fn option_rows(t: &TableDef) -> Vec<(String, String)> {
 
 /// `HELP`: what the shell understands, on one screen.
 const HELP: &str = "\
-Statements end with ';' and may span lines. Ctrl-C cancels a running query, Ctrl-D exits,
-Ctrl-R searches the history, Tab completes keywords, tables, columns, functions and options.
+Statements end with ';' and may span lines. Ctrl-C cancels the running statement (a query,
+EXPLAIN ANALYZE shows what ran so far) and keeps the shell, Ctrl-D exits, Ctrl-R searches the
+history, Tab completes keywords, tables, columns, functions and options.
 
   CREATE TABLE t (...) WITH ('connector' = '...', ...);   a source or sink table
   CREATE VIEW v AS SELECT ...;          DROP TABLE t;  DROP VIEW v;

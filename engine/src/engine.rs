@@ -212,12 +212,33 @@ impl Engine {
                     None => self.run_batch(plan.logical).await,
                 }
             }
-            Statement::ExplainAnalyze(inner) => self.explain_analyze(*inner).await,
+            Statement::ExplainAnalyze(inner) => {
+                self.explain_analyze(*inner, std::future::pending()).await
+            }
             Statement::Insert { .. } | Statement::StatementSet(_) => {
                 let inserts = crate::statements::plan_inserts(&self.lock(), &s)?;
                 self.start_inserts(inserts).map(Output::Job)
             }
             other => crate::statements::execute_ddl(&mut self.lock(), other),
+        }
+    }
+
+    /// Execute one statement, giving up when `stop` completes first (a shell's Ctrl-C). An
+    /// `EXPLAIN ANALYZE` then cancels its query and still returns the analyzed operator tree of
+    /// what ran so far, headed `cancelled after ...`; any other statement that has not finished
+    /// returns [`EngineError::Cancelled`]. A query's rows arrive later, so a SELECT that started
+    /// is stopped through its [`QueryStream`] instead.
+    pub async fn execute_statement_until(
+        &self,
+        s: Statement,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Output> {
+        match s {
+            Statement::ExplainAnalyze(inner) => self.explain_analyze(*inner, stop).await,
+            other => tokio::select! {
+                r = self.execute_statement(other) => r,
+                () = stop => Err(EngineError::Cancelled),
+            },
         }
     }
 
@@ -255,9 +276,14 @@ impl Engine {
         crate::prometheus::health(&self.jobs(), max_checkpoint_age)
     }
 
-    /// `EXPLAIN ANALYZE <query>`: run the query to its end, discarding its rows, then show the
-    /// operator tree with each operator's rows, busy time and backpressured time.
-    async fn explain_analyze(&self, s: Statement) -> Result<Output> {
+    /// `EXPLAIN ANALYZE <query>`: run the query to its end (or until `stop` completes, which
+    /// cancels it), discarding its rows, then show the operator tree with each operator's rows,
+    /// busy time and backpressured time.
+    async fn explain_analyze(
+        &self,
+        s: Statement,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Output> {
         let Statement::Query(q) = s else {
             return Err(EngineError::Plan(PlanError::unsupported(
                 "EXPLAIN ANALYZE of this statement",
@@ -270,21 +296,24 @@ impl Engine {
         };
         let tree = stream.root.explain();
         let started = std::time::Instant::now();
-        let Output::Stream(mut rows) = self.start_query(stream)? else {
+        let Output::Stream(rows) = self.start_query(stream)? else {
             return Err(EngineError::Internal(
                 "a query did not start a stream".into(),
             ));
         };
-        let mut out_rows = 0;
-        while let Some(b) = rows.next_batch().await {
-            out_rows += b?.num_rows();
-        }
+        let run = analyze_run(rows, stop).await?;
         let wall = started.elapsed();
-        let metrics = rows.job().operator_metrics();
-        let text = crate::runtime::op_metrics::annotate(&tree, &metrics, wall);
+        let text = crate::runtime::op_metrics::annotate(&tree, &run.operators, wall);
+        let ms = wall.as_secs_f64() * 1e3;
+        let head = match run.cancelled {
+            false => format!("{} result rows in {ms:.1} ms", run.rows),
+            true => format!(
+                "cancelled after {ms:.1} ms, {} result rows so far",
+                run.rows
+            ),
+        };
         Ok(Output::Text(format!(
-            "== Analyzed plan ({out_rows} result rows in {:.1} ms) ==\n{text}",
-            wall.as_secs_f64() * 1e3
+            "== Analyzed plan ({head}) ==\n{text}"
         )))
     }
 
@@ -406,6 +435,47 @@ impl Engine {
     pub fn set_checkpointing(&self, config: Option<CheckpointConfig>) {
         self.lock().checkpoint = config;
     }
+}
+
+/// What an `EXPLAIN ANALYZE` run did: its result rows and each operator's counters.
+struct AnalyzeRun {
+    rows: usize,
+    cancelled: bool,
+    operators: Vec<Arc<crate::runtime::op_metrics::OperatorMetrics>>,
+}
+
+/// How long a cancelled `EXPLAIN ANALYZE` waits for its tasks to wind down.
+const WIND_DOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Count a query's rows until it ends, or until `stop` completes: then cancel it and count the
+/// rows still in flight while its tasks wind down (at most [`WIND_DOWN`]).
+async fn analyze_run(
+    mut rows: QueryStream,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<AnalyzeRun> {
+    let mut count = 0;
+    let cancelled = tokio::select! {
+        r = count_rows(&mut rows, &mut count) => { r?; false }
+        () = stop => true,
+    };
+    if cancelled {
+        rows.job().cancel();
+        // A failure while winding down is the cancellation's, not the query's.
+        let _ = tokio::time::timeout(WIND_DOWN, count_rows(&mut rows, &mut count)).await;
+    }
+    Ok(AnalyzeRun {
+        rows: count,
+        cancelled,
+        operators: rows.job().operator_metrics(),
+    })
+}
+
+/// Add the rows of every remaining batch of `rows` to `count`.
+async fn count_rows(rows: &mut QueryStream, count: &mut usize) -> Result<()> {
+    while let Some(b) = rows.next_batch().await {
+        *count += b?.num_rows();
+    }
+    Ok(())
 }
 
 /// A job's fingerprint: its sink tables and queries.

@@ -64,6 +64,11 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         example: "table",
         doc: "how the shell shows query rows: tableau, table or changelog",
     },
+    SessionOption {
+        key: "sql-client.execution.max-table-result.rows",
+        example: "1000",
+        doc: "rows the shell's 'table' mode keeps (the oldest drop first, with a note)",
+    },
 ];
 
 /// The option named `key`, if Weir knows it.

@@ -4,10 +4,11 @@
 //! - `tableau` (the default): rows are printed as they come, as one growing table;
 //! - `changelog`: the same, with the `op` column (`+I`, `-U`, `+U`, `-D`) on every row;
 //! - `table`: the materialised result (changes applied) is redrawn in place, the latest
-//!   [`TABLE_ROWS`] rows of it.
+//!   [`TABLE_ROWS`] rows of it. The result kept is bounded ([`crate::view`]); a note says how
+//!   many rows were dropped from it.
 //!
 //! On a terminal a status line under the rows shows rows received, the watermark and rows/s.
-//! Ctrl-C cancels the query and returns to the prompt.
+//! Ctrl-C cancels the query and returns to the prompt ([`crate::interrupt`]).
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -16,6 +17,7 @@ use weir::arrow::record_batch::RecordBatch;
 use weir::connectors::format::format_rows;
 
 use crate::output::{Format, Printer};
+use crate::view::{View, MAX_ROWS_KEY};
 
 /// Rows the `table` mode shows.
 pub const TABLE_ROWS: usize = 20;
@@ -48,9 +50,9 @@ pub struct Live {
     mode: Mode,
     printer: Printer,
     tz: Option<chrono_tz::Tz>,
-    /// The materialised rows (`table` mode): (column names, rows).
+    /// The materialised result (`table` mode): column names and rows.
     names: Vec<String>,
-    rows: Vec<Vec<String>>,
+    view: View,
     drawn: usize,
     received: u64,
     started: Instant,
@@ -59,13 +61,14 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(mode: Mode, tz: Option<chrono_tz::Tz>) -> Self {
+    /// Show a query in `mode`; the `table` mode keeps at most `max_rows` rows.
+    pub fn new(mode: Mode, tz: Option<chrono_tz::Tz>, max_rows: usize) -> Self {
         Self {
             mode,
             printer: Printer::new(Format::Table, tz),
             tz,
             names: vec![],
-            rows: vec![],
+            view: View::new(max_rows),
             drawn: 0,
             received: 0,
             started: Instant::now(),
@@ -108,11 +111,9 @@ impl Live {
         for mut r in rows {
             let op = if has_op { r.remove(0) } else { "+I".into() };
             if op == "-U" || op == "-D" {
-                if let Some(i) = self.rows.iter().position(|x| *x == r) {
-                    self.rows.remove(i);
-                }
+                self.view.retract(&r);
             } else {
-                self.rows.push(r);
+                self.view.insert(r);
             }
         }
         self.redraw();
@@ -123,8 +124,7 @@ impl Live {
         if self.tty && self.drawn > 0 {
             let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
         }
-        let shown = &self.rows[self.rows.len().saturating_sub(TABLE_ROWS)..];
-        let text = crate::output::render_table(&self.names, shown);
+        let text = crate::output::render_table(&self.names, &self.view.latest(TABLE_ROWS));
         self.drawn = text.lines().count();
         let _ = write!(out, "{text}");
         let _ = out.flush();
@@ -135,8 +135,12 @@ impl Live {
             return;
         }
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let dropped = match self.view.dropped() {
+            0 => String::new(),
+            n => format!(", {n} dropped from the view"),
+        };
         let line = format!(
-            "-- {} rows received, watermark {watermark}, {:.0} rows/s (Ctrl-C to stop)",
+            "-- {} rows received{dropped}, watermark {watermark}, {:.0} rows/s (Ctrl-C to stop)",
             self.received,
             self.received as f64 / secs
         );
@@ -159,12 +163,20 @@ impl Live {
     pub fn finish(&mut self) {
         self.clear_status();
         match self.mode {
-            Mode::Table if self.rows.is_empty() && self.drawn == 0 => println!("Empty set"),
+            Mode::Table if self.view.is_empty() && self.drawn == 0 => println!("Empty set"),
             Mode::Table => {}
             _ => self.printer.finish(),
         }
         let secs = self.started.elapsed().as_secs_f64();
         println!("{} rows received in {secs:.2} s.", self.received);
+        if self.view.dropped() > 0 {
+            println!(
+                "Note: {} rows were dropped from the view, which keeps the {} latest rows \
+                 ('{MAX_ROWS_KEY}').",
+                self.view.dropped(),
+                self.view.max_rows()
+            );
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! The `weir` binary: `weir run job.sql` runs a job file; `weir` alone opens the SQL shell.
 
 mod helper;
+mod interrupt;
 mod live;
 mod logging;
 mod output;
 mod progress;
 mod repl;
 mod run;
+mod view;
 
 use clap::{Parser, Subcommand};
 
