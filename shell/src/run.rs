@@ -142,6 +142,8 @@ async fn run_statements(
     args: &RunArgs,
 ) -> i32 {
     let mut jobs = Vec::new();
+    // Created once for the whole run, so no signal falls between two listeners.
+    let mut signals = Signals::new();
     for st in group_inserts(statements) {
         let out = match engine.execute_statement(st).await {
             Ok(o) => o,
@@ -168,7 +170,7 @@ async fn run_statements(
             }
             Output::Stream(mut s) => {
                 let progress = crate::progress::spawn(vec![s.job().clone()], args.quiet);
-                let drained = drain(&mut s, &mut printer, args.quiet).await;
+                let drained = drain(&mut s, &mut printer, &mut signals, args.quiet).await;
                 crate::progress::stop(progress).await;
                 if let Err(code) = drained {
                     cancel_all(&jobs);
@@ -179,7 +181,7 @@ async fn run_statements(
         }
     }
     let progress = crate::progress::spawn(jobs.clone(), args.quiet);
-    let waited = wait_jobs(&jobs, args.quiet).await;
+    let waited = wait_jobs(&jobs, &mut signals, args.quiet).await;
     crate::progress::stop(progress).await;
     if let Err(code) = waited {
         return code;
@@ -189,8 +191,11 @@ async fn run_statements(
 
 /// Wait for the background jobs. SIGTERM or Ctrl-C stops them with a savepoint (a final
 /// checkpoint, then exit 0); a second signal exits at once.
-async fn wait_jobs(jobs: &[weir::JobHandle], quiet: bool) -> Result<(), i32> {
-    let mut signals = Signals::new();
+async fn wait_jobs(
+    jobs: &[weir::JobHandle],
+    signals: &mut Signals,
+    quiet: bool,
+) -> Result<(), i32> {
     let mut stopping = false;
     for j in jobs {
         loop {
@@ -220,26 +225,33 @@ async fn wait_jobs(jobs: &[weir::JobHandle], quiet: bool) -> Result<(), i32> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT as one stream.
+/// SIGTERM and SIGINT as one stream, listened to from the run's start to its end: a signal
+/// that arrives while a batch is being printed waits for the next `next()`.
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     fn new() -> Self {
+        #[cfg(unix)]
+        use tokio::signal::unix::{signal, SignalKind};
         Self {
             #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+            #[cfg(unix)]
+            int: signal(SignalKind::interrupt()).ok(),
         }
     }
 
     async fn next(&mut self) {
         #[cfg(unix)]
-        if let Some(t) = self.term.as_mut() {
+        if let (Some(t), Some(i)) = (self.term.as_mut(), self.int.as_mut()) {
             tokio::select! {
                 _ = t.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
+                _ = i.recv() => return,
             }
         }
         let _ = tokio::signal::ctrl_c().await;
@@ -266,7 +278,12 @@ fn cancel_all(jobs: &[weir::JobHandle]) {
     jobs.iter().for_each(|j| j.cancel());
 }
 
-async fn drain(s: &mut weir::QueryStream, printer: &mut Printer, quiet: bool) -> Result<(), i32> {
+async fn drain(
+    s: &mut weir::QueryStream,
+    printer: &mut Printer,
+    signals: &mut Signals,
+    quiet: bool,
+) -> Result<(), i32> {
     loop {
         tokio::select! {
             b = s.next_batch() => match b {
@@ -281,7 +298,7 @@ async fn drain(s: &mut weir::QueryStream, printer: &mut Printer, quiet: bool) ->
                 }
                 None => break,
             },
-            _ = tokio::signal::ctrl_c() => {
+            _ = signals.next() => {
                 s.job().cancel();
                 eprintln!("weir: cancelled");
                 return Err(130);
