@@ -119,6 +119,7 @@ pub use weir_planner as planner;
 /// Job counters.
 pub mod engine_metrics {
     pub use weir_engine::metrics::{format_watermark, JobMetrics};
+    pub use weir_engine::prometheus::render;
     pub use weir_engine::samples::{max_where, parse, samples, sum, Sample};
 
     /// Read a counter.

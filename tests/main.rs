@@ -14,6 +14,8 @@
 //!   clean run's.
 //! - `stop`: SIGTERM on `weir run` takes a savepoint, exits 0, and the job resumes from it.
 //! - `observability`: `/metrics` and `/health` over HTTP, metric values equal the job's counts.
+//! - `metrics_values`: metric values against known inputs (job history and health, busy and
+//!   backpressure shares, late rows by operator, state bytes, expired keys).
 //! - `latency`: end-to-end latency histograms, per-partition source metrics against the broker,
 //!   timestamp-unit corrections, `RUST_LOG`-filtered logs.
 //! - `shell`: the interactive shell through a real pseudo-terminal.
@@ -32,6 +34,7 @@ mod errors;
 mod kafka;
 mod kafka_keys;
 mod latency;
+mod metrics_values;
 mod observability;
 mod queries;
 mod shell;

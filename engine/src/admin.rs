@@ -29,10 +29,13 @@ pub(crate) fn string_table(names: &[&str], rows: Vec<Vec<String>>) -> Output {
     Output::Table(schema, vec![batch])
 }
 
-/// `SHOW JOBS`: one row per job of the session.
-pub(crate) fn show_jobs(g: &Inner) -> Output {
-    let rows = g
+/// `SHOW JOBS`: one row per job kept (running, and the last ended ones), then a row that says
+/// how many ended jobs were dropped, if any.
+pub(crate) fn show_jobs(g: &mut Inner) -> Output {
+    g.jobs.prune();
+    let mut rows: Vec<Vec<String>> = g
         .jobs
+        .all()
         .iter()
         .map(|j| {
             let m = j.metrics();
@@ -49,6 +52,13 @@ pub(crate) fn show_jobs(g: &Inner) -> Output {
             ]
         })
         .collect();
+    let dropped = g.jobs.dropped();
+    if dropped > 0 {
+        let mut note = vec![String::new(); 8];
+        note[0] = "-".into();
+        note[1] = format!("({dropped} older ended jobs dropped)");
+        rows.push(note);
+    }
     let names = [
         "job id",
         "name",
@@ -73,7 +83,7 @@ fn status(s: &JobStatus) -> String {
 
 /// `STOP JOB 'id' [WITH SAVEPOINT]`.
 pub(crate) fn stop_job(g: &Inner, id: &str, savepoint: bool, at: Location) -> Result<Output> {
-    let Some(job) = g.jobs.iter().find(|j| j.id().to_string() == id.trim()) else {
+    let Some(job) = g.jobs.find(id) else {
         return Err(PlanError::plan(format!("no job with id '{id}' (see SHOW JOBS)"), at).into());
     };
     if job.status() != JobStatus::Running {

@@ -17,6 +17,7 @@ use crate::checkpoint::{fingerprint, CheckpointConfig, CheckpointStore, Checkpoi
 use crate::connector::SinkRestore;
 use crate::connector::{ConnectorRegistry, SinkContext, SinkFactory, SourceFactory};
 use crate::error::{EngineError, Result};
+use crate::job_history::{JobHistory, JobKind};
 use crate::runtime::job::{spawn_node, BuildContext, JobShared};
 use crate::runtime::sink::{run_sink, SinkCheckpoint};
 use crate::stream::{JobHandle, QueryStream};
@@ -42,7 +43,7 @@ pub(crate) struct Inner {
     pub pinned: Settings,
     pub planner: Planner,
     pub registry: ConnectorRegistry,
-    pub jobs: Vec<JobHandle>,
+    pub jobs: JobHistory,
     pub batch_size: usize,
     pub quiet: bool,
     pub checkpoint: Option<CheckpointConfig>,
@@ -64,7 +65,7 @@ impl Engine {
             pinned: Settings::new(),
             planner: Planner::new(),
             registry,
-            jobs: Vec::new(),
+            jobs: JobHistory::default(),
             batch_size: 8192,
             quiet: false,
             checkpoint: None,
@@ -152,9 +153,20 @@ impl Engine {
         self.lock().registry.names()
     }
 
-    /// Jobs started by this engine.
+    /// Jobs started by this engine: every running one and the last
+    /// [`crate::job_history::KEPT_ENDED`] that ended, oldest first.
     pub fn jobs(&self) -> Vec<JobHandle> {
-        self.lock().jobs.clone()
+        let mut g = self.lock();
+        g.jobs.prune();
+        g.jobs.all()
+    }
+
+    /// The jobs `/metrics` shows and `/health` judges: the running ones, and the latest ended
+    /// job of each submitted pipeline (see [`crate::job_history`]).
+    pub fn current_jobs(&self) -> Vec<JobHandle> {
+        let mut g = self.lock();
+        g.jobs.prune();
+        g.jobs.current()
     }
 
     /// Run every statement of `sql` in order; stops at the first error.
@@ -203,7 +215,11 @@ impl Engine {
     pub async fn execute_statement(&self, s: Statement) -> Result<Output> {
         match s {
             Statement::Query(q) if crate::system_tables::mentions(&q.text) => {
-                crate::system_tables::query(&q.text, &self.jobs()).await
+                let jobs = crate::system_tables::Jobs {
+                    kept: self.jobs(),
+                    current: self.current_jobs(),
+                };
+                crate::system_tables::query(&q.text, &jobs).await
             }
             Statement::Query(q) => {
                 let plan = crate::statements::plan_query(&self.lock(), &q)?;
@@ -262,18 +278,20 @@ impl Engine {
         QueryStream::new(rx, JobHandle(job), schema)
     }
 
-    /// Every job's metrics in the Prometheus text format (see `docs/metrics.md`).
+    /// The current jobs' metrics in the Prometheus text format (see `docs/metrics.md`): ended
+    /// ad-hoc queries and superseded pipeline runs are left out.
     pub fn metrics_text(&self) -> String {
-        crate::prometheus::render(&self.jobs())
+        crate::prometheus::render(&self.current_jobs())
     }
 
-    /// `Ok` when no job failed and checkpointing jobs checkpointed within `max_checkpoint_age`;
-    /// otherwise the reasons as JSON.
+    /// `Ok` when no current pipeline failed (the latest job of each submitted INSERT; ad-hoc
+    /// queries never count) and running checkpointing jobs checkpointed within
+    /// `max_checkpoint_age`; otherwise the reasons as JSON.
     pub fn health(
         &self,
         max_checkpoint_age: std::time::Duration,
     ) -> std::result::Result<(), String> {
-        crate::prometheus::health(&self.jobs(), max_checkpoint_age)
+        crate::health::health(&self.current_jobs(), max_checkpoint_age)
     }
 
     /// `EXPLAIN ANALYZE <query>`: run the query to its end (or until `stop` completes, which
@@ -328,7 +346,7 @@ impl Engine {
         print_warnings(&g, &plan);
         drop(g);
         let handle = JobHandle(job);
-        self.lock().jobs.push(handle.clone());
+        self.lock().jobs.push(handle.clone(), JobKind::AdHoc);
         let event_col = plan.root.event_time_column();
         let stream = if plan.updating {
             QueryStream::updating(rx, handle, plan.schema)
@@ -426,7 +444,7 @@ impl Engine {
         crate::runtime::monitor::spawn(&job, thresholds, g.quiet);
         drop(g);
         let handle = JobHandle(job);
-        self.lock().jobs.push(handle.clone());
+        self.lock().jobs.push(handle.clone(), JobKind::Submitted);
         Ok(handle)
     }
 

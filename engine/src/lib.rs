@@ -11,6 +11,8 @@ pub mod connector;
 pub mod dead_letter;
 pub mod engine;
 pub mod error;
+pub mod health;
+pub mod job_history;
 pub mod latency;
 pub mod message;
 pub mod metrics;

@@ -27,9 +27,16 @@ pub trait Operator: Send {
         Ok(())
     }
 
-    /// How much state the operator holds now (for metrics; read after each message).
+    /// How much state the operator holds now (for metrics; read at most twice a second, so it
+    /// may walk the state).
     fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
         crate::runtime::op_metrics::StateSize::default()
+    }
+
+    /// What the operator counted since it started: late rows dropped or accepted, expired keys
+    /// (for metrics; read after each message). Nothing by default.
+    fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
+        crate::runtime::op_metrics::EventCounts::default()
     }
 
     /// Whether the operator keeps state across batches (and so takes part in checkpoints).

@@ -13,17 +13,18 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::latency::{Basis, LatencyHistogram, BUCKETS};
 
 use crate::metrics::JobMetrics;
 use crate::runtime::job::JobStatus;
-use crate::runtime::op_metrics::OperatorMetrics;
+use crate::runtime::op_metrics::{OperatorMetrics, Recent};
 use crate::stream::JobHandle;
 
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
+type Seconds = Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>;
 type Gauges = Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>;
 type Histograms = Family<Labels, Hist>;
 
@@ -55,6 +56,10 @@ struct Families {
     source_bytes: Counters,
     dead_letters: Counters,
     late_rows: Counters,
+    late_updates: Counters,
+    expired_keys: Counters,
+    busy_seconds: Seconds,
+    backpressured_seconds: Seconds,
     rows_in: Counters,
     rows_out: Counters,
     busy: Gauges,
@@ -150,7 +155,7 @@ fn register_process(r: &mut Registry) {
 
 /// Register every family under its name and help text.
 fn register(r: &mut Registry, f: Families) {
-    let counters: [(&str, &str, &Counters); 10] = [
+    let counters: [(&str, &str, &Counters); 9] = [
         (
             "weir_source_records",
             "Records read by a source",
@@ -160,11 +165,6 @@ fn register(r: &mut Registry, f: Families) {
             "weir_dead_letters",
             "Records rejected by a source, by reason",
             &f.dead_letters,
-        ),
-        (
-            "weir_late_rows",
-            "Rows dropped because their windows had fired",
-            &f.late_rows,
         ),
         (
             "weir_operator_rows_in",
@@ -202,18 +202,17 @@ fn register(r: &mut Registry, f: Families) {
             &f.sink_errors,
         ),
     ];
-    for (name, help, m) in counters {
-        r.register(name, help, m.clone());
-    }
+    register_all(r, &counters);
+    register_operator_events(r, &f);
     let gauges: [(&str, &str, &Gauges); 18] = [
         (
             "weir_operator_busy_ratio",
-            "Share of the job's uptime an operator was processing",
+            "Share of the last 10 s an operator was processing",
             &f.busy,
         ),
         (
             "weir_backpressured_ratio",
-            "Share of the job's uptime an operator waited on a full output channel",
+            "Share of the last 10 s an operator waited on a full output channel",
             &f.backpressured,
         ),
         (
@@ -297,9 +296,7 @@ fn register(r: &mut Registry, f: Families) {
             &f.decode_error_ratio,
         ),
     ];
-    for (name, help, m) in gauges {
-        r.register(name, help, m.clone());
-    }
+    register_all(r, &gauges);
     let histograms: [(&str, &str, &Histograms); 2] = [
         (
             "weir_end_to_end_latency_seconds",
@@ -312,9 +309,49 @@ fn register(r: &mut Registry, f: Families) {
             &f.ingestion_latency,
         ),
     ];
-    for (name, help, m) in histograms {
-        r.register(name, help, m.clone());
+    register_all(r, &histograms);
+}
+
+/// Register each `(name, help, family)`.
+fn register_all<M: Metric + Clone>(r: &mut Registry, families: &[(&str, &str, &M)]) {
+    for (name, help, m) in families {
+        r.register(*name, *help, (*m).clone());
     }
+}
+
+/// Per-operator counters: late rows, late updates, expired keys, busy and backpressured time.
+fn register_operator_events(r: &mut Registry, f: &Families) {
+    let counters: [(&str, &str, &Counters); 3] = [
+        (
+            "weir_late_rows",
+            "Rows an operator dropped because their windows had fired",
+            &f.late_rows,
+        ),
+        (
+            "weir_late_updates",
+            "Late rows an operator accepted within 'window.allowed-lateness'",
+            &f.late_updates,
+        ),
+        (
+            "weir_expired_keys",
+            "Keys an operator dropped from its state by 'table.exec.state.ttl'",
+            &f.expired_keys,
+        ),
+    ];
+    register_all(r, &counters);
+    let seconds: [(&str, &str, &Seconds); 2] = [
+        (
+            "weir_operator_busy_seconds",
+            "Seconds an operator spent processing (a source: reading and decoding)",
+            &f.busy_seconds,
+        ),
+        (
+            "weir_operator_backpressured_seconds",
+            "Seconds an operator waited on a full output channel",
+            &f.backpressured_seconds,
+        ),
+    ];
+    register_all(r, &seconds);
 }
 
 /// The `job` label: `<id>:<name>`.
@@ -332,20 +369,18 @@ fn record_job(f: &Families, j: &JobHandle) {
     f.source_bytes
         .get_or_create(&l(&[("job", &job)]))
         .inc_by(bytes);
-    let late = JobMetrics::get(&j.metrics().late_rows);
-    f.late_rows
-        .get_or_create(&l(&[("job", &job), ("operator", "windows")]))
-        .inc_by(late);
     for m in j.operator_metrics() {
         let op = format!("{}:{}", m.node, m.name);
         let labels = l(&[("job", &job), ("operator", &op)]);
+        let recent = m.recent();
         if let Some(table) = m.name.strip_prefix("source ") {
             record_partitions(f, &job, table, &m);
             // Added up: a table read twice (a self-join) has two source tasks.
             f.source_rate
                 .get_or_create(&l(&[("job", &job), ("source", table)]))
-                .inc_by(m.rows_per_second());
+                .inc_by(recent.rows_per_second);
         }
+        record_operator_time(f, &labels, &m, recent);
         let queued = m.queued.load(Ordering::Relaxed) as f64;
         let capacity = crate::runtime::job::CHANNEL_CAPACITY as f64;
         f.queue_fill.get_or_create(&labels).set(queued / capacity);
@@ -355,12 +390,6 @@ fn record_job(f: &Families, j: &JobHandle) {
         f.rows_out
             .get_or_create(&labels)
             .inc_by(m.rows_out.load(Ordering::Relaxed));
-        let secs = uptime.max(1e-9) * 1e9;
-        f.busy
-            .get_or_create(&labels)
-            .set(m.busy_ns.load(Ordering::Relaxed) as f64 / secs);
-        let blocked = m.blocked_ns.load(Ordering::Relaxed) as f64 / secs;
-        f.backpressured.get_or_create(&labels).set(blocked);
         let wm = m.watermark.load(Ordering::Relaxed);
         if wm != i64::MIN && wm != i64::MAX {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
@@ -413,6 +442,31 @@ fn record_job(f: &Families, j: &JobHandle) {
             .set(last.bytes as f64);
         let commit = j.metrics().last_commit_ns.load(Ordering::Relaxed) as f64 / 1e9;
         f.commit_seconds.get_or_create(&labels).set(commit);
+    }
+}
+
+/// Busy and backpressured time of a task (totals and last-10 s shares), and its operator's
+/// late rows, late updates and expired keys (those it counts).
+fn record_operator_time(f: &Families, labels: &Labels, m: &OperatorMetrics, recent: Recent) {
+    let busy = m.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    f.busy_seconds.get_or_create(labels).inc_by(busy);
+    let blocked = m.blocked_total_ns() as f64 / 1e9;
+    f.backpressured_seconds
+        .get_or_create(labels)
+        .inc_by(blocked);
+    f.busy.get_or_create(labels).set(recent.busy);
+    f.backpressured
+        .get_or_create(labels)
+        .set(recent.backpressured);
+    let events = [
+        (&f.late_rows, &m.late_rows),
+        (&f.late_updates, &m.late_updates),
+        (&f.expired_keys, &m.expired_keys),
+    ];
+    for (family, counter) in events {
+        if let Some(n) = OperatorMetrics::event(counter) {
+            family.get_or_create(labels).inc_by(n);
+        }
     }
 }
 
@@ -522,36 +576,4 @@ pub fn reason_class(reason: &str) -> String {
         .take(40)
         .collect();
     class.trim_matches('_').to_string()
-}
-
-/// Whether every job is healthy: none failed, and a checkpointing job completed a checkpoint
-/// within `max_checkpoint_age`. `Err` holds the reasons as a JSON object.
-pub fn health(jobs: &[JobHandle], max_checkpoint_age: std::time::Duration) -> Result<(), String> {
-    let mut problems = Vec::new();
-    for j in jobs {
-        if let JobStatus::Failed(e) = j.status() {
-            problems.push(format!("job {} failed: {e}", j.id()));
-            continue;
-        }
-        if j.status() != JobStatus::Running || !j.has_checkpointing() {
-            continue;
-        }
-        let age = match j.checkpoints().last() {
-            Some(c) => SystemTime::now()
-                .duration_since(c.completed)
-                .unwrap_or_default(),
-            None => j.uptime(),
-        };
-        if age > max_checkpoint_age {
-            problems.push(format!(
-                "job {} has no checkpoint for {:.0} s",
-                j.id(),
-                age.as_secs_f64()
-            ));
-        }
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(serde_json::json!({"status": "unhealthy", "reasons": problems}).to_string())
 }

@@ -314,7 +314,7 @@ fn two_columns(a: &str, b: &str, x: Vec<String>, y: Vec<String>) -> Output {
     Output::Table(schema, vec![batch])
 }
 
-fn show(g: &Inner, what: ShowWhat) -> Output {
+fn show(g: &mut Inner, what: ShowWhat) -> Output {
     match what {
         ShowWhat::Tables => one_column("table name", g.catalog.tables.keys().cloned().collect()),
         ShowWhat::Views => one_column("view name", g.catalog.views.keys().cloned().collect()),

@@ -2,7 +2,9 @@
 //! `weir.dead_letters`, queryable like any table (`SELECT partition, lag FROM weir.kafka_lag
 //! WHERE lag > 10000`). A query that names one runs once, as a batch query over a snapshot
 //! taken when it starts. `weir.metrics` is parsed from the same Prometheus text `/metrics`
-//! serves, so both always show the same numbers.
+//! serves, so both always show the same numbers; like `/metrics` it and `weir.kafka_lag` cover
+//! the current jobs, while `weir.jobs`, `weir.checkpoints` and `weir.dead_letters` cover every
+//! job kept in the history (see [`crate::job_history`]).
 
 use std::sync::Arc;
 
@@ -32,8 +34,16 @@ pub fn mentions(sql: &str) -> bool {
     NAMES.iter().any(|n| lower.contains(&format!("weir.{n}")))
 }
 
+/// The jobs the system tables show.
+pub struct Jobs {
+    /// Every job kept in the history.
+    pub kept: Vec<JobHandle>,
+    /// The jobs `/metrics` shows.
+    pub current: Vec<JobHandle>,
+}
+
 /// Run `sql` over a snapshot of the system tables.
-pub async fn query(sql: &str, jobs: &[JobHandle]) -> Result<Output> {
+pub async fn query(sql: &str, jobs: &Jobs) -> Result<Output> {
     let ctx = SessionContext::new();
     let schema = Arc::new(MemorySchemaProvider::new());
     ctx.catalog("datafusion")
@@ -62,13 +72,13 @@ fn strings(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
 }
 
-fn tables(jobs: &[JobHandle]) -> Result<Vec<(&'static str, RecordBatch)>> {
+fn tables(jobs: &Jobs) -> Result<Vec<(&'static str, RecordBatch)>> {
     Ok(vec![
-        ("jobs", jobs_table(jobs)?),
-        ("metrics", metrics_table(jobs)?),
-        ("kafka_lag", lag_table(jobs)?),
-        ("checkpoints", checkpoints_table(jobs)?),
-        ("dead_letters", dead_letters_table(jobs)?),
+        ("jobs", jobs_table(&jobs.kept)?),
+        ("metrics", metrics_table(&jobs.current)?),
+        ("kafka_lag", lag_table(&jobs.current)?),
+        ("checkpoints", checkpoints_table(&jobs.kept)?),
+        ("dead_letters", dead_letters_table(&jobs.kept)?),
     ])
 }
 

@@ -1,6 +1,6 @@
 //! The progress line of `weir run` on a terminal, like Spark's query progress: input rows/s,
-//! output rows, the watermark and how far it is behind the wall clock, late rows and dead
-//! letters. It is written to stderr (results alone go to stdout, so they pipe cleanly), redrawn
+//! output rows, the watermark and how far it is behind the wall clock, late rows, dead
+//! letters, and the busiest operator and the largest backpressure over the last 10 s. It is written to stderr (results alone go to stdout, so they pipe cleanly), redrawn
 //! once a second, and off with `--quiet` or when stderr is not a terminal.
 
 use std::io::{IsTerminal, Write};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weir::engine_metrics::{format_watermark, max_where, samples, sum};
+use weir::engine_metrics::{format_watermark, max_where, samples, sum, Sample};
 
 pub struct Progress {
     stop: oneshot::Sender<()>,
@@ -78,7 +78,28 @@ pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
         let kafka = sum(&s, "weir_kafka_consumer_lag_records") as u64;
         line.push_str(&format!(" | kafka lag {kafka}"));
     }
+    line.push_str(&load(&s));
     line
+}
+
+/// ` | busiest 3:WindowAggregate 80% | backpressured 60%`: the operator with the largest busy
+/// share over the last 10 s, and the largest backpressured share (nothing without operators).
+fn load(s: &[Sample]) -> String {
+    let top = |name: &str| {
+        s.iter()
+            .filter(|x| x.name == name)
+            .max_by(|a, b| a.value.total_cmp(&b.value))
+    };
+    let Some(busy) = top("weir_operator_busy_ratio") else {
+        return String::new();
+    };
+    let blocked = top("weir_backpressured_ratio").map_or(0.0, |x| x.value);
+    format!(
+        " | busiest {} {:.0}% | backpressured {:.0}%",
+        busy.label("operator").unwrap_or_default(),
+        100.0 * busy.value,
+        100.0 * blocked
+    )
 }
 
 #[cfg(test)]
@@ -103,6 +124,10 @@ mod tests {
         assert!(line.contains("40 in, 40 out"), "{line}");
         assert!(line.contains("in 40 rows/s") && last == 40, "{line}");
         assert!(line.contains("0 late | 0 dead letters"), "{line}");
+        assert!(
+            line.contains(" | busiest ") && line.contains("% | backpressured "),
+            "{line}"
+        );
         let again = progress_line(&[job], &mut last);
         assert!(again.contains("in 0 rows/s"), "{again}");
     }

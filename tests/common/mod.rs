@@ -253,3 +253,22 @@ pub fn metric_total(text: &str, name: &str, labels: &[&str]) -> f64 {
         .map(|s| s.value)
         .sum()
 }
+
+/// Poll `check` every 50 ms until it returns `Some`; panics naming `what` after `limit`.
+pub async fn wait_for<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

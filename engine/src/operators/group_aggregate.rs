@@ -20,8 +20,8 @@ use super::window_aggregate::key_arrays;
 use crate::changelog::{ChangeBuilder, RowKind};
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
-use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, encode_columns, StateBackend};
 use weir_planner::stream_plan::{GroupAggregateNode, PhysExpr};
 
@@ -36,19 +36,13 @@ pub struct GroupAggregateOperator {
     /// Net input rows per group: 0 means the group's row is deleted.
     counts: Vec<i64>,
     schema: SchemaRef,
-    metrics: Arc<JobMetrics>,
     dirty: bool,
 }
 
 impl GroupAggregateOperator {
     /// The operator for `node`; with `ttl_ms`, groups idle that many milliseconds of
     /// processing time (read from `clock`) are dropped.
-    pub fn new(
-        node: &GroupAggregateNode,
-        ttl_ms: Option<u64>,
-        clock: Clock,
-        metrics: Arc<JobMetrics>,
-    ) -> Result<Self> {
+    pub fn new(node: &GroupAggregateNode, ttl_ms: Option<u64>, clock: Clock) -> Result<Self> {
         let n_keys = node.group_exprs.len();
         let mut types: Vec<DataType> = (0..n_keys)
             .map(|i| node.schema.field(i).data_type().clone())
@@ -78,7 +72,6 @@ impl GroupAggregateOperator {
             accs,
             counts: vec![],
             schema: node.schema.clone(),
-            metrics,
             dirty: false,
         })
     }
@@ -94,8 +87,6 @@ impl GroupAggregateOperator {
 
     fn expire(&mut self) {
         if let Some(keep) = self.keys.expire() {
-            let dropped = keep.iter().filter(|k| !**k).count();
-            JobMetrics::add(&self.metrics.expired_keys, dropped);
             retain_by(&mut self.counts, &keep);
             self.accs.iter_mut().for_each(|a| a.retain(&keep));
             self.dirty = true;
@@ -171,8 +162,15 @@ impl Operator for GroupAggregateOperator {
         true
     }
 
-    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
-        self.keys.state_size()
+    fn counts(&self) -> EventCounts {
+        self.keys.counts()
+    }
+
+    /// Keys, their encoded rows, each group's count and every aggregate's state.
+    fn state_size(&self) -> StateSize {
+        let accs: usize = self.accs.iter().map(|a| a.memory_size()).sum();
+        let counts = self.counts.capacity() * std::mem::size_of::<i64>();
+        self.keys.state_size_with(accs + counts)
     }
 
     /// The whole table of groups when anything changed since the last barrier: key columns,

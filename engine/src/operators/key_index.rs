@@ -36,6 +36,8 @@ pub struct KeyIndex {
     /// Per-group batch stamp, to list each touched group once.
     stamp: Vec<u32>,
     batch_no: u32,
+    /// Groups dropped by the TTL so far.
+    expired: u64,
 }
 
 impl KeyIndex {
@@ -53,6 +55,7 @@ impl KeyIndex {
             clock,
             stamp: vec![],
             batch_no: 0,
+            expired: 0,
         }
     }
 
@@ -104,10 +107,34 @@ impl KeyIndex {
         Ok((groups, touched))
     }
 
-    /// The number of keys held, for metrics.
-    pub fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+    /// The groups expired so far, as the operator's counts.
+    pub fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
+        crate::runtime::op_metrics::EventCounts {
+            expired_keys: Some(self.expired),
+            ..Default::default()
+        }
+    }
+
+    /// The number of keys and the bytes of the index plus `per_group_bytes` the operator keeps
+    /// beside it, for metrics.
+    pub fn state_size_with(&self, per_group_bytes: usize) -> crate::runtime::op_metrics::StateSize {
+        let mut size = self.state_size();
+        size.bytes += per_group_bytes as u64;
+        size
+    }
+
+    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+        // Each key's row twice (the rows, and the map's own copy), the map's buckets (a boxed
+        // slice, a group number and a control byte), and the per-group stamps and TTL times.
+        let rows = self.rows.size();
+        let bucket = std::mem::size_of::<(Box<[u8]>, u32)>() + 1;
+        let bytes = 2 * rows
+            + self.map.capacity() * bucket
+            + self.touched_at.capacity() * std::mem::size_of::<u64>()
+            + self.stamp.capacity() * std::mem::size_of::<u32>();
         crate::runtime::op_metrics::StateSize {
             keys: self.len() as u64,
+            bytes: bytes as u64,
             ..Default::default()
         }
     }
@@ -164,6 +191,7 @@ impl KeyIndex {
         self.rows = rows;
         self.touched_at = touched;
         self.stamp = vec![0; self.rows.num_rows()];
+        self.expired += keep.iter().filter(|k| !**k).count() as u64;
         Some(keep)
     }
 }

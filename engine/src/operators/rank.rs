@@ -23,8 +23,8 @@ use super::window_aggregate::key_arrays;
 use crate::changelog::RowKind;
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
-use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, encode_columns, StateBackend};
 use weir_planner::stream_plan::{PhysExpr, RankNode};
 
@@ -46,19 +46,13 @@ pub struct RankOperator {
     output_rank: bool,
     newest_wins_ties: bool,
     schema: SchemaRef,
-    metrics: Arc<JobMetrics>,
     dirty: bool,
 }
 
 impl RankOperator {
     /// The operator for `node`; with `ttl_ms`, partitions idle that many milliseconds of
     /// processing time (read from `clock`) are dropped.
-    pub fn new(
-        node: &RankNode,
-        ttl_ms: Option<u64>,
-        clock: Clock,
-        metrics: Arc<JobMetrics>,
-    ) -> Result<Self> {
+    pub fn new(node: &RankNode, ttl_ms: Option<u64>, clock: Clock) -> Result<Self> {
         let in_schema = node.input.schema();
         let mut key_types = node
             .partition
@@ -94,7 +88,6 @@ impl RankOperator {
             output_rank: node.output_rank,
             newest_wins_ties: node.newest_wins_ties,
             schema: node.schema.clone(),
-            metrics,
             dirty: false,
         })
     }
@@ -205,10 +198,6 @@ impl Operator for RankOperator {
 
     fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
         if let Some(keep) = self.keys.expire() {
-            JobMetrics::add(
-                &self.metrics.expired_keys,
-                keep.iter().filter(|k| !**k).count(),
-            );
             retain_by(&mut self.parts, &keep);
         }
         let b = &batch.batch;
@@ -248,8 +237,22 @@ impl Operator for RankOperator {
         true
     }
 
-    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
-        self.keys.state_size()
+    fn counts(&self) -> EventCounts {
+        self.keys.counts()
+    }
+
+    /// Keys, and every partition's kept rows with their sort keys.
+    fn state_size(&self) -> StateSize {
+        let entries: usize = self
+            .parts
+            .iter()
+            .map(|p| {
+                let rows: usize = p.iter().map(|e| e.sort.len() + e.row.len()).sum();
+                rows + p.capacity() * std::mem::size_of::<Entry>()
+            })
+            .sum();
+        let lists = self.parts.capacity() * std::mem::size_of::<Vec<Entry>>();
+        self.keys.state_size_with(entries + lists)
     }
 
     /// Every partition when anything changed: key columns, then each partition's entries as

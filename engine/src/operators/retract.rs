@@ -129,6 +129,36 @@ impl RetractAcc {
         })
     }
 
+    /// Approximate bytes of the state of every group (walks the per-value maps of MIN/MAX
+    /// under retraction and COUNT DISTINCT).
+    pub fn memory_size(&self) -> usize {
+        use std::mem::size_of;
+        // A map entry: its boxed value bytes (estimated), the box and the count, and overhead.
+        const ENTRY: usize = 48;
+        match &self.kind {
+            Kind::Count(c) => c.capacity() * size_of::<i64>(),
+            Kind::Sum { sums, n, .. } => {
+                let sums = match sums {
+                    Sums::Int(v) => v.capacity() * size_of::<i128>(),
+                    Sums::Float(v) => v.capacity() * size_of::<f64>(),
+                };
+                sums + n.capacity() * size_of::<i64>()
+            }
+            Kind::Extreme { best, .. } => {
+                let values: usize = best.iter().flatten().map(|b| b.len()).sum();
+                best.capacity() * size_of::<Option<Box<[u8]>>>() + values
+            }
+            Kind::Ordered { values, .. } => {
+                let entries: usize = values.iter().map(|m| m.len()).sum();
+                values.capacity() * size_of::<BTreeMap<Box<[u8]>, i64>>() + entries * ENTRY
+            }
+            Kind::Distinct(v) => {
+                let entries: usize = v.iter().map(|m| m.capacity()).sum();
+                v.capacity() * size_of::<HashMap<Box<[u8]>, i64>>() + entries * ENTRY
+            }
+        }
+    }
+
     /// Make room for `n` groups.
     pub fn resize(&mut self, n: usize) {
         match &mut self.kind {

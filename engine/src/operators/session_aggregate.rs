@@ -19,8 +19,8 @@ use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
 use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol};
 use crate::error::Result;
 use crate::message::{Message, StreamBatch};
-use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, encode_columns, StateBackend};
 use crate::window::assign::{fire_time_ns, window_time, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
@@ -49,16 +49,13 @@ pub struct SessionAggregateOperator {
     watermark: i64,
     schema: SchemaRef,
     input_schema: SchemaRef,
-    metrics: Arc<JobMetrics>,
+    /// Late rows dropped so far.
+    late_rows: u64,
 }
 
 impl SessionAggregateOperator {
     /// The operator for a SESSION window `node`, with time interpreted by `time`.
-    pub fn new(
-        node: &WindowAggregateNode,
-        time: TimeContext,
-        metrics: Arc<JobMetrics>,
-    ) -> Result<Self> {
+    pub fn new(node: &WindowAggregateNode, time: TimeContext) -> Result<Self> {
         let (layout, key_exprs) = layout(node);
         let mut types = key_types(node, &layout);
         let converter = key_converter(&types)?;
@@ -86,7 +83,7 @@ impl SessionAggregateOperator {
             watermark: i64::MIN,
             schema: node.schema.clone(),
             input_schema: node.input.schema(),
-            metrics,
+            late_rows: 0,
         })
     }
 
@@ -232,7 +229,7 @@ impl Operator for SessionAggregateOperator {
             ks.rows.push((slot, i as u32, t));
             stored += 1;
         }
-        JobMetrics::add(&self.metrics.late_rows, late);
+        self.late_rows += late as u64;
         if stored > 0 {
             self.batches.insert(slot, (b.clone(), stored));
             self.next_slot = self.next_slot.wrapping_add(1);
@@ -249,6 +246,39 @@ impl Operator for SessionAggregateOperator {
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn counts(&self) -> EventCounts {
+        EventCounts {
+            late_rows: Some(self.late_rows),
+            ..Default::default()
+        }
+    }
+
+    /// Open sessions, keys, and the bytes of the keys, their sessions and row references and
+    /// of every batch a buffered row is in.
+    fn state_size(&self) -> StateSize {
+        use std::mem::size_of;
+        let per_key = size_of::<(Box<[u8]>, KeyState)>() + 1;
+        let keys: usize = self
+            .keys
+            .iter()
+            .map(|(k, ks)| {
+                k.len()
+                    + ks.sessions.capacity() * size_of::<(i64, i64)>()
+                    + ks.rows.capacity() * size_of::<(u32, u32, i64)>()
+            })
+            .sum();
+        let batches: usize = self
+            .batches
+            .values()
+            .map(|(b, _)| b.get_array_memory_size())
+            .sum();
+        StateSize {
+            open_windows: self.keys.values().map(|ks| ks.sessions.len() as u64).sum(),
+            keys: self.keys.len() as u64,
+            bytes: (keys + self.keys.capacity() * per_key + batches) as u64,
+        }
     }
 
     /// The rows of every open session, gathered into one batch (sessions are rebuilt from the

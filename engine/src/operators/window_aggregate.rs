@@ -67,6 +67,10 @@ pub struct WindowAggregateOperator {
     late_dirty: BTreeSet<(i64, i64)>,
     schema: SchemaRef,
     metrics: Arc<JobMetrics>,
+    /// Late rows dropped so far.
+    late_rows: u64,
+    /// Late rows accepted within the allowed lateness so far.
+    late_updates: u64,
 }
 
 /// Group-column layout of a window aggregation and the key expressions.
@@ -159,6 +163,8 @@ impl WindowAggregateOperator {
             late_dirty: BTreeSet::new(),
             schema: node.schema.clone(),
             metrics,
+            late_rows: 0,
+            late_updates: 0,
         })
     }
 
@@ -174,9 +180,9 @@ impl WindowAggregateOperator {
             if let Some(t) = self.updates.late_table(key) {
                 t.update(&rows, inputs)?;
                 self.late_dirty.insert(key);
-                JobMetrics::add(&self.metrics.late_updates, n);
+                self.late_updates += n as u64;
             } else {
-                JobMetrics::add(&self.metrics.late_rows, n);
+                self.late_rows += n as u64;
             }
             return Ok(());
         }
@@ -439,6 +445,14 @@ impl Operator for WindowAggregateOperator {
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
+        crate::runtime::op_metrics::EventCounts {
+            late_rows: Some(self.late_rows),
+            late_updates: Some(self.late_updates),
+            expired_keys: None,
+        }
     }
 
     fn state_size(&self) -> crate::runtime::op_metrics::StateSize {

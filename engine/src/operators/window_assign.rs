@@ -15,8 +15,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
-use crate::metrics::JobMetrics;
 use crate::operator::Operator;
+use crate::runtime::op_metrics::EventCounts;
 use crate::window::assign::{
     assign_windows, to_wall, window_time, Assignments, TimeContext, UnitSpec,
 };
@@ -32,16 +32,13 @@ pub struct WindowAssignOperator {
     /// `window.allowed-lateness` (ns): windows stay open to rows this long after firing.
     lateness: i64,
     schema: SchemaRef,
-    metrics: Arc<JobMetrics>,
+    /// Late rows dropped so far.
+    late_rows: u64,
 }
 
 impl WindowAssignOperator {
     /// The operator for `node`, with time interpreted by `time`.
-    pub fn new(
-        node: &WindowAssignNode,
-        time: TimeContext,
-        metrics: Arc<JobMetrics>,
-    ) -> Result<Self> {
+    pub fn new(node: &WindowAssignNode, time: TimeContext) -> Result<Self> {
         let spec = UnitSpec::new(&node.spec, time.unit).map_err(EngineError::Execution)?;
         let session_gap = spec.session_gap();
         Ok(Self {
@@ -52,7 +49,7 @@ impl WindowAssignOperator {
             watermark: i64::MIN,
             lateness: node.allowed_lateness_ns,
             schema: node.schema.clone(),
-            metrics,
+            late_rows: 0,
         })
     }
 
@@ -155,7 +152,7 @@ impl Operator for WindowAssignOperator {
                 .map_err(EngineError::Execution)?
             }
         };
-        JobMetrics::add(&self.metrics.late_rows, a.late_rows);
+        self.late_rows += a.late_rows as u64;
         if !a.rows.is_empty() {
             out.push(Message::Batch(self.build(&batch, a)?));
         }
@@ -166,5 +163,12 @@ impl Operator for WindowAssignOperator {
         self.watermark = self.watermark.max(watermark);
         out.push(Message::Watermark(watermark));
         Ok(())
+    }
+
+    fn counts(&self) -> EventCounts {
+        EventCounts {
+            late_rows: Some(self.late_rows),
+            ..Default::default()
+        }
     }
 }

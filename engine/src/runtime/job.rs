@@ -300,20 +300,12 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
         StreamNode::Project { exprs, schema, .. } => Box::new(
             operators::project::ProjectOperator::new(exprs.clone(), schema.clone()),
         ),
-        StreamNode::WindowAssign(w) => {
-            Box::new(operators::window_assign::WindowAssignOperator::new(
-                w,
-                time_context(&w.time)?,
-                metrics,
-            )?)
-        }
-        StreamNode::WindowAggregate(a) if a.spec.is_session() => {
-            Box::new(operators::session_aggregate::SessionAggregateOperator::new(
-                a,
-                time_context(&a.time)?,
-                metrics,
-            )?)
-        }
+        StreamNode::WindowAssign(w) => Box::new(
+            operators::window_assign::WindowAssignOperator::new(w, time_context(&w.time)?)?,
+        ),
+        StreamNode::WindowAggregate(a) if a.spec.is_session() => Box::new(
+            operators::session_aggregate::SessionAggregateOperator::new(a, time_context(&a.time)?)?,
+        ),
         StreamNode::WindowAggregate(a) => {
             Box::new(operators::window_aggregate::WindowAggregateOperator::new(
                 a,
@@ -326,14 +318,12 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 a,
                 ttl_ms(ctx.settings)?,
                 operators::key_index::process_clock,
-                metrics,
             )?)
         }
         StreamNode::Rank(r) => Box::new(operators::rank::RankOperator::new(
             r,
             ttl_ms(ctx.settings)?,
             operators::key_index::process_clock,
-            metrics,
         )?),
     };
     let ck = match &ctx.checkpointing {
@@ -342,7 +332,11 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
     };
     let m = ctx.job.register_operator(node_no, op.name());
     let input = spawn_node(node.children()[0], ctx)?;
-    ctx.job.spawn(run_operator(op, input, tx, ck, m));
+    let task = OperatorTask {
+        metrics: m,
+        job: ctx.job.metrics.clone(),
+    };
+    ctx.job.spawn(run_operator(op, input, tx, ck, task));
     Ok(rx)
 }
 
@@ -366,17 +360,30 @@ pub fn time_context(t: &TimeInfo) -> Result<TimeContext> {
     Ok(TimeContext { unit: t.unit, tz })
 }
 
+/// How often an operator's state size is measured (it may walk the whole state).
+const STATE_SIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The counters an operator's task updates: its own and its job's.
+pub struct OperatorTask {
+    /// The task's counters.
+    pub metrics: Arc<OperatorMetrics>,
+    /// The job's counters (late rows, late updates and expired keys add up there).
+    pub job: Arc<JobMetrics>,
+}
+
 /// Feed an operator its input, in order, and forward what it produces.
 pub async fn run_operator(
     mut op: Box<dyn Operator>,
     mut input: mpsc::Receiver<Message>,
     tx: mpsc::Sender<Message>,
     mut ck: Option<OperatorCheckpoint>,
-    metrics: Arc<OperatorMetrics>,
+    task: OperatorTask,
 ) -> Result<()> {
+    let metrics = task.metrics.clone();
     let mut out = Vec::new();
     // The latest ingestion time among the input batches, stamped on the outputs.
     let mut ingest_ns = 0;
+    let mut sized: Option<Instant> = None;
     while let Some(m) = input.recv().await {
         let end = matches!(m, Message::EndOfStream);
         let started = std::time::Instant::now();
@@ -403,10 +410,8 @@ pub async fn run_operator(
                 out.push(Message::EndOfStream);
             }
         }
+        report(op.as_ref(), &task, &mut sized, end);
         OperatorMetrics::add_time(&metrics.busy_ns, started);
-        if op.is_stateful() {
-            metrics.set_state(op.state_size());
-        }
         for mut m in out.drain(..) {
             if let Message::Batch(b) = &mut m {
                 OperatorMetrics::add(&metrics.rows_out, b.num_rows());
@@ -414,16 +419,22 @@ pub async fn run_operator(
                     b.ingest_ns = ingest_ns;
                 }
             }
-            let waiting = std::time::Instant::now();
-            if tx.send(m).await.is_err() {
+            if metrics.send(&tx, m).await.is_err() {
                 return Ok(());
             }
-            OperatorMetrics::add_time(&metrics.blocked_ns, waiting);
-            metrics.note_queue(&tx);
         }
         if end {
             break;
         }
     }
     Ok(())
+}
+
+/// After a message: the operator's counts, and its state size when due (or at the end).
+fn report(op: &dyn Operator, task: &OperatorTask, sized: &mut Option<Instant>, end: bool) {
+    if op.is_stateful() && (end || sized.is_none_or(|t| t.elapsed() >= STATE_SIZE_EVERY)) {
+        task.metrics.set_state(op.state_size());
+        *sized = Some(Instant::now());
+    }
+    task.metrics.set_counts(op.counts(), &task.job);
 }

@@ -1,8 +1,10 @@
-//! Threshold warnings: `SET 'monitoring.lag-warn' = '10000'` (Kafka consumer lag, records over
-//! all partitions of the job) and `SET 'monitoring.latency-warn' = '5 s'` (watermark lag at the
-//! sinks). A small task checks once a second and warns once when a number crosses its threshold,
-//! and again only after it fell back below. Warnings go to stderr (unless quiet) and are kept on
-//! the job (`JobHandle::warnings`).
+//! A small task per job that wakes once a second while the job runs: it takes each task's
+//! reading for the 10 s meters (rows per second, busy and backpressured shares; see
+//! [`crate::runtime::op_metrics`]), and checks the threshold warnings
+//! `SET 'monitoring.lag-warn' = '10000'` (Kafka consumer lag, records over all partitions of the
+//! job) and `SET 'monitoring.latency-warn' = '5 s'` (watermark lag at the sinks). It warns once
+//! when a number crosses its threshold, and again only after it fell back below. Warnings go to
+//! stderr (unless quiet) and are kept on the job (`JobHandle::warnings`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,15 +45,13 @@ impl Thresholds {
     }
 }
 
-/// Watch `job` until it ends (nothing is spawned without thresholds).
+/// Watch `job` until it ends.
 pub fn spawn(job: &Arc<JobShared>, t: Thresholds, quiet: bool) {
-    if t.lag.is_none() && t.latency_ns.is_none() {
-        return;
-    }
     let job = job.clone();
     tokio::spawn(async move {
         let (mut lag_high, mut latency_high) = (false, false);
         while !job.is_done() {
+            job.operators().iter().for_each(|m| m.tick());
             if let Some(limit) = t.lag {
                 let lag: i64 = job.metrics.kafka_lag.lock().expect("lock").values().sum();
                 let msg =

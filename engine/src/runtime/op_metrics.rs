@@ -1,12 +1,22 @@
-//! What each task of a running job did: rows in and out, time busy processing, and time blocked
-//! on a full output channel (backpressure). Counted once per message, never per row. Tasks are
-//! numbered in the plan's pre-order, the order EXPLAIN prints them, so EXPLAIN ANALYZE can put
-//! each task's numbers beside its line.
+//! What each task of a running job did: rows in and out, time busy processing, time blocked
+//! on a full output channel (backpressure), and what its operator counted (late rows, late
+//! updates, expired keys). Counted once per message, never per row. Tasks are numbered in the
+//! plan's pre-order, the order EXPLAIN prints them, so EXPLAIN ANALYZE can put each task's
+//! numbers beside its line.
+//!
+//! Busy and backpressured time are totals (counters); [`OperatorMetrics::recent`] turns them,
+//! and the rows sent, into shares and a rate over the last [`RATE_WINDOW`], from readings the
+//! job's monitor takes once a second ([`OperatorMetrics::tick`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use crate::metrics::JobMetrics;
 
 /// The counters of one task (source, operator or union).
 #[derive(Debug)]
@@ -35,11 +45,59 @@ pub struct OperatorMetrics {
     pub queued: AtomicU64,
     /// Per source partition: records, watermark, idleness (sources only).
     pub partitions: Mutex<BTreeMap<u32, PartitionStat>>,
-    /// Readings of `rows_out` over time, for [`OperatorMetrics::rows_per_second`].
-    rate: Mutex<RateWindow>,
+    /// Rows the operator dropped because their windows had fired (see [`OperatorMetrics::event`]).
+    pub late_rows: AtomicU64,
+    /// Late rows the operator accepted within `window.allowed-lateness`.
+    pub late_updates: AtomicU64,
+    /// Keys the operator dropped from its state by `table.exec.state.ttl`.
+    pub expired_keys: AtomicU64,
+    /// When the task was created: the origin of `waiting_since`.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` plus one when the current wait on the output channel began;
+    /// 0 while not waiting.
+    waiting_since: AtomicU64,
+    /// The largest backpressured total shown so far (keeps the counter monotonic while a wait
+    /// in progress is folded into `blocked_ns`).
+    blocked_shown: AtomicU64,
+    /// Readings of the counters over time, for [`OperatorMetrics::recent`].
+    meters: Mutex<Meters>,
 }
 
-/// How far back [`OperatorMetrics::rows_per_second`] looks.
+/// 10 s windows over the counters that have a recent rate or share.
+#[derive(Debug)]
+struct Meters {
+    rows_out: RateWindow,
+    busy: RateWindow,
+    blocked: RateWindow,
+}
+
+/// A task over the last [`RATE_WINDOW`] (since it started when younger).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Recent {
+    /// Rows sent downstream per second (a source's rows out are the records it read).
+    pub rows_per_second: f64,
+    /// Share of the time the task was processing (0 to 1).
+    pub busy: f64,
+    /// Share of the time the task waited on a full output channel (0 to 1).
+    pub backpressured: f64,
+}
+
+/// What an operator counted since it started (see [`crate::operator::Operator::counts`]);
+/// `None` for what it never counts, which then has no series in `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Rows dropped because their windows had fired.
+    pub late_rows: Option<u64>,
+    /// Late rows accepted within `window.allowed-lateness` (they update emitted windows).
+    pub late_updates: Option<u64>,
+    /// Keys dropped from updating state by `table.exec.state.ttl`.
+    pub expired_keys: Option<u64>,
+}
+
+/// The value of an event counter of [`OperatorMetrics`] whose operator never counts it.
+const NOT_COUNTED: u64 = u64::MAX;
+
+/// How far back [`OperatorMetrics::recent`] looks.
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Readings `(when, count)` of a counter at least a second apart, spanning about
@@ -48,6 +106,11 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 struct RateWindow(std::collections::VecDeque<(Instant, u64)>);
 
 impl RateWindow {
+    /// A window whose first reading is zero, now.
+    fn new() -> Self {
+        Self([(Instant::now(), 0)].into())
+    }
+
     /// The count's rate per second from the oldest kept reading to `(now, count)`, which is
     /// kept when the last reading is a second old or more.
     fn per_second(&mut self, now: Instant, count: u64) -> f64 {
@@ -111,17 +174,97 @@ impl OperatorMetrics {
             state_bytes: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             partitions: Mutex::new(BTreeMap::new()),
-            rate: Mutex::new(RateWindow([(Instant::now(), 0)].into())),
+            late_rows: AtomicU64::new(NOT_COUNTED),
+            late_updates: AtomicU64::new(NOT_COUNTED),
+            expired_keys: AtomicU64::new(NOT_COUNTED),
+            epoch: Instant::now(),
+            waiting_since: AtomicU64::new(0),
+            blocked_shown: AtomicU64::new(0),
+            meters: Mutex::new(Meters {
+                rows_out: RateWindow::new(),
+                busy: RateWindow::new(),
+                blocked: RateWindow::new(),
+            }),
         })
     }
 
-    /// Rows sent downstream per second over the last [`RATE_WINDOW`] (since the task started
-    /// when younger; since the previous reading when readings are further apart). A source's
-    /// rows out are the records it read.
-    pub fn rows_per_second(&self) -> f64 {
-        let count = self.rows_out.load(Ordering::Relaxed);
-        let mut w = self.rate.lock().expect("lock");
-        w.per_second(Instant::now(), count)
+    /// Rows per second and busy and backpressured shares over the last [`RATE_WINDOW`] (since
+    /// the task started when younger; since the previous reading when readings are further
+    /// apart, which the monitor's [`OperatorMetrics::tick`] prevents while the job runs).
+    pub fn recent(&self) -> Recent {
+        let now = Instant::now();
+        let blocked = self.blocked_total_ns();
+        let mut m = self.meters.lock().expect("lock");
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let share = |ns_per_second: f64| (ns_per_second / 1e9).clamp(0.0, 1.0);
+        Recent {
+            rows_per_second: m.rows_out.per_second(now, load(&self.rows_out)),
+            busy: share(m.busy.per_second(now, load(&self.busy_ns))),
+            backpressured: share(m.blocked.per_second(now, blocked)),
+        }
+    }
+
+    /// Take this second's reading of the counters (the job's monitor calls it once a second).
+    pub fn tick(&self) {
+        let _ = self.recent();
+    }
+
+    /// Nanoseconds waited on a full output channel so far, a wait in progress included, so a
+    /// task stuck behind a stalled sink shows its backpressure before the wait ends.
+    pub fn blocked_total_ns(&self) -> u64 {
+        let mut total = self.blocked_ns.load(Ordering::Relaxed);
+        let since = self.waiting_since.load(Ordering::Relaxed);
+        if since > 0 {
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            total += now.saturating_sub(since - 1);
+        }
+        self.blocked_shown
+            .fetch_max(total, Ordering::Relaxed)
+            .max(total)
+    }
+
+    /// Send `m` on `tx`, counting the time it waits for room as backpressure and noting how
+    /// full the channel is afterwards.
+    pub async fn send<T>(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<T>,
+        m: T,
+    ) -> std::result::Result<(), tokio::sync::mpsc::error::SendError<T>> {
+        let start = Instant::now();
+        let since = start.duration_since(self.epoch).as_nanos() as u64 + 1;
+        self.waiting_since.store(since, Ordering::Relaxed);
+        let sent = tx.send(m).await;
+        self.waiting_since.store(0, Ordering::Relaxed);
+        Self::add_time(&self.blocked_ns, start);
+        self.note_queue(tx);
+        sent
+    }
+
+    /// Record the operator's counts (totals since it started) and add what is new to the job's
+    /// counters.
+    pub fn set_counts(&self, c: EventCounts, job: &JobMetrics) {
+        let pairs = [
+            (&self.late_rows, c.late_rows, &job.late_rows),
+            (&self.late_updates, c.late_updates, &job.late_updates),
+            (&self.expired_keys, c.expired_keys, &job.expired_keys),
+        ];
+        for (mine, total, theirs) in pairs {
+            let Some(total) = total else { continue };
+            let before = match mine.swap(total, Ordering::Relaxed) {
+                NOT_COUNTED => 0,
+                n => n,
+            };
+            theirs.fetch_add(total.saturating_sub(before), Ordering::Relaxed);
+        }
+    }
+
+    /// The value of one of the event counters (`late_rows`, `late_updates`, `expired_keys`),
+    /// or `None` when the operator does not count it.
+    pub fn event(counter: &AtomicU64) -> Option<u64> {
+        match counter.load(Ordering::Relaxed) {
+            NOT_COUNTED => None,
+            n => Some(n),
+        }
     }
 
     /// Record the operator's state size.
@@ -147,20 +290,52 @@ impl OperatorMetrics {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    /// `rows in=.. out=.. busy=.. ms (..%) backpressured=.. ms (..%)` over `wall` time.
+    /// `rows in=.. out=.. busy=.. ms (..%) backpressured=.. ms (..%) last 10 s: busy ..%
+    /// backpressured ..%` over `wall` time.
     pub fn summary(&self, wall: Duration) -> String {
         let wall_ns = wall.as_nanos().max(1) as f64;
         let busy = self.busy_ns.load(Ordering::Relaxed) as f64;
-        let blocked = self.blocked_ns.load(Ordering::Relaxed) as f64;
+        let blocked = self.blocked_total_ns() as f64;
+        let recent = self.recent();
         format!(
-            "rows in={} out={} busy={:.1} ms ({:.0}%) backpressured={:.1} ms ({:.0}%)",
+            "rows in={} out={} busy={:.1} ms ({:.0}%) backpressured={:.1} ms ({:.0}%) \
+             last 10 s: busy {:.0}% backpressured {:.0}%",
             self.rows_in.load(Ordering::Relaxed),
             self.rows_out.load(Ordering::Relaxed),
             busy / 1e6,
             100.0 * busy / wall_ns,
             blocked / 1e6,
-            100.0 * blocked / wall_ns
+            100.0 * blocked / wall_ns,
+            100.0 * recent.busy,
+            100.0 * recent.backpressured
         )
+    }
+}
+
+/// A future whose polls add their time to `busy`: the work a source does inside its `next()`,
+/// without the time it waits for data or paces itself.
+pub struct Timed<'a, F> {
+    fut: F,
+    busy: Option<&'a AtomicU64>,
+}
+
+impl<'a, F> Timed<'a, F> {
+    /// Time the polls of `fut` into `busy` (nothing when `None`).
+    pub fn new(fut: F, busy: Option<&'a AtomicU64>) -> Self {
+        Self { fut, busy }
+    }
+}
+
+impl<F: Future + Unpin> Future for Timed<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = Instant::now();
+        let out = Pin::new(&mut self.fut).poll(cx);
+        if let Some(busy) = self.busy {
+            OperatorMetrics::add_time(busy, start);
+        }
+        out
     }
 }
 

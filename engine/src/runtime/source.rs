@@ -23,7 +23,7 @@ use crate::message::{Barrier, Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN
 use crate::metrics::JobMetrics;
 use crate::operators::project::project;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
-use crate::runtime::op_metrics::PartitionStat;
+use crate::runtime::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::runtime::partitions::PartitionWatermarks;
 use crate::window::assign::to_ns;
 use weir_planner::stream_plan::SourceNode;
@@ -42,14 +42,14 @@ pub struct SourceDriver {
     watermark: i64,
     partitions: PartitionWatermarks,
     ck: Option<SourceCheckpoint>,
-    op_metrics: Option<Arc<crate::runtime::op_metrics::OperatorMetrics>>,
+    op_metrics: Option<Arc<OperatorMetrics>>,
     /// Records sent downstream per partition, and each partition's metrics label.
     counts: BTreeMap<u32, (u64, String)>,
 }
 
 impl SourceDriver {
     /// Count rows sent and time blocked on the output channel (EXPLAIN ANALYZE).
-    pub fn set_op_metrics(&mut self, m: Arc<crate::runtime::op_metrics::OperatorMetrics>) {
+    pub fn set_op_metrics(&mut self, m: Arc<OperatorMetrics>) {
         self.op_metrics = Some(m);
     }
 
@@ -151,14 +151,16 @@ impl SourceDriver {
                     return Ok(());
                 }
             }
+            // Busy: the time spent inside the source's polls, not the time it waits for data.
+            let busy = self.op_metrics.as_ref().map(|m| &m.busy_ns);
             let event = tokio::select! {
                 biased;
                 _ = cancel.changed() => return Err(EngineError::Cancelled),
-                e = self.source.next() => e?,
+                e = Timed::new(self.source.next(), busy) => e?,
             };
             let msgs = match event {
-                SourceEvent::Batch(b) => self.prepare(b, None)?,
-                SourceEvent::PartitionedBatch(b, parts) => self.prepare(b, Some(parts))?,
+                SourceEvent::Batch(b) => self.timed_prepare(b, None)?,
+                SourceEvent::PartitionedBatch(b, parts) => self.timed_prepare(b, Some(parts))?,
                 SourceEvent::Partitions(ids) => {
                     self.partitions.declare(&ids, Instant::now());
                     vec![]
@@ -182,20 +184,30 @@ impl SourceDriver {
                     Message::Batch(b) => b.num_rows(),
                     _ => 0,
                 };
-                let waiting = Instant::now();
-                if tx.send(m).await.is_err() {
+                let sent = match &self.op_metrics {
+                    Some(om) => om.send(&tx, m).await,
+                    None => tx.send(m).await,
+                };
+                if sent.is_err() {
                     return Ok(());
                 }
                 if let Some(om) = &self.op_metrics {
-                    use crate::runtime::op_metrics::OperatorMetrics as M;
-                    M::add(&om.rows_out, rows);
-                    M::add_time(&om.blocked_ns, waiting);
+                    OperatorMetrics::add(&om.rows_out, rows);
                     om.watermark
                         .store(self.watermark, std::sync::atomic::Ordering::Relaxed);
-                    om.note_queue(&tx);
                 }
             }
         }
+    }
+
+    /// [`SourceDriver::prepare`], its time counted as busy.
+    fn timed_prepare(&mut self, b: RecordBatch, parts: Option<Vec<u32>>) -> Result<Vec<Message>> {
+        let start = Instant::now();
+        let msgs = self.prepare(b, parts);
+        if let Some(om) = &self.op_metrics {
+            OperatorMetrics::add_time(&om.busy_ns, start);
+        }
+        msgs
     }
 
     /// The watermark may advance without data: a partition ended or went idle.
