@@ -484,3 +484,65 @@ async fn health_turns_503_while_the_sink_is_blocked_and_back() {
     let _ = job.wait().await;
     let _ = std::fs::remove_dir_all(&ckpt);
 }
+
+#[test]
+fn a_silent_or_slow_client_does_not_delay_health_and_is_cut_off() {
+    let timeouts = weir::metrics_server::Timeouts {
+        header_read: Duration::from_secs(2),
+        connection: Duration::from_secs(4),
+    };
+    let addr = weir::metrics_server::serve_with(
+        "127.0.0.1:0".parse().unwrap(),
+        weir::Engine::new(),
+        Duration::from_secs(60),
+        timeouts,
+    )
+    .unwrap()
+    .to_string();
+    let t0 = std::time::Instant::now();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    // A slowloris: the request line, then a header byte every 100 ms, never finishing.
+    let slow_addr = addr.clone();
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(slow_addr).unwrap();
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n");
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"X").is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200)); // both clients are connected
+    for _ in 0..3 {
+        let asked = std::time::Instant::now();
+        assert!(get(&addr, "/health").0.contains("200"));
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "health took {:?} beside the slow clients",
+            asked.elapsed()
+        );
+    }
+    // The silent client is disconnected once the header timeout passes.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let read = silent.read(&mut buf);
+    let waited = t0.elapsed();
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    };
+    assert!(
+        !matches!(&read, Err(e) if timed_out(e)),
+        "still open: {read:?}"
+    );
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&waited),
+        "cut off after {waited:?}"
+    );
+    slow.join().unwrap();
+}
