@@ -113,8 +113,9 @@ pub use weir_engine::connector::{
     ConnectorRegistry, Sink, SinkContext, SinkFactory, Source, SourceContext, SourceEvent,
     SourceFactory,
 };
+pub use weir_engine::runtime::job::JobStatus;
 pub use weir_engine::system_tables;
-pub use weir_engine::{EngineError, JobHandle, Output, QueryStream, Result};
+pub use weir_engine::{plan_only, EngineError, JobHandle, Output, QueryStream, Result};
 pub use weir_planner as planner;
 /// Job counters.
 pub mod engine_metrics {

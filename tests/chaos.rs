@@ -115,7 +115,7 @@ fn job(broker: &Broker, ends: &str, out: &Out) -> String {
     )
 }
 
-fn start(job: &Path, ckpt: &Path) -> Child {
+pub(crate) fn start(job: &Path, ckpt: &Path) -> Child {
     Command::new(weir_bin())
         .args(["run", "-q", "--checkpoint-dir"])
         .arg(ckpt)
@@ -127,7 +127,7 @@ fn start(job: &Path, ckpt: &Path) -> Child {
 }
 
 /// Committed rows of one sink directory, counted.
-fn committed_files(dir: &Path) -> BTreeMap<String, usize> {
+pub(crate) fn committed_files(dir: &Path) -> BTreeMap<String, usize> {
     let mut rows = BTreeMap::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         if !e.file_name().to_string_lossy().starts_with("part-") {
@@ -164,7 +164,7 @@ async fn committed_topic(broker: &Broker, topic: &str) -> BTreeMap<String, usize
 }
 
 /// The newest complete checkpoint in `dir` (what the next run restores from).
-fn latest_checkpoint(dir: &Path) -> Option<u64> {
+pub(crate) fn latest_checkpoint(dir: &Path) -> Option<u64> {
     std::fs::read_dir(dir)
         .ok()?
         .flatten()

@@ -203,3 +203,83 @@ async fn a_checkpoint_of_another_query_is_refused() {
     let err = engine(&ckpt).submit(&other).await.err().expect("refused");
     assert!(err.to_string().contains("of a different query"), "{err}");
 }
+
+/// A job whose sink blocks while `gate` is closed, checkpointing every 50 ms and abandoning a
+/// checkpoint after 1 s.
+async fn gated_job(ckpt: &Path, gate: tokio::sync::watch::Receiver<bool>) -> weir::JobHandle {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    engine.register_sink(std::sync::Arc::new(crate::observability::GatedSink(gate)));
+    engine.set_checkpointing(Some(CheckpointConfig {
+        interval: Duration::from_millis(50),
+        timeout: Duration::from_secs(1),
+        ..CheckpointConfig::new(ckpt)
+    }));
+    let job = engine
+        .submit(
+            "CREATE TABLE gen (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '200');
+             CREATE TABLE sink (v BIGINT) WITH ('connector' = 'gated');
+             INSERT INTO sink SELECT v FROM gen;",
+        )
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    while job.last_checkpoint().unwrap_or(0) < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no checkpoint");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    job
+}
+
+#[tokio::test]
+async fn a_savepoint_waiting_behind_a_timed_out_checkpoint_still_completes() {
+    let ckpt = scratch("savepoint-after-timeout");
+    let (gate, rx) = tokio::sync::watch::channel(true);
+    let job = gated_job(&ckpt, rx).await;
+    gate.send_replace(false); // the next checkpoint cannot complete
+    tokio::time::sleep(Duration::from_millis(200)).await; // it has been triggered (every 50 ms)
+    let failures = job.checkpoint_failures();
+    job.stop_with_savepoint(); // waits for the checkpoint in flight
+    let t0 = Instant::now();
+    while job.checkpoint_failures() == failures {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no checkpoint timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    gate.send_replace(true); // the savepoint, started after the timeout, can complete
+    let ended = tokio::time::timeout(Duration::from_secs(20), job.wait()).await;
+    let result = ended.expect("stop with savepoint hung after a checkpoint timed out");
+    result.expect("the savepoint completes");
+    let last = job.last_checkpoint().unwrap();
+    assert!(ckpt.join(format!("chk-{last:08}/_metadata")).exists());
+}
+
+#[tokio::test]
+async fn a_savepoint_that_times_out_fails_the_stop_with_a_message() {
+    let ckpt = scratch("savepoint-times-out");
+    let (gate, rx) = tokio::sync::watch::channel(true);
+    let job = gated_job(&ckpt, rx).await;
+    gate.send_replace(false); // no checkpoint, savepoint included, can complete
+    job.stop_with_savepoint();
+    let t0 = Instant::now();
+    let msg = loop {
+        if let weir::JobStatus::Failed(e) = job.status() {
+            break e;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "stop with savepoint hung"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        msg.contains("savepoint") && msg.contains("timed out"),
+        "{msg}"
+    );
+    assert!(msg.contains("resumes from checkpoint"), "{msg}");
+    gate.send_replace(true); // the blocked sink returns and sees the job cancelled
+    let ended = tokio::time::timeout(Duration::from_secs(20), job.wait()).await;
+    assert!(ended.expect("the failed job ended").is_err());
+}

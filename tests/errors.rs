@@ -66,6 +66,19 @@ async fn unknown_table_connector_and_option() {
 }
 
 #[tokio::test]
+async fn a_kafka_sink_with_several_topics_is_refused_when_planned() {
+    let sql = format!(
+        "{}CREATE TABLE out_t (sensor_id STRING) WITH ('connector' = 'kafka',
+           'topic' = 'a;b', 'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json');
+         EXPLAIN INSERT INTO out_t SELECT sensor_id FROM t;",
+        table_sql()
+    );
+    let e = plan_error(&sql).await;
+    assert!(e.to_string().contains("writes to one topic"), "{e}");
+    assert!(e.to_string().contains("'a;b' names 2"), "{e}");
+}
+
+#[tokio::test]
 async fn metadata_columns_must_exist() {
     let e = plan_error("CREATE TABLE m (a INT, o BIGINT METADATA FROM 'offset') WITH ('connector' = 'filesystem', 'path' = 'x', 'format' = 'json');").await;
     assert!(e.to_string().contains("no metadata key 'offset'"), "{e}");

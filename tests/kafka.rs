@@ -350,16 +350,16 @@ async fn epoch_timestamps_auto_unit_and_bounds() {
     assert!(dl.iter().all(|r| r.raw.starts_with(b"{\"k\"")), "{dl:?}");
 }
 
-#[tokio::test]
-async fn bad_records_are_written_to_the_dead_letter_topic() {
-    let broker = Broker::start();
-    broker.create_topic("raw", 2).await;
-    broker.create_topic("raw-dlq", 1).await;
+/// Every kind of bad record: undecodable, a wrong type, an event time beyond
+/// `timestamp.max-future`, a missing (NULL) and an unreadable event time.
+async fn produce_bad_records(broker: &Broker, topic: &str) -> String {
+    broker.create_topic(topic, 2).await;
     let good =
         |i: i32| format!(r#"{{"k":"a","v":{i},"ts":"2024-01-01 00:00:0{i}.000"}}"#).into_bytes();
     let recs = vec![
         (0, "a".to_string(), good(1)),
         (0, "bad-json".to_string(), b"{not json".to_vec()),
+        (0, "no-time".to_string(), br#"{"k":"a","v":5}"#.to_vec()),
         (1, "a".to_string(), good(2)),
         (
             1,
@@ -371,14 +371,24 @@ async fn bad_records_are_written_to_the_dead_letter_topic() {
             "future".to_string(),
             br#"{"k":"a","v":9,"ts":"2099-01-01 00:00:00.000"}"#.to_vec(),
         ),
+        (
+            1,
+            "bad-time".to_string(),
+            br#"{"k":"a","v":6,"ts":"yesterday"}"#.to_vec(),
+        ),
     ];
-    let ends = broker.produce("raw", &recs, 2).await;
+    broker.produce(topic, &recs, 2).await
+}
+
+async fn run_bad_records(broker: &Broker, topic: &str, on_error: &str) -> weir::JobHandle {
+    let ends = produce_bad_records(broker, topic).await;
+    broker.create_topic(&format!("{topic}-dlq"), 1).await;
     let sql = format!(
         "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-         WITH ('connector' = 'kafka', 'topic' = 'raw', 'properties.bootstrap.servers' = '{b}', 'format' = 'json',
-               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
-               'scan.bounded.specific-offsets' = '{ends}', 'timestamp.max-future' = '1 d',
-               'dead-letter.topic' = 'raw-dlq');
+         WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{b}',
+               'format' = 'json', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}',
+               'timestamp.max-future' = '1 d', 'dead-letter.topic' = '{topic}-dlq'{on_error});
          SELECT SUM(v) AS s FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
          GROUP BY window_start, window_end;",
         b = broker.bootstrap
@@ -386,20 +396,29 @@ async fn bad_records_are_written_to_the_dead_letter_topic() {
     let engine = weir::Engine::new();
     engine.set_quiet(true);
     let stream = engine.query(&sql).await.unwrap();
+    let job = stream.job().clone();
     let rows = to_json(&stream.collect().await.unwrap(), None);
     assert_eq!(rows, vec![serde_json::json!({"s": 3})]);
+    job
+}
 
+/// (key, origin, reason, value) of the first `n` records of a dead-letter topic, by key.
+async fn dead_letter_topic(
+    broker: &Broker,
+    topic: &str,
+    n: usize,
+) -> Vec<(String, String, String, Vec<u8>)> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", "dlq-reader")
         .create()
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("raw-dlq", 0, rdkafka::Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
         .unwrap();
     consumer.assign(&tpl).unwrap();
     let mut seen = Vec::new();
-    while seen.len() < 3 {
+    while seen.len() < n {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
             .await
             .expect("dead letters")
@@ -427,13 +446,49 @@ async fn bad_records_are_written_to_the_dead_letter_topic() {
         ));
     }
     seen.sort();
-    assert_eq!(seen[0].0, "bad-json");
-    assert_eq!(seen[0].1, "raw/0@1");
+    seen
+}
+
+#[tokio::test]
+async fn every_kind_of_bad_record_reaches_the_dead_letter_topic_with_its_offset() {
+    let broker = Broker::start();
+    let job = run_bad_records(&broker, "raw", "").await;
+    assert_eq!(job.bad_records(), 5);
+    let seen = dead_letter_topic(&broker, "raw-dlq", 5).await;
+    let origins: Vec<(&str, &str)> = seen.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
+    assert_eq!(
+        origins,
+        vec![
+            ("bad-json", "raw/0@1"),
+            ("bad-time", "raw/1@3"),
+            ("future", "raw/1@2"),
+            ("no-time", "raw/0@2"),
+            ("wrong-type", "raw/1@1"),
+        ]
+    );
     assert_eq!(seen[0].3, b"{not json".to_vec());
-    assert_eq!(seen[1].0, "future");
-    assert!(seen[1].2.contains("future"), "{:?}", seen[1]);
-    assert_eq!(seen[2].0, "wrong-type");
-    assert_eq!(seen[2].1, "raw/1@1");
+    assert!(seen[2].2.contains("future"), "{:?}", seen[2]);
+    assert!(seen[3].2.contains("NULL"), "{:?}", seen[3]);
+    assert_eq!(
+        seen[3].3,
+        br#"{"k":"a","v":5}"#.to_vec(),
+        "the raw record, byte for byte"
+    );
+}
+
+#[tokio::test]
+async fn on_error_skip_counts_bad_records_and_writes_no_dead_letters() {
+    let broker = Broker::start();
+    let job = run_bad_records(&broker, "skipped", ", 'format.on-error' = 'skip'").await;
+    assert_eq!(job.bad_records(), 5);
+    let c: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    let (_, high) = c
+        .fetch_watermarks("skipped-dlq", 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(high, 0, "skip must not write to the dead-letter topic");
 }
 
 #[tokio::test]

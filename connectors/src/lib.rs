@@ -18,6 +18,15 @@ mod timestamps;
 #[cfg(test)]
 mod test_util;
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+
+/// Internals the integration tests drive directly (not part of the API).
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::kafka::recovery_scan::visible_seqs;
+}
+
 use std::sync::Arc;
 
 use weir_engine::connector::ConnectorRegistry;

@@ -49,6 +49,23 @@ pub trait Source: Send {
         Ok(None)
     }
 
+    /// Rows of the batch [`Source::next`] returned last that the engine drops because their
+    /// event time is NULL (missing or unreadable), as indexes into that batch. A source that
+    /// knows where they came from handles them as its other bad records (fail, skip, or its
+    /// dead-letter destination with their origin, reported to [`SourceContext::dead_letters`])
+    /// and returns true; the default returns false and the engine reports them itself.
+    fn reject(&mut self, _rows: &[usize], _reason: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// The checkpoint that holds `position` (what [`Source::snapshot`] returned for it) is
+    /// complete. Kafka commits the offsets to its consumer group, so the tools people already
+    /// use see the job's progress; an error here fails the job, so report and carry on unless
+    /// it matters.
+    fn checkpoint_complete(&mut self, _position: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// The label of partition `id` (of [`SourceEvent::PartitionedBatch`]) in the metrics, e.g.
     /// the Kafka partition number; `None` shows the id itself.
     fn partition_label(&self, _id: u32) -> Option<String> {

@@ -25,19 +25,33 @@ pub struct BadRecord {
 /// What to do with a bad record (`'format.on-error'`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnError {
-    /// Skip it, count it, report it (the default).
+    /// Count it, report it in the log and the API, and drop it (the default without a
+    /// dead-letter destination).
     #[default]
     Skip,
+    /// As `Skip`, and write it to the source's dead-letter destination with the reason and its
+    /// origin (the default when the table has one, e.g. `'dead-letter.topic'`).
+    DeadLetter,
     /// Stop the job with the record's reason.
     Fail,
 }
 
 impl OnError {
-    /// Parse `'format.on-error'`: `fail`, or `skip`/`dead-letter` (the default when unset).
+    /// Parse `'format.on-error'`: `fail`, `skip` or `dead-letter`; unset means `dead-letter`
+    /// when the table names a dead-letter destination, else `skip`.
+    pub fn parse_with_default(s: Option<&str>, has_destination: bool) -> Result<OnError, String> {
+        match s {
+            None if has_destination => Ok(OnError::DeadLetter),
+            other => Self::parse(other),
+        }
+    }
+
+    /// Parse `'format.on-error'` (`skip` when unset).
     pub fn parse(s: Option<&str>) -> Result<OnError, String> {
         match s.map(|s| s.to_ascii_lowercase()) {
             None => Ok(OnError::Skip),
-            Some(s) if s == "skip" || s == "dead-letter" => Ok(OnError::Skip),
+            Some(s) if s == "skip" => Ok(OnError::Skip),
+            Some(s) if s == "dead-letter" => Ok(OnError::DeadLetter),
             Some(s) if s == "fail" => Ok(OnError::Fail),
             Some(other) => Err(format!(
                 "'format.on-error' must be 'fail', 'skip' or 'dead-letter', not '{other}'"

@@ -496,6 +496,20 @@ async fn count_rows(rows: &mut QueryStream, count: &mut usize) -> Result<()> {
     Ok(())
 }
 
+/// What the planning pass executes for a statement: queries and INSERTs become EXPLAIN;
+/// statements that act on running jobs or read the system tables are left to the run.
+pub fn plan_only(st: Statement) -> Option<Statement> {
+    match st {
+        Statement::Query(q) if crate::system_tables::mentions(&q.text) => None,
+        Statement::Query(_) | Statement::Insert { .. } | Statement::StatementSet(_) => {
+            Some(Statement::Explain(Box::new(st)))
+        }
+        Statement::ExplainAnalyze(inner) => plan_only(*inner),
+        Statement::StopJob { .. } => None,
+        other => Some(other),
+    }
+}
+
 /// A job's fingerprint: its sink tables and queries.
 fn fingerprint_of(inserts: &[crate::statements::PlannedInsert]) -> String {
     let text: Vec<String> = inserts
@@ -530,6 +544,11 @@ fn checkpointing(
         let ns = weir_planner::interval::parse_duration(i)
             .map_err(|e| plan_error(&format!("'execution.checkpointing.interval' = '{i}': {e}")))?;
         config.interval = std::time::Duration::from_nanos(ns.max(1_000_000) as u64);
+    }
+    if let Some(t) = g.settings.get("execution.checkpointing.timeout") {
+        let ns = weir_planner::interval::parse_duration(t)
+            .map_err(|e| plan_error(&format!("'execution.checkpointing.timeout' = '{t}': {e}")))?;
+        config.timeout = std::time::Duration::from_nanos(ns.max(1_000_000) as u64);
     }
     if let Some(m) = g.settings.get("state.memory-limit") {
         config.memory_limit = crate::state::parse_bytes(m).ok_or_else(|| {

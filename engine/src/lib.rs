@@ -27,6 +27,6 @@ pub mod stream;
 pub mod system_tables;
 pub mod window;
 
-pub use engine::{Engine, Output};
+pub use engine::{plan_only, Engine, Output};
 pub use error::{EngineError, Result};
 pub use stream::{JobHandle, QueryStream};

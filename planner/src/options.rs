@@ -40,6 +40,11 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         doc: "how often checkpointing jobs checkpoint",
     },
     SessionOption {
+        key: "execution.checkpointing.timeout",
+        example: "10 min",
+        doc: "abandon a checkpoint not complete by then (a savepoint's fails the job)",
+    },
+    SessionOption {
         key: "execution.checkpointing.dir",
         example: "/var/lib/weir/ck",
         doc: "where jobs checkpoint (as --checkpoint-dir)",

@@ -110,7 +110,9 @@ async fn plan_all(statements: &[Statement], args: &RunArgs) -> Vec<weir::EngineE
     };
     let mut errors = Vec::new();
     for st in group_inserts(statements.to_vec()) {
-        let Some(st) = plan_only(st) else { continue };
+        let Some(st) = weir::plan_only(st) else {
+            continue;
+        };
         match engine.execute_statement(st).await {
             Ok(weir::Output::Text(t)) if args.dry_run => println!("{t}"),
             Ok(weir::Output::Message(m)) if args.dry_run && !args.quiet => eprintln!("{m}"),
@@ -119,20 +121,6 @@ async fn plan_all(statements: &[Statement], args: &RunArgs) -> Vec<weir::EngineE
         }
     }
     errors
-}
-
-/// What the planning pass executes for a statement: queries and INSERTs become EXPLAIN;
-/// statements that act on running jobs or read the system tables are left to the run.
-fn plan_only(st: Statement) -> Option<Statement> {
-    match st {
-        Statement::Query(q) if weir::system_tables::mentions(&q.text) => None,
-        Statement::Query(_) | Statement::Insert { .. } | Statement::StatementSet(_) => {
-            Some(Statement::Explain(Box::new(st)))
-        }
-        Statement::ExplainAnalyze(inner) => plan_only(*inner),
-        Statement::StopJob { .. } => None,
-        other => Some(other),
-    }
 }
 
 async fn run_statements(

@@ -94,6 +94,27 @@ impl Broker {
         broker
     }
 
+    /// Freeze the broker process (SIGSTOP): it accepts nothing and answers nothing, as a
+    /// broker stuck in a long GC pause or on a dead disk does. No-op for `WEIR_TEST_KAFKA`.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Let a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} tansu");
+        }
+    }
+
     pub async fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)

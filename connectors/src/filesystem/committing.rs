@@ -26,7 +26,7 @@ const IN_PROGRESS: &str = ".inprogress";
 
 /// A file closed at a barrier, waiting for its checkpoint to complete.
 #[derive(Debug, Clone)]
-struct Pending {
+pub(crate) struct Pending {
     checkpoint: u64,
     in_progress: String,
     done: String,
@@ -159,7 +159,7 @@ impl CommittingSink {
     }
 }
 
-fn parse_pending(text: &str) -> Result<Vec<Pending>> {
+pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {
     let bad = || EngineError::State(format!("unreadable filesystem sink state '{text}'"));
     if text.is_empty() {
         return Ok(vec![]);

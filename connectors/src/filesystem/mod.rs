@@ -4,7 +4,7 @@
 //! written with the same `WITH` clause), the `format` value and path handling. Reading lives in
 //! [`source`] (with chunked, line-exact decoding in `decode`), writing in [`sink`].
 
-mod committing;
+pub(crate) mod committing;
 pub(crate) mod decode;
 pub mod sink;
 pub mod source;

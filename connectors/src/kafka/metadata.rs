@@ -2,6 +2,7 @@
 //! `offset`, `topic`, `key` and `headers` (`MAP<STRING, BYTES>`), appended after the decoded value columns (the order the planner
 //! expects). A metadata timestamp can be the event-time column.
 
+use std::ffi::CStr;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -11,7 +12,10 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use rdkafka::message::{BorrowedHeaders, Headers};
+use rdkafka::bindings::{
+    rd_kafka_header_add, rd_kafka_header_get_all, rd_kafka_headers_t, rd_kafka_resp_err_t,
+};
+use rdkafka::message::{BorrowedHeaders, Headers, OwnedHeaders};
 use weir_engine::{EngineError, Result};
 use weir_planner::{ColumnKind, TableDef};
 
@@ -47,14 +51,20 @@ impl HeaderStore {
     /// Keep a message's headers; returns (first entry, count).
     pub(super) fn push(&mut self, headers: Option<&BorrowedHeaders>) -> (u32, u32) {
         let first = self.entries.len() as u32;
-        for h in headers.into_iter().flat_map(|h| h.iter()) {
+        for h in headers
+            .into_iter()
+            .flat_map(|h| (0..h.count()).map(|i| header_at(h, i)))
+        {
+            let Some(RawHeader { key, value }) = h else {
+                continue;
+            };
             let k = self.bytes.len();
-            self.bytes.extend_from_slice(h.key.as_bytes());
-            let v = h.value.map(|v| {
+            self.bytes.extend_from_slice(key);
+            let v = value.map(|v| {
                 self.bytes.extend_from_slice(v);
-                (k + h.key.len(), v.len())
+                (k + key.len(), v.len())
             });
-            self.entries.push((k, h.key.len(), v));
+            self.entries.push((k, key.len(), v));
         }
         (first, self.entries.len() as u32 - first)
     }
@@ -65,7 +75,7 @@ impl HeaderStore {
         for m in rows {
             let (first, n) = (m.headers.0 as usize, m.headers.1 as usize);
             for (ks, kl, v) in &self.entries[first..first + n] {
-                let key = std::str::from_utf8(&self.bytes[*ks..ks + kl]).unwrap_or_default();
+                let key = String::from_utf8_lossy(&self.bytes[*ks..ks + kl]);
                 b.keys().append_value(key);
                 match v {
                     Some((vs, vl)) => b.values().append_value(&self.bytes[*vs..vs + vl]),
@@ -76,6 +86,77 @@ impl HeaderStore {
         }
         Ok(Arc::new(b.finish()))
     }
+}
+
+/// Message headers readable as bytes, whichever way the message is held.
+pub(crate) trait RawHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders;
+}
+
+impl RawHeaders for BorrowedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self
+    }
+}
+
+impl RawHeaders for OwnedHeaders {
+    fn borrowed(&self) -> &BorrowedHeaders {
+        self.as_borrowed()
+    }
+}
+
+/// One header with its key as bytes.
+struct RawHeader<'a> {
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+}
+
+/// Header `idx` as bytes. rdkafka's own accessor unwraps the key as UTF-8 and so panics on a
+/// record whose producer sent a non-UTF-8 header key (the broker does not check); this reads
+/// the key's bytes instead (a key that is not UTF-8 shows with replacement characters).
+fn header_at(h: &BorrowedHeaders, idx: usize) -> Option<RawHeader<'_>> {
+    let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+    // SAFETY: a `&BorrowedHeaders` is rdkafka's view of a native `rd_kafka_headers_t`: the
+    // reference's address is the native pointer (rdkafka's `BorrowedHeaders::as_native_ptr`),
+    // valid for the borrow. librdkafka returns a NUL-terminated name and a value of `size`
+    // bytes that live as long as the header list.
+    let err = unsafe {
+        let native = h as *const BorrowedHeaders as *const rd_kafka_headers_t;
+        rd_kafka_header_get_all(native, idx, &mut name, &mut value, &mut size)
+    };
+    if err != rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+        return None;
+    }
+    // SAFETY: as above; both point into the header list borrowed by `h`.
+    let key = unsafe { CStr::from_ptr(name) }.to_bytes();
+    let value =
+        (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+    Some(RawHeader { key, value })
+}
+
+/// Headers whose keys are any bytes (rdkafka's `OwnedHeaders::insert` takes UTF-8 keys only),
+/// to produce records as any producer may: for tests and fuzzing.
+#[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+pub(crate) fn raw_headers(list: &[(&[u8], Option<&[u8]>)]) -> OwnedHeaders {
+    let headers = OwnedHeaders::new_with_capacity(list.len());
+    let native = headers.as_borrowed() as *const BorrowedHeaders as *mut rd_kafka_headers_t;
+    for (key, value) in list {
+        let (v, n) = value.map_or((std::ptr::null(), 0), |v| (v.as_ptr(), v.len() as isize));
+        // SAFETY: `native` is the header list `headers` owns (see `header_at`); librdkafka
+        // copies the name and value.
+        unsafe {
+            rd_kafka_header_add(native, key.as_ptr().cast(), key.len() as isize, v.cast(), n)
+        };
+    }
+    headers
+}
+
+/// The value of the first header named `key` (`None` when absent or null).
+pub(crate) fn header_value<'a>(h: &'a BorrowedHeaders, key: &[u8]) -> Option<&'a [u8]> {
+    (0..h.count())
+        .filter_map(|i| header_at(h, i))
+        .find(|x| x.key == key)
+        .and_then(|x| x.value)
 }
 
 /// `batch` with the table's metadata columns appended, for the rows at `row_lines`.
@@ -129,4 +210,36 @@ pub(super) fn append(
         fields.push(Field::new(&c.name, c.data_type.clone(), true));
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_keys_that_are_not_utf8_are_read_not_a_panic() {
+        // rdkafka's own `Headers::iter` unwraps each key as UTF-8 and panicked here.
+        let headers = raw_headers(&[
+            (b"plant", Some(b"north")),
+            (b"\xff\xfekey", Some(b"\x00\x01")),
+            (b"empty", None),
+        ]);
+        let mut store = HeaderStore::default();
+        assert_eq!(store.push(Some(headers.borrowed())), (0, 3));
+        assert_eq!(
+            header_value(headers.borrowed(), b"\xff\xfekey"),
+            Some(&b"\x00\x01"[..])
+        );
+        assert_eq!(header_value(headers.borrowed(), b"empty"), None);
+        assert_eq!(
+            header_value(headers.borrowed(), b"plant"),
+            Some(&b"north"[..])
+        );
+        let keys: Vec<String> = store
+            .entries
+            .iter()
+            .map(|(s, l, _)| String::from_utf8_lossy(&store.bytes[*s..s + l]).to_string())
+            .collect();
+        assert_eq!(keys, ["plant", "\u{fffd}\u{fffd}key", "empty"]);
+    }
 }

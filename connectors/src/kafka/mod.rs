@@ -7,12 +7,13 @@
 mod dead_letter;
 mod key;
 mod lag;
-mod metadata;
+pub(crate) mod metadata;
 mod offsets;
+pub(crate) mod recovery_scan;
 mod scan;
 pub mod sink;
 pub mod source;
-mod transactional;
+pub(crate) mod transactional;
 mod upsert;
 mod writer;
 
@@ -123,7 +124,11 @@ impl KafkaOptions {
         if raw {
             check_raw(table)?;
         }
-        let mut on_error = OnError::parse(table.option("format.on-error"))?;
+        let has_topic = table.option("dead-letter.topic").is_some();
+        let mut on_error = OnError::parse_with_default(table.option("format.on-error"), has_topic)?;
+        if on_error == OnError::DeadLetter && !has_topic {
+            return Err("'format.on-error' = 'dead-letter' needs a 'dead-letter.topic'".into());
+        }
         if bool_option(table, "json.ignore-parse-errors", false)? {
             on_error = OnError::Skip;
         }
@@ -166,6 +171,17 @@ pub(crate) fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
 
 impl KafkaOptions {
     /// A librdkafka configuration with every `properties.*` option.
+    /// A sink writes one topic: a list (`'a;b'`) is refused rather than written to its first.
+    pub(crate) fn check_one_topic(&self) -> Result<(), String> {
+        match self.topics.len() {
+            1 => Ok(()),
+            n => Err(format!(
+                "option 'topic': a kafka sink writes to one topic, and '{}' names {n}",
+                self.topics.join(";")
+            )),
+        }
+    }
+
     pub(crate) fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         for (k, v) in &self.properties {

@@ -2,6 +2,7 @@
 //! has, where each read starts (`scan.startup.*`) and where a bounded read ends
 //! (`scan.bounded.*`). These calls block, so the source runs them on the blocking pool.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -84,23 +85,66 @@ pub(super) fn check_topics_exist(options: &KafkaOptions) -> Result<(), String> {
     Ok(())
 }
 
-pub(super) type Resolved = Vec<(String, i32, Offset, Option<i64>)>;
+/// Where one partition's read starts and ends.
+pub(super) struct Resolved {
+    pub topic: String,
+    pub partition: i32,
+    /// The first offset to read: always concrete, so a checkpoint records it even when the
+    /// partition stays quiet.
+    pub from: i64,
+    /// The exclusive end offset of a bounded read.
+    pub until: Option<i64>,
+}
+
+/// What a group without a committed offset falls back to (`properties.auto.offset.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reset {
+    Earliest,
+    Latest,
+    /// Fail: the group must have committed offsets.
+    None,
+}
+
+impl Reset {
+    /// `properties.auto.offset.reset` (earliest when not set).
+    pub(super) fn parse(v: Option<&str>) -> Result<Reset, String> {
+        match v.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("earliest" | "smallest" | "beginning") => Ok(Reset::Earliest),
+            Some("latest" | "largest" | "end") => Ok(Reset::Latest),
+            Some("none" | "error") => Ok(Reset::None),
+            Some(other) => Err(format!(
+                "option 'properties.auto.offset.reset' must be 'earliest', 'latest' or 'none', \
+                 not '{other}'"
+            )),
+        }
+    }
+}
+
+/// How a job's partitions start: the startup mode on a job's first start; on a restart, the
+/// checkpointed offsets, and the earliest offset for partitions the checkpoint does not know
+/// (created since), as Flink does.
+pub(super) struct StartPlan<'a> {
+    pub startup: &'a Startup,
+    pub reset: Reset,
+    /// `topic/partition` -> offset, when the job restores from a checkpoint.
+    pub restored: Option<&'a BTreeMap<String, i64>>,
+}
 
 /// Start offset and exclusive end offset of each partition.
 pub(super) fn resolve_offsets(
     c: &StreamConsumer,
     parts: &[(String, i32)],
-    start: &Startup,
+    start: &StartPlan,
     end: &Bounded,
-) -> Result<Resolved, String> {
+) -> Result<Vec<Resolved>, String> {
     let mut out = Vec::with_capacity(parts.len());
     for (t, p) in parts {
-        let from = match start {
-            Startup::Earliest => Offset::Beginning,
-            Startup::Latest => Offset::End,
-            Startup::GroupOffsets => Offset::Stored,
-            Startup::Specific(m) => m.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o)),
-            Startup::Timestamp(ms) => offset_for_time(c, t, *p, *ms)?,
+        let from = match start.restored {
+            Some(r) => match r.get(&format!("{t}/{p}")) {
+                Some(o) => *o,
+                None => low_watermark(c, t, *p)?,
+            },
+            None => start_offset(c, t, *p, start.startup, start.reset)?,
         };
         let until = match end {
             Bounded::Unbounded => None,
@@ -111,9 +155,66 @@ pub(super) fn resolve_offsets(
                 _ => high_watermark(c, t, *p)?,
             }),
         };
-        out.push((t.clone(), *p, from, until));
+        out.push(Resolved {
+            topic: t.clone(),
+            partition: *p,
+            from,
+            until,
+        });
     }
     Ok(out)
+}
+
+/// The concrete first offset `startup` means for partition `t/p`.
+fn start_offset(
+    c: &StreamConsumer,
+    t: &str,
+    p: i32,
+    startup: &Startup,
+    reset: Reset,
+) -> Result<i64, String> {
+    match startup {
+        Startup::Earliest => low_watermark(c, t, p),
+        Startup::Latest => high_watermark(c, t, p),
+        Startup::Specific(m) => match m.get(&p) {
+            Some(o) => Ok(*o),
+            None => low_watermark(c, t, p),
+        },
+        Startup::Timestamp(ms) => match offset_for_time(c, t, p, *ms)? {
+            Offset::Offset(o) => Ok(o),
+            _ => high_watermark(c, t, p),
+        },
+        Startup::GroupOffsets => match committed(c, t, p)? {
+            Some(o) => Ok(o),
+            None => match reset {
+                Reset::Earliest => low_watermark(c, t, p),
+                Reset::Latest => high_watermark(c, t, p),
+                Reset::None => Err(format!(
+                    "the consumer group has no committed offset for {t}/{p} and \
+                     'properties.auto.offset.reset' = 'none'"
+                )),
+            },
+        },
+    }
+}
+
+/// The offset the consumer's group committed for `t/p`, if any.
+fn committed(c: &StreamConsumer, t: &str, p: i32) -> Result<Option<i64>, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(t, p);
+    let r = c
+        .committed_offsets(tpl, REQUEST_TIMEOUT)
+        .map_err(|e| format!("cannot read the group's committed offset of {t}/{p}: {e}"))?;
+    Ok(match r.find_partition(t, p).map(|e| e.offset()) {
+        Some(Offset::Offset(o)) if o >= 0 => Some(o),
+        _ => None,
+    })
+}
+
+fn low_watermark(c: &StreamConsumer, t: &str, p: i32) -> Result<i64, String> {
+    c.fetch_watermarks(t, p, REQUEST_TIMEOUT)
+        .map(|(low, _)| low)
+        .map_err(|e| format!("cannot read the start offset of {t}/{p}: {e}"))
 }
 
 fn high_watermark(c: &StreamConsumer, t: &str, p: i32) -> Result<i64, String> {

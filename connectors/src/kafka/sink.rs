@@ -67,7 +67,7 @@ impl SinkFactory for KafkaSinkFactory {
     }
 
     fn validate(&self, table: &TableDef) -> Result<(), String> {
-        KafkaOptions::parse(table)?;
+        KafkaOptions::parse(table)?.check_one_topic()?;
         partitioner(table)?;
         guarantee(table)?;
         KeyOptions::parse(table)?;

@@ -9,31 +9,32 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::compute::concat_batches;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_engine::connector::{Source, SourceContext, SourceEvent, SourceFactory};
-use weir_engine::dead_letter::{BadRecord, OnError};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::dead_letter::OnError;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
-use super::dead_letter::{DeadLetterTopic, Origin as DlqOrigin};
-use super::key::{splice_key, KeyOptions, KeySplice};
+use super::dead_letter::DeadLetterTopic;
+use super::key::{KeyOptions, KeySplice};
 use super::metadata::HeaderStore;
-use super::offsets::{check_topics_exist, discover, resolve_offsets, Retry};
+use super::offsets::{check_topics_exist, discover, resolve_offsets, Reset, Retry, StartPlan};
 use super::scan::{bounded, startup, Bounded, Startup};
 use super::{set_default, KafkaOptions, NAME};
 use crate::filesystem::decode::SegmentDecoder;
 use crate::options::number_option;
 use crate::timestamps::TimePolicy;
-use datafusion::arrow::array::{ArrayRef, BinaryArray};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::record_batch::RecordBatch;
-use std::sync::Arc;
+
+#[path = "source_decode.rs"]
+mod decode;
+#[cfg(feature = "fuzzing")]
+#[path = "source_fuzz.rs"]
+pub(crate) mod fuzz;
+
+pub(super) use decode::{LastPoll, LineMeta};
 
 /// How long a poll gathers messages for one batch after the first arrives.
 const LINGER: Duration = Duration::from_millis(20);
@@ -55,6 +56,7 @@ impl SourceFactory for KafkaSourceFactory {
         let options = KafkaOptions::parse(table)?;
         startup(table)?;
         bounded(table)?;
+        Reset::parse(table.option("properties.auto.offset.reset"))?;
         number_option::<f64>(table, "scan.records-per-second")?;
         TimePolicy::parse(table, &table.physical_schema())?;
         KeyOptions::parse(table)?.check_source(table, options.format, options.raw)
@@ -69,9 +71,17 @@ impl SourceFactory for KafkaSourceFactory {
     }
 
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
+        Ok(KafkaSource::new(ctx)?)
+    }
+}
+
+impl KafkaSource {
+    /// A source for `ctx` (it connects on its first poll).
+    pub(crate) fn new(ctx: SourceContext) -> Result<Box<KafkaSource>> {
         let err = |m: String| EngineError::connector(NAME, m);
         let options = KafkaOptions::parse(&ctx.table).map_err(err)?;
         let start = startup(&ctx.table).map_err(err)?;
+        let reset = Reset::parse(ctx.table.option("properties.auto.offset.reset")).map_err(err)?;
         let end = bounded(&ctx.table).map_err(err)?;
         let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
         let time_policy = TimePolicy::parse(&ctx.table, &ctx.schema).map_err(err)?;
@@ -80,8 +90,10 @@ impl SourceFactory for KafkaSourceFactory {
         let keep_keys =
             has_metadata(&ctx.table, "key") || ctx.table.option("dead-letter.topic").is_some();
         let dead_letter_topic = match ctx.table.option("dead-letter.topic") {
-            Some(t) => Some(DeadLetterTopic::new(&options, t)?),
-            None => None,
+            Some(t) if options.on_error == OnError::DeadLetter => {
+                Some(DeadLetterTopic::new(&options, t)?)
+            }
+            _ => None,
         };
         let restored = match &ctx.restore {
             Some(text) => parse_positions(text)?,
@@ -98,6 +110,7 @@ impl SourceFactory for KafkaSourceFactory {
             ctx,
             options,
             start,
+            reset,
             end,
             rate: rate.filter(|r| *r > 0.0),
             decoder,
@@ -115,6 +128,7 @@ impl SourceFactory for KafkaSourceFactory {
             pending: VecDeque::new(),
             started: Instant::now(),
             emitted: 0,
+            last: LastPoll::default(),
             lag: super::lag::LagMonitor::start(&options_for_lag, metrics_for_lag),
         }))
     }
@@ -131,10 +145,12 @@ pub(super) struct Part {
     pub(super) next: Option<i64>,
 }
 
-pub(super) struct KafkaSource {
+pub(crate) struct KafkaSource {
     ctx: SourceContext,
     options: KafkaOptions,
     start: Startup,
+    /// Where a group without committed offsets starts (`properties.auto.offset.reset`).
+    reset: Reset,
     end: Bounded,
     rate: Option<f64>,
     decoder: SegmentDecoder,
@@ -158,6 +174,8 @@ pub(super) struct KafkaSource {
     pending: VecDeque<SourceEvent>,
     started: Instant,
     emitted: u64,
+    /// The last poll's records (see [`LastPoll`]).
+    last: LastPoll,
     /// Reports consumer lag per partition from a thread of its own.
     lag: Option<super::lag::LagMonitor>,
 }
@@ -168,7 +186,13 @@ impl Source for KafkaSource {
     }
 
     /// The next offset of every partition read so far, as `{"topic/partition": offset}`.
+    /// Every assigned partition has a position from its assignment on, so a quiet one resumes
+    /// where it was rather than at a re-resolved `latest-offset`. Before the first assignment
+    /// a first start has no position (a restart resolves the startup mode again).
     fn snapshot(&mut self) -> Result<Option<String>> {
+        if self.consumer.is_none() && self.parts.is_empty() && self.ctx.restore.is_none() {
+            return Ok(None);
+        }
         let mut positions = self.restored.clone();
         for p in &self.parts {
             if let Some(n) = p.next {
@@ -176,6 +200,35 @@ impl Source for KafkaSource {
             }
         }
         Ok(Some(serde_json::to_string(&positions).map_err(kafka_err)?))
+    }
+
+    /// Commit the checkpoint's offsets to the consumer group (`properties.group.id`, else
+    /// `weir-<table>`), as Flink does, so `kafka-consumer-groups` and lag monitors see them and
+    /// `scan.startup.mode = 'group-offsets'` resumes there. Asynchronous; a failed commit is
+    /// only logged (the checkpoint, not the group, is what recovery reads).
+    fn checkpoint_complete(&mut self, position: &str) -> Result<()> {
+        let Some(consumer) = &self.consumer else {
+            return Ok(());
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (tp, offset) in parse_positions(position)? {
+            let Some((topic, partition)) = tp.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(kafka_err)?;
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(table = %self.ctx.table.name, "kafka: committing offsets to the group failed: {e}");
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, rows: &[usize], reason: &str) -> Result<bool> {
+        self.reject_rows(rows, reason)
     }
 
     /// The Kafka partition number (`topic/partition` when the source reads several topics).
@@ -191,7 +244,7 @@ impl Source for KafkaSource {
 }
 
 /// Positions saved by [`KafkaSource::snapshot`].
-fn parse_positions(text: &str) -> Result<BTreeMap<String, i64>> {
+pub(crate) fn parse_positions(text: &str) -> Result<BTreeMap<String, i64>> {
     serde_json::from_str(text)
         .map_err(|e| EngineError::State(format!("unreadable kafka position '{text}': {e}")))
 }
@@ -277,42 +330,38 @@ impl KafkaSource {
         consumer: StreamConsumer,
         parts: Vec<(String, i32)>,
     ) -> Result<StreamConsumer, Retry> {
-        let (start, end) = (self.start.clone(), self.end.clone());
+        let (startup, end, reset) = (self.start.clone(), self.end.clone(), self.reset);
+        let restored = self.ctx.restore.is_some().then(|| self.restored.clone());
         let resolved = tokio::task::spawn_blocking(move || {
-            let r = resolve_offsets(&consumer, &parts, &start, &end);
+            let plan = StartPlan {
+                startup: &startup,
+                reset,
+                restored: restored.as_ref(),
+            };
+            let r = resolve_offsets(&consumer, &parts, &plan, &end);
             r.map(|r| (consumer, r))
         })
         .await
         .map_err(|e| Retry::Fatal(EngineError::Internal(e.to_string())))?;
-        let (consumer, mut resolved) = resolved.map_err(Retry::Again)?;
-        for (topic, partition, from, _) in resolved.iter_mut() {
-            if let Some(o) = self.restored.get(&format!("{topic}/{partition}")) {
-                *from = Offset::Offset(*o);
-            }
-        }
+        let (consumer, resolved) = resolved.map_err(Retry::Again)?;
         let mut tpl = TopicPartitionList::new();
         let mut ids = Vec::new();
-        for (topic, partition, from, until) in resolved {
+        for r in resolved {
             let id = self.parts.len() as u32;
-            tpl.add_partition_offset(&topic, partition, from)
+            tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(r.from))
                 .map_err(|e| Retry::Fatal(kafka_err(e)))?;
-            let done = until.is_some_and(|u| u <= 0)
-                || matches!((from, until), (Offset::Offset(f), Some(u)) if f >= u);
-            let slots = self.index.entry(topic.clone()).or_default();
-            if slots.len() <= partition as usize {
-                slots.resize(partition as usize + 1, None);
+            let done = r.until.is_some_and(|u| u <= 0 || r.from >= u);
+            let slots = self.index.entry(r.topic.clone()).or_default();
+            if slots.len() <= r.partition as usize {
+                slots.resize(r.partition as usize + 1, None);
             }
-            slots[partition as usize] = Some(id);
-            let next = match from {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            };
+            slots[r.partition as usize] = Some(id);
             self.parts.push(Part {
-                topic,
-                partition,
-                end: until,
+                topic: r.topic,
+                partition: r.partition,
+                end: r.until,
                 done,
-                next,
+                next: Some(r.from),
             });
             ids.push(id);
         }
@@ -330,14 +379,42 @@ impl KafkaSource {
 
     /// Gather messages for one batch and decode them.
     async fn poll_batch(&mut self) -> Result<SourceEvent> {
-        let mut region: Vec<u8> = Vec::with_capacity(self.ctx.batch_size * 128);
-        let mut meta: Vec<LineMeta> = Vec::with_capacity(self.ctx.batch_size);
+        // The last poll's buffers, reused (they stay until now for `reject`).
+        let mut region = std::mem::take(&mut self.last.region);
+        let mut meta = std::mem::take(&mut self.last.meta);
+        region.clear();
+        meta.clear();
         self.keys.clear();
         self.headers.clear();
-        let consumer = self.consumer.as_ref().expect("connected");
+        // Out of `self` while messages borrow it, so `take_message` can update the source.
+        let consumer = self.consumer.take().expect("connected");
+        let gathered = self.gather(&consumer, &mut region, &mut meta).await;
+        self.consumer = Some(consumer);
+        if !gathered? {
+            return Ok(SourceEvent::Idle);
+        }
+        let event = if self.options.raw {
+            self.decode_raw(region, meta)?
+        } else {
+            self.decode(region, meta)?
+        };
+        if let Some(d) = self.dead_letter_topic.as_mut() {
+            d.flush().await?;
+        }
+        Ok(event)
+    }
+
+    /// Receive up to a batch of messages (waiting at most [`LINGER`] after the first); false
+    /// when none arrived within 100 ms.
+    async fn gather(
+        &mut self,
+        consumer: &StreamConsumer,
+        region: &mut Vec<u8>,
+        meta: &mut Vec<LineMeta>,
+    ) -> Result<bool> {
         let Ok(first) = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
         else {
-            return Ok(SourceEvent::Idle);
+            return Ok(false);
         };
         let mut next = Some(first);
         let deadline = tokio::time::Instant::now() + LINGER;
@@ -350,254 +427,19 @@ impl KafkaSource {
                     Err(_) => break,
                 },
             };
-            let Some(id) = self
-                .index
-                .get(m.topic())
-                .and_then(|v| v.get(m.partition() as usize).copied().flatten())
-            else {
-                continue;
-            };
-            let part = &mut self.parts[id as usize];
-            if part.done || part.end.is_some_and(|e| m.offset() >= e) {
-                continue;
-            }
-            part.next = Some(m.offset() + 1);
-            let key = match (self.keep_keys, m.key()) {
-                (true, Some(k)) => {
-                    self.keys.extend_from_slice(k);
-                    Some((self.keys.len() - k.len(), k.len()))
-                }
-                _ => None,
-            };
-            let headers = if self.keep_headers {
-                self.headers.push(m.headers())
-            } else {
-                (0, 0)
-            };
-            let origin = Origin {
-                id,
-                offset: m.offset(),
-                key,
-                timestamp: m.timestamp().to_millis(),
-                headers,
-            };
-            let payload = m.payload().unwrap_or_default();
-            let key = self.splice.as_ref().zip(m.key());
-            push_line(
-                &mut region,
-                payload,
-                &mut meta,
-                origin,
-                self.options.raw,
-                key,
-            );
-            if part.end.is_some_and(|e| m.offset() + 1 >= e) {
-                part.done = true;
-                self.pending.push_back(SourceEvent::PartitionEnd(id));
-                pause(consumer, part);
+            if let Some(ended) = self.take_message(&m, region, meta) {
+                self.pending.push_back(SourceEvent::PartitionEnd(ended));
+                pause(consumer, &self.parts[ended as usize]);
             }
         }
-        let event = if self.options.raw {
-            self.decode_raw(&region, &meta)?
-        } else {
-            self.decode(region, meta)?
-        };
-        if let Some(d) = self.dead_letter_topic.as_mut() {
-            d.flush().await?;
-        }
-        Ok(event)
+        Ok(true)
     }
-
-    /// `'format' = 'raw'`: each value, byte for byte, is the one column.
-    fn decode_raw(&mut self, region: &[u8], meta: &[LineMeta]) -> Result<SourceEvent> {
-        self.emitted += meta.len() as u64;
-        JobMetrics::add(&self.ctx.metrics.bytes_in, region.len());
-        if meta.is_empty() {
-            return Ok(SourceEvent::Idle);
-        }
-        let value = |i: usize| {
-            let end = meta.get(i + 1).map_or(region.len(), |n| n.start) - 1;
-            &region[meta[i].start..end]
-        };
-        let col: ArrayRef = Arc::new(BinaryArray::from_iter_values((0..meta.len()).map(value)));
-        let col = cast(&col, self.ctx.schema.field(0).data_type()).map_err(kafka_err)?;
-        let batch = RecordBatch::try_new(self.ctx.schema.clone(), vec![col]).map_err(kafka_err)?;
-        let lines: Vec<usize> = (0..meta.len()).collect();
-        let batch = super::metadata::append(&self.ctx.table, batch, &lines, meta, self)?;
-        JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
-        Ok(SourceEvent::PartitionedBatch(
-            batch,
-            meta.iter().map(|m| m.id).collect(),
-        ))
-    }
-
-    /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
-    fn decode(&mut self, region: Vec<u8>, meta: Vec<LineMeta>) -> Result<SourceEvent> {
-        JobMetrics::add(&self.ctx.metrics.bytes_in, region.len());
-        let mut batches = Vec::new();
-        let mut row_lines = Vec::with_capacity(meta.len());
-        let (mut pos, mut line) = (0usize, 0usize);
-        while pos < region.len() {
-            let seg = self
-                .decoder
-                .next_segment(&region[pos..])
-                .map_err(kafka_err)?;
-            let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
-            for b in seg.decoded.bad {
-                self.dead_letter(b.raw, b.reason, &meta[line + b.index])?;
-            }
-            row_lines.extend(
-                (0..seg.lines as usize)
-                    .filter(|i| !bad.contains(i))
-                    .map(|i| line + i),
-            );
-            batches.extend(seg.decoded.batch);
-            pos += seg.len;
-            line += seg.lines as usize;
-        }
-        self.emitted += meta.len() as u64;
-        if batches.is_empty() {
-            return Ok(SourceEvent::Idle);
-        }
-        let batch = concat_batches(&batches[0].schema(), &batches).map_err(kafka_err)?;
-        let batch = self.apply_time_policy(batch, &mut row_lines, &region, &meta)?;
-        JobMetrics::add(&self.ctx.metrics.rows_in, batch.num_rows());
-        let batch = super::metadata::append(&self.ctx.table, batch, &row_lines, &meta, self)?;
-        let row_parts = row_lines.iter().map(|l| meta[*l].id).collect();
-        Ok(SourceEvent::PartitionedBatch(batch, row_parts))
-    }
-
-    /// Epoch-number conversion and timestamp bounds; offending rows become dead letters.
-    fn apply_time_policy(
-        &mut self,
-        batch: RecordBatch,
-        row_lines: &mut Vec<usize>,
-        region: &[u8],
-        meta: &[LineMeta],
-    ) -> Result<RecordBatch> {
-        let Some(policy) = &self.time_policy else {
-            return Ok(batch);
-        };
-        let mut corrections = 0;
-        let (batch, bad) = policy
-            .apply(&batch, &self.ctx.schema, &mut corrections)
-            .map_err(kafka_err)?;
-        JobMetrics::add(
-            &self.ctx.metrics.timestamp_corrections,
-            corrections as usize,
-        );
-        for (row, reason) in &bad {
-            let m = &meta[row_lines[*row]];
-            let end = meta
-                .get(row_lines[*row] + 1)
-                .map_or(region.len(), |n| n.start)
-                - 1;
-            let raw = region[m.start..end].to_vec();
-            self.dead_letter(raw, reason.clone(), m)?;
-        }
-        let mut k = 0;
-        row_lines.retain(|_| {
-            k += 1;
-            bad.binary_search_by_key(&(k - 1), |b| b.0).is_err()
-        });
-        Ok(batch)
-    }
-
-    fn position(&self, m: &LineMeta) -> String {
-        let p = &self.parts[m.id as usize];
-        format!("{}/{}@{}", p.topic, p.partition, m.offset)
-    }
-
-    /// Stop (on-error = fail), or count and report the record and write it to the dead-letter
-    /// topic when there is one.
-    fn dead_letter(&mut self, raw: Vec<u8>, reason: String, m: &LineMeta) -> Result<()> {
-        let position = self.position(m);
-        if self.options.on_error == OnError::Fail {
-            return Err(EngineError::Execution(format!(
-                "bad record at {position}: {reason}"
-            )));
-        }
-        if let Some(d) = self.dead_letter_topic.as_mut() {
-            let p = &self.parts[m.id as usize];
-            let key = m.key.map(|(s, l)| &self.keys[s..s + l]);
-            let from = DlqOrigin {
-                topic: &p.topic,
-                partition: p.partition,
-                offset: m.offset,
-            };
-            d.send(&raw, key, &reason, from)?;
-        }
-        self.ctx.dead_letters.report(BadRecord {
-            raw,
-            reason,
-            position,
-        })
-    }
-}
-
-/// Append one record as a line; a line end inside it would split it, so it becomes a space.
-/// Where a line of the decode region came from.
-pub(super) struct LineMeta {
-    pub(super) id: u32,
-    pub(super) offset: i64,
-    /// The message key's range in `KafkaSource::keys` (kept when a dead-letter topic or a
-    /// `key` metadata column needs it).
-    pub(super) key: Option<(usize, usize)>,
-    /// The message timestamp (ms).
-    pub(super) timestamp: Option<i64>,
-    /// The message's headers: (first, count) in `KafkaSource::headers`.
-    pub(super) headers: (u32, u32),
-    /// Byte offset of the line in the region.
-    start: usize,
 }
 
 fn has_metadata(t: &TableDef, name: &str) -> bool {
     t.metadata_columns()
         .iter()
         .any(|c| matches!(&c.kind, weir_planner::ColumnKind::Metadata { key, .. } if key == name))
-}
-
-/// A polled message's origin, kept per line.
-struct Origin {
-    id: u32,
-    offset: i64,
-    key: Option<(usize, usize)>,
-    timestamp: Option<i64>,
-    headers: (u32, u32),
-}
-
-fn push_line(
-    region: &mut Vec<u8>,
-    payload: &[u8],
-    meta: &mut Vec<LineMeta>,
-    o: Origin,
-    raw: bool,
-    key: Option<(&KeySplice, &[u8])>,
-) {
-    if !raw && payload.iter().all(|b| b.is_ascii_whitespace()) {
-        return; // a tombstone or empty record carries no row
-    }
-    let start = region.len();
-    region.extend_from_slice(payload);
-    if let Some((how, key)) = key {
-        splice_key(region, start, key, how);
-    }
-    if !raw {
-        for b in &mut region[start..] {
-            if *b == b'\n' || *b == b'\r' {
-                *b = b' ';
-            }
-        }
-    }
-    region.push(b'\n');
-    meta.push(LineMeta {
-        id: o.id,
-        offset: o.offset,
-        key: o.key,
-        timestamp: o.timestamp,
-        headers: o.headers,
-        start,
-    });
 }
 
 fn pause(consumer: &StreamConsumer, part: &Part) {

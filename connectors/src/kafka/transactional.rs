@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datafusion::arrow::array::BooleanArray;
 use datafusion::arrow::compute::filter_record_batch;
@@ -25,14 +25,14 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::Producer;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use weir_engine::connector::SinkContext;
 use weir_engine::{EngineError, Result};
 
+use super::recovery_scan::{visible_seqs, RECOVERY_DEADLINE};
 use super::sink::Partitioner;
 use super::writer::RecordWriter;
 use super::{KafkaOptions, NAME};
@@ -45,7 +45,7 @@ fn err(m: impl std::fmt::Display) -> EngineError {
 
 /// A sealed checkpoint interval waiting for its checkpoint to complete.
 #[derive(Debug, Clone)]
-struct Pending {
+pub(crate) struct Pending {
     checkpoint: u64,
     file: PathBuf,
     /// Per partition, an offset at or before the first record this checkpoint can produce.
@@ -217,50 +217,16 @@ impl TransactionalSink {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
         let (topic, from, marker) = (self.writer.topic.clone(), from.clone(), marker.to_string());
-        blocking(move || scan(config, &topic, &from, &marker)).await
+        tokio::task::spawn_blocking(move || {
+            visible_seqs(&config, &topic, &from, &marker, RECOVERY_DEADLINE)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?
+        .map_err(err)
     }
 }
 
-/// Read `topic` from `from` to its end; the `weir.seq` of every record marked `marker`.
-fn scan(
-    config: ClientConfig,
-    topic: &str,
-    from: &BTreeMap<i32, i64>,
-    marker: &str,
-) -> rdkafka::error::KafkaResult<HashSet<u64>> {
-    let consumer: BaseConsumer = config.create()?;
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in from {
-        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))?;
-    }
-    consumer.assign(&tpl)?;
-    let mut open: HashSet<i32> = from.keys().copied().collect();
-    let mut seen = HashSet::new();
-    let mut last = Instant::now();
-    while !open.is_empty() && last.elapsed() < Duration::from_secs(3) {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        last = Instant::now();
-        let m = match m {
-            Ok(m) => m,
-            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
-                open.remove(&p);
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let Some(h) = m.headers() else { continue };
-        let value = |k: &str| h.iter().find(|x| x.key == k).and_then(|x| x.value);
-        if value("weir.txn") == Some(marker.as_bytes()) {
-            let s = value("weir.seq").and_then(|v| std::str::from_utf8(v).ok());
-            seen.extend(s.and_then(|s| s.parse::<u64>().ok()));
-        }
-    }
-    Ok(seen)
-}
-
-fn parse_pending(text: &str) -> Result<Vec<Pending>> {
+pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {
     let bad = || EngineError::State(format!("unreadable kafka sink state '{text}'"));
     if text.is_empty() {
         return Ok(vec![]);

@@ -71,7 +71,7 @@ impl SinkFactory for UpsertKafkaSinkFactory {
 
     fn validate(&self, table: &TableDef) -> Result<(), String> {
         let t = as_kafka_table(table)?;
-        super::KafkaOptions::parse(&t)?;
+        super::KafkaOptions::parse(&t)?.check_one_topic()?;
         super::key::KeyOptions::parse(&t)?;
         Ok(())
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -15,9 +15,6 @@ use tokio::time::MissedTickBehavior;
 use super::tracker::{AckOutcome, Tracker};
 use super::{CheckpointMeta, CheckpointStats, Checkpointing, Event, Trigger, TriggerKind};
 use crate::error::{EngineError, Result};
-
-/// A checkpoint that takes longer than this is abandoned (the next one starts fresh).
-const TIMEOUT: Duration = Duration::from_secs(600);
 
 struct Coordinator {
     ck: Arc<Checkpointing>,
@@ -46,7 +43,7 @@ pub async fn run_coordinator(
         .take_events()
         .ok_or_else(|| EngineError::Internal("checkpoint coordinator started twice".into()))?;
     let first = ck.store.highest_id()? + 1;
-    let tracker = Tracker::new(ck.participants(), first, TIMEOUT);
+    let tracker = Tracker::new(ck.participants(), first, ck.config.timeout);
     let mut ticker = tokio::time::interval(ck.config.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.tick().await; // the first tick is immediate
@@ -64,7 +61,7 @@ pub async fn run_coordinator(
     loop {
         tokio::select! {
             _ = cancel.changed() => return Ok(()),
-            _ = ticker.tick() => c.on_tick(),
+            _ = ticker.tick() => c.on_tick()?,
             e = events.recv() => match e {
                 None => return Ok(()),
                 Some(e) => if c.on_event(e).await? { return Ok(()) },
@@ -73,19 +70,67 @@ pub async fn run_coordinator(
     }
 }
 
+/// What follows a checkpoint that failed or timed out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AfterAbandon {
+    /// Start this checkpoint now (the final checkpoint or savepoint that was waiting).
+    Start(TriggerKind),
+    /// Wait for the next interval.
+    Wait,
+    /// The savepoint or final checkpoint itself failed: its sources have already ended on its
+    /// barrier, so no other can be taken and the job fails.
+    FailJob,
+}
+
+/// Decide what follows abandoning a checkpoint of kind `abandoned` while `wanted` waits.
+pub fn after_abandon(abandoned: TriggerKind, wanted: Option<TriggerKind>) -> AfterAbandon {
+    match (abandoned, wanted) {
+        (TriggerKind::Periodic, Some(k)) => AfterAbandon::Start(k),
+        (TriggerKind::Periodic, None) => AfterAbandon::Wait,
+        (TriggerKind::Final | TriggerKind::Stop, _) => AfterAbandon::FailJob,
+    }
+}
+
 impl Coordinator {
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self) -> Result<()> {
         if let Some(id) = self.tracker.expired(Instant::now()) {
-            self.tracker.fail(id);
-            self.ck.count_failure();
-            tracing::warn!(
-                checkpoint = id,
-                "checkpoint {id} timed out and was abandoned"
-            );
+            let why = format!("timed out after {:?}", self.ck.config.timeout);
+            self.abandon(id, &why)?;
         }
         if self.wanted.is_none() {
             self.start(TriggerKind::Periodic);
         }
+        Ok(())
+    }
+
+    /// Drop checkpoint `id` (in flight) and start what was waiting for it; an error when it was
+    /// the savepoint or the final checkpoint.
+    fn abandon(&mut self, id: u64, why: &str) -> Result<()> {
+        if !self.tracker.fail(id) {
+            return Ok(());
+        }
+        self.ck.count_failure();
+        let what = match self.kind {
+            TriggerKind::Stop => "savepoint",
+            TriggerKind::Final => "final checkpoint",
+            TriggerKind::Periodic => "checkpoint",
+        };
+        tracing::warn!(checkpoint = id, "{what} {id} {why}; abandoned");
+        match after_abandon(self.kind, self.wanted) {
+            AfterAbandon::Start(k) => self.start(k),
+            AfterAbandon::Wait => {}
+            AfterAbandon::FailJob => {
+                return Err(EngineError::State(format!(
+                    "{what} {id} {why}; the job stops without it, and a restart resumes from \
+                     {}",
+                    match *self.ck.committed().borrow() {
+                        0 => "the start (no checkpoint completed)".to_string(),
+                        c => format!("checkpoint {c}"),
+                    }
+                )))
+            }
+        }
+        Ok(())
     }
 
     fn start(&mut self, kind: TriggerKind) {
@@ -137,10 +182,7 @@ impl Coordinator {
                 }
             }
             Event::Failed { id, task, error } => {
-                if self.tracker.fail(id) {
-                    self.ck.count_failure();
-                    tracing::warn!(checkpoint = id, %task, "checkpoint {id} failed in {task}: {error}");
-                }
+                self.abandon(id, &format!("failed in {task}: {error}"))?;
             }
             Event::SourceEnded(name) => {
                 self.ended.insert(name);
@@ -177,4 +219,25 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_waits_behind_an_abandoned_checkpoint_starts_or_the_job_fails() {
+        use TriggerKind::*;
+        assert_eq!(after_abandon(Periodic, None), AfterAbandon::Wait);
+        assert_eq!(
+            after_abandon(Periodic, Some(Stop)),
+            AfterAbandon::Start(Stop)
+        );
+        assert_eq!(
+            after_abandon(Periodic, Some(Final)),
+            AfterAbandon::Start(Final)
+        );
+        assert_eq!(after_abandon(Stop, Some(Stop)), AfterAbandon::FailJob);
+        assert_eq!(after_abandon(Final, Some(Final)), AfterAbandon::FailJob);
+    }
 }

@@ -37,6 +37,9 @@ pub struct CheckpointConfig {
     /// Operator state above this many bytes moves from memory to RocksDB
     /// (`SET 'state.memory-limit' = '512 mb'`).
     pub memory_limit: usize,
+    /// A checkpoint not complete after this long is abandoned; a savepoint or final checkpoint
+    /// that times out fails the job (`SET 'execution.checkpointing.timeout'`, default 10 min).
+    pub timeout: Duration,
 }
 
 /// The default `state.memory-limit`.
@@ -51,6 +54,7 @@ impl CheckpointConfig {
             interval: Duration::from_secs(10),
             allow_changed_query: false,
             memory_limit: DEFAULT_MEMORY_LIMIT,
+            timeout: Duration::from_secs(600),
         }
     }
 }

@@ -37,7 +37,8 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
-    fn to_json(&self) -> String {
+    /// The metadata as stored in a checkpoint's `_metadata` file.
+    pub fn to_json(&self) -> String {
         json!({
             "id": self.id,
             "fingerprint": self.fingerprint,
@@ -47,7 +48,8 @@ impl CheckpointMeta {
         .to_string()
     }
 
-    fn from_json(text: &str) -> Option<CheckpointMeta> {
+    /// Read a `_metadata` file's text; `None` when it is not complete, readable metadata.
+    pub fn from_json(text: &str) -> Option<CheckpointMeta> {
         let v: Value = serde_json::from_str(text).ok()?;
         let snapshots = v["snapshots"]
             .as_object()?

@@ -27,10 +27,39 @@ use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
 #[derive(Default)]
 struct KeyState {
-    /// Open sessions, as [start, end) wall-clock values.
+    /// Open sessions, as [start, end) wall-clock values; they never overlap.
     sessions: Vec<(i64, i64)>,
     /// Buffered rows: (batch slot, row, time).
     rows: Vec<(u32, u32, i64)>,
+}
+
+/// A buffered row of a session that fired.
+struct Pick {
+    slot: u32,
+    row: u32,
+    /// The session, [start, end) wall-clock.
+    session: (i64, i64),
+}
+
+impl KeyState {
+    /// Move the rows of every session that watermark `wm` has passed into `picks`.
+    fn fire(&mut self, wm: i64, time: &TimeContext, picks: &mut Vec<Pick>) {
+        let is_due = |s: &(i64, i64)| fire_time_ns(s.1, time) <= wm;
+        if !self.sessions.iter().any(is_due) {
+            return;
+        }
+        let fired: Vec<(i64, i64)> = self.sessions.iter().copied().filter(is_due).collect();
+        self.sessions.retain(|s| !is_due(s));
+        self.rows.retain(
+            |&(slot, row, t)| match fired.iter().find(|s| s.0 <= t && t < s.1) {
+                Some(&session) => {
+                    picks.push(Pick { slot, row, session });
+                    false
+                }
+                None => true,
+            },
+        );
+    }
 }
 
 /// SESSION window aggregation: buffers rows per key until their session fires.
@@ -89,36 +118,23 @@ impl SessionAggregateOperator {
 
     /// Fire every session that the watermark has passed.
     fn fire(&mut self, out: &mut Vec<Message>) -> Result<()> {
-        let mut picks: Vec<(u32, u32, i64, i64, i64)> = Vec::new();
+        let mut picks: Vec<Pick> = Vec::new();
         let (wm, time) = (self.watermark, &self.time);
         self.keys.retain(|_, ks| {
-            let fired: Vec<(i64, i64)> = ks
-                .sessions
-                .iter()
-                .copied()
-                .filter(|s| fire_time_ns(s.1, time) <= wm)
-                .collect();
-            if fired.is_empty() {
-                return !ks.sessions.is_empty();
-            }
-            ks.sessions.retain(|s| fire_time_ns(s.1, time) > wm);
-            ks.rows.retain(
-                |&(slot, row, t)| match fired.iter().find(|s| s.0 <= t && t < s.1) {
-                    Some(s) => {
-                        picks.push((slot, row, t, s.0, s.1));
-                        false
-                    }
-                    None => true,
-                },
-            );
+            ks.fire(wm, time, &mut picks);
             !ks.sessions.is_empty()
         });
+        self.emit(picks, out)
+    }
+
+    /// Aggregate and emit the rows of fired sessions.
+    fn emit(&mut self, picks: Vec<Pick>, out: &mut Vec<Message>) -> Result<()> {
         if picks.is_empty() {
             return Ok(());
         }
         let batch = self.aggregate(&picks)?;
-        for (slot, ..) in &picks {
-            self.release(*slot);
+        for p in &picks {
+            self.release(p.slot);
         }
         out.push(Message::Batch(StreamBatch::new(batch)));
         Ok(())
@@ -134,18 +150,21 @@ impl SessionAggregateOperator {
     }
 
     /// Gather the picked rows and aggregate them by (key, session).
-    fn aggregate(&self, picks: &[(u32, u32, i64, i64, i64)]) -> Result<RecordBatch> {
-        let mut slots: Vec<u32> = picks.iter().map(|p| p.0).collect();
+    fn aggregate(&self, picks: &[Pick]) -> Result<RecordBatch> {
+        let mut slots: Vec<u32> = picks.iter().map(|p| p.slot).collect();
         slots.sort_unstable();
         slots.dedup();
         let batches: Vec<&RecordBatch> = slots.iter().map(|s| &self.batches[s].0).collect();
         let idx: Vec<(usize, usize)> = picks
             .iter()
-            .map(|p| (slots.binary_search(&p.0).unwrap_or(0), p.1 as usize))
+            .map(|p| (slots.binary_search(&p.slot).unwrap_or(0), p.row as usize))
             .collect();
         let rows = interleave_record_batch(&batches, &idx)?;
-        let starts: ArrayRef = Arc::new(Int64Array::from_iter_values(picks.iter().map(|p| p.3)));
-        let ends: ArrayRef = Arc::new(Int64Array::from_iter_values(picks.iter().map(|p| p.4)));
+        let starts = picks.iter().map(|p| p.session.0);
+        let starts: ArrayRef = Arc::new(Int64Array::from_iter_values(starts));
+        let ends: ArrayRef = Arc::new(Int64Array::from_iter_values(
+            picks.iter().map(|p| p.session.1),
+        ));
         let mut keys = key_arrays(&self.key_exprs, &rows)?;
         keys.extend([starts, ends]);
         let key_rows = self.fire_converter.convert_columns(&keys)?;
@@ -197,7 +216,10 @@ impl Operator for SessionAggregateOperator {
         "SessionWindowAggregate"
     }
 
-    fn process_batch(&mut self, batch: StreamBatch, _out: &mut Vec<Message>) -> Result<()> {
+    /// Each row first fires its key's sessions that the watermark at that row has passed (as
+    /// a job reading one row at a time would have), so the result does not depend on how rows
+    /// are batched; then it opens a session or joins (and merges) open ones, or is late.
+    fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
         let b = &batch.batch;
         let n = b.num_rows();
         let times = ts_values(&self.start_expr.evaluate(b)?.into_array(n)?)?;
@@ -205,7 +227,7 @@ impl Operator for SessionAggregateOperator {
             .converter
             .convert_columns(&key_arrays(&self.key_exprs, b)?)?;
         let slot = self.next_slot;
-        let (mut stored, mut late) = (0usize, 0usize);
+        let (mut stored, mut late, mut picks) = (0usize, 0usize, Vec::new());
         for i in 0..n {
             if times.is_null(i) {
                 continue;
@@ -214,13 +236,15 @@ impl Operator for SessionAggregateOperator {
             let row_wm = batch
                 .row_watermarks
                 .as_ref()
-                .map_or(i64::MIN, |w| w.value(i));
+                .map_or(i64::MIN, |w| w.value(i))
+                .max(self.watermark);
             let ks = self
                 .keys
                 .entry(key_rows.row(i).as_ref().into())
                 .or_default();
+            ks.fire(row_wm, &self.time, &mut picks);
             let (s, e) = merged(&ks.sessions, t, self.gap);
-            if fire_time_ns(e, &self.time) <= row_wm.max(self.watermark) {
+            if fire_time_ns(e, &self.time) <= row_wm {
                 late += 1;
                 continue;
             }
@@ -234,7 +258,7 @@ impl Operator for SessionAggregateOperator {
             self.batches.insert(slot, (b.clone(), stored));
             self.next_slot = self.next_slot.wrapping_add(1);
         }
-        Ok(())
+        self.emit(picks, out)
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {

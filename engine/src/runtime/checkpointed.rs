@@ -66,6 +66,10 @@ pub struct SourceCheckpoint {
     pub ck: Arc<Checkpointing>,
     /// Checkpoint triggers from the coordinator.
     pub triggers: watch::Receiver<Option<Trigger>>,
+    /// The newest complete checkpoint.
+    pub committed: watch::Receiver<u64>,
+    /// Positions this source acknowledged, by checkpoint id, until that checkpoint completes.
+    positions: std::collections::VecDeque<(u64, Option<String>)>,
 }
 
 impl SourceCheckpoint {
@@ -75,6 +79,8 @@ impl SourceCheckpoint {
             name: ck.register("source"),
             ck: ck.clone(),
             triggers: ck.triggers(),
+            committed: ck.committed(),
+            positions: Default::default(),
         }
     }
 
@@ -100,8 +106,29 @@ impl SourceCheckpoint {
         *self.triggers.borrow_and_update()
     }
 
+    /// The position acknowledged for the checkpoint that completed since the last call (older
+    /// ones are forgotten: only the newest is worth committing anywhere).
+    pub fn take_completed(&mut self) -> Option<String> {
+        if !self.committed.has_changed().unwrap_or(false) {
+            return None;
+        }
+        let done = *self.committed.borrow_and_update();
+        let mut newest = None;
+        while self.positions.front().is_some_and(|(id, _)| *id <= done) {
+            let (id, position) = self.positions.pop_front().expect("front");
+            if id == done {
+                newest = position;
+            }
+        }
+        newest
+    }
+
     /// Acknowledge checkpoint `id` with this source's snapshot.
-    pub fn ack(&self, id: u64, snapshot: &SourceSnapshot) {
+    pub fn ack(&mut self, id: u64, snapshot: &SourceSnapshot) {
+        self.positions.push_back((id, snapshot.position.clone()));
+        if self.positions.len() > 16 {
+            self.positions.pop_front(); // checkpoints that failed never complete
+        }
         self.ck.send(Event::Ack {
             id,
             task: self.name.clone(),

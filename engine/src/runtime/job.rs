@@ -250,8 +250,10 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 .ok_or_else(|| {
                     EngineError::connector(s.table.connector().unwrap_or("?"), "unknown connector")
                 })?;
-            let on_error = OnError::parse(s.table.option("format.on-error"))
-                .map_err(|m| EngineError::connector(factory.name(), m))?;
+            let has_destination = s.table.option("dead-letter.topic").is_some();
+            let on_error =
+                OnError::parse_with_default(s.table.option("format.on-error"), has_destination)
+                    .map_err(|m| EngineError::connector(factory.name(), m))?;
             let dead_letters = DeadLetters::new(on_error);
             dead_letters.set_quiet(ctx.quiet);
             ctx.job

@@ -92,7 +92,7 @@ impl SourceDriver {
     /// Answer a checkpoint trigger: acknowledge with the position and send the barrier after
     /// the rows already sent. True when the source must end now (final checkpoint, savepoint).
     async fn on_trigger(&mut self, t: Trigger, tx: &mpsc::Sender<Message>) -> Result<bool> {
-        let Some(ck) = self.ck.as_ref() else {
+        let Some(ck) = self.ck.as_mut() else {
             return Ok(false);
         };
         let snapshot = SourceSnapshot {
@@ -150,6 +150,9 @@ impl SourceDriver {
                 if self.on_trigger(t, &tx).await? {
                     return Ok(());
                 }
+            }
+            if let Some(position) = self.ck.as_mut().and_then(|c| c.take_completed()) {
+                self.source.checkpoint_complete(&position)?;
             }
             // Busy: the time spent inside the source's polls, not the time it waits for data.
             let busy = self.op_metrics.as_ref().map(|m| &m.busy_ns);
@@ -221,6 +224,26 @@ impl SourceDriver {
             return vec![Message::Watermark(wm)];
         }
         vec![]
+    }
+
+    /// Report `rows` of `full` as dead letters, formatted as values (the source could not give
+    /// their raw records).
+    fn report_rows(&self, full: &RecordBatch, rows: &[usize], reason: &str) -> Result<()> {
+        let opts = FormatOptions::default().with_null("NULL");
+        let fmts: Vec<ArrayFormatter> = full
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+            .collect::<Result<_, _>>()?;
+        for &i in rows {
+            let raw: Vec<String> = fmts.iter().map(|f| f.value(i).to_string()).collect();
+            self.dead_letters.report(BadRecord {
+                raw: format!("[{}]", raw.join(", ")).into_bytes(),
+                reason: reason.to_string(),
+                position: format!("table {}", self.node.table.name),
+            })?;
+        }
+        Ok(())
     }
 
     /// Computed columns, the watermark column, and the messages for one decoded batch.
@@ -334,7 +357,7 @@ impl SourceDriver {
     }
 
     fn drop_null_time(
-        &self,
+        &mut self,
         full: RecordBatch,
         parts: Option<Vec<u32>>,
         rowtime: usize,
@@ -344,19 +367,10 @@ impl SourceDriver {
             return Ok((full, parts));
         }
         let name = self.node.table.schema().field(rowtime).name().clone();
-        let opts = FormatOptions::default().with_null("NULL");
-        let fmts: Vec<ArrayFormatter> = full
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-            .collect::<Result<_, _>>()?;
-        for i in (0..full.num_rows()).filter(|i| col.is_null(*i)) {
-            let raw: Vec<String> = fmts.iter().map(|f| f.value(i).to_string()).collect();
-            self.dead_letters.report(BadRecord {
-                raw: format!("[{}]", raw.join(", ")).into_bytes(),
-                reason: format!("event-time column `{name}` is NULL (missing or unreadable)"),
-                position: format!("table {}", self.node.table.name),
-            })?;
+        let reason = format!("event-time column `{name}` is NULL (missing or unreadable)");
+        let rows: Vec<usize> = (0..full.num_rows()).filter(|i| col.is_null(*i)).collect();
+        if !self.source.reject(&rows, &reason)? {
+            self.report_rows(&full, &rows, &reason)?;
         }
         let parts = parts.map(|p| {
             p.into_iter()

@@ -22,8 +22,13 @@ impl MemoryBackend {
     pub fn restore(dir: &Path) -> Result<Self> {
         let data = std::fs::read(dir.join(FILE))
             .map_err(|e| EngineError::State(format!("cannot read {}: {e}", dir.display())))?;
+        Self::from_bytes(&data)
+    }
+
+    /// The state in a checkpoint file's bytes (length-prefixed keys and values).
+    pub fn from_bytes(data: &[u8]) -> Result<Self> {
         let mut me = MemoryBackend::default();
-        let mut rest = &data[..];
+        let mut rest = data;
         while !rest.is_empty() {
             let (k, r) = take(rest)?;
             let (v, r) = take(r)?;
