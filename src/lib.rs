@@ -108,7 +108,7 @@ pub use datafusion;
 pub use datafusion::arrow;
 pub use weir_connectors as connectors;
 pub use weir_engine::changelog;
-pub use weir_engine::checkpoint::CheckpointConfig;
+pub use weir_engine::checkpoint::{CheckpointConfig, CheckpointMeta, CheckpointStore};
 pub use weir_engine::connector::{
     ConnectorRegistry, Sink, SinkContext, SinkFactory, Source, SourceContext, SourceEvent,
     SourceFactory,

@@ -189,7 +189,7 @@ async fn stop_with_savepoint_then_resume() {
 }
 
 #[tokio::test]
-async fn a_checkpoint_of_another_query_is_refused() {
+async fn a_checkpoint_of_another_job_is_refused_saying_what_changed() {
     let (out, ckpt) = (scratch("fp-out"), scratch("fp-ck"));
     let sql = insert_job("tumble_tvf", &out).await;
     engine(&ckpt)
@@ -201,7 +201,65 @@ async fn a_checkpoint_of_another_query_is_refused() {
         .unwrap();
     let other = sql.replace("AVG(temperature)", "MAX(temperature)");
     let err = engine(&ckpt).submit(&other).await.err().expect("refused");
-    assert!(err.to_string().contains("of a different query"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("of a different job"), "{msg}");
+    assert!(
+        msg.contains("query weir_out: was `") && msg.contains("MAX(temperature)"),
+        "{msg}"
+    );
+    // A source option is part of the job too.
+    let slower = sql.replace(
+        "'scan.records-per-second' = '20000'",
+        "'scan.records-per-second' = '10000'",
+    );
+    let msg = engine(&ckpt)
+        .submit(&slower)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        msg.contains("table t: was `") && msg.contains("scan.records-per-second=10000"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn allow_changed_query_restores_only_the_operators_whose_state_fits() {
+    let (out, ckpt) = (scratch("allow-out"), scratch("allow-ck"));
+    let sql = insert_job("tumble_tvf", &out).await;
+    let (crashed, _) = run_and_crash(&sql, &ckpt, 3, 1 << 30).await;
+    assert!(crashed, "the job finished before the crash");
+    // The aggregate changes (its state layout with it); the source's position still fits.
+    let other = sql.replace("AVG(temperature)", "MAX(temperature)");
+    let e = weir::Engine::new();
+    e.set_quiet(true);
+    e.set_checkpointing(Some(CheckpointConfig {
+        allow_changed_query: true,
+        ..CheckpointConfig::new(&ckpt)
+    }));
+    let job = e
+        .submit(&other)
+        .await
+        .expect("restored with --allow-changed-query");
+    job.wait().await.unwrap();
+    let meta = weir::CheckpointStore::open(&ckpt)
+        .unwrap()
+        .latest()
+        .unwrap()
+        .unwrap();
+    let op = meta
+        .layouts
+        .iter()
+        .find(|(k, _)| k.starts_with("op-"))
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(op.contains("max("), "the new layout is recorded: {op}");
+    // The source resumed from the checkpoint: fewer rows than a full run were committed after
+    // the restart, none twice.
+    let rows = committed_rows(&out);
+    let unique: std::collections::BTreeSet<String> = rows.iter().map(|r| r.to_string()).collect();
+    assert_eq!(unique.len(), rows.len(), "a row committed twice");
 }
 
 /// A job whose sink blocks while `gate` is closed, checkpointing every 50 ms and abandoning a

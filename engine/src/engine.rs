@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use weir_planner::{Catalog, PlanError, Planner, Settings, Statement, StreamPlan};
 
 use crate::checkpoint::coordinator::run_coordinator;
-use crate::checkpoint::{fingerprint, CheckpointConfig, CheckpointStore, Checkpointing};
+use crate::checkpoint::{CheckpointConfig, CheckpointStore, Checkpointing};
 use crate::connector::SinkRestore;
 use crate::connector::{ConnectorRegistry, SinkContext, SinkFactory, SourceFactory};
 use crate::error::{EngineError, Result};
@@ -375,7 +375,7 @@ impl Engine {
                     EngineError::Internal("sink factory vanished after planning".into())
                 })?;
             let sink_ck = ck.as_ref().map(|c| SinkCheckpoint {
-                name: c.register("sink"),
+                name: c.register("sink", sink_layout(&ins.table)),
                 ck: c.clone(),
                 cancel: job.cancel_receiver(),
             });
@@ -422,6 +422,12 @@ impl Engine {
             };
             sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
         }
+        if let Some(c) = &ck {
+            if let Err(e) = check_tasks(c, g.quiet) {
+                job.cancel();
+                return Err(e);
+            }
+        }
         for (sink, rx, sink_ck) in sinks {
             job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck));
         }
@@ -432,7 +438,7 @@ impl Engine {
                 .iter()
                 .filter(|p| p.starts_with("source-"))
                 .count();
-            let fp = fingerprint_of(&inserts);
+            let fp = crate::checkpoint::layout::fingerprint_of(&c.layouts());
             job.spawn(run_coordinator(
                 c,
                 fp,
@@ -510,15 +516,6 @@ pub fn plan_only(st: Statement) -> Option<Statement> {
     }
 }
 
-/// A job's fingerprint: its sink tables and queries.
-fn fingerprint_of(inserts: &[crate::statements::PlannedInsert]) -> String {
-    let text: Vec<String> = inserts
-        .iter()
-        .map(|i| format!("{} <- {}", i.table.name, i.query_sql))
-        .collect();
-    fingerprint(&text.join("\n"))
-}
-
 /// The checkpoint configuration of a job from the engine's and the session's settings, with
 /// the checkpoint it restores from.
 fn checkpointing(
@@ -559,16 +556,9 @@ fn checkpointing(
     }
     let store = CheckpointStore::open(&config.dir)?;
     let restored = store.latest()?;
+    let job = crate::checkpoint::layout::job_layouts(inserts);
     if let Some(r) = &restored {
-        let fp = fingerprint_of(inserts);
-        if r.fingerprint != fp && !config.allow_changed_query {
-            return Err(EngineError::State(format!(
-                "checkpoint directory '{}' holds checkpoint {} of a different query; use a new \
-                 directory, or --allow-changed-query if the state still fits the new query",
-                config.dir.display(),
-                r.id
-            )));
-        }
+        check_restore(r, &job, &config)?;
         if !g.quiet {
             tracing::info!(
                 "restoring from checkpoint {} in {}",
@@ -577,7 +567,74 @@ fn checkpointing(
             );
         }
     }
-    Ok(Some(Arc::new(Checkpointing::new(config, store, restored))))
+    Ok(Some(Arc::new(Checkpointing::new(
+        config, store, restored, job,
+    ))))
+}
+
+/// Refuse to restore `r` into a job whose queries or source tables changed, saying what
+/// changed (unless `--allow-changed-query`).
+fn check_restore(
+    r: &crate::checkpoint::CheckpointMeta,
+    job: &std::collections::BTreeMap<String, String>,
+    config: &CheckpointConfig,
+) -> Result<()> {
+    use crate::checkpoint::layout::{changes, is_task, refusal};
+    if config.allow_changed_query {
+        return Ok(());
+    }
+    let dir = config.dir.display().to_string();
+    let changed = changes(&r.layouts, job, |n| !is_task(n));
+    if r.layouts.is_empty() && r.fingerprint != crate::checkpoint::layout::fingerprint_of(job) {
+        return Err(EngineError::State(format!(
+            "checkpoint directory '{dir}' holds checkpoint {} of a different query; use a new \
+             directory, or --allow-changed-query if the state still fits the new query",
+            r.id
+        )));
+    }
+    match changed.is_empty() {
+        true => Ok(()),
+        false => Err(EngineError::State(refusal(&dir, r.id, &changed))),
+    }
+}
+
+/// Tasks whose state layout changed since the restored checkpoint: refused, or with
+/// `--allow-changed-query` started empty (and said so). Runs once the job is built (task
+/// layouts are known then) and before its sinks start, so a refused job wrote nothing.
+fn check_tasks(c: &Checkpointing, quiet: bool) -> Result<()> {
+    let changed = c.task_changes();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let id = c.restored.as_ref().map_or(0, |r| r.id);
+    let dir = c.config.dir.display().to_string();
+    if !c.config.allow_changed_query {
+        let msg = crate::checkpoint::layout::refusal(&dir, id, &changed);
+        return Err(EngineError::State(msg));
+    }
+    if !quiet {
+        let list: Vec<String> = changed.iter().map(|x| x.to_string()).collect();
+        tracing::warn!(
+            "restoring checkpoint {id} into a changed job (--allow-changed-query); these start \
+             empty: {}",
+            list.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// What a sink task's state depends on: its table and what it writes to.
+fn sink_layout(t: &weir_planner::TableDef) -> String {
+    let target = ["topic", "path"]
+        .iter()
+        .filter_map(|k| Some(format!("{k}={}", t.option(k)?)))
+        .collect::<Vec<_>>();
+    format!(
+        "sink {} (connector={}, {})",
+        t.name,
+        t.connector().unwrap_or("?"),
+        target.join(", ")
+    )
 }
 
 fn plan_error(msg: &str) -> EngineError {

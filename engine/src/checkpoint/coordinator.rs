@@ -152,6 +152,7 @@ impl Coordinator {
                         fingerprint: self.fingerprint.clone(),
                         finished: c.finished,
                         snapshots: c.snapshots,
+                        layouts: self.ck.layouts(),
                     };
                     // The metadata's fsyncs run off the runtime's threads.
                     let store = self.ck.store.clone();

@@ -13,9 +13,11 @@
 
 pub mod aligner;
 pub mod coordinator;
+pub mod layout;
 pub mod store;
 pub mod tracker;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -132,6 +134,8 @@ pub struct Checkpointing {
     events_rx: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     committed: watch::Sender<u64>,
     participants: Mutex<Vec<String>>,
+    /// The job's entries and every registered task's state layout (see [`layout`]).
+    layouts: Mutex<BTreeMap<String, String>>,
     next_task: AtomicU32,
     stats: Mutex<Vec<CheckpointStats>>,
     failures: std::sync::atomic::AtomicU64,
@@ -143,6 +147,7 @@ impl Checkpointing {
         config: CheckpointConfig,
         store: CheckpointStore,
         restored: Option<CheckpointMeta>,
+        job_layouts: BTreeMap<String, String>,
     ) -> Self {
         let (events, rx) = mpsc::unbounded_channel();
         let first = restored.as_ref().map_or(0, |m| m.id);
@@ -155,6 +160,7 @@ impl Checkpointing {
             events_rx: Mutex::new(Some(rx)),
             committed: watch::channel(first).0,
             participants: Mutex::new(Vec::new()),
+            layouts: Mutex::new(job_layouts),
             next_task: AtomicU32::new(0),
             stats: Mutex::new(Vec::new()),
             failures: std::sync::atomic::AtomicU64::new(0),
@@ -185,16 +191,49 @@ impl Checkpointing {
     }
 
     /// Name a task that takes part in checkpoints (`source-0`, `op-2`, `sink-1`); names follow
-    /// the plan's build order, so the same query gives the same names on restart.
-    pub fn register(&self, kind: &str) -> String {
+    /// the plan's build order, so the same query gives the same names on restart. `layout` is
+    /// what its saved state depends on: restored state goes only to a task whose layout is
+    /// unchanged.
+    pub fn register(&self, kind: &str, layout: String) -> String {
         let n = self.next_task.fetch_add(1, Ordering::Relaxed);
         let name = format!("{kind}-{n}");
         self.participants.lock().expect("lock").push(name.clone());
+        self.layouts
+            .lock()
+            .expect("lock")
+            .insert(name.clone(), layout);
         name
+    }
+
+    /// The job's and its tasks' layouts, as a checkpoint records them.
+    pub fn layouts(&self) -> BTreeMap<String, String> {
+        self.layouts.lock().expect("lock").clone()
+    }
+
+    /// Tasks whose layout differs from the restored checkpoint's (none when the checkpoint
+    /// predates layouts).
+    pub fn task_changes(&self) -> Vec<layout::Change> {
+        match &self.restored {
+            Some(r) if !r.layouts.is_empty() => {
+                layout::changes(&r.layouts, &self.layouts(), layout::is_task)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether task `name` may take its state from the restored checkpoint.
+    fn fits(&self, name: &str) -> bool {
+        let Some(r) = &self.restored else {
+            return false;
+        };
+        r.layouts.is_empty() || r.layouts.get(name) == self.layouts.lock().expect("lock").get(name)
     }
 
     /// The snapshot task `name` saved in the restored checkpoint.
     pub fn restored_snapshot(&self, name: &str) -> Option<&str> {
+        if !self.fits(name) {
+            return None;
+        }
         self.restored
             .as_ref()?
             .snapshots
@@ -204,6 +243,9 @@ impl Checkpointing {
 
     /// Where operator `name`'s state of the restored checkpoint lives.
     pub fn restored_state_dir(&self, name: &str) -> Option<PathBuf> {
+        if !self.fits(name) {
+            return None;
+        }
         let id = self.restored.as_ref()?.id;
         let dir = self.store.checkpoint_dir(id).join(name);
         dir.exists().then_some(dir)

@@ -19,49 +19,36 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 
-/// What a complete checkpoint records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a complete checkpoint records (the `_metadata` file, JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     /// The checkpoint id (the `chk-NNNNNNNN` directory it lives in).
     pub id: u64,
-    /// Identifies the job's query; a different query refuses to restore.
+    /// Identifies the job's plan (see [`crate::checkpoint::PlanLayout`]).
     pub fingerprint: String,
     /// The job had finished: this was the final checkpoint of a bounded job.
     pub finished: bool,
     /// Every task's snapshot, by task name (`source-0`, `op-2`, `sink-1`).
     pub snapshots: BTreeMap<String, String>,
+    /// What the job was: each sink's query, each source table's options, each task's state
+    /// layout, by name (empty in checkpoints of older versions).
+    #[serde(default)]
+    pub layouts: BTreeMap<String, String>,
 }
 
 impl CheckpointMeta {
     /// The metadata as stored in a checkpoint's `_metadata` file.
     pub fn to_json(&self) -> String {
-        json!({
-            "id": self.id,
-            "fingerprint": self.fingerprint,
-            "finished": self.finished,
-            "snapshots": self.snapshots,
-        })
-        .to_string()
+        serde_json::to_string(self).expect("metadata serialises")
     }
 
     /// Read a `_metadata` file's text; `None` when it is not complete, readable metadata.
     pub fn from_json(text: &str) -> Option<CheckpointMeta> {
-        let v: Value = serde_json::from_str(text).ok()?;
-        let snapshots = v["snapshots"]
-            .as_object()?
-            .iter()
-            .map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-            .collect::<Option<_>>()?;
-        Some(CheckpointMeta {
-            id: v["id"].as_u64()?,
-            fingerprint: v["fingerprint"].as_str()?.to_string(),
-            finished: v["finished"].as_bool()?,
-            snapshots,
-        })
+        serde_json::from_str(text).ok()
     }
 }
 
@@ -197,6 +184,7 @@ mod tests {
             fingerprint: "f".into(),
             finished: false,
             snapshots: [("source:r".to_string(), format!("{{\"offset\":{id}}}"))].into(),
+            layouts: BTreeMap::new(),
         }
     }
 

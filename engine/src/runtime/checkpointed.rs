@@ -73,10 +73,11 @@ pub struct SourceCheckpoint {
 }
 
 impl SourceCheckpoint {
-    /// Register a new source task with the job's checkpoints.
-    pub fn new(ck: &Arc<Checkpointing>) -> Self {
+    /// Register a new source task (whose state depends on `layout`) with the job's
+    /// checkpoints.
+    pub fn new(ck: &Arc<Checkpointing>, layout: String) -> Self {
         Self {
-            name: ck.register("source"),
+            name: ck.register("source", layout),
             ck: ck.clone(),
             triggers: ck.triggers(),
             committed: ck.committed(),
@@ -151,8 +152,8 @@ pub struct OperatorCheckpoint {
 
 impl OperatorCheckpoint {
     /// Open the operator's state (from the restored checkpoint, if any) and load it into `op`.
-    pub fn open(ck: &Arc<Checkpointing>, op: &mut dyn Operator) -> Result<Self> {
-        let name = ck.register("op");
+    pub fn open(ck: &Arc<Checkpointing>, op: &mut dyn Operator, layout: String) -> Result<Self> {
+        let name = ck.register("op", layout);
         let restore = ck.restored_state_dir(&name);
         let backend = RocksBackend::open(&ck.store.work_dir().join(&name), restore.as_deref())?;
         let backend: SharedState = Arc::new(Mutex::new(Box::new(backend)));

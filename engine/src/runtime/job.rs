@@ -266,7 +266,10 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 .lock()
                 .expect("lock")
                 .push(s.table.name.clone());
-            let ck = ctx.checkpointing.as_ref().map(SourceCheckpoint::new);
+            let ck = ctx
+                .checkpointing
+                .as_ref()
+                .map(|c| SourceCheckpoint::new(c, node.state_layout()));
             let restored = ck.as_ref().and_then(|c| c.restored()).transpose()?;
             let sctx = SourceContext {
                 table: s.table.clone(),
@@ -329,7 +332,11 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
         )?),
     };
     let ck = match &ctx.checkpointing {
-        Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(c, op.as_mut())?),
+        Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(
+            c,
+            op.as_mut(),
+            node.state_layout(),
+        )?),
         _ => None,
     };
     let m = ctx.job.register_operator(node_no, op.name());
