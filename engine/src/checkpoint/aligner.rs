@@ -5,6 +5,10 @@
 //! input; they are held back here. When the last input delivers the barrier the checkpoint is
 //! aligned: the operator snapshots, forwards the barrier, then replays what was held. Inputs that
 //! have ended count as aligned. The decisions are pure so they can be tested without channels.
+//!
+//! A caller that can choose which input to read (the union task) does not read an input that
+//! [`Aligner::accepts`] refuses: its messages then wait in its bounded channel and its producer
+//! blocks (backpressure), so nothing is held in memory here.
 
 use std::collections::VecDeque;
 
@@ -42,6 +46,17 @@ impl Aligner {
             held: (0..inputs).map(|_| VecDeque::new()).collect(),
             released: VecDeque::new(),
         }
+    }
+
+    /// Whether a message from `input` would be processed now (false while `input` waits at
+    /// the barrier being aligned: leave it unread).
+    pub fn accepts(&self, input: usize) -> bool {
+        self.current.is_none() || !self.arrived[input]
+    }
+
+    /// Messages held back so far (zero for a caller that reads only accepted inputs).
+    pub fn held_len(&self) -> usize {
+        self.held.iter().map(VecDeque::len).sum()
     }
 
     /// Decide what happens to `m`, which arrived on `input`.
@@ -131,6 +146,18 @@ mod tests {
         assert_eq!(i, 0);
         assert!(matches!(m, Message::Watermark(5)));
         assert!(a.released().is_none());
+    }
+
+    #[test]
+    fn an_input_at_the_barrier_is_not_accepted_until_alignment() {
+        let mut a = Aligner::new(2);
+        assert!(a.accepts(0) && a.accepts(1));
+        assert!(matches!(a.on_message(0, b(1)), Step::Held));
+        assert!(!a.accepts(0), "input 0 waits unread");
+        assert!(a.accepts(1));
+        assert!(matches!(a.on_message(1, b(1)), Step::Aligned(_)));
+        assert!(a.accepts(0) && a.accepts(1));
+        assert_eq!(a.held_len(), 0);
     }
 
     #[test]

@@ -9,31 +9,31 @@ use crate::checkpoint::aligner::{Aligner, Step};
 use crate::error::Result;
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 
-/// Merge `inputs` into `tx`, aligning checkpoint barriers across them.
+/// Merge `inputs` into `tx`, aligning checkpoint barriers across them. An input that delivered
+/// the barrier being aligned is not read until the others have: its bounded channel fills and
+/// its producer waits, so alignment costs no memory here.
 pub async fn run_union(
-    inputs: Vec<mpsc::Receiver<Message>>,
+    mut inputs: Vec<mpsc::Receiver<Message>>,
     tx: mpsc::Sender<Message>,
 ) -> Result<()> {
     let n = inputs.len();
-    let (mtx, mut mrx) = mpsc::channel::<(usize, Message)>(16);
-    for (i, mut rx) in inputs.into_iter().enumerate() {
-        let mtx = mtx.clone();
-        tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                if mtx.send((i, m)).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(mtx);
     let mut u = Union {
         wms: vec![WATERMARK_MIN; n],
         ended: vec![false; n],
         current: WATERMARK_MIN,
         aligner: Aligner::new(n),
     };
-    while let Some((i, m)) = mrx.recv().await {
+    let mut closed = vec![false; n];
+    let mut start = 0;
+    loop {
+        let readable: Vec<bool> = (0..n).map(|i| !closed[i] && u.aligner.accepts(i)).collect();
+        let Some((i, m)) = next_message(&mut inputs, &readable, &mut start).await else {
+            return Ok(()); // every input closed without ending (the job is stopping)
+        };
+        let Some(m) = m else {
+            closed[i] = true;
+            continue;
+        };
         let mut next = Some((i, m));
         while let Some((i, m)) = next {
             let out = match u.aligner.on_message(i, m) {
@@ -53,7 +53,34 @@ pub async fn run_union(
             next = u.aligner.released();
         }
     }
-    Ok(())
+}
+
+/// The next message of a readable input, taking the inputs in turn from `start` so a busy one
+/// does not starve the others: `(input, None)` when that input's channel closed, `None` when no
+/// input is readable.
+async fn next_message(
+    inputs: &mut [mpsc::Receiver<Message>],
+    readable: &[bool],
+    start: &mut usize,
+) -> Option<(usize, Option<Message>)> {
+    let n = inputs.len();
+    if !readable.iter().any(|r| *r) {
+        return None;
+    }
+    std::future::poll_fn(|cx| {
+        for k in 0..n {
+            let i = (*start + k) % n;
+            if !readable[i] {
+                continue;
+            }
+            if let std::task::Poll::Ready(m) = inputs[i].poll_recv(cx) {
+                *start = (i + 1) % n;
+                return std::task::Poll::Ready(Some((i, m)));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 struct Union {
@@ -103,5 +130,65 @@ fn clamp(b: StreamBatch, input: usize, wms: &[i64]) -> StreamBatch {
         row_watermarks,
         kinds: b.kinds,
         ingest_ns: b.ingest_ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+    use crate::message::Barrier;
+
+    fn batch() -> Message {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let col = Arc::new(Int64Array::from(vec![1]));
+        Message::Batch(StreamBatch::new(
+            RecordBatch::try_new(schema, vec![col]).unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn an_input_ahead_at_a_barrier_is_backpressured_not_buffered() {
+        let (fast_tx, fast_rx) = mpsc::channel(4);
+        let (slow_tx, slow_rx) = mpsc::channel(4);
+        let (out_tx, mut out_rx) = mpsc::channel(1024);
+        tokio::spawn(run_union(vec![fast_rx, slow_rx], out_tx));
+        let barrier = Message::Barrier(Barrier { checkpoint_id: 1 });
+        fast_tx.send(barrier.clone()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The union no longer reads the fast input: its channel fills and its sender must wait.
+        let mut sent = 0;
+        while fast_tx.try_send(batch()).is_ok() {
+            sent += 1;
+            assert!(
+                sent <= 4,
+                "the union kept reading an input waiting at the barrier"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            out_rx.try_recv().is_err(),
+            "nothing passes before alignment"
+        );
+        slow_tx.send(batch()).await.unwrap();
+        slow_tx.send(barrier).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 + sent {
+            got.push(out_rx.recv().await.unwrap());
+        }
+        assert!(
+            matches!(got[0], Message::Batch(_)),
+            "the slow input's row first"
+        );
+        assert!(
+            matches!(got[1], Message::Barrier(_)),
+            "then the aligned barrier"
+        );
+        assert!(got[2..].iter().all(|m| matches!(m, Message::Batch(_))));
     }
 }
