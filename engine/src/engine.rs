@@ -429,7 +429,8 @@ impl Engine {
             }
         }
         for (sink, rx, sink_ck) in sinks {
-            job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck));
+            let cancel = job.cancel_receiver();
+            job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck, cancel));
         }
         if let Some(c) = ck {
             job.set_checkpointing(c.clone());

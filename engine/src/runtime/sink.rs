@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpointing, Event};
 use crate::connector::Sink;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::latency::LatencyRecorder;
 use crate::message::Message;
 use crate::metrics::JobMetrics;
@@ -46,14 +46,20 @@ pub struct SinkInput {
     pub event_col: Option<(usize, i64)>,
 }
 
-/// Write a stream into a connector sink until it ends; a failure counts as a sink error.
+/// Write a stream into a connector sink until it ends; a failure counts as a sink error. When
+/// the job is cancelled or fails (`cancel` turns true) a sink blocked in a write (a broker that
+/// stopped answering) is abandoned, so the job still ends; nothing it had not committed counts.
 pub async fn run_sink(
     input_sink: SinkInput,
     mut input: mpsc::Receiver<Message>,
     metrics: Arc<JobMetrics>,
     ck: Option<SinkCheckpoint>,
+    mut cancel: watch::Receiver<bool>,
 ) -> Result<()> {
-    let result = write_all(input_sink, &mut input, &metrics, ck).await;
+    let result = tokio::select! {
+        r = write_all(input_sink, &mut input, &metrics, ck) => r,
+        Ok(_) = cancel.wait_for(|c| *c) => Err(EngineError::Cancelled),
+    };
     if result.is_err() {
         JobMetrics::add(&metrics.sink_errors, 1);
     }
