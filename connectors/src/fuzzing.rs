@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::Timestamp;
 use weir_engine::connector::{SourceContext, SourceEvent, SourceFactory};
 use weir_engine::dead_letter::{DeadLetters, OnError};
@@ -111,20 +111,24 @@ const KAFKA_TABLES: &[&str] = &[
         o BIGINT METADATA FROM 'offset', tp STRING METADATA FROM 'topic',
         k BYTES METADATA FROM 'key', h MAP<STRING, BYTES> METADATA FROM 'headers',
         WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-     WITH ('connector' = 'kafka', 'topic' = 'f', 'format' = 'json')",
+     WITH ('connector' = 'kafka', 'topic' = 'f', 'properties.bootstrap.servers' = '127.0.0.1:1',
+        'format' = 'json')",
     // CSV values, event time in epoch milliseconds with plausibility bounds.
     "CREATE TABLE k (id BIGINT, name STRING, ts TIMESTAMP(3),
         o BIGINT METADATA FROM 'offset', h MAP<STRING, BYTES> METADATA FROM 'headers')
-     WITH ('connector' = 'kafka', 'topic' = 'f', 'format' = 'csv',
+     WITH ('connector' = 'kafka', 'topic' = 'f', 'properties.bootstrap.servers' = '127.0.0.1:1',
+        'format' = 'csv',
         'timestamp.unit' = 'ms', 'timestamp.max-future' = '1 h')",
     // Key fields spliced from a JSON key into the value.
     "CREATE TABLE k (id BIGINT, site STRING, v DOUBLE, o BIGINT METADATA FROM 'offset')
-     WITH ('connector' = 'kafka', 'topic' = 'f', 'format' = 'json', 'key.format' = 'json',
+     WITH ('connector' = 'kafka', 'topic' = 'f', 'properties.bootstrap.servers' = '127.0.0.1:1',
+        'format' = 'json', 'key.format' = 'json',
         'key.fields' = 'id;site', 'value.fields-include' = 'EXCEPT_KEY')",
     // Raw values into one STRING column, epoch seconds in the timestamp metadata.
     "CREATE TABLE k (line STRING, o BIGINT METADATA FROM 'offset',
         kt TIMESTAMP_LTZ(3) METADATA FROM 'timestamp')
-     WITH ('connector' = 'kafka', 'topic' = 'f', 'format' = 'raw')",
+     WITH ('connector' = 'kafka', 'topic' = 'f', 'properties.bootstrap.servers' = '127.0.0.1:1',
+        'format' = 'raw')",
 ];
 
 /// A source per table, built once (building one starts no client: it connects on first poll).
@@ -223,4 +227,43 @@ pub fn read_positions(text: &str) {
     let _ = crate::kafka::source::parse_positions(text);
     let _ = crate::kafka::transactional::parse_pending(text);
     let _ = crate::filesystem::committing::parse_pending(text);
+}
+
+/// Inputs the fuzz targets found failing (docs/reliability.md), kept as tests.
+#[cfg(test)]
+mod regressions {
+    use super::*;
+
+    #[test]
+    fn json_records_spanning_lines_are_bad_lines_not_rows() {
+        // An object cut at a line end whose next line closes it and opens another: the row
+        // count matched the line count, but no row matched its line.
+        let input = b"\x00{\"id\": 3, \"v\": 1.5, \"d\":  7\n}{\"id\": \"3\", \"name\": null}\n\n{\"id\": 1}\n";
+        decode_lines(true, 1, input);
+        // A string key holding line ends glued three lines into one object.
+        decode_lines(true, 4, b"{\"idll}\n\n{\": 7}\n{\"id\": 3}\n");
+    }
+
+    #[test]
+    fn csv_quoted_fields_spanning_lines_are_bad_lines_not_rows() {
+        let input = b"1,\x00\x00\x00\x00\x00\x00\x00\x0021.5,\x8d\xd2\xce\xd0true,2026-01-07\n3,,,,,,\"1 00:00:01.250,3,12.34\n2,-0.5e3,\"quot\ned, name\",false,2026-01-01T00:00:02Z,,7\r3,,,,,,\n\"4\",\"\xff\xff400\",\"a1, '\"b\"\"\",TRUE,2120602A6-";
+        decode_lines(false, 2, input);
+    }
+
+    #[test]
+    fn a_record_at_the_largest_offset_does_not_overflow() {
+        let record = Record {
+            partition: 0,
+            offset: i64::MAX,
+            key: None,
+            value: Some(
+                br#"{"id": 1, "v": 2.0, "name": "x", "ts": "2024-01-01 00:00:00"}"#.to_vec(),
+            ),
+            timestamp: Some(0),
+            headers: vec![(b"\xff".to_vec(), None)],
+        };
+        for table in 0..KAFKA_TABLES.len() {
+            decode_kafka(table, std::slice::from_ref(&record));
+        }
+    }
 }

@@ -18,7 +18,7 @@ mod timestamps;
 #[cfg(test)]
 mod test_util;
 
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 
 /// Internals the integration tests drive directly (not part of the API).

@@ -126,26 +126,62 @@ impl SegmentDecoder {
         }
     }
 
-    /// Let the decoder take up to `batch_size` rows from `region`, then finish the line it
-    /// stopped in; the bytes taken and the batches.
+    /// Decode whole lines of `region` until `batch_size` rows; the bytes taken and the batch.
     fn fast(&mut self, region: &[u8]) -> Result<(usize, Vec<RecordBatch>), ArrowError> {
-        let taken = self.decode_some(region)?;
-        if taken == 0 {
+        let (mut pos, mut rows) = (0, 0);
+        while pos < region.len() && rows < self.batch_size {
+            let end = line_end(region, pos);
+            rows += self.feed_line(&region[pos..end])?;
+            pos = end;
+        }
+        if pos == 0 {
             return Err(ArrowError::ParseError(
                 "the decoder made no progress".into(),
             ));
         }
-        let end = if region[taken - 1] == b'\n' {
-            taken
-        } else {
-            match region[taken..].iter().position(|b| *b == b'\n') {
-                Some(i) => taken + i + 1,
-                None => region.len(),
-            }
-        };
-        // The rest of the line is normally a line end; `feed` flushes first if it holds more.
-        let batches = self.feed(&region[taken..end])?;
-        Ok((end, batches))
+        Ok((pos, self.finish_input()?))
+    }
+
+    /// Decode one whole line: it must complete exactly one record (none when it is empty), so
+    /// that rows and lines correspond (a record spanning lines, or a line of several, is bad).
+    fn feed_line(&mut self, line: &[u8]) -> Result<usize, ArrowError> {
+        let before = self.buffered();
+        if self.decode_some(line)? < line.len() {
+            return Err(ArrowError::ParseError(
+                "the line holds more records than fit; a line must hold exactly one".into(),
+            ));
+        }
+        let added = self.buffered() - before;
+        let partial = matches!(&self.inner, Inner::Json(d) if d.has_partial_record());
+        let want = usize::from(!self.is_empty_line(trim_line_end(line)));
+        match (partial, added) {
+            (false, n) if n == want => Ok(n),
+            (false, n) if n > 1 => Err(ArrowError::ParseError(format!(
+                "the line holds {n} records; a line must hold exactly one"
+            ))),
+            _ => Err(ArrowError::ParseError(
+                "the record does not end at the end of its line".into(),
+            )),
+        }
+    }
+
+    /// Rows the decoder holds.
+    fn buffered(&self) -> usize {
+        match &self.inner {
+            Inner::Json(d) => d.len(),
+            Inner::Csv(d) => self.batch_size.saturating_sub(d.capacity()),
+        }
+    }
+
+    /// The input so far is complete: check the last record ended, flush, and (CSV) start a
+    /// fresh reader for the next bytes.
+    fn finish_input(&mut self) -> Result<Vec<RecordBatch>, ArrowError> {
+        self.end_of_input()?;
+        let batches: Vec<RecordBatch> = self.flush()?.into_iter().collect();
+        if self.format == Format::Csv {
+            self.reset()?;
+        }
+        Ok(batches)
     }
 
     /// Decode `segment` (whole lines, each ending in `\n`), isolating bad lines.
@@ -196,22 +232,35 @@ impl SegmentDecoder {
         out: &mut Parts,
     ) -> Result<(), ArrowError> {
         let bytes = &segment[starts[lo]..starts[hi]];
-        match self.guarded(|d| d.feed(bytes)) {
-            Ok(batches) => out.push(batches),
-            Err(err) => {
-                self.reset()?;
-                if hi - lo > 1 {
-                    return self.split_lines(segment, starts, (lo, hi), out);
-                }
-                let raw = trim_line_end(bytes).to_vec();
-                out.bad.push(BadLine {
-                    index: lo,
-                    raw,
-                    reason: err.to_string(),
-                });
+        let err = match self.guarded(|d| d.feed(bytes)) {
+            Ok(batches) => {
+                out.push(batches);
+                return Ok(());
+            }
+            Err(err) => err.to_string(),
+        };
+        self.reset()?;
+        if hi - lo > 1 {
+            return self.split_lines(segment, starts, (lo, hi), out);
+        }
+        let raw = trim_line_end(bytes).to_vec();
+        out.bad.push(BadLine {
+            index: lo,
+            raw,
+            reason: err,
+        });
+        Ok(())
+    }
+
+    /// A line that gives no row: blank (for JSON, only white space), or a CSV comment.
+    fn is_empty_line(&self, line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match self.format {
+            Format::Json => line.trim_ascii().is_empty(),
+            Format::Csv => {
+                line.is_empty() || (self.csv.allow_comments && line.first() == Some(&b'#'))
             }
         }
-        Ok(())
     }
 
     /// Retry lines `lo..hi` as [`FAN_OUT`] parts. A wide split keeps the re-decoding low both
@@ -254,29 +303,19 @@ impl SegmentDecoder {
         }
     }
 
-    /// Decode all of `bytes` and flush (more than once when the decoder fills up).
+    /// Decode all of `bytes` (whole lines) and flush (more than once when the decoder fills).
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<RecordBatch>, ArrowError> {
         let mut batches = Vec::new();
-        let mut offset = 0;
-        while offset < bytes.len() {
-            let n = self.decode_some(&bytes[offset..])?;
-            if n == 0 {
-                // The decoder is full (more records than lines, e.g. two objects on a line).
-                let Some(b) = self.flush()? else {
-                    return Err(ArrowError::ParseError(
-                        "the decoder made no progress".into(),
-                    ));
-                };
-                batches.push(b);
+        let mut pos = 0;
+        while pos < bytes.len() {
+            if self.buffered() >= self.batch_size {
+                batches.extend(self.flush()?);
             }
-            offset += n;
+            let end = line_end(bytes, pos);
+            self.feed_line(&bytes[pos..end])?;
+            pos = end;
         }
-        self.end_of_input()?;
-        batches.extend(self.flush()?);
-        if self.format == Format::Csv {
-            // The CSV reader has seen the end of its input; the next bytes need a fresh one.
-            self.reset()?;
-        }
+        batches.extend(self.finish_input()?);
         Ok(batches)
     }
 
@@ -348,6 +387,14 @@ fn line_starts(segment: &[u8]) -> Vec<usize> {
     }
     starts.push(segment.len());
     starts
+}
+
+/// The end of the line starting at `pos` (after its `\n`, or the end of `bytes`).
+fn line_end(bytes: &[u8], pos: usize) -> usize {
+    match bytes[pos..].iter().position(|b| *b == b'\n') {
+        Some(i) => pos + i + 1,
+        None => bytes.len(),
+    }
 }
 
 /// The number of `\n` in `bytes`.
@@ -464,10 +511,28 @@ mod tests {
     }
 
     #[test]
-    fn two_objects_on_one_line_and_full_decoder() {
+    fn a_line_must_hold_one_record_and_a_record_one_line() {
         let mut d = json_decoder(1);
         let out = d.decode(b"{\"a\":1} {\"a\":2} {\"a\":3}\n").unwrap();
-        assert_eq!(values(&out), vec![1, 2, 3]);
+        assert!(out.batch.is_none());
+        assert!(
+            out.bad[0].reason.contains("a line must hold exactly one"),
+            "{:?}",
+            out.bad
+        );
+        // An object split over two lines is two bad lines, not one row (found by fuzzing).
+        let mut d = json_decoder(100);
+        let seg = d.next_segment(b"{\"a\":\n1}\n{\"a\": 2}\n").unwrap();
+        assert_eq!(values(&seg.decoded), vec![2]);
+        let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
+        assert_eq!(bad, vec![0, 1]);
+        // And a key whose string runs over a line end, glued from two lines.
+        let seg = d
+            .next_segment(b"{\"idll}\n\n{\": 7}\n{\"a\": 3}\n")
+            .unwrap();
+        assert_eq!(values(&seg.decoded), vec![3]);
+        let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
+        assert_eq!(bad, vec![0, 2]);
     }
 
     #[test]

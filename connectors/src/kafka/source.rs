@@ -30,7 +30,7 @@ use crate::timestamps::TimePolicy;
 
 #[path = "source_decode.rs"]
 mod decode;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[path = "source_fuzz.rs"]
 pub(crate) mod fuzz;
 

@@ -41,8 +41,8 @@ impl KafkaSource {
         if part.done || part.end.is_some_and(|e| m.offset() >= e) {
             return None;
         }
-        part.next = Some(m.offset() + 1);
-        let ended = part.end.is_some_and(|e| m.offset() + 1 >= e);
+        part.next = Some(m.offset().saturating_add(1));
+        let ended = part.end.is_some_and(|e| m.offset().saturating_add(1) >= e);
         part.done |= ended;
         let key = match (self.keep_keys, m.key()) {
             (true, Some(k)) => {

@@ -132,15 +132,51 @@ pub fn encode_columns(cols: &[datafusion::arrow::array::ArrayRef]) -> Result<Vec
     Ok(out)
 }
 
-/// The inverse of [`encode_columns`].
+/// The inverse of [`encode_columns`]. Corrupt bytes are an error, never a panic or a huge
+/// allocation: every length the stream declares is checked against the bytes first.
 pub fn decode_columns(bytes: &[u8]) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
     use datafusion::arrow::ipc::reader::StreamReader;
+    check_ipc_lengths(bytes)?;
     let mut r = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
     match r.next() {
         Some(b) => Ok(b?.columns().to_vec()),
         None => Err(crate::error::EngineError::State(
             "a state entry holds no batch".into(),
         )),
+    }
+}
+
+/// Walk the messages of an Arrow IPC stream and check that each one's metadata and body lie
+/// within `bytes` (the reader would otherwise allocate what a corrupt length says).
+fn check_ipc_lengths(bytes: &[u8]) -> Result<()> {
+    let bad = |what: &str| crate::error::EngineError::State(format!("corrupt state entry: {what}"));
+    let mut rest = bytes;
+    loop {
+        let word = |b: &[u8]| {
+            b.get(..4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        };
+        let Some(mut len) = word(rest) else {
+            return Ok(()); // the end of the stream (the reader reports a missing batch)
+        };
+        if len == 0xFFFF_FFFF {
+            rest = &rest[4..];
+            len = word(rest).ok_or_else(|| bad("a message length is cut off"))?;
+        }
+        rest = &rest[4..];
+        if len == 0 {
+            return Ok(()); // the end-of-stream marker
+        }
+        let meta = rest
+            .get(..len as usize)
+            .ok_or_else(|| bad("a message is longer than the entry"))?;
+        let message = datafusion::arrow::ipc::root_as_message(meta)
+            .map_err(|e| bad(&format!("unreadable message header: {e}")))?;
+        let body =
+            usize::try_from(message.bodyLength()).map_err(|_| bad("a negative body length"))?;
+        rest = rest[len as usize..]
+            .get(body..)
+            .ok_or_else(|| bad("a message body is longer than the entry"))?;
     }
 }
 
@@ -160,6 +196,23 @@ mod tests {
         b.delete(b"w/1").unwrap();
         assert_eq!(b.get(b"w/1").unwrap(), None);
         assert!(b.size_bytes() > 0);
+    }
+
+    #[test]
+    fn corrupt_state_entries_are_errors_not_huge_allocations() {
+        use datafusion::arrow::array::{ArrayRef, Int64Array};
+        let col: ArrayRef = std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let bytes = encode_columns(&[col]).unwrap();
+        assert_eq!(decode_columns(&bytes).unwrap()[0].len(), 3);
+        let mut huge = bytes.clone();
+        huge[4..8].copy_from_slice(&0x7fff_fff0u32.to_le_bytes()); // found by fuzzing
+        assert!(decode_columns(&huge)
+            .unwrap_err()
+            .to_string()
+            .contains("longer than"));
+        for cut in [1, 7, bytes.len() / 2, bytes.len() - 9] {
+            assert!(decode_columns(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
