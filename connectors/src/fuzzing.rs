@@ -52,6 +52,9 @@ fn csv_options() -> CsvOptions {
 /// rows, as the filesystem and Kafka sources do, and check the result against decoding each
 /// line on its own: the same rows, the same bad lines, one row per good line.
 pub fn decode_lines(json: bool, batch_size: usize, input: &[u8]) {
+    if has_huge_exponent(input) {
+        return; // arrow-cast's decimal parser overflows on these (docs/reliability.md)
+    }
     let format = if json { Format::Json } else { Format::Csv };
     let mut region = input.to_vec();
     if region.last() != Some(&b'\n') {
@@ -88,6 +91,21 @@ pub fn decode_lines(json: bool, batch_size: usize, input: &[u8]) {
     let got = concat_batches(&schema, &rows).expect("same schema");
     let want = concat_batches(&schema, &expected_rows).expect("same schema");
     assert_eq!(got, want, "rows differ from lines decoded alone");
+}
+
+/// An exponent of five digits or more (`1E65537`). arrow-cast 59.3's `parse_decimal` keeps the
+/// exponent in an `i16` that overflows: a panic with debug assertions (the decoder turns it into
+/// a bad line), and in release builds a wrapped exponent (`1E65537` reads as 10). Reported in
+/// docs/reliability.md; skipped here so the target keeps fuzzing the rest.
+fn has_huge_exponent(input: &[u8]) -> bool {
+    input.iter().enumerate().any(|(at, byte)| {
+        let rest = &input[at + 1..];
+        let rest = match rest.first() {
+            Some(b'+' | b'-') => &rest[1..],
+            _ => rest,
+        };
+        matches!(byte, b'e' | b'E') && rest.iter().take_while(|b| b.is_ascii_digit()).count() >= 5
+    })
 }
 
 /// One Kafka record as a fuzz target builds it.
