@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::ClientConfig;
 
 use crate::common::kafka::Broker;
 use crate::common::weir_bin;
@@ -142,18 +140,7 @@ pub(crate) fn committed_files(dir: &Path) -> BTreeMap<String, usize> {
 
 /// Every record value of `topic` a `read_committed` reader sees, counted.
 async fn committed_topic(broker: &Broker, topic: &str) -> BTreeMap<String, usize> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", format!("reader-{topic}"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader(topic, 2, &[("isolation.level", "read_committed")]);
     let mut rows = BTreeMap::new();
     while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
         let m = m.unwrap();

@@ -12,7 +12,7 @@ use weir::CheckpointConfig;
 
 use crate::common::*;
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-ckpt-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -21,7 +21,7 @@ fn scratch(name: &str) -> PathBuf {
 
 /// The case's job rewritten as `INSERT INTO` an exactly-once filesystem sink, with its source
 /// slowed down so that checkpoints fall in the middle of the input.
-async fn insert_job(case: &str, out: &Path) -> String {
+pub(crate) async fn insert_job(case: &str, out: &Path) -> String {
     let sql = job_in_dir(&root().join("tests/conformance").join(case));
     let body = sql.trim_end().trim_end_matches(';');
     let cut = body.rfind(';').expect("DDL before the query") + 1;
@@ -44,7 +44,7 @@ fn engine(ckpt: &Path) -> weir::Engine {
 }
 
 /// An engine whose window state moves to RocksDB beyond `memory_limit` bytes.
-fn engine_with_memory(ckpt: &Path, memory_limit: usize) -> weir::Engine {
+pub(crate) fn engine_with_memory(ckpt: &Path, memory_limit: usize) -> weir::Engine {
     let e = weir::Engine::new();
     e.set_quiet(true);
     e.set_batch_size(50);
@@ -57,7 +57,7 @@ fn engine_with_memory(ckpt: &Path, memory_limit: usize) -> weir::Engine {
 }
 
 /// Every committed row in the sink directory (in-progress files are not visible).
-fn committed_rows(out: &Path) -> Vec<Value> {
+pub(crate) fn committed_rows(out: &Path) -> Vec<Value> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .flatten()
@@ -75,7 +75,12 @@ fn committed_rows(out: &Path) -> Vec<Value> {
 
 /// Run until checkpoint `n` is complete (or the job ends), then crash it: whether it crashed
 /// before the end, and how many windows it spilled.
-async fn run_and_crash(sql: &str, ckpt: &Path, n: u64, memory_limit: usize) -> (bool, u64) {
+pub(crate) async fn run_and_crash(
+    sql: &str,
+    ckpt: &Path,
+    n: u64,
+    memory_limit: usize,
+) -> (bool, u64) {
     let job = engine_with_memory(ckpt, memory_limit)
         .submit(sql)
         .await

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
-use crate::common::kafka::Broker;
+use crate::common::kafka::{next_record, Broker};
 use crate::common::*;
 
 fn partition_of(key: &str, n: i32) -> i32 {
@@ -213,24 +213,10 @@ async fn results_written_to_kafka_read_back_equal() {
     engine.set_quiet(true);
     engine.submit(&sql).await.unwrap().wait().await.unwrap();
     let expected = read_jsonl(&root().join("tests/conformance/tumble_tvf/expected.jsonl"));
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", "reader")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset("out", p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader("out", 2, &[]);
     let mut got = Vec::new();
     while got.len() < expected.len() {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("records")
-            .unwrap();
+        let m = next_record(&consumer).await;
         let key: Value = serde_json::from_slice(m.key().unwrap()).unwrap();
         let value: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         assert_eq!(key["sensor_id"], value["sensor_id"]);
@@ -408,21 +394,10 @@ async fn dead_letter_topic(
     topic: &str,
     n: usize,
 ) -> Vec<(String, String, String, Vec<u8>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", "dlq-reader")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader(topic, 1, &[]);
     let mut seen = Vec::new();
     while seen.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("dead letters")
-            .unwrap();
+        let m = next_record(&consumer).await;
         use rdkafka::message::Headers;
         let h = m.headers().expect("headers");
         let header = |name: &str| {
@@ -552,21 +527,10 @@ async fn raw_format_round_trip_keeps_bytes_exactly() {
     let engine = weir::Engine::new();
     engine.set_quiet(true);
     engine.submit(&sql).await.unwrap().wait().await.unwrap();
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("group.id", "raw-reader")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset("upper", 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader("upper", 1, &[]);
     let mut got = Vec::new();
     while got.len() < values.len() {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("records")
-            .unwrap();
+        let m = next_record(&consumer).await;
         got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
     }
     let want: Vec<String> = values.iter().map(|v| v.to_uppercase()).collect();

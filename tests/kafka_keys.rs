@@ -4,13 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::ClientConfig;
 use serde_json::Value;
 
-use crate::common::kafka::Broker;
+use crate::common::kafka::{next_record, Broker};
 use crate::common::run_query;
 
 /// Every record of `topic` (all partitions, from the start): (partition, offset, key, value).
@@ -20,23 +18,10 @@ async fn read_all(
     partitions: i32,
     n: usize,
 ) -> Vec<(i32, i64, Vec<u8>, Vec<u8>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .set("group.id", "reader")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = broker.reader(topic, partitions, &[]);
     let mut got = Vec::new();
     while got.len() < n {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("records")
-            .unwrap();
+        let m = next_record(&consumer).await;
         let key = m.key().unwrap_or_default().to_vec();
         let value = m.payload().unwrap_or_default().to_vec();
         got.push((m.partition(), m.offset(), key, value));

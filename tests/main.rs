@@ -9,6 +9,7 @@
 //! - `kafka`: the Kafka connector against a real broker (tansu or `WEIR_TEST_KAFKA`).
 //! - `kafka_keys`: Kafka message keys (`key.format`, `EXCEPT_KEY`) and the `headers` column.
 //! - `kafka_recovery`: quiet partitions across `kill -9`, offsets committed to the consumer group.
+//! - `late_data`: late rows reach the late-data sink table and the source's late-data topic.
 //! - `backpressure`: a slow sink bounds a real `weir run` process's memory and loses nothing.
 //! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
 //! - `chaos`: `kill -9` a checkpointing `weir run` up to five times (three at least); output equals a
@@ -35,6 +36,7 @@ mod errors;
 mod kafka;
 mod kafka_keys;
 mod kafka_recovery;
+mod late_data;
 mod latency;
 mod metrics_values;
 mod observability;

@@ -339,9 +339,26 @@ impl Engine {
         let g = self.lock();
         let job = JobShared::new("query".into());
         let _building = job.hold();
-        let ctx = build_ctx(&g, &job);
+        let mut ctx = build_ctx(&g, &job)?;
         let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
         let rx = spawn_node(&plan.root, &ctx)?;
+        for late in std::mem::take(&mut ctx.late).into_destinations() {
+            let target = SinkTarget {
+                table: &late.table,
+                updating: false,
+                event_col: None,
+            };
+            let (sink, _) = open_sink(&g, &job, None, target)?;
+            let (tx, late_rx) = tokio::sync::mpsc::channel(crate::runtime::job::CHANNEL_CAPACITY);
+            job.spawn(crate::runtime::union::run_union(late.inputs, tx));
+            job.spawn(run_sink(
+                sink,
+                late_rx,
+                job.metrics.clone(),
+                None,
+                job.cancel_receiver(),
+            ));
+        }
         crate::runtime::monitor::spawn(&job, thresholds, g.quiet);
         print_warnings(&g, &plan);
         drop(g);
@@ -363,64 +380,29 @@ impl Engine {
         let _building = job.hold();
         let ck = checkpointing(&g, &inserts)?;
         let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
-        let mut ctx = build_ctx(&g, &job);
+        let mut ctx = build_ctx(&g, &job)?;
         ctx.checkpointing = ck.clone();
         let mut sinks = Vec::new();
         for ins in &inserts {
-            let factory = g
-                .registry
-                .sink(ins.table.connector().unwrap_or(""))
-                .cloned()
-                .ok_or_else(|| {
-                    EngineError::Internal("sink factory vanished after planning".into())
-                })?;
-            let sink_ck = ck.as_ref().map(|c| SinkCheckpoint {
-                name: c.register("sink", sink_layout(&ins.table)),
-                ck: c.clone(),
-                cancel: job.cancel_receiver(),
-            });
-            let restore = sink_ck.as_ref().and_then(|s| {
-                let pending = s.ck.restored_snapshot(&s.name)?.to_string();
-                let checkpoint = s.ck.restored.as_ref()?.id;
-                Some(SinkRestore {
-                    checkpoint,
-                    pending,
-                })
-            });
-            let updating = ins.plan.updating;
-            let schema = match updating {
-                true => crate::changelog::with_op_schema(&ins.table.physical_schema()),
-                false => ins.table.physical_schema(),
-            };
             print_warnings(&g, &ins.plan);
-            let sctx = SinkContext {
-                table: ins.table.clone(),
-                schema,
-                settings: g.settings.clone(),
-                metrics: job.metrics.clone(),
-                checkpointing: ck.is_some(),
-                restore,
-                state_dir: sink_ck
-                    .as_ref()
-                    .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
-            };
-            let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, &ins.table)?;
-            let sink = crate::statements::CastingSink::wrap(sink, ins.table.physical_schema());
-            if !g.quiet {
-                tracing::info!(
-                    "sink '{}' ({}) delivers {}",
-                    ins.table.name,
-                    factory.name(),
-                    factory.guarantee(&ins.table, ck.is_some())
-                );
-            }
-            let sink = crate::runtime::sink::SinkInput {
-                sink,
-                updating,
-                name: ins.table.name.clone(),
+            let target = SinkTarget {
+                table: &ins.table,
+                updating: ins.plan.updating,
                 event_col: ins.plan.root.event_time_column(),
             };
+            let (sink, sink_ck) = open_sink(&g, &job, ck.as_ref(), target)?;
             sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
+        }
+        for late in std::mem::take(&mut ctx.late).into_destinations() {
+            let target = SinkTarget {
+                table: &late.table,
+                updating: false,
+                event_col: None,
+            };
+            let (sink, sink_ck) = open_sink(&g, &job, ck.as_ref(), target)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::runtime::job::CHANNEL_CAPACITY);
+            job.spawn(crate::runtime::union::run_union(late.inputs, tx));
+            sinks.push((sink, rx, sink_ck));
         }
         if let Some(c) = &ck {
             if let Err(e) = check_tasks(c, g.quiet) {
@@ -651,8 +633,8 @@ fn print_warnings(g: &Inner, plan: &StreamPlan) {
     }
 }
 
-fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {
-    BuildContext {
+fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> Result<BuildContext<'a>> {
+    Ok(BuildContext {
         job,
         registry: &g.registry,
         settings: &g.settings,
@@ -660,5 +642,77 @@ fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> BuildContext<'a> {
         quiet: g.quiet,
         checkpointing: None,
         next_node: std::cell::Cell::new(0),
+        late: crate::late::LateRouting::new(&g.catalog, &g.settings)?,
+    })
+}
+
+/// A table a job writes to and what it receives.
+struct SinkTarget<'a> {
+    table: &'a Arc<weir_planner::TableDef>,
+    /// The rows are a changelog (an `op` column first).
+    updating: bool,
+    /// The event-time column of the rows, for latency metrics.
+    event_col: Option<(usize, i64)>,
+}
+
+/// Create the sink of `target` (registered with the job's checkpoints when it checkpoints).
+fn open_sink(
+    g: &Inner,
+    job: &Arc<JobShared>,
+    ck: Option<&Arc<Checkpointing>>,
+    target: SinkTarget,
+) -> Result<(crate::runtime::sink::SinkInput, Option<SinkCheckpoint>)> {
+    let table = target.table;
+    let connector = table.connector().unwrap_or("");
+    let factory = g.registry.sink(connector).cloned().ok_or_else(|| {
+        EngineError::Internal(format!(
+            "no sink connector '{connector}' for table '{}'",
+            table.name
+        ))
+    })?;
+    let sink_ck = ck.map(|c| SinkCheckpoint {
+        name: c.register("sink", sink_layout(table)),
+        ck: c.clone(),
+        cancel: job.cancel_receiver(),
+    });
+    let restore = sink_ck.as_ref().and_then(|s| {
+        let pending = s.ck.restored_snapshot(&s.name)?.to_string();
+        let checkpoint = s.ck.restored.as_ref()?.id;
+        Some(SinkRestore {
+            checkpoint,
+            pending,
+        })
+    });
+    let schema = match target.updating {
+        true => crate::changelog::with_op_schema(&table.physical_schema()),
+        false => table.physical_schema(),
+    };
+    let sctx = SinkContext {
+        table: table.clone(),
+        schema,
+        settings: g.settings.clone(),
+        metrics: job.metrics.clone(),
+        checkpointing: ck.is_some(),
+        restore,
+        state_dir: sink_ck
+            .as_ref()
+            .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
+    };
+    let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, table)?;
+    let sink = crate::statements::CastingSink::wrap(sink, table.physical_schema());
+    if !g.quiet {
+        tracing::info!(
+            "sink '{}' ({}) delivers {}",
+            table.name,
+            factory.name(),
+            factory.guarantee(table, ck.is_some())
+        );
     }
+    let sink = crate::runtime::sink::SinkInput {
+        sink,
+        updating: target.updating,
+        name: table.name.clone(),
+        event_col: target.event_col,
+    };
+    Ok((sink, sink_ck))
 }

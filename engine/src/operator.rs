@@ -39,6 +39,12 @@ pub trait Operator: Send {
         crate::runtime::op_metrics::EventCounts::default()
     }
 
+    /// The rows the operator dropped as late, for the job's late-data destination (see
+    /// [`crate::late`]); `None` for an operator that never drops late rows.
+    fn late_rows(&mut self) -> Option<&mut crate::late::LateRows> {
+        None
+    }
+
     /// Whether the operator keeps state across batches (and so takes part in checkpoints).
     fn is_stateful(&self) -> bool {
         false

@@ -8,7 +8,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use weir_planner::{
-    ColumnKind, Location, PlanError, QuerySql, ShowWhat, Statement, StreamPlan, TableDef,
+    ColumnKind, Location, PlanError, QuerySql, ShowWhat, Statement, StreamNode, StreamPlan,
+    TableDef,
 };
 
 use crate::connector::Sink;
@@ -283,8 +284,50 @@ pub(crate) fn plan_query(g: &Inner, q: &QuerySql) -> Result<weir_planner::Planne
     let planned = g.planner.plan_query(&g.catalog, &g.settings, q)?;
     if let Some(plan) = &planned.stream {
         check_sources(g, plan)?;
+        check_late_destinations(g, plan)?;
     }
     Ok(planned)
+}
+
+/// Every late-data destination of a plan's windows can be written to: the table named by
+/// `SET 'table.exec.late-data.sink'`, or the Kafka sink behind a source's `'late-data.topic'`.
+fn check_late_destinations(g: &Inner, plan: &StreamPlan) -> Result<()> {
+    let routing = crate::late::LateRouting::new(&g.catalog, &g.settings)
+        .map_err(|e| plan_err(e.to_string(), Location::default()))?;
+    let mut windows = Vec::new();
+    window_nodes(&plan.root, &mut windows);
+    for node in windows {
+        let table = routing.table_for(node).map_err(|e| {
+            let at = node.sources().first().map(|s| s.table.location);
+            plan_err(e.to_string(), at.unwrap_or_default())
+        })?;
+        let Some(t) = table else { continue };
+        let connector = t.connector().unwrap_or("");
+        let Some(f) = g.registry.sink(connector) else {
+            return Err(plan_err(
+                format!(
+                    "late rows cannot be written to table '{}': connector '{connector}' only reads",
+                    t.name
+                ),
+                t.option_location("connector"),
+            ));
+        };
+        f.validate(&t).map_err(|e| role_error(&t, e))?;
+    }
+    Ok(())
+}
+
+/// The nodes under `node` that drop late rows.
+fn window_nodes<'a>(node: &'a StreamNode, out: &mut Vec<&'a StreamNode>) {
+    if matches!(
+        node,
+        StreamNode::WindowAssign(_) | StreamNode::WindowAggregate(_)
+    ) {
+        out.push(node);
+    }
+    for c in node.children() {
+        window_nodes(c, out);
+    }
 }
 
 /// The first `'quoted'` word of a message (connectors name the offending option that way).

@@ -30,6 +30,11 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         doc: "emit partial results of open windows every so often",
     },
     SessionOption {
+        key: "table.exec.late-data.sink",
+        example: "late_rows",
+        doc: "sink table for rows dropped as late, with the reason and the window they missed",
+    },
+    SessionOption {
         key: "table.exec.state.ttl",
         example: "1 d",
         doc: "drop keys of updating state idle this long",

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -219,4 +221,34 @@ fn specific_offsets(ends: &[i64]) -> String {
         .map(|(p, o)| format!("partition:{p},offset:{o}"))
         .collect::<Vec<_>>()
         .join(";")
+}
+
+impl Broker {
+    /// A consumer of partitions `0..partitions` of `topic`, each from its first record, with
+    /// extra client settings (`isolation.level`, ...).
+    pub fn reader(&self, topic: &str, partitions: i32, extra: &[(&str, &str)]) -> StreamConsumer {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("reader-{topic}"));
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        let consumer: StreamConsumer = config.create().unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        consumer
+    }
+}
+
+/// The next record `consumer` reads; the test fails after 30 s without one.
+pub async fn next_record(consumer: &StreamConsumer) -> BorrowedMessage<'_> {
+    tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .expect("a record within 30 s")
+        .unwrap()
 }

@@ -59,6 +59,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "json.ignore-parse-errors",
     "timestamp.unit",
     "dead-letter.topic",
+    "late-data.topic",
     "timestamp.max-future",
     "timestamp.min",
 ];

@@ -18,11 +18,12 @@ use datafusion::arrow::row::RowConverter;
 use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
 use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol};
 use crate::error::Result;
+use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
 use crate::operator::Operator;
 use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, encode_columns, StateBackend};
-use crate::window::assign::{fire_time_ns, window_time, TimeContext};
+use crate::window::assign::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
 #[derive(Default)]
@@ -80,6 +81,8 @@ pub struct SessionAggregateOperator {
     input_schema: SchemaRef,
     /// Late rows dropped so far.
     late_rows: u64,
+    /// Late rows for the late-data destination.
+    late: LateRows,
 }
 
 impl SessionAggregateOperator {
@@ -113,6 +116,7 @@ impl SessionAggregateOperator {
             schema: node.schema.clone(),
             input_schema: node.input.schema(),
             late_rows: 0,
+            late: LateRows::default(),
         })
     }
 
@@ -227,7 +231,7 @@ impl Operator for SessionAggregateOperator {
             .converter
             .convert_columns(&key_arrays(&self.key_exprs, b)?)?;
         let slot = self.next_slot;
-        let (mut stored, mut late, mut picks) = (0usize, 0usize, Vec::new());
+        let (mut stored, mut late, mut picks) = (0usize, Vec::new(), Vec::new());
         for i in 0..n {
             if times.is_null(i) {
                 continue;
@@ -245,7 +249,11 @@ impl Operator for SessionAggregateOperator {
             ks.fire(row_wm, &self.time, &mut picks);
             let (s, e) = merged(&ks.sessions, t, self.gap);
             if fire_time_ns(e, &self.time) <= row_wm {
-                late += 1;
+                late.push(MissedWindow {
+                    row: i as u32,
+                    start: Some(s),
+                    end: Some(e),
+                });
                 continue;
             }
             ks.sessions.retain(|&(a, b)| !(a < e && s < b));
@@ -253,7 +261,13 @@ impl Operator for SessionAggregateOperator {
             ks.rows.push((slot, i as u32, t));
             stored += 1;
         }
-        self.late_rows += late as u64;
+        self.late_rows += late.len() as u64;
+        let cx = LateContext {
+            operator: "SessionWindowAggregate",
+            reason: "the session the row belongs to had fired",
+            unit: self.time.unit,
+        };
+        self.late.push(b, &late, &cx)?;
         if stored > 0 {
             self.batches.insert(slot, (b.clone(), stored));
             self.next_slot = self.next_slot.wrapping_add(1);
@@ -270,6 +284,10 @@ impl Operator for SessionAggregateOperator {
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn late_rows(&mut self) -> Option<&mut LateRows> {
+        Some(&mut self.late)
     }
 
     fn counts(&self) -> EventCounts {

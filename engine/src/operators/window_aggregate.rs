@@ -18,13 +18,14 @@ use super::groups::{key_converter, output_batch, AggInput, AggregateSet, GroupTa
 use super::spill::Spill;
 use super::window_updates::WindowUpdates;
 use crate::error::Result;
+use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
 use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::state::{
     decode_columns, encode_columns, i64_from_key, i64_key, SharedState, StateBackend,
 };
-use crate::window::assign::{fire_time_ns, window_time, TimeContext};
+use crate::window::assign::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
 /// Which output column a group expression is.
@@ -71,6 +72,17 @@ pub struct WindowAggregateOperator {
     late_rows: u64,
     /// Late rows accepted within the allowed lateness so far.
     late_updates: u64,
+    /// Late rows for the late-data destination.
+    late: LateRows,
+}
+
+/// Row `row` missed the window `key` (end, start).
+fn missed_window(row: usize, (end, start): (i64, i64)) -> MissedWindow {
+    MissedWindow {
+        row: row as u32,
+        start: Some(start),
+        end: Some(end),
+    }
 }
 
 /// Group-column layout of a window aggregation and the key expressions.
@@ -165,26 +177,28 @@ impl WindowAggregateOperator {
             metrics,
             late_rows: 0,
             late_updates: 0,
+            late: LateRows::default(),
         })
     }
 
+    /// Add rows to the window `key` (end, start); `false` when they were dropped as late.
     fn update_window(
         &mut self,
         key: (i64, i64),
         keys: &[ArrayRef],
         inputs: &[AggInput],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let n = keys[0].len();
         if fire_time_ns(key.0, &self.time) <= self.watermark {
             let rows = self.converter.convert_columns(keys)?;
-            if let Some(t) = self.updates.late_table(key) {
-                t.update(&rows, inputs)?;
-                self.late_dirty.insert(key);
-                self.late_updates += n as u64;
-            } else {
+            let Some(t) = self.updates.late_table(key) else {
                 self.late_rows += n as u64;
-            }
-            return Ok(());
+                return Ok(false);
+            };
+            t.update(&rows, inputs)?;
+            self.late_dirty.insert(key);
+            self.late_updates += n as u64;
+            return Ok(true);
         }
         if self.updates.config.early_fire_ns.is_some() {
             self.updates.early_dirty.insert(key);
@@ -193,9 +207,9 @@ impl WindowAggregateOperator {
         if self.spilled.contains(&key) {
             let sp = self.spill.as_ref().expect("spilled windows have a backend");
             let mut state = sp.state.lock().expect("state lock");
-            return sp
-                .spill
-                .update(&mut **state, key, &rows, inputs, &self.converter);
+            sp.spill
+                .update(&mut **state, key, &rows, inputs, &self.converter)?;
+            return Ok(true);
         }
         self.dirty.insert(key);
         let table = match self.windows.get_mut(&key) {
@@ -206,7 +220,8 @@ impl WindowAggregateOperator {
             }
         };
         table.update(&rows, inputs)?;
-        self.enforce_limit()
+        self.enforce_limit()?;
+        Ok(true)
     }
 
     /// Over the memory limit: move the largest windows to RocksDB until under it.
@@ -373,8 +388,12 @@ impl WindowAggregateOperator {
         let keys = key_arrays(&self.key_exprs, b)?;
         let inputs = self.aggs.evaluate_inputs(b)?;
         let (s, e) = (starts.values(), ends.values());
+        let mut missed = Vec::new();
         if n > 0 && s.iter().all(|v| *v == s[0]) && e.iter().all(|v| *v == e[0]) {
-            return self.update_window((e[0], s[0]), &keys, &inputs);
+            if !self.update_window((e[0], s[0]), &keys, &inputs)? {
+                missed.extend((0..n).map(|i| missed_window(i, (e[0], s[0]))));
+            }
+            return self.keep_late(b, &missed);
         }
         let mut parts: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
         for i in 0..n {
@@ -387,9 +406,20 @@ impl WindowAggregateOperator {
                 .map(|c| take(c, &idx, None))
                 .collect::<Result<_, _>>()?;
             let inp: Vec<AggInput> = inputs.iter().map(|x| x.take(&idx)).collect::<Result<_>>()?;
-            self.update_window(key, &k, &inp)?;
+            if !self.update_window(key, &k, &inp)? {
+                missed.extend(idx.values().iter().map(|i| missed_window(*i as usize, key)));
+            }
         }
-        Ok(())
+        self.keep_late(b, &missed)
+    }
+
+    fn keep_late(&mut self, input: &RecordBatch, missed: &[MissedWindow]) -> Result<()> {
+        let cx = LateContext {
+            operator: "WindowAggregate",
+            reason: "the row's window had fired",
+            unit: self.time.unit,
+        };
+        self.late.push(input, missed, &cx)
     }
 }
 
@@ -445,6 +475,10 @@ impl Operator for WindowAggregateOperator {
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn late_rows(&mut self) -> Option<&mut LateRows> {
+        Some(&mut self.late)
     }
 
     fn counts(&self) -> crate::runtime::op_metrics::EventCounts {

@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, Result};
+use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
 use crate::operator::Operator;
 use crate::runtime::op_metrics::EventCounts;
@@ -34,6 +35,8 @@ pub struct WindowAssignOperator {
     schema: SchemaRef,
     /// Late rows dropped so far.
     late_rows: u64,
+    /// Late rows for the late-data destination.
+    late: LateRows,
 }
 
 impl WindowAssignOperator {
@@ -50,6 +53,7 @@ impl WindowAssignOperator {
             lateness: node.allowed_lateness_ns,
             schema: node.schema.clone(),
             late_rows: 0,
+            late: LateRows::default(),
         })
     }
 
@@ -64,6 +68,7 @@ impl WindowAssignOperator {
             starts: vec![],
             ends: vec![],
             late_rows: 0,
+            late: Vec::new(),
         };
         for i in 0..ts.len() {
             if ts.is_valid(i) {
@@ -153,6 +158,12 @@ impl Operator for WindowAssignOperator {
             }
         };
         self.late_rows += a.late_rows as u64;
+        let cx = LateContext {
+            operator: "WindowAssign",
+            reason: "every window of the row had fired",
+            unit: self.time.unit,
+        };
+        self.late.push(&batch.batch, &a.late, &cx)?;
         if !a.rows.is_empty() {
             out.push(Message::Batch(self.build(&batch, a)?));
         }
@@ -163,6 +174,10 @@ impl Operator for WindowAssignOperator {
         self.watermark = self.watermark.max(watermark);
         out.push(Message::Watermark(watermark));
         Ok(())
+    }
+
+    fn late_rows(&mut self) -> Option<&mut LateRows> {
+        Some(&mut self.late)
     }
 
     fn counts(&self) -> EventCounts {

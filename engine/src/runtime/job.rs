@@ -234,6 +234,8 @@ pub struct BuildContext<'a> {
     pub checkpointing: Option<Arc<Checkpointing>>,
     /// The pre-order number of the next plan node to spawn (EXPLAIN ANALYZE).
     pub next_node: std::cell::Cell<usize>,
+    /// Where the operators' late rows go.
+    pub late: crate::late::LateRouting,
 }
 
 /// Spawn the tasks of `node` and return the channel of its output.
@@ -339,11 +341,16 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
         )?),
         _ => None,
     };
+    let late = match op.late_rows() {
+        Some(rows) => ctx.late.output_for(node)?.inspect(|_| rows.keep()),
+        None => None,
+    };
     let m = ctx.job.register_operator(node_no, op.name());
     let input = spawn_node(node.children()[0], ctx)?;
     let task = OperatorTask {
         metrics: m,
         job: ctx.job.metrics.clone(),
+        late,
     };
     ctx.job.spawn(run_operator(op, input, tx, ck, task));
     Ok(rx)
@@ -378,6 +385,8 @@ pub struct OperatorTask {
     pub metrics: Arc<OperatorMetrics>,
     /// The job's counters (late rows, late updates and expired keys add up there).
     pub job: Arc<JobMetrics>,
+    /// Where the operator's late rows go, when the job has a late-data destination.
+    pub late: Option<crate::late::LateOutput>,
 }
 
 /// Feed an operator its input, in order, and forward what it produces.
@@ -395,6 +404,7 @@ pub async fn run_operator(
     let mut sized: Option<Instant> = None;
     while let Some(m) = input.recv().await {
         let end = matches!(m, Message::EndOfStream);
+        let marker = matches!(m, Message::Barrier(_) | Message::EndOfStream).then(|| m.clone());
         let started = std::time::Instant::now();
         match m {
             Message::Batch(b) => {
@@ -421,6 +431,11 @@ pub async fn run_operator(
         }
         report(op.as_ref(), &task, &mut sized, end);
         OperatorMetrics::add_time(&metrics.busy_ns, started);
+        if let Some(late) = &task.late {
+            if !send_late(op.as_mut(), late, marker).await? {
+                return Ok(());
+            }
+        }
         for mut m in out.drain(..) {
             if let Message::Batch(b) = &mut m {
                 OperatorMetrics::add(&metrics.rows_out, b.num_rows());
@@ -437,6 +452,28 @@ pub async fn run_operator(
         }
     }
     Ok(())
+}
+
+/// Send the late rows the operator dropped, then the barrier or end of stream it passed (so the
+/// late-data sink aligns checkpoints with the rest of the job). `false` once the sink is gone.
+async fn send_late(
+    op: &mut dyn Operator,
+    late: &crate::late::LateOutput,
+    marker: Option<Message>,
+) -> Result<bool> {
+    let batches = op.late_rows().map(|l| l.take()).unwrap_or_default();
+    let mut messages = Vec::with_capacity(batches.len() + 1);
+    for b in batches {
+        let b = crate::late::conform(&b, &late.schema)?;
+        messages.push(Message::Batch(crate::message::StreamBatch::new(b)));
+    }
+    messages.extend(marker);
+    for m in messages {
+        if late.tx.send(m).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// After a message: the operator's counts, and its state size when due (or at the end).

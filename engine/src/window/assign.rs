@@ -92,6 +92,30 @@ pub struct Assignments {
     /// Rows dropped because every window they belong to has fired (or, for a row in no window at
     /// all, because its time is at or below the watermark).
     pub late_rows: usize,
+    /// Each dropped row and the last window it missed.
+    pub late: Vec<MissedWindow>,
+}
+
+/// A late row and the last window it belonged to: `[start, end)` in the column's unit, both
+/// `None` for a row that belongs to no window (a gap between hopping windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissedWindow {
+    /// Input row index.
+    pub row: u32,
+    /// Wall-clock start of the window.
+    pub start: Option<i64>,
+    /// Wall-clock end (exclusive) of the window.
+    pub end: Option<i64>,
+}
+
+impl MissedWindow {
+    fn new(row: usize, window: Option<(i64, i64)>) -> MissedWindow {
+        MissedWindow {
+            row: row as u32, // the batch length was checked to fit in u32
+            start: window.map(|w| w.0),
+            end: window.map(|w| w.1),
+        }
+    }
 }
 
 /// Upper bound on the output capacity reserved up front (beyond one slot per row).
@@ -452,7 +476,14 @@ impl Assignments {
             starts: Vec::with_capacity(n),
             ends: Vec::with_capacity(n),
             late_rows: 0,
+            late: Vec::new(),
         }
+    }
+
+    #[inline]
+    fn push_late(&mut self, row: usize, window: Option<(i64, i64)>) {
+        self.late_rows += 1;
+        self.late.push(MissedWindow::new(row, window));
     }
 
     #[inline]
@@ -551,7 +582,7 @@ fn assign_with<C: Clock>(b: &Batch, spec: &UnitSpec, clock: &mut C) -> Assignmen
             if clock.fire_ns(end) > b.wm(i) {
                 out.push(i, start, end);
             } else {
-                out.late_rows += 1;
+                out.push_late(i, Some((start, end)));
             }
         }),
         UnitKind::Hop { slide, size } => {
@@ -585,7 +616,9 @@ fn hop_row<C: Clock>(
         start = start.saturating_add(slide);
     }
     if out.len() == before && b.is_late_without_output(i, t, count > 0) {
-        out.late_rows += 1;
+        let last = first.saturating_add(slide.saturating_mul(count - 1));
+        let window = (count > 0).then(|| (last, last.saturating_add(size)));
+        out.push_late(i, window);
     }
 }
 
@@ -609,7 +642,8 @@ fn cumulate_row<C: Clock>(
         }
     }
     if out.len() == before && b.is_late_without_output(i, t, first <= last) {
-        out.late_rows += 1;
+        let window = (first <= last).then(|| (start, start.saturating_add(max_size)));
+        out.push_late(i, window);
     }
 }
 

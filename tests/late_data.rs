@@ -1,0 +1,244 @@
+//! The late-data destination: rows a window drops as late are written, with their columns, the
+//! reason and the window they missed, to the sink table named by
+//! `SET 'table.exec.late-data.sink'` or to the source's `'late-data.topic'` (a real broker).
+
+use std::path::PathBuf;
+
+use rdkafka::Message as _;
+use serde_json::{json, Value};
+
+use crate::common::kafka::{next_record, Broker};
+use crate::common::*;
+
+/// A fresh directory for one test's files.
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-late-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `(key, seconds after 2024-01-01 00:00:00)` as JSON lines `{"k", "v", "ts"}`.
+fn lines(rows: &[(&str, u32)]) -> String {
+    rows.iter()
+        .enumerate()
+        .map(|(i, (k, s))| {
+            let ts = format!("2024-01-01 00:{:02}:{:02}.000", s / 60, s % 60);
+            format!("{}\n", json!({"k": k, "v": i, "ts": ts}))
+        })
+        .collect()
+}
+
+/// Input in arrival order: the watermark is the event time, so the row at 12 s fires the
+/// window [0 s, 10 s) and the row at 3 s after it is late; likewise 15 s after 25 s.
+const ROWS: &[(&str, u32)] = &[
+    ("a", 1),
+    ("a", 12),
+    ("a", 3),
+    ("b", 25),
+    ("b", 15),
+    ("a", 26),
+];
+
+fn source(input: &std::path::Path) -> String {
+    format!(
+        "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');",
+        input.display()
+    )
+}
+
+const LATE_TABLE: &str = "(k STRING, v BIGINT, ts TIMESTAMP(3), late_reason STRING,
+    missed_window_start TIMESTAMP(3), missed_window_end TIMESTAMP(3), late_operator STRING)";
+
+/// The late rows written to `path`, sorted by `v`.
+fn late_rows(path: &std::path::Path) -> Vec<Value> {
+    let mut rows = read_jsonl(path);
+    rows.sort_by_key(|r| r["v"].as_i64());
+    rows
+}
+
+#[tokio::test]
+async fn late_rows_reach_the_late_data_sink_table_with_the_reason_and_the_window_missed() {
+    let d = dir("sink");
+    std::fs::write(d.join("in.jsonl"), lines(ROWS)).unwrap();
+    let sql = format!(
+        "{src}
+         CREATE TABLE out (k STRING, window_start TIMESTAMP(3), n BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'json');
+         CREATE TABLE late_rows {LATE_TABLE}
+           WITH ('connector' = 'filesystem', 'path' = '{late}', 'format' = 'json');
+         SET 'table.exec.late-data.sink' = 'late_rows';
+         INSERT INTO out SELECT k, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE t,
+           DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;",
+        src = source(&d.join("in.jsonl")),
+        out = d.join("out.jsonl").display(),
+        late = d.join("late.jsonl").display(),
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let job = engine.submit(&sql).await.unwrap();
+    job.wait().await.unwrap();
+    assert_eq!(job.late_rows(), 2);
+    let reason = "every window of the row had fired";
+    assert_eq!(
+        late_rows(&d.join("late.jsonl")),
+        vec![
+            json!({"k": "a", "v": 2, "ts": "2024-01-01 00:00:03.000", "late_reason": reason,
+                   "missed_window_start": "2024-01-01 00:00:00.000",
+                   "missed_window_end": "2024-01-01 00:00:10.000", "late_operator": "WindowAssign"}),
+            json!({"k": "b", "v": 4, "ts": "2024-01-01 00:00:15.000", "late_reason": reason,
+                   "missed_window_start": "2024-01-01 00:00:10.000",
+                   "missed_window_end": "2024-01-01 00:00:20.000", "late_operator": "WindowAssign"}),
+        ]
+    );
+    let counted: i64 = read_jsonl(&d.join("out.jsonl"))
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 4, "the late rows are not in the result");
+}
+
+#[tokio::test]
+async fn a_session_windows_late_rows_reach_the_sink_table_of_a_query() {
+    // Gap 5 s: the row at 20 s fires the session [1 s, 6 s); the row at 2 s is then late.
+    let d = dir("session");
+    let rows = [("a", 1), ("a", 20), ("a", 2)];
+    std::fs::write(d.join("in.jsonl"), lines(&rows)).unwrap();
+    let sql = format!(
+        "{src}
+         CREATE TABLE late_rows {LATE_TABLE}
+           WITH ('connector' = 'filesystem', 'path' = '{late}', 'format' = 'json');
+         SET 'table.exec.late-data.sink' = 'late_rows';
+         SELECT k, window_start, COUNT(*) AS n FROM TABLE(SESSION(TABLE t PARTITION BY k,
+           DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY k, window_start, window_end;",
+        src = source(&d.join("in.jsonl")),
+        late = d.join("late.jsonl").display(),
+    );
+    let got = run_query(&sql, 1).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let late = late_rows(&d.join("late.jsonl"));
+    assert_eq!(late.len(), 1, "{late:?}");
+    // The session aggregation reads only the key and the row's own session [t, t + gap): the
+    // columns the query does not read are NULL.
+    assert_eq!(late[0]["k"], "a");
+    assert_eq!(late[0]["late_operator"], "SessionWindowAggregate");
+    assert_eq!(late[0]["missed_window_start"], "2024-01-01 00:00:02.000");
+    assert_eq!(late[0]["missed_window_end"], "2024-01-01 00:00:07.000");
+}
+
+#[tokio::test]
+async fn a_late_data_sink_that_does_not_exist_is_a_planning_error() {
+    let d = dir("missing");
+    std::fs::write(d.join("in.jsonl"), lines(ROWS)).unwrap();
+    let sql = format!(
+        "{src}
+         SET 'table.exec.late-data.sink' = 'nowhere';
+         SELECT k, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end;",
+        src = source(&d.join("in.jsonl")),
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let err = engine.query(&sql).await.err().expect("refused").to_string();
+    assert!(
+        err.contains("'nowhere'") && err.contains("does not exist"),
+        "{err}"
+    );
+}
+
+/// The JSON values of the first `n` records of `topic` (one partition), sorted by `v`.
+async fn read_topic(broker: &Broker, topic: &str, n: usize) -> Vec<Value> {
+    let consumer = broker.reader(topic, 1, &[]);
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let m = next_record(&consumer).await;
+        seen.push(serde_json::from_slice::<Value>(m.payload().unwrap()).unwrap());
+    }
+    seen.sort_by_key(|r| r["v"].as_i64());
+    seen
+}
+
+#[tokio::test]
+async fn late_rows_reach_the_sources_late_data_topic() {
+    let broker = Broker::start();
+    broker.create_topic("readings", 1).await;
+    broker.create_topic("readings-late", 1).await;
+    let records: Vec<(i32, String, Vec<u8>)> = lines(ROWS)
+        .lines()
+        .map(|l| (0, "k".to_string(), l.as_bytes().to_vec()))
+        .collect();
+    let ends = broker.produce("readings", &records, 1).await;
+    let sql = format!(
+        "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+         WITH ('connector' = 'kafka', 'topic' = 'readings', 'properties.bootstrap.servers' = '{b}',
+               'format' = 'json', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}',
+               'late-data.topic' = 'readings-late');
+         SELECT k, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end;",
+        b = broker.bootstrap
+    );
+    let got = run_query(&sql, 1).await;
+    let counted: i64 = got.iter().map(|r| r["n"].as_i64().unwrap()).sum();
+    assert_eq!(counted, 4, "{got:?}");
+    let late = read_topic(&broker, "readings-late", 2).await;
+    assert_eq!(late[0]["k"], "a");
+    assert_eq!(late[0]["v"], 2);
+    assert_eq!(late[0]["late_reason"], "every window of the row had fired");
+    assert_eq!(late[0]["missed_window_start"], "2024-01-01 00:00:00.000");
+    assert_eq!(late[1]["v"], 4);
+    assert_eq!(late[1]["missed_window_end"], "2024-01-01 00:00:20.000");
+}
+
+/// `late_rows_dropped` as an exactly-once INSERT job whose late rows go to a sink table in
+/// `late` (checkpointed like the result).
+async fn checkpointed_job(out: &std::path::Path, late: &std::path::Path) -> String {
+    let sql = crate::checkpoints::insert_job("late_rows_dropped", out).await;
+    sql.replace(
+        "INSERT INTO weir_out",
+        &format!(
+            "CREATE TABLE late_rows (sensor_id STRING, temperature DOUBLE, ts TIMESTAMP(3),
+               late_reason STRING, missed_window_start TIMESTAMP(3),
+               missed_window_end TIMESTAMP(3), late_operator STRING)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             SET 'table.exec.late-data.sink' = 'late_rows';
+             INSERT INTO weir_out",
+            late.display()
+        ),
+    )
+}
+
+fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+#[tokio::test]
+async fn late_rows_are_written_once_across_a_crash_and_recovery() {
+    use crate::checkpoints::{committed_rows, engine_with_memory, run_and_crash, scratch};
+    let [out, late, ck] = ["out", "late", "ck"].map(|n| scratch(&format!("late-clean-{n}")));
+    let job = engine_with_memory(&ck, 1 << 30)
+        .submit(&checkpointed_job(&out, &late).await)
+        .await
+        .unwrap();
+    job.wait().await.unwrap();
+    let clean = sorted(committed_rows(&late));
+    assert!(!clean.is_empty());
+    assert_eq!(clean.len() as u64, job.late_rows());
+
+    let [out, late, ck] = ["out", "late", "ck"].map(|n| scratch(&format!("late-crash-{n}")));
+    let sql = checkpointed_job(&out, &late).await;
+    let (crashed, _) = run_and_crash(&sql, &ck, 3, 1 << 30).await;
+    eprintln!(
+        "late rows: {} in a clean run; crashed mid-stream: {crashed}",
+        clean.len()
+    );
+    let job = engine_with_memory(&ck, 1 << 30).submit(&sql).await.unwrap();
+    job.wait().await.unwrap();
+    assert_eq!(
+        sorted(committed_rows(&late)),
+        clean,
+        "late rows after a crash (mid-stream: {crashed}) and recovery"
+    );
+}
