@@ -22,6 +22,7 @@
 //!   timestamp-unit corrections, `RUST_LOG`-filtered logs.
 //! - `shell`: the interactive shell through a real pseudo-terminal.
 //! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
+//! - `upserts`: rows leaving an updating result (HAVING, WHERE, top-N) become tombstones.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 
 mod common;
@@ -45,3 +46,4 @@ mod shell;
 mod sql_examples;
 mod stop;
 mod updating;
+mod upserts;

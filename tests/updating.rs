@@ -15,7 +15,7 @@ use crate::common::kafka::Broker;
 use crate::common::*;
 
 /// A folder holding `input.jsonl` with `rows`.
-fn input(name: &str, rows: &[Value]) -> PathBuf {
+pub(crate) fn input(name: &str, rows: &[Value]) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-upd-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -24,7 +24,7 @@ fn input(name: &str, rows: &[Value]) -> PathBuf {
     d
 }
 
-fn table_ddl(dir: &std::path::Path, extra: &str) -> String {
+pub(crate) fn table_ddl(dir: &std::path::Path, extra: &str) -> String {
     format!(
         "CREATE TABLE t (sensor_id STRING, facility STRING, temperature DOUBLE, q INT,
            ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
@@ -33,7 +33,7 @@ fn table_ddl(dir: &std::path::Path, extra: &str) -> String {
     )
 }
 
-fn reading(sensor: &str, facility: &str, temp: f64, second: u32) -> Value {
+pub(crate) fn reading(sensor: &str, facility: &str, temp: f64, second: u32) -> Value {
     json!({"sensor_id": sensor, "facility": facility, "temperature": temp, "q": 1,
            "ts": format!("2024-01-01 00:{:02}:{:02}.000", second / 60, second % 60)})
 }
@@ -331,7 +331,11 @@ async fn append_only_sinks_refuse_updating_results() {
 /// Read a whole topic as (key, value) pairs, in order within each partition: past the end
 /// offsets the broker reports (tansu may report them a little behind the last acknowledged
 /// write) until nothing more arrives for a second.
-async fn read_topic(broker: &Broker, topic: &str, partitions: i32) -> Vec<(Value, Option<Value>)> {
+pub(crate) async fn read_topic(
+    broker: &Broker,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Value, Option<Value>)> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", "upsert-reader")

@@ -15,6 +15,7 @@ pub mod sink;
 pub mod source;
 pub(crate) mod transactional;
 mod upsert;
+mod upsert_state;
 mod writer;
 
 use std::collections::BTreeMap;

@@ -9,16 +9,15 @@
 //! order is kept. Every batch waits for the broker's acknowledgement (at-least-once; replays
 //! after a crash rewrite the same latest values, which an upsert topic absorbs).
 
-use datafusion::arrow::array::BooleanArray;
-use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use weir_engine::changelog::{has_op, split_op, RowKind};
+use weir_engine::changelog::{has_op, split_op};
 use weir_engine::connector::{Sink, SinkContext, SinkFactory};
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
 use super::sink::Partitioner;
+use super::upsert_state::Materializer;
 use super::writer::RecordWriter;
 
 /// The connector name in `'connector' = 'upsert-kafka'`.
@@ -91,31 +90,37 @@ impl SinkFactory for UpsertKafkaSinkFactory {
             let fields = ctx.schema.fields()[1..].to_vec();
             ctx.schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
         }
+        let key_columns = ctx
+            .table
+            .primary_key
+            .iter()
+            .map(|k| ctx.schema.index_of(k).map_err(|e| err(e.to_string())))
+            .collect::<Result<Vec<usize>>>()?;
+        let materializer = Materializer::new(ctx.schema.clone(), key_columns)?;
         let writer = RecordWriter::new(&ctx, Partitioner::Default, None)?;
-        Ok(Box::new(UpsertKafkaSink { writer }))
+        Ok(Box::new(UpsertKafkaSink {
+            writer,
+            materializer,
+        }))
     }
 }
 
 struct UpsertKafkaSink {
     writer: RecordWriter,
+    materializer: Materializer,
 }
 
 impl UpsertKafkaSink {
     async fn write_changes(&mut self, batch: RecordBatch) -> Result<()> {
-        let (kinds, rows) = if has_op(&batch.schema()) {
-            split_op(&batch)?
-        } else {
-            (vec![RowKind::Insert; batch.num_rows()], batch)
-        };
-        let keep = BooleanArray::from_iter(kinds.iter().map(|k| Some(*k != RowKind::UpdateBefore)));
-        let rows = filter_record_batch(&rows, &keep)?;
-        let tombstones: Vec<bool> = kinds
-            .iter()
-            .filter(|k| **k != RowKind::UpdateBefore)
-            .map(|k| *k == RowKind::Delete)
-            .collect();
+        if !has_op(&batch.schema()) {
+            // Append-only rows: each is its key's new value.
+            let none = vec![false; batch.num_rows()];
+            return self.writer.send_upserts(&batch, &none).await.map(|_| ());
+        }
+        let (kinds, rows) = split_op(&batch)?;
+        let w = self.materializer.apply(&kinds, &rows)?;
         self.writer
-            .send_upserts(&rows, &tombstones)
+            .send_upserts(&w.rows, &w.tombstones)
             .await
             .map(|_| ())
     }
