@@ -7,6 +7,11 @@
 //!   window; prints the duration and size of a checkpoint holding them and the peak RSS (with a
 //!   small memory limit the window lives in RocksDB), then "crashes" the job and measures the
 //!   recovery time: from a new engine to the first output row of the restored job.
+//! - `weir-checkpoint-bench groups [keys]`: a non-windowed GROUP BY over `keys` keys (COUNT, AVG
+//!   and MAX per key); prints the checkpoint that first holds every key, the one after 1% of the
+//!   keys changed, and one with nothing changed: duration, and bytes new on disk (files the
+//!   previous checkpoint did not have), then the recovery time to the restored job's first
+//!   update.
 //!
 //! Batches are generated before the clock starts, so only the engine is measured.
 
@@ -270,6 +275,120 @@ async fn state(keys: usize, memory: usize) -> weir::Result<()> {
     Ok(())
 }
 
+/// Bytes of the files in checkpoint `id` under `root` that checkpoint `id - 1` did not have
+/// (RocksDB hard-links the SST files it keeps, so they share an inode).
+fn new_bytes(root: &Path, id: u64) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn files(dir: &Path, out: &mut Vec<std::fs::Metadata>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => files(&e.path(), out),
+                Ok(m) => out.push(m),
+                Err(_) => {}
+            }
+        }
+    }
+    let chk = |id: u64| root.join(format!("chk-{id:08}"));
+    let mut before = Vec::new();
+    files(&chk(id.saturating_sub(1)), &mut before);
+    let old: std::collections::HashSet<u64> = before.iter().map(|m| m.ino()).collect();
+    let mut now = Vec::new();
+    files(&chk(id), &mut now);
+    now.iter()
+        .filter(|m| !old.contains(&m.ino()))
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Batches of the GROUP BY bench: every key once, then (when `phase` is 1) 1% of the keys again.
+fn group_batches(schema: SchemaRef, keys: usize, phase: Arc<AtomicUsize>) -> Batches {
+    let loads = keys.div_ceil(8192);
+    let changed = (keys / 100).max(1);
+    Arc::new(move |i| {
+        if i < loads {
+            return batch_of_keys(&schema, i, keys);
+        }
+        if phase.load(Ordering::Relaxed) == 0 || (i - loads) * 8192 >= changed {
+            return None;
+        }
+        let (lo, hi) = ((i - loads) * 8192, ((i - loads + 1) * 8192).min(changed));
+        let ids = StringArray::from_iter_values((lo..hi).map(|j| format!("k{:08}", j * 100)));
+        let t = Float64Array::from_iter_values((lo..hi).map(|_| 99.0));
+        let ts = TimestampMillisecondArray::from_iter_values((lo..hi).map(|_| 1_704_067_202_000));
+        let cols: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(t), Arc::new(ts)];
+        RecordBatch::try_new(schema.clone(), cols).ok()
+    })
+}
+
+/// Wait for the next complete checkpoint after the current one and describe it.
+async fn next_checkpoint(job: &weir::JobHandle, dir: &Path, what: &str) -> u64 {
+    let after = job.checkpoints().last().map_or(0, |c| c.id);
+    let stats = loop {
+        if let Some(c) = job.checkpoints().into_iter().find(|c| c.id > after) {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    println!(
+        "  {what}: checkpoint {} took {:.3} s, {:.1} MB new on disk ({:.1} MB in all)",
+        stats.id,
+        stats.duration.as_secs_f64(),
+        new_bytes(dir, stats.id) as f64 / 1e6,
+        stats.bytes as f64 / 1e6
+    );
+    stats.id
+}
+
+async fn groups(keys: usize) -> weir::Result<()> {
+    let read = Arc::new(AtomicUsize::new(0));
+    let phase = Arc::new(AtomicUsize::new(0));
+    let factory = Arc::new(MemoryFactory {
+        batches: Mutex::new(Arc::new(|_| None)),
+        tick: Mutex::new(None),
+        unbounded: true,
+        read: read.clone(),
+    });
+    let dir = temp_dir("groups");
+    let e = engine(&factory, Some((&dir, Duration::from_secs(1))), 1 << 30);
+    e.execute(DDL).await?;
+    e.execute(GROUPS_DDL).await?;
+    let schema = e.catalog().table("r").expect("table").physical_schema();
+    *factory.batches.lock().expect("lock") = group_batches(schema, keys, phase.clone());
+    let job = e.submit(GROUPS_INSERT).await?;
+    while read.load(Ordering::Relaxed) < keys {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("GROUP BY over {keys} keys:");
+    next_checkpoint(&job, &dir, "every key written").await;
+    phase.store(1, Ordering::Relaxed);
+    while read.load(Ordering::Relaxed) < keys + (keys / 100).max(1) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    next_checkpoint(&job, &dir, "after 1% of the keys changed").await;
+    next_checkpoint(&job, &dir, "nothing changed").await;
+    job.cancel(); // a crash: nothing after the last checkpoint survives
+    let _ = job.wait().await;
+    let t0 = Instant::now();
+    let e2 = engine(&factory, Some((&dir, Duration::from_secs(1))), 1 << 30);
+    e2.execute(DDL).await?;
+    e2.execute(GROUPS_DDL).await?;
+    let job = e2.submit(GROUPS_INSERT).await?; // operators restore their state here
+    println!(
+        "  recovery: the job restored and running in {:.3} s",
+        t0.elapsed().as_secs_f64()
+    );
+    job.cancel();
+    let _ = job.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+const GROUPS_DDL: &str = "CREATE TABLE per_key (sensor_id STRING, n BIGINT, avg_temp DOUBLE,
+  max_temp DOUBLE) WITH ('connector' = 'blackhole');";
+
+const GROUPS_INSERT: &str = "INSERT INTO per_key SELECT sensor_id, COUNT(*), AVG(temperature),
+  MAX(temperature) FROM r GROUP BY sensor_id";
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "throughput".into());
@@ -284,9 +403,11 @@ fn main() {
             let mb: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1024);
             rt.block_on(state(n.unwrap_or(1_000_000), mb << 20))
         }
+        "groups" => rt.block_on(groups(n.unwrap_or(1_000_000))),
         other => {
             eprintln!(
-                "usage: weir-checkpoint-bench throughput [rows] | state [keys] (not '{other}')"
+                "usage: weir-checkpoint-bench throughput [rows] | state [keys] | groups [keys] \
+                 (not '{other}')"
             );
             std::process::exit(2);
         }

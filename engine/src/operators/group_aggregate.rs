@@ -7,12 +7,11 @@
 //! of intermediate updates may. The input may itself be a changelog: `-U`/`-D` rows are
 //! subtracted, which is why the aggregates keep retractable state ([`super::retract`]).
 
-use std::sync::Arc;
-
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::group_state::{self, Changed, Dirty, GroupsView, LEGACY_KEY};
 use super::groups::{key_converter, output_batch, AggregateSet};
 use super::key_index::{retain_by, Clock, KeyIndex};
 use super::retract::RetractAcc;
@@ -22,7 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
 use crate::operator::Operator;
 use crate::runtime::op_metrics::{EventCounts, StateSize};
-use crate::state::{decode_columns, encode_columns, StateBackend};
+use crate::state::{decode_columns, StateBackend};
 use weir_planner::stream_plan::{GroupAggregateNode, PhysExpr};
 
 /// Non-windowed GROUP BY, emitting a changelog of each group's current row.
@@ -36,7 +35,8 @@ pub struct GroupAggregateOperator {
     /// Net input rows per group: 0 means the group's row is deleted.
     counts: Vec<i64>,
     schema: SchemaRef,
-    dirty: bool,
+    /// Groups changed since the last checkpoint.
+    dirty: Dirty,
 }
 
 impl GroupAggregateOperator {
@@ -72,7 +72,7 @@ impl GroupAggregateOperator {
             accs,
             counts: vec![],
             schema: node.schema.clone(),
-            dirty: false,
+            dirty: Dirty::default(),
         })
     }
 
@@ -89,7 +89,7 @@ impl GroupAggregateOperator {
         if let Some(keep) = self.keys.expire() {
             retain_by(&mut self.counts, &keep);
             self.accs.iter_mut().for_each(|a| a.retain(&keep));
-            self.dirty = true;
+            self.dirty.all();
         }
     }
 }
@@ -134,7 +134,7 @@ impl Operator for GroupAggregateOperator {
         for (acc, input) in self.accs.iter_mut().zip(&inputs) {
             acc.update(&input.args, &groups, &signs, input.filter.as_ref())?;
         }
-        self.dirty = true;
+        self.dirty.touch(&touched);
         let after = self.rows_of(&touched, &keys)?;
         let changed = crate::changelog::changed_rows(&before, &after, self.n_keys)?;
         let old = touched.len() as u32;
@@ -173,22 +173,45 @@ impl Operator for GroupAggregateOperator {
         self.keys.state_size_with(accs + counts)
     }
 
-    /// The whole table of groups when anything changed since the last barrier: key columns,
-    /// row counts, then one binary column per aggregate.
+    /// The groups changed since the last barrier, one entry per key (see [`super::group_state`]).
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
-        if !std::mem::take(&mut self.dirty) {
+        let Some(changed) = self.dirty.take() else {
             return Ok(());
+        };
+        if changed == Changed::All {
+            state.delete(LEGACY_KEY)?;
         }
-        let n = self.keys.len();
-        let mut cols = self.keys.all_key_columns()?;
-        cols.push(Arc::new(Int64Array::from(self.counts.clone())));
-        cols.extend(self.accs.iter().map(|a| a.encode(n)));
-        state.put(GROUPS_KEY, &encode_columns(&cols)?)
+        let view = GroupsView {
+            keys: self.keys.rows(),
+            counts: &self.counts,
+            accs: &self.accs,
+        };
+        group_state::write(state, &view, changed)
     }
 
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
-        let Some(bytes) = state.get(GROUPS_KEY)? else {
-            return Ok(());
+        if self.restore_legacy(state)? {
+            self.dirty.all(); // the next checkpoint writes per-key entries
+        }
+        group_state::read(state, |entries| {
+            let cols = group_state::key_columns(self.keys.converter(), &entries)?;
+            let (groups, _) = self.keys.intern(&cols)?;
+            let n = self.keys.len();
+            self.counts.resize(n, 0);
+            self.accs.iter_mut().for_each(|a| a.resize(n));
+            for (e, g) in entries.iter().zip(groups) {
+                self.counts[g] = group_state::load_value(&e.value, g, &mut self.accs)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl GroupAggregateOperator {
+    /// A whole-table entry of an older checkpoint; whether there was one.
+    fn restore_legacy(&mut self, state: &dyn StateBackend) -> Result<bool> {
+        let Some(bytes) = state.get(LEGACY_KEY)? else {
+            return Ok(false);
         };
         let cols = decode_columns(&bytes)?;
         let n_key_cols = cols
@@ -196,7 +219,7 @@ impl Operator for GroupAggregateOperator {
             .checked_sub(1 + self.accs.len())
             .ok_or_else(corrupt)?;
         if cols[n_key_cols].is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         self.keys.restore(&cols[..n_key_cols])?;
         let counts = cols[n_key_cols]
@@ -211,11 +234,9 @@ impl Operator for GroupAggregateOperator {
                     .ok_or_else(corrupt)?,
             )?;
         }
-        Ok(())
+        Ok(true)
     }
 }
-
-const GROUPS_KEY: &[u8] = b"g/groups";
 
 fn corrupt() -> EngineError {
     EngineError::State("corrupt group aggregate state".into())

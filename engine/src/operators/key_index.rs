@@ -69,6 +69,11 @@ impl KeyIndex {
         self.len() == 0
     }
 
+    /// Every key in row format, by group.
+    pub fn rows(&self) -> &Rows {
+        &self.rows
+    }
+
     /// The row converter that encodes the keys.
     pub fn converter(&self) -> &RowConverter {
         &self.converter

@@ -2,6 +2,7 @@
 
 pub mod filter;
 pub mod group_aggregate;
+mod group_state;
 pub mod groups;
 pub mod key_index;
 pub mod project;

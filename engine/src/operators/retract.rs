@@ -440,7 +440,8 @@ impl RetractAcc {
         Arc::new(BinaryArray::from_iter_values(vals))
     }
 
-    fn encode_group(&self, g: usize) -> Vec<u8> {
+    /// The state of group `g` as bytes (for checkpoints).
+    pub(crate) fn encode_group(&self, g: usize) -> Vec<u8> {
         let mut out = Vec::new();
         match &self.kind {
             Kind::Count(c) => out.extend(c[g].to_le_bytes()),
@@ -474,7 +475,8 @@ impl RetractAcc {
         Ok(())
     }
 
-    fn decode_group(&mut self, g: usize, b: &[u8]) -> Option<()> {
+    /// Load group `g` from [`RetractAcc::encode_group`]'s bytes; `None` when they are corrupt.
+    pub(crate) fn decode_group(&mut self, g: usize, b: &[u8]) -> Option<()> {
         let i64_at = |at: usize| Some(i64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
         match &mut self.kind {
             Kind::Count(c) => c[g] = i64_at(0)?,
