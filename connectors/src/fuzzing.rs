@@ -93,18 +93,32 @@ pub fn decode_lines(json: bool, batch_size: usize, input: &[u8]) {
     assert_eq!(got, want, "rows differ from lines decoded alone");
 }
 
-/// An exponent of five digits or more (`1E65537`). arrow-cast 59.3's `parse_decimal` keeps the
-/// exponent in an `i16` that overflows: a panic with debug assertions (the decoder turns it into
-/// a bad line), and in release builds a wrapped exponent (`1E65537` reads as 10). Reported in
-/// docs/reliability.md; skipped here so the target keeps fuzzing the rest.
+/// A number whose exponent can overflow arrow-cast 59.3's decimal parser: five exponent digits
+/// or more (`1E65537`: the exponent is an `i16`), or mantissa digits plus exponent of 38 or more
+/// (`-672256e0200`: the scaled value overflows an `i128` multiplication). With debug
+/// assertions the overflow panics (the decoder turns it into a bad line); in release builds it
+/// wraps and a `DECIMAL` column gets a wrong value. Reported in docs/reliability.md; skipped here
+/// so the target keeps fuzzing the rest.
 fn has_huge_exponent(input: &[u8]) -> bool {
     input.iter().enumerate().any(|(at, byte)| {
+        if !matches!(byte, b'e' | b'E') {
+            return false;
+        }
+        let mantissa = input[..at]
+            .iter()
+            .rev()
+            .take_while(|b| b.is_ascii_digit() || **b == b'.')
+            .count();
         let rest = &input[at + 1..];
         let rest = match rest.first() {
             Some(b'+' | b'-') => &rest[1..],
             _ => rest,
         };
-        matches!(byte, b'e' | b'E') && rest.iter().take_while(|b| b.is_ascii_digit()).count() >= 5
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let exponent = rest[..digits.min(5)]
+            .iter()
+            .fold(0usize, |e, d| e * 10 + usize::from(d - b'0'));
+        digits >= 5 || (digits > 0 && mantissa + exponent >= 38)
     })
 }
 

@@ -8,7 +8,13 @@ use libfuzzer_sys::fuzz_target;
 use weir_engine::checkpoint::CheckpointMeta;
 use weir_engine::runtime::checkpointed::SourceSnapshot;
 
+/// libfuzzer-sys's panic hook aborts on every panic, even one Weir catches: `decode_columns`
+/// turns panics inside arrow-ipc (which unwraps parts of a schema it verified) into errors, so
+/// this target installs the default hook once. A panic that escapes still aborts the run.
+static HOOK: std::sync::Once = std::sync::Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    HOOK.call_once(|| drop(std::panic::take_hook()));
     let _ = weir_engine::state::decode_columns(data);
     let _ = weir_engine::state::MemoryBackend::from_bytes(data);
     let Ok(text) = std::str::from_utf8(data) else {

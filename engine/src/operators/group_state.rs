@@ -154,14 +154,18 @@ pub(crate) fn read(
     }
 }
 
-/// Key columns of entries' rows (checked to decode as the converter's types).
+/// Key columns of entries' rows. arrow-row trusts row bytes it is given, so corrupt ones may
+/// panic inside it: that is an error here.
 pub(crate) fn key_columns(
     converter: &RowConverter,
     entries: &[Entry],
 ) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
     let parser = converter.parser();
-    let rows = entries.iter().map(|e| parser.parse(&e.key));
-    Ok(converter.convert_rows(rows)?)
+    let decode = || converter.convert_rows(entries.iter().map(|e| parser.parse(&e.key)));
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(columns) => Ok(columns?),
+        Err(_) => Err(EngineError::State("corrupt GROUP BY key".into())),
+    }
 }
 
 /// Load an entry's value into group `g`: its count, then each aggregate's state.

@@ -133,10 +133,20 @@ pub fn encode_columns(cols: &[datafusion::arrow::array::ArrayRef]) -> Result<Vec
 }
 
 /// The inverse of [`encode_columns`]. Corrupt bytes are an error, never a panic or a huge
-/// allocation: every length the stream declares is checked against the bytes first.
+/// allocation: every length the stream declares is checked against the bytes first, and a
+/// panic inside arrow-ipc (59.3 unwraps optional parts of a schema it has verified, such as a
+/// schema without a field list) becomes an error.
 pub fn decode_columns(bytes: &[u8]) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
-    use datafusion::arrow::ipc::reader::StreamReader;
     check_ipc_lengths(bytes)?;
+    std::panic::catch_unwind(|| read_ipc(bytes)).unwrap_or_else(|_| {
+        Err(crate::error::EngineError::State(
+            "corrupt state entry: arrow-ipc could not read its schema".into(),
+        ))
+    })
+}
+
+fn read_ipc(bytes: &[u8]) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+    use datafusion::arrow::ipc::reader::StreamReader;
     let mut r = StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
     match r.next() {
         Some(b) => Ok(b?.columns().to_vec()),
@@ -213,6 +223,9 @@ mod tests {
         for cut in [1, 7, bytes.len() / 2, bytes.len() - 9] {
             assert!(decode_columns(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        // Found by fuzzing: a verified schema message without a field list.
+        let no_fields = include_bytes!("schema_without_fields.arrows");
+        assert!(decode_columns(no_fields).is_err());
     }
 
     #[test]
