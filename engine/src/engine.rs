@@ -14,12 +14,12 @@ use weir_planner::{Catalog, PlanError, Planner, Settings, Statement, StreamPlan}
 
 use crate::checkpoint::coordinator::run_coordinator;
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, Checkpointing};
-use crate::connector::SinkRestore;
-use crate::connector::{ConnectorRegistry, SinkContext, SinkFactory, SourceFactory};
+use crate::connector::{ConnectorRegistry, SinkFactory, SourceFactory};
 use crate::error::{EngineError, Result};
 use crate::job_history::{JobHistory, JobKind};
+use crate::job_sinks::{late_sinks, open_sink, SinkTarget};
 use crate::runtime::job::{spawn_node, BuildContext, JobShared};
-use crate::runtime::sink::{run_sink, SinkCheckpoint};
+use crate::runtime::sink::run_sink;
 use crate::stream::{JobHandle, QueryStream};
 
 /// What one statement produced.
@@ -342,18 +342,11 @@ impl Engine {
         let mut ctx = build_ctx(&g, &job)?;
         let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
         let rx = spawn_node(&plan.root, &ctx)?;
-        for late in std::mem::take(&mut ctx.late).into_destinations() {
-            let target = SinkTarget {
-                table: &late.table,
-                updating: false,
-                event_col: None,
-            };
-            let (sink, _) = open_sink(&g, &job, None, target)?;
-            let (tx, late_rx) = tokio::sync::mpsc::channel(crate::runtime::job::CHANNEL_CAPACITY);
-            job.spawn(crate::runtime::union::run_union(late.inputs, tx));
+        let late = std::mem::take(&mut ctx.late);
+        for s in late_sinks(&g, &job, None, late)? {
             job.spawn(run_sink(
-                sink,
-                late_rx,
+                s.input,
+                s.rx,
                 job.metrics.clone(),
                 None,
                 job.cancel_receiver(),
@@ -393,16 +386,9 @@ impl Engine {
             let (sink, sink_ck) = open_sink(&g, &job, ck.as_ref(), target)?;
             sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
         }
-        for late in std::mem::take(&mut ctx.late).into_destinations() {
-            let target = SinkTarget {
-                table: &late.table,
-                updating: false,
-                event_col: None,
-            };
-            let (sink, sink_ck) = open_sink(&g, &job, ck.as_ref(), target)?;
-            let (tx, rx) = tokio::sync::mpsc::channel(crate::runtime::job::CHANNEL_CAPACITY);
-            job.spawn(crate::runtime::union::run_union(late.inputs, tx));
-            sinks.push((sink, rx, sink_ck));
+        let late = std::mem::take(&mut ctx.late);
+        for s in late_sinks(&g, &job, ck.as_ref(), late)? {
+            sinks.push((s.input, s.rx, s.ck));
         }
         if let Some(c) = &ck {
             if let Err(e) = check_tasks(c, g.quiet) {
@@ -606,20 +592,6 @@ fn check_tasks(c: &Checkpointing, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// What a sink task's state depends on: its table and what it writes to.
-fn sink_layout(t: &weir_planner::TableDef) -> String {
-    let target = ["topic", "path"]
-        .iter()
-        .filter_map(|k| Some(format!("{k}={}", t.option(k)?)))
-        .collect::<Vec<_>>();
-    format!(
-        "sink {} (connector={}, {})",
-        t.name,
-        t.connector().unwrap_or("?"),
-        target.join(", ")
-    )
-}
-
 fn plan_error(msg: &str) -> EngineError {
     EngineError::Plan(PlanError::plan(msg, Default::default()))
 }
@@ -644,75 +616,4 @@ fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> Result<BuildContext<'
         next_node: std::cell::Cell::new(0),
         late: crate::late::LateRouting::new(&g.catalog, &g.settings)?,
     })
-}
-
-/// A table a job writes to and what it receives.
-struct SinkTarget<'a> {
-    table: &'a Arc<weir_planner::TableDef>,
-    /// The rows are a changelog (an `op` column first).
-    updating: bool,
-    /// The event-time column of the rows, for latency metrics.
-    event_col: Option<(usize, i64)>,
-}
-
-/// Create the sink of `target` (registered with the job's checkpoints when it checkpoints).
-fn open_sink(
-    g: &Inner,
-    job: &Arc<JobShared>,
-    ck: Option<&Arc<Checkpointing>>,
-    target: SinkTarget,
-) -> Result<(crate::runtime::sink::SinkInput, Option<SinkCheckpoint>)> {
-    let table = target.table;
-    let connector = table.connector().unwrap_or("");
-    let factory = g.registry.sink(connector).cloned().ok_or_else(|| {
-        EngineError::Internal(format!(
-            "no sink connector '{connector}' for table '{}'",
-            table.name
-        ))
-    })?;
-    let sink_ck = ck.map(|c| SinkCheckpoint {
-        name: c.register("sink", sink_layout(table)),
-        ck: c.clone(),
-        cancel: job.cancel_receiver(),
-    });
-    let restore = sink_ck.as_ref().and_then(|s| {
-        let pending = s.ck.restored_snapshot(&s.name)?.to_string();
-        let checkpoint = s.ck.restored.as_ref()?.id;
-        Some(SinkRestore {
-            checkpoint,
-            pending,
-        })
-    });
-    let schema = match target.updating {
-        true => crate::changelog::with_op_schema(&table.physical_schema()),
-        false => table.physical_schema(),
-    };
-    let sctx = SinkContext {
-        table: table.clone(),
-        schema,
-        settings: g.settings.clone(),
-        metrics: job.metrics.clone(),
-        checkpointing: ck.is_some(),
-        restore,
-        state_dir: sink_ck
-            .as_ref()
-            .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
-    };
-    let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, table)?;
-    let sink = crate::statements::CastingSink::wrap(sink, table.physical_schema());
-    if !g.quiet {
-        tracing::info!(
-            "sink '{}' ({}) delivers {}",
-            table.name,
-            factory.name(),
-            factory.guarantee(table, ck.is_some())
-        );
-    }
-    let sink = crate::runtime::sink::SinkInput {
-        sink,
-        updating: target.updating,
-        name: table.name.clone(),
-        event_col: target.event_col,
-    };
-    Ok((sink, sink_ck))
 }

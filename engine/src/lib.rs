@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod health;
 pub mod job_history;
+mod job_sinks;
 pub mod late;
 pub mod latency;
 pub mod message;
