@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
-use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{interleave_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
@@ -231,7 +231,7 @@ impl Operator for SessionAggregateOperator {
             .converter
             .convert_columns(&key_arrays(&self.key_exprs, b)?)?;
         let slot = self.next_slot;
-        let (mut stored, mut late, mut picks) = (0usize, Vec::new(), Vec::new());
+        let (mut kept, mut late, mut picks) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
             if times.is_null(i) {
                 continue;
@@ -258,8 +258,8 @@ impl Operator for SessionAggregateOperator {
             }
             ks.sessions.retain(|&(a, b)| !(a < e && s < b));
             ks.sessions.push((s, e));
-            ks.rows.push((slot, i as u32, t));
-            stored += 1;
+            ks.rows.push((slot, kept.len() as u32, t));
+            kept.push(i as u32);
         }
         self.late_rows += late.len() as u64;
         let cx = LateContext {
@@ -268,8 +268,14 @@ impl Operator for SessionAggregateOperator {
             unit: self.time.unit,
         };
         self.late.push(b, &late, &cx)?;
-        if stored > 0 {
-            self.batches.insert(slot, (b.clone(), stored));
+        let count = kept.len();
+        if count > 0 {
+            // Only the rows a session holds stay buffered (not late or NULL-time ones).
+            let rows = match count == n {
+                true => b.clone(),
+                false => take_record_batch(b, &UInt32Array::from(kept))?,
+            };
+            self.batches.insert(slot, (rows, count));
             self.next_slot = self.next_slot.wrapping_add(1);
         }
         self.emit(picks, out)
