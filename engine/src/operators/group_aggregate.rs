@@ -241,3 +241,103 @@ impl GroupAggregateOperator {
 fn corrupt() -> EngineError {
     EngineError::State("corrupt group aggregate state".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::key_index::process_clock;
+    use crate::state::{encode_columns, MemoryBackend};
+    use datafusion::arrow::array::StringArray;
+    use std::sync::Arc;
+    use weir_planner::stream_plan::StreamNode;
+    use weir_planner::{Catalog, Planner, Statement};
+
+    /// The GROUP BY node of `SELECT k, COUNT(*), MAX(v) FROM t GROUP BY k`.
+    fn node() -> GroupAggregateNode {
+        let sql = "CREATE TABLE t (k STRING, v BIGINT) WITH ('connector' = 'x');
+                   SELECT k, COUNT(*) AS n, MAX(v) AS m FROM t GROUP BY k";
+        let mut st = weir_planner::parse_script(sql).unwrap();
+        let (Some(Statement::Query(q)), Some(Statement::CreateTable { table, .. })) =
+            (st.pop(), st.pop())
+        else {
+            panic!("a table and a query")
+        };
+        let mut catalog = Catalog::default();
+        catalog.tables.insert("t".into(), Arc::new(table));
+        let plan = Planner::new().plan_query(&catalog, &Default::default(), &q);
+        let mut node = plan.unwrap().stream.unwrap().root;
+        loop {
+            match node {
+                StreamNode::GroupAggregate(a) => return a,
+                other => node = other.children()[0].clone(),
+            }
+        }
+    }
+
+    /// Rows `(k, v)` in the node's input columns.
+    fn rows(node: &GroupAggregateNode, rows: &[(&str, i64)]) -> StreamBatch {
+        let schema = node.input.schema();
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    DataType::Utf8 => {
+                        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)))
+                    }
+                    _ => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                }
+            })
+            .collect();
+        StreamBatch::new(RecordBatch::try_new(schema, cols).unwrap())
+    }
+
+    /// The counts (`n`) of the rows `op` emits for `input`.
+    fn counts(op: &mut GroupAggregateOperator, input: StreamBatch) -> Vec<i64> {
+        let mut out = Vec::new();
+        op.process_batch(input, &mut out).unwrap();
+        let Some(Message::Batch(b)) = out.pop() else {
+            panic!("a changelog batch")
+        };
+        let n = b
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        n.values().to_vec()
+    }
+
+    #[test]
+    fn an_older_whole_table_checkpoint_restores_and_is_rewritten_per_key() {
+        let node = node();
+        let op = || GroupAggregateOperator::new(&node, None, process_clock).unwrap();
+        let mut first = op();
+        counts(&mut first, rows(&node, &[("a", 1), ("b", 5), ("a", 2)]));
+        // The state as checkpoints before per-key entries wrote it.
+        let n = first.keys.len();
+        let mut cols = first.keys.all_key_columns().unwrap();
+        cols.push(Arc::new(Int64Array::from(first.counts.clone())));
+        cols.extend(first.accs.iter().map(|a| a.encode(n)));
+        let mut state = MemoryBackend::default();
+        state
+            .put(LEGACY_KEY, &encode_columns(&cols).unwrap())
+            .unwrap();
+
+        let mut second = op();
+        second.restore(&state).unwrap();
+        assert_eq!(
+            counts(&mut second, rows(&node, &[("a", 3)])),
+            [2, 3],
+            "-U then +U"
+        );
+        second.snapshot(&mut state).unwrap();
+        assert_eq!(state.get(LEGACY_KEY).unwrap(), None);
+        assert_eq!(state.scan(group_state::KEY_PREFIX).unwrap().len(), 2);
+
+        let mut third = op();
+        third.restore(&state).unwrap();
+        assert_eq!(counts(&mut third, rows(&node, &[("b", 1)])), [1, 2]);
+        assert_eq!(counts(&mut third, rows(&node, &[("a", 1)])), [3, 4]);
+    }
+}
