@@ -37,11 +37,12 @@ pub const WINDOW_END_COLUMN: &str = "missed_window_end";
 /// The operator that dropped the row.
 pub const OPERATOR_COLUMN: &str = "late_operator";
 
-/// The late rows an operator dropped since its task last took them. Collecting is off until
-/// the job has a destination for them.
+/// The late rows an operator dropped: how many so far (the operator's `late_rows` count), and
+/// those since its task last took them. Collecting is off until the job has a destination.
 #[derive(Debug, Default)]
 pub struct LateRows {
     keep: bool,
+    count: u64,
     batches: Vec<RecordBatch>,
 }
 
@@ -66,14 +67,20 @@ impl LateRows {
         self.keep
     }
 
-    /// Keep the rows `missed[i].row` of `input` (when collecting): the input's columns, then the
-    /// reason, the window each missed and the operator.
+    /// Late rows dropped so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Count the rows `missed[i].row` of `input` as late and keep them (when collecting): the
+    /// input's columns, then the reason, the window each missed and the operator.
     pub fn push(
         &mut self,
         input: &RecordBatch,
         missed: &[MissedWindow],
         cx: &LateContext,
     ) -> Result<()> {
+        self.count += missed.len() as u64;
         if !self.keep || missed.is_empty() {
             return Ok(());
         }

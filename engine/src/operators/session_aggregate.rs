@@ -79,9 +79,7 @@ pub struct SessionAggregateOperator {
     watermark: i64,
     schema: SchemaRef,
     input_schema: SchemaRef,
-    /// Late rows dropped so far.
-    late_rows: u64,
-    /// Late rows for the late-data destination.
+    /// Late rows dropped: counted, and kept for the late-data destination.
     late: LateRows,
 }
 
@@ -115,7 +113,6 @@ impl SessionAggregateOperator {
             watermark: i64::MIN,
             schema: node.schema.clone(),
             input_schema: node.input.schema(),
-            late_rows: 0,
             late: LateRows::default(),
         })
     }
@@ -261,7 +258,6 @@ impl Operator for SessionAggregateOperator {
             ks.rows.push((slot, kept.len() as u32, t));
             kept.push(i as u32);
         }
-        self.late_rows += late.len() as u64;
         let cx = LateContext {
             operator: "SessionWindowAggregate",
             reason: "the session the row belongs to had fired",
@@ -298,7 +294,7 @@ impl Operator for SessionAggregateOperator {
 
     fn counts(&self) -> EventCounts {
         EventCounts {
-            late_rows: Some(self.late_rows),
+            late_rows: Some(self.late.count()),
             ..Default::default()
         }
     }

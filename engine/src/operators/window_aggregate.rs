@@ -68,11 +68,9 @@ pub struct WindowAggregateOperator {
     late_dirty: BTreeSet<(i64, i64)>,
     schema: SchemaRef,
     metrics: Arc<JobMetrics>,
-    /// Late rows dropped so far.
-    late_rows: u64,
     /// Late rows accepted within the allowed lateness so far.
     late_updates: u64,
-    /// Late rows for the late-data destination.
+    /// Late rows dropped: counted, and kept for the late-data destination.
     late: LateRows,
 }
 
@@ -175,7 +173,6 @@ impl WindowAggregateOperator {
             late_dirty: BTreeSet::new(),
             schema: node.schema.clone(),
             metrics,
-            late_rows: 0,
             late_updates: 0,
             late: LateRows::default(),
         })
@@ -192,8 +189,7 @@ impl WindowAggregateOperator {
         if fire_time_ns(key.0, &self.time) <= self.watermark {
             let rows = self.converter.convert_columns(keys)?;
             let Some(t) = self.updates.late_table(key) else {
-                self.late_rows += n as u64;
-                return Ok(false);
+                return Ok(false); // counted when the caller passes the rows to `late`
             };
             t.update(&rows, inputs)?;
             self.late_dirty.insert(key);
@@ -483,7 +479,7 @@ impl Operator for WindowAggregateOperator {
 
     fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
         crate::runtime::op_metrics::EventCounts {
-            late_rows: Some(self.late_rows),
+            late_rows: Some(self.late.count()),
             late_updates: Some(self.late_updates),
             expired_keys: None,
         }

@@ -33,9 +33,7 @@ pub struct WindowAssignOperator {
     /// `window.allowed-lateness` (ns): windows stay open to rows this long after firing.
     lateness: i64,
     schema: SchemaRef,
-    /// Late rows dropped so far.
-    late_rows: u64,
-    /// Late rows for the late-data destination.
+    /// Late rows dropped: counted, and kept for the late-data destination.
     late: LateRows,
 }
 
@@ -52,7 +50,6 @@ impl WindowAssignOperator {
             watermark: i64::MIN,
             lateness: node.allowed_lateness_ns,
             schema: node.schema.clone(),
-            late_rows: 0,
             late: LateRows::default(),
         })
     }
@@ -67,7 +64,6 @@ impl WindowAssignOperator {
             rows: vec![],
             starts: vec![],
             ends: vec![],
-            late_rows: 0,
             late: Vec::new(),
         };
         for i in 0..ts.len() {
@@ -157,7 +153,6 @@ impl Operator for WindowAssignOperator {
                 .map_err(EngineError::Execution)?
             }
         };
-        self.late_rows += a.late_rows as u64;
         let cx = LateContext {
             operator: "WindowAssign",
             reason: "every window of the row had fired",
@@ -182,7 +177,7 @@ impl Operator for WindowAssignOperator {
 
     fn counts(&self) -> EventCounts {
         EventCounts {
-            late_rows: Some(self.late_rows),
+            late_rows: Some(self.late.count()),
             ..Default::default()
         }
     }

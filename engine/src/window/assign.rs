@@ -90,9 +90,7 @@ pub struct Assignments {
     /// Window end (exclusive) of each output row.
     pub ends: Vec<i64>,
     /// Rows dropped because every window they belong to has fired (or, for a row in no window at
-    /// all, because its time is at or below the watermark).
-    pub late_rows: usize,
-    /// Each dropped row and the last window it missed.
+    /// all, because its time is at or below the watermark), each with the last window it missed.
     pub late: Vec<MissedWindow>,
 }
 
@@ -475,15 +473,18 @@ impl Assignments {
             rows: Vec::with_capacity(n),
             starts: Vec::with_capacity(n),
             ends: Vec::with_capacity(n),
-            late_rows: 0,
             late: Vec::new(),
         }
     }
 
     #[inline]
     fn push_late(&mut self, row: usize, window: Option<(i64, i64)>) {
-        self.late_rows += 1;
         self.late.push(MissedWindow::new(row, window));
+    }
+
+    /// Number of late rows.
+    pub fn late_rows(&self) -> usize {
+        self.late.len()
     }
 
     #[inline]
@@ -530,7 +531,7 @@ fn timestamp_values(ts: &dyn Array, unit: TimeUnit) -> Result<&[i64], String> {
 /// any Timestamp type matching `tc.unit`); NULL timestamps are skipped (not counted as late).
 /// The watermark (ns) in force before row i is `max(row_watermarks[i], op_wm)`, or `op_wm` when
 /// there are no row watermarks or that entry is NULL. A window is open iff
-/// `fire_time_ns(end) > watermark`. A row none of whose windows is open is counted in `late_rows`
+/// `fire_time_ns(end) > watermark`. A row none of whose windows is open is counted in `late`
 /// and produces no output; a row in no window at all (hop with size < slide) is late iff its time
 /// is at or below the watermark. Output is in row order, windows of a row by ascending end.
 pub fn assign_windows(

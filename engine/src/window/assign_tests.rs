@@ -86,7 +86,7 @@ fn tumble_row_at_end_goes_to_next_window() {
         (3, 2 * MIN, 3 * MIN),
     ];
     assert_eq!(triples(&a), expected);
-    assert_eq!(a.late_rows, 0);
+    assert_eq!(a.late_rows(), 0);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn hop_size_not_a_multiple_of_slide() {
     assert_eq!(windows_of(&a, 2), vec![w(-2), w(0), w(2)]);
     assert_eq!(windows_of(&a, 3), vec![w(-4), w(-2)]);
     assert_eq!(windows_of(&a, 4), vec![w(0), w(2), w(4)]);
-    assert_eq!(a.late_rows, 0);
+    assert_eq!(a.late_rows(), 0);
 }
 
 #[test]
@@ -212,13 +212,15 @@ fn hop_smaller_than_slide_leaves_gaps() {
     let a = run(&[30 * S, 90 * S], &spec, &UTC_MS, NO_WM);
     assert_eq!(triples(&a), vec![(0, 0, MIN)]);
     assert_eq!(
-        a.late_rows, 0,
+        a.late_rows(),
+        0,
         "a row in no window above the watermark is not late"
     );
     let a = run(&[90 * S], &spec, &UTC_MS, 90 * S * 1_000_000);
     assert!(a.is_empty());
     assert_eq!(
-        a.late_rows, 1,
+        a.late_rows(),
+        1,
         "a row in no window at the watermark is late"
     );
 }
@@ -260,10 +262,10 @@ fn cumulate_partially_fired() {
     let wm = fire_time_ns(3 * MIN, &UTC_MS);
     let a = run(&t, &spec, &UTC_MS, wm);
     assert_eq!(triples(&a), vec![(0, 0, 4 * MIN), (0, 0, 5 * MIN)]);
-    assert_eq!(a.late_rows, 0);
+    assert_eq!(a.late_rows(), 0);
     let a = run(&t, &spec, &UTC_MS, fire_time_ns(5 * MIN, &UTC_MS));
     assert!(a.is_empty());
-    assert_eq!(a.late_rows, 1);
+    assert_eq!(a.late_rows(), 1);
 }
 
 #[test]
@@ -273,19 +275,19 @@ fn tumble_late_rows() {
     assert_eq!(fire, (MIN - 1) * 1_000_000);
     let a = run(&[10 * S], &spec, &UTC_MS, fire - 1);
     assert_eq!(
-        (a.len(), a.late_rows),
+        (a.len(), a.late_rows()),
         (1, 0),
         "window still open below end - 1"
     );
     let a = run(&[10 * S], &spec, &UTC_MS, fire);
     assert_eq!(
-        (a.len(), a.late_rows),
+        (a.len(), a.late_rows()),
         (0, 1),
         "watermark at end - 1 fired the window"
     );
     // A row behind the watermark whose window is still open is not late.
     let a = run(&[10 * S], &spec, &UTC_MS, 30 * S * 1_000_000);
-    assert_eq!((a.len(), a.late_rows), (1, 0));
+    assert_eq!((a.len(), a.late_rows()), (1, 0));
 }
 
 #[test]
@@ -296,10 +298,10 @@ fn per_row_watermarks() {
     let wms = Int64Array::from(vec![Some(i64::MIN), Some(fire), None, Some(fire - 1), None]);
     let a = assign_windows(&ts, &spec, &UTC_MS, Some(&wms), 0).unwrap();
     assert_eq!(a.rows, vec![0, 2, 3, 4]);
-    assert_eq!(a.late_rows, 1);
+    assert_eq!(a.late_rows(), 1);
     // The operator watermark applies to every row: max(row watermark, op watermark).
     let a = assign_windows(&ts, &spec, &UTC_MS, Some(&wms), fire).unwrap();
-    assert_eq!((a.len(), a.late_rows), (0, 5));
+    assert_eq!((a.len(), a.late_rows()), (0, 5));
 }
 
 #[test]
@@ -308,11 +310,11 @@ fn hop_partially_fired_goes_only_to_open_windows() {
     let t = [2 * MIN + 30 * S];
     let a = run(&t, &spec, &UTC_MS, fire_time_ns(5 * MIN, &UTC_MS));
     assert_eq!(triples(&a), vec![(0, 2 * MIN, 7 * MIN)]);
-    assert_eq!(a.late_rows, 0);
+    assert_eq!(a.late_rows(), 0);
     let a = run(&t, &spec, &UTC_MS, fire_time_ns(5 * MIN, &UTC_MS) - 1);
     assert_eq!(windows_of(&a, 0), vec![(0, 5 * MIN), (2 * MIN, 7 * MIN)]);
     let a = run(&t, &spec, &UTC_MS, fire_time_ns(7 * MIN, &UTC_MS));
-    assert_eq!((a.len(), a.late_rows), (0, 1));
+    assert_eq!((a.len(), a.late_rows()), (0, 1));
 }
 
 #[test]
@@ -320,7 +322,7 @@ fn null_timestamps_are_skipped_not_late() {
     let spec = ms_spec(tumble(NS_MIN), 0);
     let ts = TimestampMillisecondArray::from(vec![Some(5), None, Some(MIN + 5), None]);
     let a = assign_windows(&ts, &spec, &UTC_MS, None, i64::MAX).unwrap();
-    assert_eq!((a.len(), a.late_rows), (0, 2));
+    assert_eq!((a.len(), a.late_rows()), (0, 2));
     let a = assign_windows(&ts, &spec, &UTC_MS, None, NO_WM).unwrap();
     assert_eq!(triples(&a), vec![(0, 0, MIN), (2, MIN, 2 * MIN)]);
 }
@@ -452,9 +454,9 @@ fn dst_day_in_new_york() {
     assert_eq!(fire - fire_time_ns(day_start, &tc), 23 * NS_H);
     // The window is open until the watermark reaches its fire time.
     let a = run(&instants[..4], &spec, &tc, fire - 1);
-    assert_eq!((a.len(), a.late_rows), (4, 0));
+    assert_eq!((a.len(), a.late_rows()), (4, 0));
     let a = run(&instants[..4], &spec, &tc, fire);
-    assert_eq!((a.len(), a.late_rows), (0, 4));
+    assert_eq!((a.len(), a.late_rows()), (0, 4));
 }
 
 #[test]
@@ -559,7 +561,7 @@ fn check_against_reference(values: &[Option<i64>], wms: &[Option<i64>], tc: &Tim
             expected.extend(ws.into_iter().map(|(s, e)| (row as u32, s, e)));
         }
         assert_eq!(triples(&a), expected, "{spec:?}");
-        assert_eq!(a.late_rows, late, "{spec:?}");
+        assert_eq!(a.late_rows(), late, "{spec:?}");
     }
 }
 
@@ -640,10 +642,10 @@ fn splitting_a_batch_does_not_change_the_result() {
                 .into_iter()
                 .map(|(r, s, e)| (r + lo as u32, s, e)),
         );
-        late += part.late_rows;
+        late += part.late_rows();
     }
     assert_eq!(triples(&all), joined);
-    assert_eq!(all.late_rows, late);
+    assert_eq!(all.late_rows(), late);
 }
 
 #[test]
