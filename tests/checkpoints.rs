@@ -157,8 +157,9 @@ recover!(tumble_group);
 recover!(tumble_offset_tvf);
 recover!(tumble_tvf);
 
-/// With a 1 kB memory limit every window moves to RocksDB (spilled) almost at once: updates
-/// go through RocksDB and firing reads the windows back, across a crash too.
+/// With a 1 kB memory limit every window (and every batch of rows a session window holds)
+/// moves to RocksDB (spilled) almost at once: updates go through RocksDB and firing reads the
+/// windows back, across a crash too.
 macro_rules! spilled {
     ($name:ident, $case:literal) => {
         #[tokio::test]
@@ -172,6 +173,8 @@ spilled!(spilled_tumble_tvf, "tumble_tvf");
 spilled!(spilled_hop_group, "hop_group");
 spilled!(spilled_cumulate_tvf, "cumulate_tvf");
 spilled!(spilled_late_rows_dropped, "late_rows_dropped");
+spilled!(spilled_session_group, "session_group");
+spilled!(spilled_session_tvf, "session_tvf");
 
 #[tokio::test]
 async fn stop_with_savepoint_then_resume() {

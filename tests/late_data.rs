@@ -242,3 +242,98 @@ async fn late_rows_are_written_once_across_a_crash_and_recovery() {
         "late rows after a crash (mid-stream: {crashed}) and recovery"
     );
 }
+
+/// Every record of `topic` (one partition) that a `read_committed` reader sees, until none
+/// arrives for 3 s.
+async fn committed_records(broker: &Broker, topic: &str) -> Vec<Value> {
+    let consumer = broker.reader(topic, 1, &[("isolation.level", "read_committed")]);
+    let mut out = Vec::new();
+    let wait = std::time::Duration::from_secs(3);
+    while let Ok(m) = tokio::time::timeout(wait, consumer.recv()).await {
+        let m = m.unwrap();
+        out.push(serde_json::from_slice::<Value>(m.payload().unwrap()).unwrap());
+    }
+    sorted(out)
+}
+
+/// An engine checkpointing into `ck` every 200 ms.
+fn slow_checkpoints(ck: &std::path::Path) -> weir::Engine {
+    let e = weir::Engine::new();
+    e.set_quiet(true);
+    e.set_batch_size(50);
+    e.set_checkpointing(Some(weir::CheckpointConfig {
+        interval: std::time::Duration::from_millis(200),
+        ..weir::CheckpointConfig::new(ck)
+    }));
+    e
+}
+
+/// `late_rows_dropped` read from Kafka by a checkpointing job whose late rows go to the
+/// source's `'late-data.topic'`, crashed (as by `kill -9`) 150 ms after its first checkpoint,
+/// with late rows written since, and restarted: the topic holds each late row once (for
+/// `read_committed` readers), the same rows as a clean run's.
+#[tokio::test]
+async fn late_rows_reach_the_late_data_topic_once_across_a_crash() {
+    use crate::checkpoints::scratch;
+    let broker = Broker::start();
+    let case = root().join("tests/conformance/late_rows_dropped");
+    let input = std::fs::read_to_string(case.join("input.jsonl")).unwrap();
+    let records: Vec<(i32, String, Vec<u8>)> = input
+        .lines()
+        .map(|l| (0, "k".to_string(), l.as_bytes().to_vec()))
+        .collect();
+    let mut runs = Vec::new();
+    for run in ["clean", "crash"] {
+        let (src, late) = (format!("lt-{run}"), format!("lt-{run}-late"));
+        broker.create_topic(&src, 1).await;
+        broker.create_topic(&late, 1).await;
+        let ends = broker.produce(&src, &records, 1).await;
+        let [out, ck] = ["out", "ck"].map(|n| scratch(&format!("late-topic-{run}-{n}")));
+        let sql = format!(
+            "CREATE TABLE t (sensor_id STRING, facility STRING, temperature DOUBLE,
+               humidity DOUBLE, quality INT, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+             WITH ('connector' = 'kafka', 'topic' = '{src}',
+               'properties.bootstrap.servers' = '{b}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
+               'scan.bounded.specific-offsets' = '{ends}', 'scan.records-per-second' = '3000',
+               'late-data.topic' = '{late}');
+             CREATE TABLE weir_out (sensor_id STRING, window_start TIMESTAMP(3),
+               window_end TIMESTAMP(3), cnt BIGINT, avg_temp DOUBLE)
+             WITH ('connector' = 'filesystem', 'path' = '{o}', 'format' = 'json');
+             INSERT INTO weir_out SELECT sensor_id, window_start, window_end, COUNT(*) AS cnt,
+               AVG(temperature) AS avg_temp
+             FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+             GROUP BY sensor_id, window_start, window_end;",
+            b = broker.bootstrap,
+            o = out.display()
+        );
+        if run == "crash" {
+            let first = slow_checkpoints(&ck).submit(&sql).await.unwrap();
+            while first.last_checkpoint().unwrap_or(0) < 1 {
+                assert!(
+                    !first.is_done(),
+                    "the job ended before its first checkpoint"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            assert!(
+                !first.is_done(),
+                "the job should still be running when it crashes"
+            );
+            first.cancel();
+            let _ = first.wait().await;
+        }
+        let job = slow_checkpoints(&ck).submit(&sql).await.unwrap();
+        job.wait().await.unwrap();
+        let rows = committed_records(&broker, &late).await;
+        if run == "clean" {
+            assert_eq!(rows.len() as u64, job.late_rows());
+        }
+        runs.push(rows);
+    }
+    assert!(!runs[0].is_empty());
+    assert_eq!(runs[1].len(), runs[0].len(), "late rows after a crash");
+    assert_eq!(runs[1], runs[0]);
+}

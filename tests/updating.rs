@@ -372,17 +372,30 @@ pub(crate) async fn read_topic(
 
 #[tokio::test]
 async fn upsert_kafka_round_trip_gives_the_final_table() {
+    upsert_round_trip("upserts", "").await;
+}
+
+/// The GROUP BY key is the table's key, so by default (`AUTO`) the changelog is written as it
+/// is; `FORCE` puts it through the materializer, with the same table.
+#[tokio::test]
+async fn upsert_kafka_with_a_forced_materializer_gives_the_final_table() {
+    let set = "SET 'table.exec.sink.upsert-materialize' = 'FORCE';";
+    upsert_round_trip("upserts-forced", set).await;
+}
+
+async fn upsert_round_trip(topic: &str, set: &str) {
     let broker = Broker::start();
-    broker.create_topic("upserts", 2).await;
+    broker.create_topic(topic, 2).await;
     let case = root().join("tests/conformance/updating_count_per_sensor");
     let job = job_in_dir(&case);
     let query = &job[job.rfind("SELECT").unwrap()..];
     let ddl = &job[..job.rfind("SELECT").unwrap()];
     let sql = format!(
-        "{ddl}
+        "{set}
+         {ddl}
          CREATE TABLE per_sensor (sensor_id STRING, cnt BIGINT, max_temp DOUBLE, q BIGINT,
            PRIMARY KEY (sensor_id) NOT ENFORCED)
-         WITH ('connector' = 'upsert-kafka', 'topic' = 'upserts',
+         WITH ('connector' = 'upsert-kafka', 'topic' = '{topic}',
                'properties.bootstrap.servers' = '{}', 'key.format' = 'json',
                'value.format' = 'json');
          INSERT INTO per_sensor {query}",
@@ -392,7 +405,7 @@ async fn upsert_kafka_round_trip_gives_the_final_table() {
     engine.set_quiet(true);
     engine.set_batch_size(64);
     engine.submit(&sql).await.unwrap().wait().await.unwrap();
-    let records = read_topic(&broker, "upserts", 2).await;
+    let records = read_topic(&broker, topic, 2).await;
     assert!(records.len() > 9, "updates were written: {}", records.len());
     let mut table: std::collections::BTreeMap<String, Value> = Default::default();
     for (key, value) in records {

@@ -103,3 +103,81 @@ async fn a_row_that_falls_out_of_a_top_n_is_deleted_from_the_topic() {
     )
     .await;
 }
+
+/// Run `sql` (writing to upsert topic `topic`) checkpointing into `ckpt`; with `crash`, cancel
+/// it after its third checkpoint (as `kill -9` would) and run it again from the checkpoint.
+async fn run_checkpointed(sql: &str, ckpt: &std::path::Path, crash: bool) {
+    let engine = || {
+        let e = weir::Engine::new();
+        e.set_quiet(true);
+        e.set_batch_size(10);
+        e.set_checkpointing(Some(weir::CheckpointConfig {
+            interval: std::time::Duration::from_millis(20),
+            ..weir::CheckpointConfig::new(ckpt)
+        }));
+        e
+    };
+    if crash {
+        let first = engine().submit(sql).await.unwrap();
+        let t0 = std::time::Instant::now();
+        while first.last_checkpoint().unwrap_or(0) < 3 && !first.is_done() {
+            assert!(t0.elapsed().as_secs() < 60, "no checkpoint");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(
+            !first.is_done(),
+            "the job should still be running when it crashes"
+        );
+        first.cancel();
+        let _ = first.wait().await;
+    }
+    engine().submit(sql).await.unwrap().wait().await.unwrap();
+}
+
+/// Two sensors per facility pass `HAVING MAX(temperature) < 80`, and the topic's key is the
+/// facility, so both rows share one message key (the topic shows the newer). Later the second
+/// sensor stops passing: the facility must then show the first sensor's row again. Across a
+/// crash the sink must still know that the first sensor's row is there; a sink that forgot its
+/// rows would delete the facility from the topic.
+#[tokio::test]
+async fn rows_sharing_a_message_key_survive_a_crash_without_wrong_tombstones() {
+    let facilities = 150;
+    let mut rows = Vec::new();
+    for f in 0..facilities {
+        rows.push(reading("a", &format!("f{f}"), 50.0, f));
+        rows.push(reading("b", &format!("f{f}"), 60.0, f));
+    }
+    for f in 0..facilities {
+        rows.push(reading("b", &format!("f{f}"), 95.0, facilities + f));
+    }
+    let dir = input("shared-key", &rows);
+    let ddl = table_ddl(&dir, ", 'scan.records-per-second' = '1500'");
+    let broker = Broker::start();
+    let mut tables = Vec::new();
+    for (name, crash) in [("shared-clean", false), ("shared-crash", true)] {
+        broker.create_topic(name, 2).await;
+        let sql = format!(
+            "{ddl}
+             CREATE TABLE out (facility STRING, sensor_id STRING, m DOUBLE,
+               PRIMARY KEY (facility) NOT ENFORCED)
+             WITH ('connector' = 'upsert-kafka', 'topic' = '{name}',
+                   'properties.bootstrap.servers' = '{b}', 'key.format' = 'json',
+                   'value.format' = 'json');
+             INSERT INTO out SELECT facility, sensor_id, MAX(temperature) AS m FROM t
+               GROUP BY facility, sensor_id HAVING MAX(temperature) < 80;",
+            b = broker.bootstrap
+        );
+        let ckpt = std::env::temp_dir().join(format!("weir-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&ckpt);
+        run_checkpointed(&sql, &ckpt, crash).await;
+        let _ = std::fs::remove_dir_all(&ckpt);
+        tables.push(as_table(read_topic(&broker, name, 2).await));
+    }
+    assert_eq!(
+        tables[0].len(),
+        facilities as usize,
+        "every facility keeps sensor a"
+    );
+    assert!(tables[0].iter().all(|r| r["sensor_id"] == "a"));
+    assert_same_rows("shared key across a crash", &tables[1], &tables[0]);
+}

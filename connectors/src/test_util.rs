@@ -64,6 +64,7 @@ pub(crate) fn sink_ctx(table: TableDef, settings: &[(&str, &str)]) -> SinkContex
         checkpointing: false,
         restore: None,
         state_dir: None,
+        upsert_key: None,
     }
 }
 

@@ -140,6 +140,10 @@ pub struct SinkContext {
     pub checkpointing: bool,
     /// Set when the job restarts from a checkpoint.
     pub restore: Option<SinkRestore>,
+    /// The sink columns that identify a row of an updating result, when the planner derived
+    /// them (Flink's upsert key): every row then leaves through a `-D` and every `-U` has its
+    /// `+U`. `None` for append-only results and when rows can leave otherwise.
+    pub upsert_key: Option<Vec<String>>,
     /// A directory of the checkpoint store for this sink's own files (checkpointing jobs).
     pub state_dir: Option<std::path::PathBuf>,
 }

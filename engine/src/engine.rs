@@ -382,6 +382,7 @@ impl Engine {
                 table: &ins.table,
                 updating: ins.plan.updating,
                 event_col: ins.plan.root.event_time_column(),
+                upsert_key: ins.plan.root.upsert_key(),
             };
             let (sink, sink_ck) = open_sink(&g, &job, ck.as_ref(), target)?;
             sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));

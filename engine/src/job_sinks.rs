@@ -34,6 +34,8 @@ pub(crate) struct SinkTarget<'a> {
     pub updating: bool,
     /// The event-time column of the rows, for latency metrics.
     pub event_col: Option<(usize, i64)>,
+    /// The columns that identify a row of the changelog ([`weir_planner::stream_plan::StreamNode::upsert_key`]).
+    pub upsert_key: Option<Vec<usize>>,
 }
 
 /// Create the sink of `target` (registered with the job's checkpoints when it checkpoints).
@@ -75,6 +77,12 @@ pub(crate) fn open_sink(
         metrics: job.metrics.clone(),
         checkpointing: ck.is_some(),
         restore,
+        upsert_key: target.upsert_key.map(|key| {
+            let fields = table.physical_schema();
+            key.iter()
+                .filter_map(|i| fields.fields().get(*i).map(|f| f.name().clone()))
+                .collect()
+        }),
         state_dir: sink_ck
             .as_ref()
             .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
@@ -118,10 +126,15 @@ pub(crate) fn late_sinks(
 ) -> Result<Vec<LateSink>> {
     let mut out = Vec::new();
     for dest in late.into_destinations() {
+        let table = match ck {
+            Some(_) => crate::late::checkpointed(&dest.table),
+            None => dest.table.clone(),
+        };
         let target = SinkTarget {
-            table: &dest.table,
+            table: &table,
             updating: false,
             event_col: None,
+            upsert_key: None,
         };
         let (input, ck) = open_sink(g, job, ck, target)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);

@@ -254,8 +254,39 @@ pub fn job_sink_table(
     }
 }
 
+/// The name [`topic_table`] gives its table.
+fn topic_table_name(source: &str, topic: &str) -> String {
+    format!("{source} {LATE_TOPIC_OPTION} {topic}")
+}
+
+/// The table of a `'late-data.topic'` in a checkpointing job: written in Kafka transactions
+/// committed with the job's checkpoints, so each late row is in the topic once for readers
+/// with `isolation.level = read_committed`. Other tables are returned as they are.
+pub fn checkpointed(table: &Arc<TableDef>) -> Arc<TableDef> {
+    let Some(topic) = table.option("topic") else {
+        return table.clone();
+    };
+    let synthesized = table.options.get("connector").map(String::as_str) == Some("kafka")
+        && table
+            .name
+            .ends_with(&format!(" {LATE_TOPIC_OPTION} {topic}"));
+    if !synthesized {
+        return table.clone();
+    }
+    let mut t = TableDef::clone(table);
+    let options = [
+        ("sink.delivery-guarantee", "exactly-once".to_string()),
+        ("sink.transactional-id-prefix", format!("weir-late-{topic}")),
+    ];
+    for (k, v) in options {
+        t.options.insert(k.into(), v);
+    }
+    Arc::new(t)
+}
+
 /// The Kafka sink table behind a source's `'late-data.topic'`: the source's physical columns
-/// and the late-row columns, as JSON records on the source's brokers.
+/// and the late-row columns, as JSON records on the source's brokers (at-least-once, or
+/// exactly-once in a checkpointing job: see [`checkpointed`]).
 pub fn topic_table(source: &TableDef, topic: &str) -> TableDef {
     let mut columns: Vec<ColumnDef> = source
         .columns
@@ -288,7 +319,7 @@ pub fn topic_table(source: &TableDef, topic: &str) -> TableDef {
     options.insert("topic".into(), topic.into());
     options.insert("format".into(), "json".into());
     TableDef {
-        name: format!("{} late-data.topic {topic}", source.name),
+        name: topic_table_name(&source.name, topic),
         columns,
         watermark: None,
         primary_key: Vec::new(),

@@ -14,7 +14,8 @@ pub struct JobMetrics {
     pub rows_out: AtomicU64,
     /// Rows dropped because they arrived after their windows fired.
     pub late_rows: AtomicU64,
-    /// Windows moved from memory to RocksDB because of `state.memory-limit`.
+    /// Windows (and batches of rows session windows hold) moved from memory to RocksDB because
+    /// of `state.memory-limit`.
     pub spilled_windows: AtomicU64,
     /// Late rows accepted within `window.allowed-lateness` (they update emitted windows).
     pub late_updates: AtomicU64,

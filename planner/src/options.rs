@@ -35,6 +35,11 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         doc: "sink table for rows dropped as late, with the reason and the window they missed",
     },
     SessionOption {
+        key: "table.exec.sink.upsert-materialize",
+        example: "AUTO",
+        doc: "when upsert sinks keep each key's rows to delete keys whose row left (AUTO, FORCE, NONE)",
+    },
+    SessionOption {
         key: "table.exec.state.ttl",
         example: "1 d",
         doc: "drop keys of updating state idle this long",

@@ -230,6 +230,28 @@ impl Planner {
         self.plan_query(catalog, settings, &q)
     }
 
+    /// The stream plan of a script's last statement, a query over the tables its `CREATE
+    /// TABLE` statements define, with default settings (for tests and tools).
+    pub fn plan_script(&self, sql: &str) -> Result<crate::StreamNode> {
+        let mut catalog = Catalog::default();
+        let mut query = None;
+        for statement in crate::parse_script(sql)? {
+            match statement {
+                crate::Statement::CreateTable { table, .. } => {
+                    let table = self.resolve_table(table)?;
+                    catalog.tables.insert(table.name.clone(), Arc::new(table));
+                }
+                crate::Statement::Query(q) => query = Some(q),
+                _ => {}
+            }
+        }
+        let q = query.ok_or_else(|| PlanError::plan("no query", Default::default()))?;
+        let plan = self.plan_query(&catalog, &Default::default(), &q)?;
+        plan.stream
+            .map(|s| s.root)
+            .ok_or_else(|| PlanError::plan("the query reads no table", q.location))
+    }
+
     /// Names of all scalar and aggregate functions (for SHOW FUNCTIONS and completion).
     pub fn function_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.state.scalar_functions().keys().cloned().collect();

@@ -306,6 +306,26 @@ impl StreamNode {
         }
     }
 
+    /// The output columns that identify a row of this changelog when every row leaves only
+    /// through a `-D` and every `-U` is followed by its `+U` (Flink's upsert key): the group
+    /// keys of a GROUP BY, or the partition of a deduplication, through projections that keep
+    /// them. `None` when rows can leave otherwise (a filter over an aggregate, a top-N) or no
+    /// key is known; an upsert sink then materializes the changelog.
+    pub fn upsert_key(&self) -> Option<Vec<usize>> {
+        use datafusion::physical_expr::expressions::Column;
+        let column = |e: &PhysExpr| e.downcast_ref::<Column>().map(|c| c.index());
+        match self {
+            StreamNode::GroupAggregate(a) => Some((0..a.group_exprs.len()).collect()),
+            StreamNode::Rank(r) if r.limit == 1 => r.partition.iter().map(column).collect(),
+            StreamNode::Project { input, exprs, .. } => input
+                .upsert_key()?
+                .iter()
+                .map(|k| exprs.iter().position(|e| column(e) == Some(*k)))
+                .collect(),
+            _ => None,
+        }
+    }
+
     /// An indented operator tree for EXPLAIN.
     pub fn explain(&self) -> String {
         let mut out = String::new();
@@ -433,6 +453,46 @@ pub fn describe_delay(ns: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::unnumbered;
+
+    /// The upsert key of `query` over `t (k STRING, f STRING, v BIGINT, ts TIMESTAMP(3))`.
+    fn upsert_key(query: &str) -> Option<Vec<usize>> {
+        let sql = format!(
+            "CREATE TABLE t (k STRING, f STRING, v BIGINT, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts) WITH ('connector' = 'x'); {query}"
+        );
+        let root = crate::Planner::new().plan_script(&sql).unwrap();
+        root.upsert_key()
+    }
+
+    #[test]
+    fn the_upsert_key_is_known_only_where_rows_leave_through_a_delete() {
+        let by_k = "SELECT COUNT(*) AS n, k FROM t GROUP BY k";
+        assert_eq!(upsert_key(by_k), Some(vec![1]));
+        let two = "SELECT f, k, MAX(v) AS m FROM t GROUP BY k, f";
+        assert_eq!(
+            upsert_key(two).map(|mut k| {
+                k.sort();
+                k
+            }),
+            Some(vec![0, 1])
+        );
+        // HAVING and a WHERE over an aggregate take rows away with a lone -U.
+        assert_eq!(
+            upsert_key("SELECT k, COUNT(*) AS n FROM t GROUP BY k HAVING COUNT(*) < 3"),
+            None
+        );
+        // A key computed from the group key is not the group key.
+        assert_eq!(
+            upsert_key("SELECT UPPER(k) AS u, COUNT(*) AS n FROM t GROUP BY k"),
+            None
+        );
+        let dedup = "SELECT k, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k
+                       ORDER BY ts DESC) AS rn FROM t) WHERE rn = 1";
+        assert_eq!(upsert_key(dedup), Some(vec![0]));
+        let top2 = "SELECT k, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k
+                      ORDER BY v DESC) AS rn FROM t) WHERE rn <= 2";
+        assert_eq!(upsert_key(top2), None);
+    }
 
     #[test]
     fn layouts_do_not_depend_on_alias_numbers() {

@@ -16,6 +16,7 @@ pub mod source;
 pub(crate) mod transactional;
 mod upsert;
 mod upsert_state;
+mod upsert_store;
 mod writer;
 
 use std::collections::BTreeMap;

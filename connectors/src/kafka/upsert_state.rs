@@ -12,11 +12,17 @@
 //! whose newest row changed gets that row. A `-U` and its `+U` in one batch are one write, and
 //! nothing is written for a key that ends a batch as it began.
 //!
-//! The rows live in memory only. After a restart a retraction of a row from before the crash is
-//! not found; the key is then written again from what is known (a tombstone when no row is
-//! left), which is exact whenever the query's key is the table's key.
+//! The rows live in memory and, in a checkpointing job, in the checkpoint (see
+//! [`super::upsert_store`]): [`Materializer::changes`] gives the keys changed since the last
+//! checkpoint, so a restarted sink holds exactly the rows it held at the checkpoint it restarts
+//! from. Without checkpoints, a retraction the materializer does not know (of a row from before
+//! a restart) writes its key again from what is known (a tombstone when no row is left).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BinaryBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -30,6 +36,16 @@ pub(crate) struct Materializer {
     keys: RowConverter,
     rows: RowConverter,
     table: HashMap<OwnedRow, Vec<OwnedRow>>,
+    /// Keys changed since the last [`Materializer::changes`].
+    dirty: HashSet<OwnedRow>,
+}
+
+/// The schema of materializer state: one record per held row (`row` null: the key holds none).
+pub(crate) fn state_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Binary, false),
+        Field::new("row", DataType::Binary, true),
+    ]))
 }
 
 /// A key a batch touched: what the topic showed before it.
@@ -62,7 +78,84 @@ impl Materializer {
             keys,
             rows,
             table: HashMap::new(),
+            dirty: HashSet::new(),
         })
+    }
+
+    /// Whether a key changed since the last [`Materializer::changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The rows of the keys changed since the last call (every key when `all`), in
+    /// [`state_schema`]: each held row, or one null row for a key that holds none now.
+    pub fn changes(&mut self, all: bool) -> Result<RecordBatch> {
+        let dirty = std::mem::take(&mut self.dirty);
+        let keys: Vec<&OwnedRow> = match all {
+            true => self.table.keys().collect(),
+            false => dirty.iter().collect(),
+        };
+        let (mut k, mut r) = (BinaryBuilder::new(), BinaryBuilder::new());
+        for key in keys {
+            match self.table.get(key).filter(|rows| !rows.is_empty()) {
+                None => {
+                    k.append_value(key.as_ref());
+                    r.append_null();
+                }
+                Some(rows) => {
+                    for row in rows {
+                        k.append_value(key.as_ref());
+                        r.append_value(row.as_ref());
+                    }
+                }
+            }
+        }
+        let cols: Vec<ArrayRef> = vec![Arc::new(k.finish()), Arc::new(r.finish())];
+        Ok(RecordBatch::try_new(state_schema(), cols)?)
+    }
+
+    /// Apply state written by [`Materializer::changes`]: each key listed holds exactly its
+    /// rows there. Bytes that are not rows of this table are an error, never a panic.
+    pub fn load(&mut self, batch: &RecordBatch) -> Result<()> {
+        let bad =
+            |what: &str| weir_engine::EngineError::State(format!("upsert sink state: {what}"));
+        let binary = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .cloned()
+        };
+        let (Some(keys), Some(rows)) = (binary(0), binary(1)) else {
+            return Err(bad("not a key and a row column"));
+        };
+        let (kp, rp) = (self.keys.parser(), self.rows.parser());
+        let mut seen: HashSet<OwnedRow> = HashSet::new();
+        for i in 0..batch.num_rows() {
+            let key = kp.parse(keys.value(i)).owned();
+            if seen.insert(key.clone()) {
+                self.table.remove(&key);
+            }
+            if rows.is_valid(i) {
+                let row = rp.parse(rows.value(i)).owned();
+                self.table.entry(key).or_default().push(row);
+            }
+        }
+        self.check()
+            .map_err(|_| bad("rows that do not fit the table's columns"))
+    }
+
+    /// Every held row converts back to columns (a corrupt state file panics in arrow-row).
+    fn check(&self) -> Result<(), ()> {
+        let convert = || {
+            let rows = self.table.values().flatten().map(|r| r.row());
+            let keys = self.table.keys().map(|k| k.row());
+            self.rows.convert_rows(rows).is_ok() && self.keys.convert_rows(keys).is_ok()
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(convert)) {
+            Ok(true) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     /// Apply a batch of changes; the records the topic needs for them.
@@ -107,6 +200,7 @@ impl Materializer {
         let mut out: Vec<OwnedRow> = Vec::new();
         let mut tombstones = Vec::new();
         for t in touched {
+            self.dirty.insert(t.key.clone());
             let now = self.table.get(&t.key).and_then(|r| r.last()).cloned();
             match now {
                 None => {
@@ -139,21 +233,22 @@ impl Materializer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datafusion::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
     use RowKind::*;
 
-    fn schema() -> SchemaRef {
+    /// Rows `(k STRING, n BIGINT)`, the message key `k`.
+    pub(crate) fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, false),
             Field::new("n", DataType::Int64, false),
         ]))
     }
 
-    fn batch(rows: &[(&str, i64)]) -> RecordBatch {
+    pub(crate) fn batch(rows: &[(&str, i64)]) -> RecordBatch {
         let k: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)));
         let n: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)));
         RecordBatch::try_new(schema(), vec![k, n]).unwrap()

@@ -250,28 +250,15 @@ mod tests {
     use datafusion::arrow::array::StringArray;
     use std::sync::Arc;
     use weir_planner::stream_plan::StreamNode;
-    use weir_planner::{Catalog, Planner, Statement};
 
     /// The GROUP BY node of `SELECT k, COUNT(*), MAX(v) FROM t GROUP BY k`.
     fn node() -> GroupAggregateNode {
         let sql = "CREATE TABLE t (k STRING, v BIGINT) WITH ('connector' = 'x');
                    SELECT k, COUNT(*) AS n, MAX(v) AS m FROM t GROUP BY k";
-        let mut st = weir_planner::parse_script(sql).unwrap();
-        let (Some(Statement::Query(q)), Some(Statement::CreateTable { table, .. })) =
-            (st.pop(), st.pop())
-        else {
-            panic!("a table and a query")
-        };
-        let mut catalog = Catalog::default();
-        catalog.tables.insert("t".into(), Arc::new(table));
-        let plan = Planner::new().plan_query(&catalog, &Default::default(), &q);
-        let mut node = plan.unwrap().stream.unwrap().root;
-        loop {
-            match node {
-                StreamNode::GroupAggregate(a) => return a,
-                other => node = other.children()[0].clone(),
-            }
-        }
+        crate::operators::planned(sql, |n| match n {
+            StreamNode::GroupAggregate(a) => Some(a.clone()),
+            _ => None,
+        })
     }
 
     /// Rows `(k, v)` in the node's input columns.

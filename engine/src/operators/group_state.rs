@@ -1,10 +1,12 @@
-//! GROUP BY state in checkpoints, one entry per key: a barrier writes only the groups changed
-//! since the last one, so a checkpoint costs what changed, not the number of keys.
+//! Keyed state in checkpoints, one entry per key (GROUP BY groups, top-N partitions): a barrier
+//! writes only the keys changed since the last one, so a checkpoint costs what changed, not the
+//! number of keys.
 //!
-//! Entry `g/k/<key in Arrow row format>` holds the group's net row count (8 bytes LE) and then,
-//! per aggregate, its state's length (4 bytes LE) and bytes. The RocksDB checkpoint that follows
-//! hard-links the SST files it already has, so unchanged keys cost no I/O either. A TTL sweep
-//! renumbers the groups; the next barrier then rewrites every entry.
+//! GROUP BY entry `g/k/<key in Arrow row format>` holds the group's net row count (8 bytes LE)
+//! and then, per aggregate, its state's length (4 bytes LE) and bytes; top-N entries live under
+//! `r/k/` (see [`super::rank`]). The RocksDB checkpoint that follows hard-links the SST files it
+//! already has, so unchanged keys cost no I/O either. A TTL sweep renumbers the keys; the next
+//! barrier then rewrites every entry.
 
 use datafusion::arrow::row::{RowConverter, Rows};
 
@@ -89,28 +91,51 @@ pub(crate) fn write(
     view: &GroupsView,
     changed: Changed,
 ) -> Result<()> {
-    let groups: Vec<usize> = match changed {
-        Changed::All => {
-            state.delete_prefix(KEY_PREFIX)?;
-            (0..view.counts.len()).collect()
-        }
-        Changed::Groups(g) => g,
+    let keys = KeyedEntries {
+        prefix: KEY_PREFIX,
+        keys: view.keys,
+        len: view.counts.len(),
     };
-    for chunk in groups.chunks(CHUNK) {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = chunk
-            .iter()
-            .map(|g| (entry_key(view.keys.row(*g).as_ref()), entry_value(view, *g)))
-            .collect();
-        state.put_all(&entries)?;
-    }
-    Ok(())
+    keys.write(state, changed, |g| entry_value(view, g))
 }
 
-fn entry_key(row: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(KEY_PREFIX.len() + row.len());
-    k.extend_from_slice(KEY_PREFIX);
-    k.extend_from_slice(row);
-    k
+/// Keys in row format, each with an entry under `prefix`.
+pub(crate) struct KeyedEntries<'a> {
+    pub prefix: &'a [u8],
+    pub keys: &'a Rows,
+    /// How many keys there are (0..len).
+    pub len: usize,
+}
+
+impl KeyedEntries<'_> {
+    /// Write the entries of the `changed` keys, `value(key number)` each.
+    pub fn write(
+        &self,
+        state: &mut dyn StateBackend,
+        changed: Changed,
+        value: impl Fn(usize) -> Vec<u8>,
+    ) -> Result<()> {
+        let groups: Vec<usize> = match changed {
+            Changed::All => {
+                state.delete_prefix(self.prefix)?;
+                (0..self.len).collect()
+            }
+            Changed::Groups(g) => g,
+        };
+        for chunk in groups.chunks(CHUNK) {
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = chunk
+                .iter()
+                .map(|g| {
+                    (
+                        [self.prefix, self.keys.row(*g).as_ref()].concat(),
+                        value(*g),
+                    )
+                })
+                .collect();
+            state.put_all(&entries)?;
+        }
+        Ok(())
+    }
 }
 
 fn entry_value(view: &GroupsView, g: usize) -> Vec<u8> {
@@ -131,14 +156,23 @@ pub(crate) struct Entry {
     pub value: Vec<u8>,
 }
 
-/// Read every per-key entry, a chunk at a time, passing each chunk to `load`.
+/// Read every GROUP BY entry, a chunk at a time, passing each chunk to `load`.
 pub(crate) fn read(
     state: &dyn StateBackend,
+    load: impl FnMut(Vec<Entry>) -> Result<()>,
+) -> Result<()> {
+    read_prefix(state, KEY_PREFIX, load)
+}
+
+/// Read every per-key entry under `prefix`, a chunk at a time, passing each chunk to `load`.
+pub(crate) fn read_prefix(
+    state: &dyn StateBackend,
+    prefix: &[u8],
     mut load: impl FnMut(Vec<Entry>) -> Result<()>,
 ) -> Result<()> {
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let chunk = state.scan_chunk(KEY_PREFIX, after.as_deref(), CHUNK)?;
+        let chunk = state.scan_chunk(prefix, after.as_deref(), CHUNK)?;
         let Some((last, _)) = chunk.last() else {
             return Ok(());
         };
@@ -146,7 +180,7 @@ pub(crate) fn read(
         let entries = chunk
             .into_iter()
             .map(|(k, value)| Entry {
-                key: k[KEY_PREFIX.len()..].to_vec(),
+                key: k[prefix.len()..].to_vec(),
                 value,
             })
             .collect();
@@ -164,7 +198,7 @@ pub(crate) fn key_columns(
     let decode = || converter.convert_rows(entries.iter().map(|e| parser.parse(&e.key)));
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
         Ok(columns) => Ok(columns?),
-        Err(_) => Err(EngineError::State("corrupt GROUP BY key".into())),
+        Err(_) => Err(EngineError::State("corrupt key in operator state".into())),
     }
 }
 

@@ -9,7 +9,21 @@ pub mod project;
 pub mod rank;
 pub mod retract;
 pub mod session_aggregate;
+mod session_rows;
 pub mod spill;
 pub mod window_aggregate;
 pub mod window_assign;
 pub mod window_updates;
+
+/// The first node `pick` accepts in the plan of `sql` (a CREATE TABLE, then a query), from the
+/// root down its first inputs: how operator tests get their node.
+#[cfg(test)]
+pub(crate) fn planned<T>(sql: &str, pick: impl Fn(&weir_planner::StreamNode) -> Option<T>) -> T {
+    let mut node = weir_planner::Planner::new().plan_script(sql).unwrap();
+    loop {
+        if let Some(found) = pick(&node) {
+            return found;
+        }
+        node = node.children()[0].clone();
+    }
+}

@@ -8,6 +8,10 @@
 //! row replaces the kept one (Flink's rule). After each batch the touched partitions are diffed:
 //! with the row number in the output, each rank whose row changed gives `-U`/`+U` (or `+I`/`-D`);
 //! without it, only rows that entered or left are emitted.
+//!
+//! Checkpoints hold one entry per partition, `r/k/<partition key in row format>`: its entries'
+//! sort keys and rows, each length-prefixed (4 bytes LE). A barrier writes only the partitions
+//! changed since the last one (see [`super::group_state`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 
+use super::group_state::{self, Dirty, KeyedEntries};
 use super::groups::key_converter;
 use super::key_index::{retain_by, Clock, KeyIndex};
 use super::window_aggregate::key_arrays;
@@ -25,7 +30,7 @@ use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
 use crate::operator::Operator;
 use crate::runtime::op_metrics::{EventCounts, StateSize};
-use crate::state::{decode_columns, encode_columns, StateBackend};
+use crate::state::{decode_columns, StateBackend};
 use weir_planner::stream_plan::{PhysExpr, RankNode};
 
 #[derive(Clone, PartialEq)]
@@ -46,7 +51,10 @@ pub struct RankOperator {
     output_rank: bool,
     newest_wins_ties: bool,
     schema: SchemaRef,
-    dirty: bool,
+    /// Partitions changed since the last snapshot.
+    dirty: Dirty,
+    /// The restored checkpoint held every partition under one key (before per-key entries).
+    legacy: bool,
 }
 
 impl RankOperator {
@@ -88,7 +96,8 @@ impl RankOperator {
             output_rank: node.output_rank,
             newest_wins_ties: node.newest_wins_ties,
             schema: node.schema.clone(),
-            dirty: false,
+            dirty: Dirty::default(),
+            legacy: false,
         })
     }
 
@@ -199,6 +208,7 @@ impl Operator for RankOperator {
     fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
         if let Some(keep) = self.keys.expire() {
             retain_by(&mut self.parts, &keep);
+            self.dirty.all();
         }
         let b = &batch.batch;
         let n = b.num_rows();
@@ -219,7 +229,7 @@ impl Operator for RankOperator {
             };
             self.offer(*g, entry);
         }
-        self.dirty = true;
+        self.dirty.touch(&touched);
         let mut changes = Vec::new();
         for (g, old) in touched.iter().zip(&before) {
             self.diff(old, &self.parts[*g], &mut changes);
@@ -255,31 +265,45 @@ impl Operator for RankOperator {
         self.keys.state_size_with(entries + lists)
     }
 
-    /// Every partition when anything changed: key columns, then each partition's entries as
-    /// one binary value.
+    /// The partitions changed since the last barrier, one entry each.
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
-        if !std::mem::take(&mut self.dirty) {
+        let Some(changed) = self.dirty.take() else {
             return Ok(());
+        };
+        if std::mem::take(&mut self.legacy) {
+            state.delete(LEGACY_KEY)?;
         }
-        let mut cols = self.keys.all_key_columns()?;
-        let blobs = self.parts.iter().map(|p| {
-            let mut b = Vec::new();
-            for e in p {
-                for part in [&e.sort, &e.row] {
-                    b.extend((part.len() as u32).to_le_bytes());
-                    b.extend(part.iter());
-                }
-            }
-            b
-        });
-        cols.push(Arc::new(BinaryArray::from_iter_values(blobs)));
-        state.put(PARTS_KEY, &encode_columns(&cols)?)
+        let keys = KeyedEntries {
+            prefix: KEY_PREFIX,
+            keys: self.keys.rows(),
+            len: self.parts.len(),
+        };
+        keys.write(state, changed, |g| blob(&self.parts[g]))
     }
 
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
-        let Some(bytes) = state.get(PARTS_KEY)? else {
+        self.restore_legacy(state)?;
+        group_state::read_prefix(state, KEY_PREFIX, |chunk| {
+            let cols = group_state::key_columns(self.keys.converter(), &chunk)?;
+            let (groups, _) = self.keys.intern(&cols)?;
+            self.parts.resize_with(self.keys.len(), Vec::new);
+            for (e, g) in chunk.iter().zip(groups) {
+                self.parts[g] = entries(&e.value).ok_or_else(corrupt)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl RankOperator {
+    /// The whole-table entry of an older checkpoint: key columns, then each partition's
+    /// entries as one binary value. The next barrier rewrites it as per-key entries.
+    fn restore_legacy(&mut self, state: &dyn StateBackend) -> Result<()> {
+        let Some(bytes) = state.get(LEGACY_KEY)? else {
             return Ok(());
         };
+        self.legacy = true;
+        self.dirty.all();
         let mut cols = decode_columns(&bytes)?;
         let blobs = cols.pop().ok_or_else(corrupt)?;
         let blobs = blobs
@@ -295,6 +319,18 @@ impl Operator for RankOperator {
             .collect::<Result<_>>()?;
         Ok(())
     }
+}
+
+/// A partition's entries as one value: each sort key and row, length-prefixed.
+fn blob(part: &[Entry]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for e in part {
+        for field in [&e.sort, &e.row] {
+            b.extend((field.len() as u32).to_le_bytes());
+            b.extend(field.iter());
+        }
+    }
+    b
 }
 
 fn entries(mut b: &[u8]) -> Option<Vec<Entry>> {
@@ -313,8 +349,113 @@ fn entries(mut b: &[u8]) -> Option<Vec<Entry>> {
     Some(out)
 }
 
-const PARTS_KEY: &[u8] = b"r/parts";
+/// Where the per-partition entries live.
+const KEY_PREFIX: &[u8] = b"r/k/";
+/// The whole-table entry of checkpoints written before per-partition entries (still read).
+const LEGACY_KEY: &[u8] = b"r/parts";
 
 fn corrupt() -> EngineError {
     EngineError::State("corrupt top-N state".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operators::key_index::process_clock;
+    use crate::state::{encode_columns, MemoryBackend};
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    /// The top-2 node of `SELECT k, v FROM (.. ROW_NUMBER() OVER (PARTITION BY k ORDER BY v
+    /// DESC) ..) WHERE rn <= 2`.
+    fn node() -> RankNode {
+        let sql = "CREATE TABLE t (k STRING, v BIGINT) WITH ('connector' = 'x');
+                   SELECT k, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k
+                     ORDER BY v DESC) AS rn FROM t) WHERE rn <= 2";
+        crate::operators::planned(sql, |n| match n {
+            weir_planner::StreamNode::Rank(r) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    fn rows(node: &RankNode, rows: &[(&str, i64)]) -> StreamBatch {
+        let k: ArrayRef = Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)));
+        let v: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1)));
+        StreamBatch::new(RecordBatch::try_new(node.input.schema(), vec![k, v]).unwrap())
+    }
+
+    /// The `v` of each row `op` emits for `input`, negative for rows leaving.
+    fn changes(op: &mut RankOperator, input: StreamBatch) -> Vec<i64> {
+        let mut out = Vec::new();
+        op.process_batch(input, &mut out).unwrap();
+        let Some(Message::Batch(b)) = out.pop() else {
+            return vec![];
+        };
+        let v = b
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let kinds = b.kinds.as_ref().map(|k| k.to_vec()).unwrap_or_default();
+        (0..v.len())
+            .map(|i| match kinds.get(i) {
+                Some(k) if *k == RowKind::UpdateBefore as i8 || *k == RowKind::Delete as i8 => {
+                    -v.value(i)
+                }
+                _ => v.value(i),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_checkpoint_writes_only_the_partitions_that_changed() {
+        let node = node();
+        let op = || RankOperator::new(&node, None, process_clock).unwrap();
+        let mut first = op();
+        changes(
+            &mut first,
+            rows(&node, &[("a", 1), ("b", 5), ("a", 2), ("c", 1)]),
+        );
+        let mut state = MemoryBackend::default();
+        first.snapshot(&mut state).unwrap();
+        assert_eq!(state.scan(KEY_PREFIX).unwrap().len(), 3);
+        state.delete_prefix(KEY_PREFIX).unwrap();
+        changes(&mut first, rows(&node, &[("a", 3)]));
+        first.snapshot(&mut state).unwrap();
+        assert_eq!(
+            state.scan(KEY_PREFIX).unwrap().len(),
+            1,
+            "only 'a' is written"
+        );
+
+        let mut second = op();
+        second.restore(&state).unwrap();
+        // 'a' holds 3 and 2: a 4 pushes the 2 out.
+        assert_eq!(changes(&mut second, rows(&node, &[("a", 4)])), [-2, 4]);
+    }
+
+    #[test]
+    fn an_older_whole_table_checkpoint_restores_and_is_rewritten_per_partition() {
+        let node = node();
+        let op = || RankOperator::new(&node, None, process_clock).unwrap();
+        let mut first = op();
+        changes(&mut first, rows(&node, &[("a", 1), ("b", 5), ("a", 2)]));
+        let mut cols = first.keys.all_key_columns().unwrap();
+        let blobs = first.parts.iter().map(|p| blob(p));
+        cols.push(Arc::new(BinaryArray::from_iter_values(blobs)));
+        let mut state = MemoryBackend::default();
+        state
+            .put(LEGACY_KEY, &encode_columns(&cols).unwrap())
+            .unwrap();
+
+        let mut second = op();
+        second.restore(&state).unwrap();
+        assert_eq!(changes(&mut second, rows(&node, &[("a", 3)])), [-1, 3]);
+        second.snapshot(&mut state).unwrap();
+        assert_eq!(state.get(LEGACY_KEY).unwrap(), None);
+        assert_eq!(state.scan(KEY_PREFIX).unwrap().len(), 2);
+        let mut third = op();
+        third.restore(&state).unwrap();
+        assert_eq!(changes(&mut third, rows(&node, &[("b", 6)])), [6]);
+    }
 }

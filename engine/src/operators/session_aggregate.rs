@@ -1,28 +1,31 @@
 //! Session window aggregation: per key, rows closer than the gap chain into one session
 //! `[first, last + gap)`; a row that bridges two sessions merges them.
 //!
-//! Rows are buffered per key (as references into the batches they arrived in) until their
-//! session fires (watermark >= end - 1 unit); then the session's rows are gathered with one
-//! `interleave` and aggregated in a single pass. A row is late when the session it would join
-//! (after merging) has already fired.
+//! Rows are buffered per key (as references into the batches they arrived in, kept by
+//! [`super::session_rows`], which checkpoints them incrementally and spills them beyond the
+//! memory limit) until their session fires (watermark >= end - 1 unit); then the session's rows
+//! are gathered with one `interleave` and aggregated in a single pass. A row is late when the
+//! session it would join (after merging) has already fired.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
-use datafusion::arrow::compute::{interleave_record_batch, take_record_batch};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 
 use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
+use super::session_rows::SessionRows;
 use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol};
 use crate::error::Result;
 use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
+use crate::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::runtime::op_metrics::{EventCounts, StateSize};
-use crate::state::{decode_columns, encode_columns, StateBackend};
+use crate::state::{decode_columns, SharedState, StateBackend};
 use crate::window::assign::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
@@ -43,6 +46,14 @@ struct Pick {
 }
 
 impl KeyState {
+    /// Hold a row at time `t` (not late): open a session or join and merge open ones.
+    fn admit(&mut self, session: (i64, i64), slot: u32, row: u32, t: i64) {
+        let (s, e) = session;
+        self.sessions.retain(|&(a, b)| !(a < e && s < b));
+        self.sessions.push((s, e));
+        self.rows.push((slot, row, t));
+    }
+
     /// Move the rows of every session that watermark `wm` has passed into `picks`.
     fn fire(&mut self, wm: i64, time: &TimeContext, picks: &mut Vec<Pick>) {
         let is_due = |s: &(i64, i64)| fire_time_ns(s.1, time) <= wm;
@@ -74,18 +85,25 @@ pub struct SessionAggregateOperator {
     gap: i64,
     time: TimeContext,
     keys: HashMap<Box<[u8]>, KeyState, foldhash::fast::RandomState>,
-    batches: HashMap<u32, (RecordBatch, usize)>,
-    next_slot: u32,
+    /// The rows the open sessions hold.
+    rows: SessionRows,
     watermark: i64,
     schema: SchemaRef,
     input_schema: SchemaRef,
+    metrics: Arc<JobMetrics>,
+    /// The restored checkpoint kept every row under one key (before incremental snapshots).
+    legacy_rows: bool,
     /// Late rows dropped: counted, and kept for the late-data destination.
     late: LateRows,
 }
 
 impl SessionAggregateOperator {
     /// The operator for a SESSION window `node`, with time interpreted by `time`.
-    pub fn new(node: &WindowAggregateNode, time: TimeContext) -> Result<Self> {
+    pub fn new(
+        node: &WindowAggregateNode,
+        time: TimeContext,
+        metrics: Arc<JobMetrics>,
+    ) -> Result<Self> {
         let (layout, key_exprs) = layout(node);
         let mut types = key_types(node, &layout);
         let converter = key_converter(&types)?;
@@ -108,11 +126,12 @@ impl SessionAggregateOperator {
             gap,
             time,
             keys: HashMap::default(),
-            batches: HashMap::new(),
-            next_slot: 0,
+            rows: SessionRows::new(node.input.schema()),
             watermark: i64::MIN,
             schema: node.schema.clone(),
             input_schema: node.input.schema(),
+            metrics,
+            legacy_rows: false,
             late: LateRows::default(),
         })
     }
@@ -135,32 +154,16 @@ impl SessionAggregateOperator {
         }
         let batch = self.aggregate(&picks)?;
         for p in &picks {
-            self.release(p.slot);
+            self.rows.release(p.slot, p.row);
         }
         out.push(Message::Batch(StreamBatch::new(batch)));
         Ok(())
     }
 
-    fn release(&mut self, slot: u32) {
-        if let Some(entry) = self.batches.get_mut(&slot) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                self.batches.remove(&slot);
-            }
-        }
-    }
-
     /// Gather the picked rows and aggregate them by (key, session).
     fn aggregate(&self, picks: &[Pick]) -> Result<RecordBatch> {
-        let mut slots: Vec<u32> = picks.iter().map(|p| p.slot).collect();
-        slots.sort_unstable();
-        slots.dedup();
-        let batches: Vec<&RecordBatch> = slots.iter().map(|s| &self.batches[s].0).collect();
-        let idx: Vec<(usize, usize)> = picks
-            .iter()
-            .map(|p| (slots.binary_search(&p.slot).unwrap_or(0), p.row as usize))
-            .collect();
-        let rows = interleave_record_batch(&batches, &idx)?;
+        let at: Vec<(u32, u32)> = picks.iter().map(|p| (p.slot, p.row)).collect();
+        let rows = self.rows.gather(&at)?;
         let starts = picks.iter().map(|p| p.session.0);
         let starts: ArrayRef = Arc::new(Int64Array::from_iter_values(starts));
         let ends: ArrayRef = Arc::new(Int64Array::from_iter_values(
@@ -174,6 +177,24 @@ impl SessionAggregateOperator {
         let (group_rows, aggs) = table.emit()?;
         let cols = self.fire_converter.convert_rows(&group_rows)?;
         self.output(cols, aggs)
+    }
+
+    /// Hold again the rows a checkpoint kept (`live` of `batch`, in slot `slot`).
+    fn readmit(&mut self, slot: u32, batch: &RecordBatch, live: &[u32]) -> Result<()> {
+        let n = batch.num_rows();
+        let times = ts_values(&self.start_expr.evaluate(batch)?.into_array(n)?)?;
+        let key_rows = self
+            .converter
+            .convert_columns(&key_arrays(&self.key_exprs, batch)?)?;
+        for &i in live {
+            let t = times.value(i as usize);
+            let ks = self
+                .keys
+                .entry(key_rows.row(i as usize).as_ref().into())
+                .or_default();
+            ks.admit(merged(&ks.sessions, t, self.gap), slot, i, t);
+        }
+        Ok(())
     }
 
     fn output(&self, cols: Vec<ArrayRef>, aggs: Vec<ArrayRef>) -> Result<RecordBatch> {
@@ -227,7 +248,7 @@ impl Operator for SessionAggregateOperator {
         let key_rows = self
             .converter
             .convert_columns(&key_arrays(&self.key_exprs, b)?)?;
-        let slot = self.next_slot;
+        let slot = self.rows.next_slot();
         let (mut kept, mut late, mut picks) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
             if times.is_null(i) {
@@ -253,9 +274,7 @@ impl Operator for SessionAggregateOperator {
                 });
                 continue;
             }
-            ks.sessions.retain(|&(a, b)| !(a < e && s < b));
-            ks.sessions.push((s, e));
-            ks.rows.push((slot, kept.len() as u32, t));
+            ks.admit((s, e), slot, kept.len() as u32, t);
             kept.push(i as u32);
         }
         let cx = LateContext {
@@ -271,8 +290,7 @@ impl Operator for SessionAggregateOperator {
                 true => b.clone(),
                 false => take_record_batch(b, &UInt32Array::from(kept))?,
             };
-            self.batches.insert(slot, (rows, count));
-            self.next_slot = self.next_slot.wrapping_add(1);
+            self.rows.add(rows, &self.metrics)?;
         }
         self.emit(picks, out)
     }
@@ -288,6 +306,11 @@ impl Operator for SessionAggregateOperator {
         true
     }
 
+    fn attach_state(&mut self, state: SharedState, memory_limit: usize) -> Result<()> {
+        self.rows.attach(state, memory_limit);
+        Ok(())
+    }
+
     fn late_rows(&mut self) -> Option<&mut LateRows> {
         Some(&mut self.late)
     }
@@ -300,7 +323,7 @@ impl Operator for SessionAggregateOperator {
     }
 
     /// Open sessions, keys, and the bytes of the keys, their sessions and row references and
-    /// of every batch a buffered row is in.
+    /// of every in-memory batch a buffered row is in.
     fn state_size(&self) -> StateSize {
         use std::mem::size_of;
         let per_key = size_of::<(Box<[u8]>, KeyState)>() + 1;
@@ -313,11 +336,7 @@ impl Operator for SessionAggregateOperator {
                     + ks.rows.capacity() * size_of::<(u32, u32, i64)>()
             })
             .sum();
-        let batches: usize = self
-            .batches
-            .values()
-            .map(|(b, _)| b.get_array_memory_size())
-            .sum();
+        let batches = self.rows.size().0;
         StateSize {
             open_windows: self.keys.values().map(|ks| ks.sessions.len() as u64).sum(),
             keys: self.keys.len() as u64,
@@ -325,31 +344,26 @@ impl Operator for SessionAggregateOperator {
         }
     }
 
-    /// The rows of every open session, gathered into one batch (sessions are rebuilt from the
-    /// rows' times on restore), and the watermark.
+    /// Incremental: the rows that arrived since the last barrier, which rows left, and the
+    /// watermark (sessions are rebuilt from the rows' times on restore).
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
         state.put(b"m/watermark", &self.watermark.to_be_bytes())?;
-        let mut slots: Vec<u32> = self.batches.keys().copied().collect();
-        slots.sort_unstable();
-        let idx: Vec<(usize, usize)> = self
-            .keys
-            .values()
-            .flat_map(|ks| ks.rows.iter())
-            .map(|(slot, row, _)| (slots.binary_search(slot).unwrap_or(0), *row as usize))
-            .collect();
-        if idx.is_empty() {
-            return state.delete(b"rows");
+        if std::mem::take(&mut self.legacy_rows) {
+            state.delete(LEGACY_ROWS)?;
         }
-        let batches: Vec<&RecordBatch> = slots.iter().map(|s| &self.batches[s].0).collect();
-        let rows = interleave_record_batch(&batches, &idx)?;
-        state.put(b"rows", &encode_columns(rows.columns())?)
+        self.rows.snapshot(state)
     }
 
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
-        if let Some(rows) = state.get(b"rows")? {
+        for r in self.rows.restore(state)? {
+            self.readmit(r.slot, &r.batch, &r.live)?;
+        }
+        if let Some(rows) = state.get(LEGACY_ROWS)? {
+            // An older checkpoint: every held row under one key; held again as one new slot.
             let cols = decode_columns(&rows)?;
             let batch = RecordBatch::try_new(self.input_schema.clone(), cols)?;
             self.process_batch(StreamBatch::new(batch), &mut Vec::new())?;
+            self.legacy_rows = true;
         }
         if let Some(wm) = state.get(b"m/watermark")? {
             let wm: [u8; 8] = wm.as_slice().try_into().unwrap_or(i64::MIN.to_be_bytes());
@@ -358,3 +372,6 @@ impl Operator for SessionAggregateOperator {
         Ok(())
     }
 }
+
+/// Where checkpoints before incremental session state kept every held row.
+const LEGACY_ROWS: &[u8] = b"rows";

@@ -310,9 +310,13 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
         StreamNode::WindowAssign(w) => Box::new(
             operators::window_assign::WindowAssignOperator::new(w, time_context(&w.time)?)?,
         ),
-        StreamNode::WindowAggregate(a) if a.spec.is_session() => Box::new(
-            operators::session_aggregate::SessionAggregateOperator::new(a, time_context(&a.time)?)?,
-        ),
+        StreamNode::WindowAggregate(a) if a.spec.is_session() => {
+            Box::new(operators::session_aggregate::SessionAggregateOperator::new(
+                a,
+                time_context(&a.time)?,
+                metrics,
+            )?)
+        }
         StreamNode::WindowAggregate(a) => {
             Box::new(operators::window_aggregate::WindowAggregateOperator::new(
                 a,
