@@ -114,14 +114,14 @@ pub use weir_engine::connector::{
     SourceFactory,
 };
 pub use weir_engine::runtime::job::JobStatus;
-pub use weir_engine::system_tables;
+pub use weir_engine::session::system_tables;
 pub use weir_engine::{plan_only, EngineError, JobHandle, Output, QueryStream, Result};
 pub use weir_planner as planner;
 /// Job counters.
 pub mod engine_metrics {
-    pub use weir_engine::metrics::{format_watermark, JobMetrics};
-    pub use weir_engine::prometheus::render;
-    pub use weir_engine::samples::{max_where, parse, samples, sum, Sample};
+    pub use weir_engine::observe::metrics::{format_watermark, JobMetrics};
+    pub use weir_engine::observe::prometheus::render;
+    pub use weir_engine::observe::samples::{max_where, parse, samples, sum, Sample};
 
     /// Read a counter.
     pub fn get(c: &std::sync::atomic::AtomicU64) -> u64 {

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use tokio::time::Instant;
 use weir_engine::connector::{Source, SourceContext, SourceEvent, SourceFactory};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 

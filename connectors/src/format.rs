@@ -1,12 +1,11 @@
-//! Value formatting shared by the sinks and the `weir` shell: JSON lines, CSV, Flink-style text
-//! and tableau tables.
+//! Value formatting shared by the sinks and the `weir` shell: JSON lines, CSV and Flink-style
+//! text (the shell draws its tables from these cells: `shell/src/output.rs::render_table`).
 //!
 //! Every way Weir shows a value goes through here, so a timestamp looks the same in a file, in
 //! the print sink and in the shell: `YYYY-MM-DD HH:MM:SS.fff` with the column's precision,
 //! TIMESTAMP_LTZ as wall time in the session zone, doubles in their shortest round-trip form.
 
 mod column;
-mod table;
 
 use chrono_tz::Tz;
 use datafusion::arrow::array::Array;
@@ -14,7 +13,6 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
 pub(crate) use column::{Column, Style};
-pub use table::pretty_table;
 
 /// Prepare every column of `batch` for rendering.
 pub(crate) fn columns(batch: &RecordBatch, tz: Option<Tz>) -> Result<Vec<Column>, ArrowError> {

@@ -12,8 +12,8 @@ use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Timestamp;
 use weir_engine::connector::{SourceContext, SourceEvent, SourceFactory};
-use weir_engine::dead_letter::{DeadLetters, OnError};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::dead_letter::{DeadLetters, OnError};
+use weir_engine::observe::metrics::JobMetrics;
 use weir_planner::{Statement, TableDef};
 
 use crate::filesystem::decode::SegmentDecoder;

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use weir_engine::changelog::{has_op, split_op};
 use weir_engine::connector::{check_known_options, Sink, SinkContext, SinkFactory};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 

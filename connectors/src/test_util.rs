@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use weir_engine::connector::{SinkContext, SourceContext};
-use weir_engine::dead_letter::{DeadLetters, OnError};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::dead_letter::{DeadLetters, OnError};
+use weir_engine::observe::metrics::JobMetrics;
 use weir_planner::{ColumnDef, ColumnKind, TableDef};
 
 /// A table named `t` with physical, nullable columns and the given options.

@@ -13,9 +13,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use weir_planner::TableDef;
 
-use crate::dead_letter::DeadLetters;
 use crate::error::Result;
-use crate::metrics::JobMetrics;
+use crate::observe::dead_letter::DeadLetters;
+use crate::observe::metrics::JobMetrics;
 
 /// What a source produced on one call to [`Source::next`].
 #[derive(Debug)]

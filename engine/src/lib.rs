@@ -3,32 +3,23 @@
 //!
 //! Data flows source -> operators -> sink as [`message::Message`]s on bounded channels; each
 //! operator is a small synchronous state machine ([`operator::Operator`]) driven by a task.
+//! The top-level modules are that data path; [`session`] holds the engine and its statements,
+//! [`observe`] the metrics, latency, dead letters and health.
 
-mod admin;
 pub mod changelog;
 pub mod checkpoint;
 pub mod connector;
-pub mod dead_letter;
-pub mod engine;
 pub mod error;
-pub mod health;
-pub mod job_history;
-mod job_sinks;
 pub mod late;
-pub mod latency;
 pub mod message;
-pub mod metrics;
+pub mod observe;
 pub mod operator;
 pub mod operators;
-pub mod prometheus;
 pub mod runtime;
-pub mod samples;
+pub mod session;
 pub mod state;
-mod statements;
-pub mod stream;
-pub mod system_tables;
 pub mod window;
 
-pub use engine::{plan_only, Engine, Output};
 pub use error::{EngineError, Result};
-pub use stream::{JobHandle, QueryStream};
+pub use session::engine::{plan_only, Engine, Output};
+pub use session::stream::{JobHandle, QueryStream};

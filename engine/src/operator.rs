@@ -29,14 +29,14 @@ pub trait Operator: Send {
 
     /// How much state the operator holds now (for metrics; read at most twice a second, so it
     /// may walk the state).
-    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
-        crate::runtime::op_metrics::StateSize::default()
+    fn state_size(&self) -> crate::observe::op_metrics::StateSize {
+        crate::observe::op_metrics::StateSize::default()
     }
 
     /// What the operator counted since it started: late rows dropped or accepted, expired keys
     /// (for metrics; read after each message). Nothing by default.
-    fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
-        crate::runtime::op_metrics::EventCounts::default()
+    fn counts(&self) -> crate::observe::op_metrics::EventCounts {
+        crate::observe::op_metrics::EventCounts::default()
     }
 
     /// The rows the operator dropped as late, for the job's late-data destination (see

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableScan};
-#[allow(deprecated)]
-use datafusion::physical_planner::create_aggregate_expr_with_name_and_maybe_filter;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 
 use crate::error::{PlanError, Result};
 use crate::sources::{StreamTableSource, WindowTvfSource};
@@ -304,17 +304,19 @@ impl<'a> Converter<'a> {
         let (mut aggregates, mut filters) = (Vec::new(), Vec::new());
         for (i, e) in a.aggr_expr.iter().enumerate() {
             let name = out_schema.field(n_groups + i).name().clone();
-            #[allow(deprecated)]
-            let (agg, filter, _order) = create_aggregate_expr_with_name_and_maybe_filter(
+            let planning = PhysicalPlanningContext::default();
+            let lowered = LoweredAggregateBuilder::new(
                 e,
-                Some(name),
-                e.human_display().to_string(),
                 in_schema,
                 &phys_in,
                 self.state.execution_props(),
-            )?;
-            aggregates.push(agg);
-            filters.push(filter);
+                &planning,
+            )
+            .with_name(name)
+            .with_human_display(e.human_display().to_string())
+            .build()?;
+            aggregates.push(lowered.aggregate);
+            filters.push(lowered.filter);
         }
         Ok(AggregateParts {
             groups,

@@ -174,6 +174,7 @@ impl Planner {
         settings: &Settings,
         q: &QuerySql,
     ) -> Result<PlannedQuery> {
+        crate::tvf::restart_names();
         let ctx = QueryContext::new(self, catalog);
         let plan = ctx.plan_tokens(q.tokens.clone(), q.location)?;
         let logical = self

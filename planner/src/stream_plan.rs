@@ -465,6 +465,22 @@ mod tests {
     }
 
     #[test]
+    fn generated_names_are_numbered_per_statement() {
+        let sql = "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+                   WITH ('connector' = 'x');
+                   SELECT k, AVG(v) AS a FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts),
+                     INTERVAL '1' MINUTE)) GROUP BY k, window_start, window_end";
+        let planner = crate::Planner::new();
+        let first = planner.plan_script(sql).unwrap().explain();
+        let second = planner.plan_script(sql).unwrap().explain();
+        assert!(first.contains("__weir_tvf_0."), "{first}");
+        assert_eq!(
+            first, second,
+            "the same statement plans the same, whatever came before"
+        );
+    }
+
+    #[test]
     fn the_upsert_key_is_known_only_where_rows_leave_through_a_delete() {
         let by_k = "SELECT COUNT(*) AS n, k FROM t GROUP BY k";
         assert_eq!(upsert_key(by_k), Some(vec![1]));

@@ -8,7 +8,7 @@
 //! (`GROUP BY TUMBLE(ts, ...)` with `TUMBLE_START(...)`) is rewritten on the AST into the same
 //! shape with hidden column names (see `group_window.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 use datafusion::sql::sqlparser::ast::Expr;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
@@ -54,11 +54,21 @@ impl TvfCall {
     }
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// The number of the next generated name of the statement being planned on this thread.
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
 
-/// A fresh generated table name.
+/// A fresh generated table name: `__weir_tvf_0`, `_1`, ... within a statement.
 pub fn fresh_name() -> String {
-    format!("__weir_tvf_{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    let id = NEXT_ID.with(|n| n.replace(n.get() + 1));
+    format!("__weir_tvf_{id}")
+}
+
+/// Number a new statement's generated names from 0, so a statement's plan (and EXPLAIN) is the
+/// same whatever was planned before it.
+pub fn restart_names() {
+    NEXT_ID.with(|n| n.set(0));
 }
 
 fn is_word(t: &TokenWithSpan, kw: &str) -> bool {

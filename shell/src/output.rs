@@ -126,12 +126,19 @@ fn rule(widths: &[usize]) -> String {
     format!("+{}+", parts.join("+"))
 }
 
-/// `| a | b |`, right-aligned in columns of these widths.
+/// `| a | b |`, right-aligned in columns of these widths; control characters (a line break in
+/// a string) show as spaces so a row stays one line.
 fn line(values: &[String], widths: &[usize]) -> String {
     let cells: Vec<String> = values
         .iter()
         .zip(widths)
-        .map(|(v, w)| format!(" {v:>w$} ", w = *w))
+        .map(|(v, w)| {
+            let shown: String = v
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            format!(" {shown:>w$} ", w = *w)
+        })
         .collect();
     format!("|{}|", cells.join("|"))
 }
@@ -153,4 +160,29 @@ pub fn render_table(names: &[String], rows: &[Vec<String>]) -> String {
     out.push_str(&rule);
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_table;
+
+    #[test]
+    fn tables_right_align_like_flink_and_keep_each_row_on_one_line() {
+        let names = vec!["sensor_id".to_string(), "cnt".to_string()];
+        let rows = vec![
+            vec!["s-000".to_string(), "1".to_string()],
+            vec!["NULL".to_string(), "12345".to_string()],
+            vec!["a\nb".to_string(), "2".to_string()],
+        ];
+        let expected = "\
++-----------+-------+
+| sensor_id |   cnt |
++-----------+-------+
+|     s-000 |     1 |
+|      NULL | 12345 |
+|       a b |     2 |
++-----------+-------+
+";
+        assert_eq!(render_table(&names, &rows), expected);
+    }
 }

@@ -7,7 +7,7 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType,
 };
-use weir_engine::dead_letter::OnError;
+use weir_engine::observe::dead_letter::OnError;
 
 fn columns() -> Vec<(&'static str, DataType)> {
     vec![

@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use chrono_tz::Tz;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use weir_engine::checkpoint::pending;
 use weir_engine::connector::{Sink, SinkContext};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 
 use super::sink::encode_rows;
@@ -25,11 +26,44 @@ use super::{FileOptions, Format, NAME};
 const IN_PROGRESS: &str = ".inprogress";
 
 /// A file closed at a barrier, waiting for its checkpoint to complete.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PendingForm")]
 pub(crate) struct Pending {
     checkpoint: u64,
+    /// The in-progress file's name.
     in_progress: String,
+    /// The name it is renamed to when the checkpoint completes.
     done: String,
+}
+
+/// How a pending file was written: named fields, or `[checkpoint, in_progress, done]`
+/// (version 1).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PendingForm {
+    Named {
+        checkpoint: u64,
+        in_progress: String,
+        done: String,
+    },
+    Positional(u64, String, String),
+}
+
+impl From<PendingForm> for Pending {
+    fn from(f: PendingForm) -> Self {
+        match f {
+            PendingForm::Named {
+                checkpoint,
+                in_progress,
+                done,
+            }
+            | PendingForm::Positional(checkpoint, in_progress, done) => Pending {
+                checkpoint,
+                in_progress,
+                done,
+            },
+        }
+    }
 }
 
 pub(super) struct CommittingSink {
@@ -128,12 +162,7 @@ impl CommittingSink {
                 done,
             });
         }
-        let list: Vec<Value> = self
-            .pending
-            .iter()
-            .map(|p| json!([p.checkpoint, p.in_progress, p.done]))
-            .collect();
-        Ok(Value::Array(list).to_string())
+        pending::write(&self.pending)
     }
 
     /// Rename the files of every checkpoint up to `checkpoint` (done ones are skipped, so this
@@ -160,23 +189,7 @@ impl CommittingSink {
 }
 
 pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {
-    let bad = || EngineError::State(format!("unreadable filesystem sink state '{text}'"));
-    if text.is_empty() {
-        return Ok(vec![]);
-    }
-    let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
-    v.as_array()
-        .ok_or_else(bad)?
-        .iter()
-        .map(|p| {
-            Some(Pending {
-                checkpoint: p[0].as_u64()?,
-                in_progress: p[1].as_str()?.to_string(),
-                done: p[2].as_str()?.to_string(),
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(bad)
+    pending::read(text, "filesystem sink")
 }
 
 impl Sink for CommittingSink {
@@ -292,5 +305,25 @@ mod tests {
         let hidden = std::fs::read_dir(&dir).unwrap().flatten().count();
         assert_eq!(hidden, 2, "no in-progress files are left");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn pending_files_of_either_version_read_back() {
+        let p = Pending {
+            checkpoint: 4,
+            in_progress: ".part-a.inprogress".into(),
+            done: "part-00000004-1.json".into(),
+        };
+        let text = pending::write(std::slice::from_ref(&p)).unwrap();
+        assert!(text.contains("\"in_progress\""), "{text}");
+        assert_eq!(parse_pending(&text).unwrap(), std::slice::from_ref(&p));
+        let v1 = r#"[[4,".part-a.inprogress","part-00000004-1.json"]]"#;
+        assert_eq!(parse_pending(v1).unwrap(), [p]);
+        assert!(parse_pending(r#"[[4,"only-one-name"]]"#).is_err());
     }
 }

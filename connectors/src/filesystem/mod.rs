@@ -12,7 +12,7 @@ pub mod source;
 use std::path::PathBuf;
 
 use weir_engine::connector::{check_known_options, required_option};
-use weir_engine::dead_letter::OnError;
+use weir_engine::observe::dead_letter::OnError;
 use weir_planner::TableDef;
 
 use crate::options::{bool_option, char_option};

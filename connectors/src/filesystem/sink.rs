@@ -13,7 +13,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use weir_engine::connector::{Sink, SinkContext, SinkFactory};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use weir_engine::connector::{Source, SourceContext, SourceEvent, SourceFactory};
-use weir_engine::dead_letter::{BadRecord, OnError};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::dead_letter::{BadRecord, OnError};
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
@@ -128,13 +128,10 @@ impl FileSource {
     /// Continue from a position [`Source::snapshot`] returned: `{"file": i, "offset": bytes,
     /// "line": n}` (the next file to open when `offset` is 0 and no file was open).
     fn resume(&mut self, pos: &str) -> Result<()> {
-        let bad = || EngineError::State(format!("unreadable filesystem position '{pos}'"));
-        let v: serde_json::Value = serde_json::from_str(pos).map_err(|_| bad())?;
-        let (index, offset, line) = (
-            v["file"].as_u64().ok_or_else(bad)? as usize,
-            v["offset"].as_u64().ok_or_else(bad)?,
-            v["line"].as_u64().ok_or_else(bad)?,
-        );
+        let p: FilePosition = serde_json::from_str(pos).map_err(|e| {
+            EngineError::State(format!("unreadable filesystem position ({e}): '{pos}'"))
+        })?;
+        let (index, offset, line) = (p.file, p.offset, p.line);
         for _ in 0..index.min(self.files.len()) {
             self.files.pop_front();
         }
@@ -226,10 +223,26 @@ impl Source for FileSource {
             .current
             .as_ref()
             .map_or((0, 1), |f| (f.position(), f.line));
-        Ok(Some(
-            serde_json::json!({ "file": index, "offset": offset, "line": line }).to_string(),
-        ))
+        let p = FilePosition {
+            file: index,
+            offset,
+            line,
+        };
+        serde_json::to_string(&p)
+            .map(Some)
+            .map_err(|e| EngineError::State(e.to_string()))
     }
+}
+
+/// Where a filesystem source is, as its checkpoint records it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+struct FilePosition {
+    /// Files before this one (in name order) are read.
+    file: usize,
+    /// Bytes of that file read; 0 with no file open: start it from the beginning.
+    offset: u64,
+    /// The line number at `offset` (for dead-letter origins).
+    line: u64,
 }
 
 /// One file being read: a buffer of whole lines not yet decoded, and where they are.

@@ -6,7 +6,7 @@ use datafusion::arrow::array::{Array, AsArray, Float64Array, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Int32Type, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
-use weir_engine::dead_letter::{DeadLetters, OnError};
+use weir_engine::observe::dead_letter::{DeadLetters, OnError};
 
 fn columns() -> Vec<(&'static str, DataType)> {
     vec![

@@ -204,28 +204,6 @@ fn csv_quotes_only_when_needed() {
 }
 
 #[test]
-fn pretty_table_right_aligns_like_flink() {
-    let b = batch(vec![
-        (
-            "sensor_id",
-            Arc::new(StringArray::from(vec![Some("s-000"), None])),
-        ),
-        ("cnt", Arc::new(Int32Array::from(vec![1, 12345]))),
-    ]);
-    let expected = "\
-+-----------+-------+
-| sensor_id |   cnt |
-+-----------+-------+
-|     s-000 |     1 |
-|      NULL | 12345 |
-+-----------+-------+
-";
-    assert_eq!(pretty_table(std::slice::from_ref(&b), None), expected);
-    assert_eq!(pretty_table(&[], None), "Empty set\n");
-    assert_eq!(pretty_table(&[b.slice(0, 0)], None), "Empty set\n");
-}
-
-#[test]
 fn format_rows_renders_every_cell() {
     let b = batch(vec![
         ("a", Arc::new(Int32Array::from(vec![Some(7), None]))),

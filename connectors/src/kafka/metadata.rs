@@ -114,6 +114,7 @@ struct RawHeader<'a> {
 /// Header `idx` as bytes. rdkafka's own accessor unwraps the key as UTF-8 and so panics on a
 /// record whose producer sent a non-UTF-8 header key (the broker does not check); this reads
 /// the key's bytes instead (a key that is not UTF-8 shows with replacement characters).
+#[allow(unsafe_code)] // the workspace's one FFI call: see the SAFETY notes
 fn header_at(h: &BorrowedHeaders, idx: usize) -> Option<RawHeader<'_>> {
     let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
     // SAFETY: a `&BorrowedHeaders` is rdkafka's view of a native `rd_kafka_headers_t`: the
@@ -137,6 +138,7 @@ fn header_at(h: &BorrowedHeaders, idx: usize) -> Option<RawHeader<'_>> {
 /// Headers whose keys are any bytes (rdkafka's `OwnedHeaders::insert` takes UTF-8 keys only),
 /// to produce records as any producer may: for tests and fuzzing.
 #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+#[allow(unsafe_code)]
 pub(crate) fn raw_headers(list: &[(&[u8], Option<&[u8]>)]) -> OwnedHeaders {
     let headers = OwnedHeaders::new_with_capacity(list.len());
     let native = headers.as_borrowed() as *const BorrowedHeaders as *mut rd_kafka_headers_t;

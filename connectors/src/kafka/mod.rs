@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 use weir_engine::connector::{check_known_options, required_option};
-use weir_engine::dead_letter::OnError;
+use weir_engine::observe::dead_letter::OnError;
 use weir_planner::TableDef;
 
 use crate::filesystem::{CsvOptions, Format};

@@ -14,7 +14,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_engine::connector::{Source, SourceContext, SourceEvent, SourceFactory};
-use weir_engine::dead_letter::OnError;
+use weir_engine::observe::dead_letter::OnError;
 use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 

@@ -9,8 +9,8 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::message::Message;
 use weir_engine::connector::SourceEvent;
-use weir_engine::dead_letter::{BadRecord, OnError};
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::dead_letter::{BadRecord, OnError};
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 
 use super::super::dead_letter::Origin as DlqOrigin;

@@ -28,7 +28,8 @@ use futures::future::BoxFuture;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::ClientConfig;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use weir_engine::checkpoint::pending;
 use weir_engine::connector::SinkContext;
 use weir_engine::{EngineError, Result};
 
@@ -44,12 +45,54 @@ fn err(m: impl std::fmt::Display) -> EngineError {
 }
 
 /// A sealed checkpoint interval waiting for its checkpoint to complete.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "PendingForm")]
 pub(crate) struct Pending {
     checkpoint: u64,
+    /// The rows of the checkpoint's interval, written ahead (Arrow IPC).
     file: PathBuf,
     /// Per partition, an offset at or before the first record this checkpoint can produce.
     from: BTreeMap<i32, i64>,
+}
+
+/// How a pending transaction was written: named fields, or `[checkpoint, file, from]`
+/// (version 1). Partitions are JSON object keys, so they are read as text first (serde cannot
+/// read integer keys through an untagged enum).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PendingForm {
+    Named {
+        checkpoint: u64,
+        file: PathBuf,
+        from: BTreeMap<String, i64>,
+    },
+    Positional(u64, PathBuf, BTreeMap<String, i64>),
+}
+
+impl TryFrom<PendingForm> for Pending {
+    type Error = String;
+
+    fn try_from(f: PendingForm) -> std::result::Result<Self, String> {
+        let (PendingForm::Named {
+            checkpoint,
+            file,
+            from,
+        }
+        | PendingForm::Positional(checkpoint, file, from)) = f;
+        let from = from
+            .into_iter()
+            .map(|(p, o)| {
+                p.parse()
+                    .map(|p| (p, o))
+                    .map_err(|_| format!("partition '{p}'"))
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Pending {
+            checkpoint,
+            file,
+            from,
+        })
+    }
 }
 
 pub(super) struct TransactionalSink {
@@ -140,12 +183,7 @@ impl TransactionalSink {
                 from,
             });
         }
-        let list: Vec<Value> = self
-            .pending
-            .iter()
-            .map(|p| json!([p.checkpoint, p.file.to_string_lossy(), p.from]))
-            .collect();
-        Ok(Value::Array(list).to_string())
+        pending::write(&self.pending)
     }
 
     async fn end_offsets(&mut self) -> Result<BTreeMap<i32, i64>> {
@@ -227,28 +265,7 @@ impl TransactionalSink {
 }
 
 pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {
-    let bad = || EngineError::State(format!("unreadable kafka sink state '{text}'"));
-    if text.is_empty() {
-        return Ok(vec![]);
-    }
-    let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
-    v.as_array()
-        .ok_or_else(bad)?
-        .iter()
-        .map(|p| {
-            let from = p[2]
-                .as_object()?
-                .iter()
-                .map(|(k, v)| Some((k.parse().ok()?, v.as_i64()?)))
-                .collect::<Option<_>>()?;
-            Some(Pending {
-                checkpoint: p[0].as_u64()?,
-                file: PathBuf::from(p[1].as_str()?),
-                from,
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(bad)
+    pending::read(text, "kafka sink")
 }
 
 /// Run a blocking librdkafka call off the async threads.
@@ -298,5 +315,25 @@ impl weir_engine::connector::Sink for TransactionalSink {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn pending_transactions_of_either_version_read_back() {
+        let p = Pending {
+            checkpoint: 9,
+            file: PathBuf::from("/ck/sinks/sink-2/00000009.arrow"),
+            from: BTreeMap::from([(0, 12), (3, 40)]),
+        };
+        let text = pending::write(std::slice::from_ref(&p)).unwrap();
+        assert!(text.contains("\"from\":{\"0\":12,\"3\":40}"), "{text}");
+        assert_eq!(parse_pending(&text).unwrap(), std::slice::from_ref(&p));
+        let v1 = r#"[[9,"/ck/sinks/sink-2/00000009.arrow",{"0":12,"3":40}]]"#;
+        assert_eq!(parse_pending(v1).unwrap(), [p]);
+        assert!(parse_pending(r#"[[9,"f",{"x":1}]]"#).is_err());
     }
 }

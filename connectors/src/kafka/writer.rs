@@ -10,7 +10,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use weir_engine::connector::SinkContext;
-use weir_engine::metrics::JobMetrics;
+use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 
 use super::key::{KeyFormat, KeyOptions};
@@ -26,7 +26,7 @@ type Encoded = (Vec<Vec<u8>>, Option<Vec<Vec<u8>>>);
 pub(super) struct RecordWriter {
     pub producer: FutureProducer,
     pub topic: String,
-    metrics: std::sync::Arc<weir_engine::metrics::JobMetrics>,
+    metrics: std::sync::Arc<weir_engine::observe::metrics::JobMetrics>,
     format: Format,
     raw: bool,
     key_format: Option<KeyFormat>,

@@ -18,7 +18,7 @@ pub fn is_task(name: &str) -> bool {
 /// so re-indenting a job file changes nothing) and each table it reads or writes (columns and
 /// options).
 pub(crate) fn job_layouts(
-    inserts: &[crate::statements::PlannedInsert],
+    inserts: &[crate::session::statements::PlannedInsert],
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for i in inserts {

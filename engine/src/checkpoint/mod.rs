@@ -14,6 +14,7 @@
 pub mod aligner;
 pub mod coordinator;
 pub mod layout;
+pub mod pending;
 pub mod store;
 pub mod tracker;
 

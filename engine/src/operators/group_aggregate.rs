@@ -19,8 +19,8 @@ use super::window_aggregate::key_arrays;
 use crate::changelog::{ChangeBuilder, RowKind};
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
+use crate::observe::op_metrics::{EventCounts, StateSize};
 use crate::operator::Operator;
-use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, StateBackend};
 use weir_planner::stream_plan::{GroupAggregateNode, PhysExpr};
 

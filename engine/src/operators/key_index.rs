@@ -113,8 +113,8 @@ impl KeyIndex {
     }
 
     /// The groups expired so far, as the operator's counts.
-    pub fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
-        crate::runtime::op_metrics::EventCounts {
+    pub fn counts(&self) -> crate::observe::op_metrics::EventCounts {
+        crate::observe::op_metrics::EventCounts {
             expired_keys: Some(self.expired),
             ..Default::default()
         }
@@ -122,13 +122,13 @@ impl KeyIndex {
 
     /// The number of keys and the bytes of the index plus `per_group_bytes` the operator keeps
     /// beside it, for metrics.
-    pub fn state_size_with(&self, per_group_bytes: usize) -> crate::runtime::op_metrics::StateSize {
+    pub fn state_size_with(&self, per_group_bytes: usize) -> crate::observe::op_metrics::StateSize {
         let mut size = self.state_size();
         size.bytes += per_group_bytes as u64;
         size
     }
 
-    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
+    fn state_size(&self) -> crate::observe::op_metrics::StateSize {
         // Each key's row twice (the rows, and the map's own copy), the map's buckets (a boxed
         // slice, a group number and a control byte), and the per-group stamps and TTL times.
         let rows = self.rows.size();
@@ -137,7 +137,7 @@ impl KeyIndex {
             + self.map.capacity() * bucket
             + self.touched_at.capacity() * std::mem::size_of::<u64>()
             + self.stamp.capacity() * std::mem::size_of::<u32>();
-        crate::runtime::op_metrics::StateSize {
+        crate::observe::op_metrics::StateSize {
             keys: self.len() as u64,
             bytes: bytes as u64,
             ..Default::default()

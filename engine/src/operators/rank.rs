@@ -28,8 +28,8 @@ use super::window_aggregate::key_arrays;
 use crate::changelog::RowKind;
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch};
+use crate::observe::op_metrics::{EventCounts, StateSize};
 use crate::operator::Operator;
-use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, StateBackend};
 use weir_planner::stream_plan::{PhysExpr, RankNode};
 

@@ -22,9 +22,9 @@ use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol
 use crate::error::Result;
 use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
+use crate::observe::op_metrics::{EventCounts, StateSize};
 use crate::operator::Operator;
-use crate::runtime::op_metrics::{EventCounts, StateSize};
 use crate::state::{decode_columns, SharedState, StateBackend};
 use crate::window::assign::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};

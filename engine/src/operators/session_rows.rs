@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, Result};
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
 use crate::state::{decode_columns, encode_columns, SharedState, StateBackend};
 
 const ROWS: &[u8] = b"b/";

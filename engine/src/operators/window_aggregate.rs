@@ -20,7 +20,7 @@ use super::window_updates::WindowUpdates;
 use crate::error::Result;
 use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
 use crate::operator::Operator;
 use crate::state::{
     decode_columns, encode_columns, i64_from_key, i64_key, SharedState, StateBackend,
@@ -477,16 +477,16 @@ impl Operator for WindowAggregateOperator {
         Some(&mut self.late)
     }
 
-    fn counts(&self) -> crate::runtime::op_metrics::EventCounts {
-        crate::runtime::op_metrics::EventCounts {
+    fn counts(&self) -> crate::observe::op_metrics::EventCounts {
+        crate::observe::op_metrics::EventCounts {
             late_rows: Some(self.late.count()),
             late_updates: Some(self.late_updates),
             expired_keys: None,
         }
     }
 
-    fn state_size(&self) -> crate::runtime::op_metrics::StateSize {
-        crate::runtime::op_metrics::StateSize {
+    fn state_size(&self) -> crate::observe::op_metrics::StateSize {
+        crate::observe::op_metrics::StateSize {
             open_windows: (self.windows.len() + self.spilled.len()) as u64,
             keys: self.windows.values().map(|t| t.num_groups() as u64).sum(),
             bytes: self.windows.values().map(|t| t.memory_size() as u64).sum(),

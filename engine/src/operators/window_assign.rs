@@ -16,8 +16,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::{EngineError, Result};
 use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
+use crate::observe::op_metrics::EventCounts;
 use crate::operator::Operator;
-use crate::runtime::op_metrics::EventCounts;
 use crate::window::assign::{
     assign_windows, to_wall, window_time, Assignments, TimeContext, UnitSpec,
 };

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::checkpoint::{Checkpointing, Event, Trigger};
@@ -17,45 +17,87 @@ use crate::error::{EngineError, Result};
 use crate::operator::Operator;
 use crate::state::{RocksBackend, SharedState};
 
-/// What a source saved in a checkpoint.
-#[derive(Debug, Clone, Default)]
+/// What a source saved in a checkpoint (stored as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceSnapshot {
+    /// Format version: 2 names the partitions' fields; 1 (absent) wrote them as arrays.
+    #[serde(default = "version_1")]
+    pub version: u32,
     /// The connector's position ([`crate::connector::Source::snapshot`]).
     pub position: Option<String>,
-    /// (partition id, watermark, ended) of every declared partition.
-    pub partitions: Vec<(u32, i64, bool)>,
+    /// Every declared partition.
+    pub partitions: Vec<PartitionSnapshot>,
     /// The source watermark.
     pub watermark: i64,
 }
 
+fn version_1() -> u32 {
+    1
+}
+
+/// One partition's watermark bookkeeping in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(from = "PartitionForm")]
+pub struct PartitionSnapshot {
+    /// The source's partition id.
+    pub id: u32,
+    /// The largest watermark the partition produced.
+    pub watermark: i64,
+    /// The partition has no more data.
+    pub ended: bool,
+}
+
+/// How a partition was written: named fields, or `[id, watermark, ended]` (version 1).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PartitionForm {
+    Named {
+        id: u32,
+        watermark: i64,
+        ended: bool,
+    },
+    Positional(u32, i64, bool),
+}
+
+impl From<PartitionForm> for PartitionSnapshot {
+    fn from(f: PartitionForm) -> Self {
+        match f {
+            PartitionForm::Named {
+                id,
+                watermark,
+                ended,
+            }
+            | PartitionForm::Positional(id, watermark, ended) => PartitionSnapshot {
+                id,
+                watermark,
+                ended,
+            },
+        }
+    }
+}
+
 impl SourceSnapshot {
+    /// The current format version.
+    pub const VERSION: u32 = 2;
+
     /// The snapshot as JSON, as stored in the checkpoint.
     pub fn to_json(&self) -> String {
-        json!({
-            "position": self.position,
-            "partitions": self.partitions.iter().map(|(i, w, e)| json!([i, w, e])).collect::<Vec<_>>(),
-            "watermark": self.watermark,
-        })
-        .to_string()
+        serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// Read a snapshot written by [`SourceSnapshot::to_json`].
+    /// Read a snapshot written by [`SourceSnapshot::to_json`] (any version).
     pub fn from_json(text: &str) -> Result<Self> {
-        let bad = || EngineError::State(format!("unreadable source snapshot: {text}"));
-        let v: Value = serde_json::from_str(text).map_err(|_| bad())?;
-        let partitions = v["partitions"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .map(|p| Some((p[0].as_u64()? as u32, p[1].as_i64()?, p[2].as_bool()?)))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(bad)?;
-        Ok(SourceSnapshot {
-            position: v["position"].as_str().map(String::from),
-            partitions,
-            watermark: v["watermark"].as_i64().ok_or_else(bad)?,
-        })
+        serde_json::from_str(text)
+            .map_err(|e| EngineError::State(format!("unreadable source snapshot ({e}): {text}")))
     }
+}
+
+/// What an operator task records in a checkpoint's metadata (its state is the directory named
+/// after the task).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OperatorSnapshot {
+    /// Bytes of the state checkpoint new in this checkpoint.
+    pub state_bytes: u64,
 }
 
 /// A source task's part in checkpoints.
@@ -174,7 +216,8 @@ impl OperatorCheckpoint {
         let r = self.write_and_checkpoint(op, dir).await;
         match r {
             Ok(bytes) => {
-                let snapshot = json!({ "state_bytes": bytes }).to_string();
+                let snapshot = serde_json::to_string(&OperatorSnapshot { state_bytes: bytes })
+                    .unwrap_or_default();
                 self.ck.send(Event::Ack {
                     id,
                     task: self.name.clone(),
@@ -207,5 +250,32 @@ impl OperatorCheckpoint {
         })
         .await
         .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    #[test]
+    fn a_source_snapshot_of_either_version_reads_back() {
+        let s = SourceSnapshot {
+            version: SourceSnapshot::VERSION,
+            position: Some("{\"t/0\":5}".into()),
+            partitions: vec![PartitionSnapshot {
+                id: 3,
+                watermark: -7,
+                ended: true,
+            }],
+            watermark: 11,
+        };
+        let text = s.to_json();
+        assert!(text.contains("\"watermark\":-7"), "{text}");
+        assert_eq!(SourceSnapshot::from_json(&text).unwrap(), s);
+        // Version 1 wrote partitions as arrays and no version.
+        let v1 = r#"{"position":"{\"t/0\":5}","partitions":[[3,-7,true]],"watermark":11}"#;
+        let read = SourceSnapshot::from_json(v1).unwrap();
+        assert_eq!((read.version, read.partitions), (1, s.partitions.clone()));
+        assert!(SourceSnapshot::from_json(r#"{"partitions":[[1,2]],"watermark":0}"#).is_err());
     }
 }

@@ -14,14 +14,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::Checkpointing;
 use crate::connector::{ConnectorRegistry, SourceContext};
-use crate::dead_letter::{DeadLetters, OnError};
 use crate::error::{EngineError, Result};
 use crate::message::Message;
-use crate::metrics::JobMetrics;
+use crate::observe::dead_letter::{DeadLetters, OnError};
+use crate::observe::metrics::JobMetrics;
+use crate::observe::op_metrics::OperatorMetrics;
 use crate::operator::Operator;
 use crate::operators;
 use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
-use crate::runtime::op_metrics::OperatorMetrics;
 use crate::runtime::source::SourceDriver;
 use crate::window::assign::TimeContext;
 use weir_planner::stream_plan::{StreamNode, TimeInfo};

@@ -2,8 +2,6 @@
 
 pub mod checkpointed;
 pub mod job;
-pub mod monitor;
-pub mod op_metrics;
 pub mod partitions;
 pub mod sink;
 pub mod source;

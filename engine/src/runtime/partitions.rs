@@ -9,6 +9,20 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::message::{WATERMARK_MAX, WATERMARK_MIN};
+use crate::runtime::checkpointed::PartitionSnapshot;
+
+/// How one partition stands, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PartitionStatus {
+    /// The source's partition id.
+    pub id: u32,
+    /// The partition's watermark.
+    pub watermark: i64,
+    /// Quiet for the idle timeout (and not ended).
+    pub idle: bool,
+    /// No more data.
+    pub ended: bool,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Partition {
@@ -45,23 +59,27 @@ impl PartitionWatermarks {
         }
     }
 
-    /// (id, watermark, ended) of every partition, for a checkpoint.
-    pub fn snapshot(&self) -> Vec<(u32, i64, bool)> {
+    /// Every partition, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<PartitionSnapshot> {
         self.parts
             .iter()
-            .map(|(id, p)| (*id, p.watermark, p.ended))
+            .map(|(id, p)| PartitionSnapshot {
+                id: *id,
+                watermark: p.watermark,
+                ended: p.ended,
+            })
             .collect()
     }
 
     /// Back to a checkpoint's partitions (they count as active from `now`).
-    pub fn restore(&mut self, parts: &[(u32, i64, bool)], now: Instant) {
-        for (id, watermark, ended) in parts {
+    pub fn restore(&mut self, parts: &[PartitionSnapshot], now: Instant) {
+        for p in parts {
             self.parts.insert(
-                *id,
+                p.id,
                 Partition {
-                    watermark: *watermark,
+                    watermark: p.watermark,
                     last_active: now,
-                    ended: *ended,
+                    ended: p.ended,
                 },
             );
         }
@@ -93,11 +111,16 @@ impl PartitionWatermarks {
         }
     }
 
-    /// (id, watermark, idle, ended) of every partition.
-    pub fn status(&self, now: Instant) -> Vec<(u32, i64, bool, bool)> {
+    /// How every partition stands.
+    pub fn status(&self, now: Instant) -> Vec<PartitionStatus> {
         self.parts
             .iter()
-            .map(|(id, p)| (*id, p.watermark, !p.ended && self.is_idle(p, now), p.ended))
+            .map(|(id, p)| PartitionStatus {
+                id: *id,
+                watermark: p.watermark,
+                idle: !p.ended && self.is_idle(p, now),
+                ended: p.ended,
+            })
             .collect()
     }
 

@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, watch};
 use crate::checkpoint::{Checkpointing, Event};
 use crate::connector::Sink;
 use crate::error::{EngineError, Result};
-use crate::latency::LatencyRecorder;
 use crate::message::Message;
-use crate::metrics::JobMetrics;
+use crate::observe::latency::LatencyRecorder;
+use crate::observe::metrics::JobMetrics;
 
 /// A sink's part in checkpoints.
 pub struct SinkCheckpoint {

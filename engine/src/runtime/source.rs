@@ -17,13 +17,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Trigger, TriggerKind};
 use crate::connector::{Source, SourceEvent};
-use crate::dead_letter::{BadRecord, DeadLetters};
 use crate::error::{EngineError, Result};
 use crate::message::{Barrier, Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
-use crate::metrics::JobMetrics;
+use crate::observe::dead_letter::{BadRecord, DeadLetters};
+use crate::observe::metrics::JobMetrics;
+use crate::observe::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::operators::project::project;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
-use crate::runtime::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::runtime::partitions::PartitionWatermarks;
 use crate::window::assign::to_ns;
 use weir_planner::stream_plan::SourceNode;
@@ -96,6 +96,7 @@ impl SourceDriver {
             return Ok(false);
         };
         let snapshot = SourceSnapshot {
+            version: SourceSnapshot::VERSION,
             position: self.source.snapshot()?,
             partitions: self.partitions.snapshot(),
             watermark: self.watermark,
@@ -312,15 +313,17 @@ impl SourceDriver {
             return;
         };
         let status = self.partitions.status(Instant::now());
-        for (id, ..) in &status {
-            self.add_to_partition(*id, 0);
+        for s in &status {
+            self.add_to_partition(s.id, 0);
         }
         let mut shown = om.partitions.lock().expect("lock");
         for (id, (records, label)) in &self.counts {
             let (wm, idle, ended) = status
                 .iter()
-                .find(|s| s.0 == *id)
-                .map_or((WATERMARK_MIN, false, false), |s| (s.1, s.2, s.3));
+                .find(|s| s.id == *id)
+                .map_or((WATERMARK_MIN, false, false), |s| {
+                    (s.watermark, s.idle, s.ended)
+                });
             // Updated in place: the label is cloned once, when the partition first shows.
             let stat = shown.entry(*id).or_insert_with(|| PartitionStat {
                 label: label.clone(),

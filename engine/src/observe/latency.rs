@@ -7,7 +7,7 @@
 //! would exceed [`MAX_CELLS`] (so memory stays bounded however far apart the event times are),
 //! and turns the cells into histogram observations when the rows become visible: immediately
 //! for an at-least-once sink, at commit for a two-phase-commit sink. The histograms live in
-//! [`crate::metrics::JobMetrics::latency`], one per sink and basis, and are served as
+//! [`crate::observe::metrics::JobMetrics::latency`], one per sink and basis, and are served as
 //! `weir_end_to_end_latency_seconds` (event time) and `weir_ingestion_latency_seconds`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::message::StreamBatch;
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
 
 /// Upper bounds (seconds) of the latency histogram buckets; a last bucket takes the rest.
 pub const BUCKETS: [f64; 17] = [

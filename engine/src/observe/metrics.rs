@@ -1,5 +1,5 @@
 //! Per-job counters, updated once per batch (never per row). Bad records are counted by each
-//! source's [`crate::dead_letter::DeadLetters`].
+//! source's [`crate::observe::dead_letter::DeadLetters`].
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -32,11 +32,11 @@ pub struct JobMetrics {
     /// Epoch-number event times read in a unit other than the column's (`'timestamp.unit' =
     /// 'auto'` corrected them), counted per batch.
     pub timestamp_corrections: AtomicU64,
-    /// End-to-end latency histograms per (sink, basis); see [`crate::latency`].
+    /// End-to-end latency histograms per (sink, basis); see [`crate::observe::latency`].
     pub latency: std::sync::Mutex<
         std::collections::BTreeMap<
-            (std::sync::Arc<str>, crate::latency::Basis),
-            crate::latency::LatencyHistogram,
+            (std::sync::Arc<str>, crate::observe::latency::Basis),
+            crate::observe::latency::LatencyHistogram,
         >,
     >,
 }

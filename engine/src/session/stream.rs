@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{EngineError, Result};
 use crate::message::Message;
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
 use crate::runtime::job::{JobShared, JobStatus};
 
 /// A submitted job (INSERT INTO or a statement set, or the job behind a query).
@@ -51,7 +51,7 @@ impl JobHandle {
     }
 
     /// The records kept from every source's dead letters (at most 1,000 per source).
-    pub fn dead_letters(&self) -> Vec<crate::dead_letter::BadRecord> {
+    pub fn dead_letters(&self) -> Vec<crate::observe::dead_letter::BadRecord> {
         self.0
             .dead_letters
             .lock()
@@ -101,7 +101,7 @@ impl JobHandle {
     }
 
     /// Each source table's dead letters.
-    pub fn dead_letter_sources(&self) -> Vec<(String, crate::dead_letter::DeadLetters)> {
+    pub fn dead_letter_sources(&self) -> Vec<(String, crate::observe::dead_letter::DeadLetters)> {
         let names = self.0.source_names.lock().expect("lock").clone();
         let dls = self.0.dead_letters.lock().expect("lock").clone();
         names.into_iter().zip(dls).collect()
@@ -110,7 +110,7 @@ impl JobHandle {
     /// What each task of the job did so far (rows, busy and backpressured time).
     pub fn operator_metrics(
         &self,
-    ) -> Vec<std::sync::Arc<crate::runtime::op_metrics::OperatorMetrics>> {
+    ) -> Vec<std::sync::Arc<crate::observe::op_metrics::OperatorMetrics>> {
         self.0.operators()
     }
 
@@ -150,7 +150,7 @@ pub struct QueryStream {
     /// The query's result is a changelog: batches carry an `op` column first.
     updating: bool,
     /// End-to-end latency of the delivered rows (sink `query`).
-    latency: Option<crate::latency::LatencyRecorder>,
+    latency: Option<crate::observe::latency::LatencyRecorder>,
 }
 
 impl QueryStream {
@@ -169,7 +169,7 @@ impl QueryStream {
     /// Measure the end-to-end latency of delivered rows (their event time in `event_col`).
     pub(crate) fn track_latency(mut self, event_col: Option<(usize, i64)>) -> Self {
         let metrics = self.job.0.metrics.clone();
-        self.latency = Some(crate::latency::LatencyRecorder::new(
+        self.latency = Some(crate::observe::latency::LatencyRecorder::new(
             metrics, "query", event_col,
         ));
         self

@@ -2,7 +2,7 @@
 //! `/metrics` serves. `weir.metrics` and the `weir run` progress line read these, so every place
 //! that shows a number shows the one `/metrics` has.
 
-use crate::stream::JobHandle;
+use crate::session::stream::JobHandle;
 
 /// One line of the exposition: `name{labels} value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +69,7 @@ pub fn parse(text: &str) -> Vec<Sample> {
 
 /// The samples of every job (and the process) right now.
 pub fn samples(jobs: &[JobHandle]) -> Vec<Sample> {
-    parse(&crate::prometheus::render(jobs))
+    parse(&crate::observe::prometheus::render(jobs))
 }
 
 /// The sum of every sample named `name`.

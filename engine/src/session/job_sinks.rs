@@ -7,11 +7,11 @@ use tokio::sync::mpsc;
 
 use crate::checkpoint::Checkpointing;
 use crate::connector::{SinkContext, SinkRestore};
-use crate::engine::Inner;
 use crate::error::{EngineError, Result};
 use crate::message::Message;
 use crate::runtime::job::{JobShared, CHANNEL_CAPACITY};
 use crate::runtime::sink::{SinkCheckpoint, SinkInput};
+use crate::session::engine::Inner;
 
 /// What a sink task's state depends on: its table and what it writes to.
 fn sink_layout(t: &weir_planner::TableDef) -> String {
@@ -88,7 +88,7 @@ pub(crate) fn open_sink(
             .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
     };
     let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, table)?;
-    let sink = crate::statements::CastingSink::wrap(sink, table.physical_schema());
+    let sink = crate::session::statements::CastingSink::wrap(sink, table.physical_schema());
     if !g.quiet {
         tracing::info!(
             "sink '{}' ({}) delivers {}",

@@ -11,7 +11,7 @@
 //! history). Ad-hoc jobs (interactive queries, EXPLAIN ANALYZE) leave both the moment they end.
 
 use crate::runtime::job::JobStatus;
-use crate::stream::JobHandle;
+use crate::session::stream::JobHandle;
 
 /// Ended jobs kept for `SHOW JOBS` and `weir.jobs`.
 pub const KEPT_ENDED: usize = 100;

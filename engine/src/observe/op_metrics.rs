@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
 
 /// The counters of one task (source, operator or union).
 #[derive(Debug)]

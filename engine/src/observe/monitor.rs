@@ -1,6 +1,6 @@
 //! A small task per job that wakes once a second while the job runs: it takes each task's
 //! reading for the 10 s meters (rows per second, busy and backpressured shares; see
-//! [`crate::runtime::op_metrics`]), and checks the threshold warnings
+//! [`crate::observe::op_metrics`]), and checks the threshold warnings
 //! `SET 'monitoring.lag-warn' = '10000'` (Kafka consumer lag, records over all partitions of the
 //! job) and `SET 'monitoring.latency-warn' = '5 s'` (watermark lag at the sinks). It warns once
 //! when a number crosses its threshold, and again only after it fell back below. Warnings go to

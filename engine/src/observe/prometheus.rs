@@ -15,12 +15,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::latency::{Basis, LatencyHistogram, BUCKETS};
+use crate::observe::latency::{Basis, LatencyHistogram, BUCKETS};
 
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
+use crate::observe::op_metrics::{OperatorMetrics, Recent};
 use crate::runtime::job::JobStatus;
-use crate::runtime::op_metrics::{OperatorMetrics, Recent};
-use crate::stream::JobHandle;
+use crate::session::stream::JobHandle;
 
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;

@@ -4,7 +4,7 @@
 //! taken when it starts. `weir.metrics` is parsed from the same Prometheus text `/metrics`
 //! serves, so both always show the same numbers; like `/metrics` it and `weir.kafka_lag` cover
 //! the current jobs, while `weir.jobs`, `weir.checkpoints` and `weir.dead_letters` cover every
-//! job kept in the history (see [`crate::job_history`]).
+//! job kept in the history (see [`crate::session::job_history`]).
 
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use datafusion::catalog::MemorySchemaProvider;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
-use crate::engine::Output;
 use crate::error::Result;
-use crate::stream::JobHandle;
+use crate::session::engine::Output;
+use crate::session::stream::JobHandle;
 
 /// The system table names, for a quick check of a query's text.
 pub const NAMES: &[&str] = &[
@@ -83,7 +83,7 @@ fn tables(jobs: &Jobs) -> Result<Vec<(&'static str, RecordBatch)>> {
 }
 
 fn jobs_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
-    use crate::metrics::JobMetrics as M;
+    use crate::observe::metrics::JobMetrics as M;
     let m = |f: &dyn Fn(&JobHandle) -> u64| -> ArrayRef {
         Arc::new(UInt64Array::from_iter_values(jobs.iter().map(f)))
     };
@@ -115,7 +115,7 @@ fn jobs_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
 
 /// `name{labels} value` lines of the Prometheus text as rows.
 fn metrics_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
-    let samples = crate::samples::samples(jobs);
+    let samples = crate::observe::samples::samples(jobs);
     batch(
         vec![
             ("metric", DataType::Utf8),
@@ -136,7 +136,7 @@ fn lag_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     let (mut job, mut topic, mut part, mut lag) = (vec![], vec![], vec![], vec![]);
     for j in jobs {
         for ((t, p), l) in j.metrics().kafka_lag.lock().expect("lock").iter() {
-            job.push(crate::prometheus::job_label(j));
+            job.push(crate::observe::prometheus::job_label(j));
             topic.push(t.clone());
             part.push(i64::from(*p));
             lag.push(*l);
@@ -162,7 +162,7 @@ fn checkpoints_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     let (mut job, mut id, mut ms, mut bytes) = (vec![], vec![], vec![], vec![]);
     for j in jobs {
         for c in j.checkpoints() {
-            job.push(crate::prometheus::job_label(j));
+            job.push(crate::observe::prometheus::job_label(j));
             id.push(c.id);
             ms.push(c.duration.as_secs_f64() * 1e3);
             bytes.push(c.bytes);
@@ -190,7 +190,7 @@ fn dead_letters_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     for j in jobs {
         for (s, dl) in j.dead_letter_sources() {
             for r in dl.records() {
-                job.push(crate::prometheus::job_label(j));
+                job.push(crate::observe::prometheus::job_label(j));
                 source.push(s.clone());
                 reason.push(r.reason.clone());
                 position.push(r.position.clone());

@@ -16,11 +16,11 @@ use crate::checkpoint::coordinator::run_coordinator;
 use crate::checkpoint::{CheckpointConfig, CheckpointStore, Checkpointing};
 use crate::connector::{ConnectorRegistry, SinkFactory, SourceFactory};
 use crate::error::{EngineError, Result};
-use crate::job_history::{JobHistory, JobKind};
-use crate::job_sinks::{late_sinks, open_sink, SinkTarget};
 use crate::runtime::job::{spawn_node, BuildContext, JobShared};
 use crate::runtime::sink::run_sink;
-use crate::stream::{JobHandle, QueryStream};
+use crate::session::job_history::{JobHistory, JobKind};
+use crate::session::job_sinks::{late_sinks, open_sink, SinkTarget};
+use crate::session::stream::{JobHandle, QueryStream};
 
 /// What one statement produced.
 pub enum Output {
@@ -127,7 +127,7 @@ impl Engine {
             )));
         }
         let mut g = self.lock();
-        crate::statements::check_option_value(key, value)?;
+        crate::session::statements::check_option_value(key, value)?;
         g.pinned.insert(key.to_string(), value.to_string());
         g.settings.insert(key.to_string(), value.to_string());
         Ok(())
@@ -154,7 +154,7 @@ impl Engine {
     }
 
     /// Jobs started by this engine: every running one and the last
-    /// [`crate::job_history::KEPT_ENDED`] that ended, oldest first.
+    /// [`crate::session::job_history::KEPT_ENDED`] that ended, oldest first.
     pub fn jobs(&self) -> Vec<JobHandle> {
         let mut g = self.lock();
         g.jobs.prune();
@@ -162,7 +162,7 @@ impl Engine {
     }
 
     /// The jobs `/metrics` shows and `/health` judges: the running ones, and the latest ended
-    /// job of each submitted pipeline (see [`crate::job_history`]).
+    /// job of each submitted pipeline (see [`crate::session::job_history`]).
     pub fn current_jobs(&self) -> Vec<JobHandle> {
         let mut g = self.lock();
         g.jobs.prune();
@@ -208,21 +208,21 @@ impl Engine {
         let Some(last) = statements.pop() else {
             return Ok(String::new());
         };
-        crate::statements::explain(&self.lock(), &last)
+        crate::session::statements::explain(&self.lock(), &last)
     }
 
     /// Execute one parsed statement.
     pub async fn execute_statement(&self, s: Statement) -> Result<Output> {
         match s {
-            Statement::Query(q) if crate::system_tables::mentions(&q.text) => {
-                let jobs = crate::system_tables::Jobs {
+            Statement::Query(q) if crate::session::system_tables::mentions(&q.text) => {
+                let jobs = crate::session::system_tables::Jobs {
                     kept: self.jobs(),
                     current: self.current_jobs(),
                 };
-                crate::system_tables::query(&q.text, &jobs).await
+                crate::session::system_tables::query(&q.text, &jobs).await
             }
             Statement::Query(q) => {
-                let plan = crate::statements::plan_query(&self.lock(), &q)?;
+                let plan = crate::session::statements::plan_query(&self.lock(), &q)?;
                 match plan.stream {
                     Some(stream) => self.start_query(stream),
                     None => self.run_batch(plan.logical).await,
@@ -232,10 +232,10 @@ impl Engine {
                 self.explain_analyze(*inner, std::future::pending()).await
             }
             Statement::Insert { .. } | Statement::StatementSet(_) => {
-                let inserts = crate::statements::plan_inserts(&self.lock(), &s)?;
+                let inserts = crate::session::statements::plan_inserts(&self.lock(), &s)?;
                 self.start_inserts(inserts).map(Output::Job)
             }
-            other => crate::statements::execute_ddl(&mut self.lock(), other),
+            other => crate::session::statements::execute_ddl(&mut self.lock(), other),
         }
     }
 
@@ -281,7 +281,7 @@ impl Engine {
     /// The current jobs' metrics in the Prometheus text format (see `docs/metrics.md`): ended
     /// ad-hoc queries and superseded pipeline runs are left out.
     pub fn metrics_text(&self) -> String {
-        crate::prometheus::render(&self.current_jobs())
+        crate::observe::prometheus::render(&self.current_jobs())
     }
 
     /// `Ok` when no current pipeline failed (the latest job of each submitted INSERT; ad-hoc
@@ -291,7 +291,7 @@ impl Engine {
         &self,
         max_checkpoint_age: std::time::Duration,
     ) -> std::result::Result<(), String> {
-        crate::health::health(&self.current_jobs(), max_checkpoint_age)
+        crate::observe::health::health(&self.current_jobs(), max_checkpoint_age)
     }
 
     /// `EXPLAIN ANALYZE <query>`: run the query to its end (or until `stop` completes, which
@@ -308,7 +308,7 @@ impl Engine {
                 "EXPLAIN ANALYZE runs a query: EXPLAIN ANALYZE SELECT ...",
             )));
         };
-        let plan = crate::statements::plan_query(&self.lock(), &q)?;
+        let plan = crate::session::statements::plan_query(&self.lock(), &q)?;
         let Some(stream) = plan.stream else {
             return Ok(Output::Text("a constant query has no operators".into()));
         };
@@ -321,7 +321,7 @@ impl Engine {
         };
         let run = analyze_run(rows, stop).await?;
         let wall = started.elapsed();
-        let text = crate::runtime::op_metrics::annotate(&tree, &run.operators, wall);
+        let text = crate::observe::op_metrics::annotate(&tree, &run.operators, wall);
         let ms = wall.as_secs_f64() * 1e3;
         let head = match run.cancelled {
             false => format!("{} result rows in {ms:.1} ms", run.rows),
@@ -340,7 +340,7 @@ impl Engine {
         let job = JobShared::new("query".into());
         let _building = job.hold();
         let mut ctx = build_ctx(&g, &job)?;
-        let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
+        let thresholds = crate::observe::monitor::Thresholds::parse(&g.settings)?;
         let rx = spawn_node(&plan.root, &ctx)?;
         let late = std::mem::take(&mut ctx.late);
         for s in late_sinks(&g, &job, None, late)? {
@@ -352,7 +352,7 @@ impl Engine {
                 job.cancel_receiver(),
             ));
         }
-        crate::runtime::monitor::spawn(&job, thresholds, g.quiet);
+        crate::observe::monitor::spawn(&job, thresholds, g.quiet);
         print_warnings(&g, &plan);
         drop(g);
         let handle = JobHandle(job);
@@ -366,13 +366,16 @@ impl Engine {
         Ok(Output::Stream(stream.track_latency(event_col)))
     }
 
-    fn start_inserts(&self, inserts: Vec<crate::statements::PlannedInsert>) -> Result<JobHandle> {
+    fn start_inserts(
+        &self,
+        inserts: Vec<crate::session::statements::PlannedInsert>,
+    ) -> Result<JobHandle> {
         let g = self.lock();
         let names: Vec<&str> = inserts.iter().map(|i| i.table.name.as_str()).collect();
         let job = JobShared::new(format!("insert into {}", names.join(", ")));
         let _building = job.hold();
         let ck = checkpointing(&g, &inserts)?;
-        let thresholds = crate::runtime::monitor::Thresholds::parse(&g.settings)?;
+        let thresholds = crate::observe::monitor::Thresholds::parse(&g.settings)?;
         let mut ctx = build_ctx(&g, &job)?;
         ctx.checkpointing = ck.clone();
         let mut sinks = Vec::new();
@@ -417,7 +420,7 @@ impl Engine {
                 job.cancel_receiver(),
             ));
         }
-        crate::runtime::monitor::spawn(&job, thresholds, g.quiet);
+        crate::observe::monitor::spawn(&job, thresholds, g.quiet);
         drop(g);
         let handle = JobHandle(job);
         self.lock().jobs.push(handle.clone(), JobKind::Submitted);
@@ -435,7 +438,7 @@ impl Engine {
 struct AnalyzeRun {
     rows: usize,
     cancelled: bool,
-    operators: Vec<Arc<crate::runtime::op_metrics::OperatorMetrics>>,
+    operators: Vec<Arc<crate::observe::op_metrics::OperatorMetrics>>,
 }
 
 /// How long a cancelled `EXPLAIN ANALYZE` waits for its tasks to wind down.
@@ -476,7 +479,7 @@ async fn count_rows(rows: &mut QueryStream, count: &mut usize) -> Result<()> {
 /// statements that act on running jobs or read the system tables are left to the run.
 pub fn plan_only(st: Statement) -> Option<Statement> {
     match st {
-        Statement::Query(q) if crate::system_tables::mentions(&q.text) => None,
+        Statement::Query(q) if crate::session::system_tables::mentions(&q.text) => None,
         Statement::Query(_) | Statement::Insert { .. } | Statement::StatementSet(_) => {
             Some(Statement::Explain(Box::new(st)))
         }
@@ -490,7 +493,7 @@ pub fn plan_only(st: Statement) -> Option<Statement> {
 /// the checkpoint it restores from.
 fn checkpointing(
     g: &Inner,
-    inserts: &[crate::statements::PlannedInsert],
+    inserts: &[crate::session::statements::PlannedInsert],
 ) -> Result<Option<Arc<Checkpointing>>> {
     let mut config = g.checkpoint.clone();
     if let Some(d) = g.settings.get("execution.checkpointing.dir") {

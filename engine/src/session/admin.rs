@@ -9,10 +9,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_planner::{Location, PlanError, TableDef};
 
-use crate::engine::{Inner, Output};
 use crate::error::Result;
-use crate::metrics::JobMetrics;
+use crate::observe::metrics::JobMetrics;
 use crate::runtime::job::JobStatus;
+use crate::session::engine::{Inner, Output};
 
 /// A table of strings with the given column names.
 pub(crate) fn string_table(names: &[&str], rows: Vec<Vec<String>>) -> Output {
@@ -47,7 +47,7 @@ pub(crate) fn show_jobs(g: &mut Inner) -> Output {
                 format!("{}s", j.uptime().as_secs()),
                 JobMetrics::get(&m.rows_in).to_string(),
                 JobMetrics::get(&m.rows_out).to_string(),
-                crate::metrics::format_watermark(wm),
+                crate::observe::metrics::format_watermark(wm),
                 j.last_checkpoint().map_or("-".into(), |c| c.to_string()),
             ]
         })

@@ -13,8 +13,8 @@ use weir_planner::{
 };
 
 use crate::connector::Sink;
-use crate::engine::{Inner, Output};
 use crate::error::{EngineError, Result};
+use crate::session::engine::{Inner, Output};
 
 fn plan_err(msg: impl Into<String>, at: Location) -> EngineError {
     EngineError::Plan(PlanError::plan(msg, at))
@@ -102,8 +102,8 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
             id,
             savepoint,
             location,
-        } => crate::admin::stop_job(g, &id, savepoint, location),
-        Statement::Help => Ok(Output::Text(crate::admin::help())),
+        } => crate::session::admin::stop_job(g, &id, savepoint, location),
+        Statement::Help => Ok(Output::Text(crate::session::admin::help())),
         other => Err(EngineError::Internal(format!(
             "not a DDL statement: {other:?}"
         ))),
@@ -362,7 +362,7 @@ fn show(g: &mut Inner, what: ShowWhat) -> Output {
         ShowWhat::Tables => one_column("table name", g.catalog.tables.keys().cloned().collect()),
         ShowWhat::Views => one_column("view name", g.catalog.views.keys().cloned().collect()),
         ShowWhat::Functions => one_column("function name", g.planner.function_names()),
-        ShowWhat::Jobs => crate::admin::show_jobs(g),
+        ShowWhat::Jobs => crate::session::admin::show_jobs(g),
     }
 }
 
@@ -405,7 +405,7 @@ fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
             s
         })
         .collect();
-    for (k, v) in crate::admin::option_rows(t) {
+    for (k, v) in crate::session::admin::option_rows(t) {
         names.push(k);
         types.push(v);
     }

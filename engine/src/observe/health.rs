@@ -4,9 +4,9 @@
 use std::time::SystemTime;
 
 use crate::runtime::job::JobStatus;
-use crate::stream::JobHandle;
+use crate::session::stream::JobHandle;
 
-/// Whether `jobs` (the engine's current jobs, see [`crate::job_history`]) are healthy: none
+/// Whether `jobs` (the engine's current jobs, see [`crate::session::job_history`]) are healthy: none
 /// failed, and each running checkpointing job completed a checkpoint within
 /// `max_checkpoint_age`. `Err` holds the reasons as a JSON object.
 pub fn health(jobs: &[JobHandle], max_checkpoint_age: std::time::Duration) -> Result<(), String> {
