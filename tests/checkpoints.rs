@@ -85,12 +85,7 @@ pub(crate) async fn run_and_crash(
         .submit(sql)
         .await
         .unwrap();
-    let t0 = Instant::now();
-    while job.last_checkpoint().unwrap_or(0) < n && !job.is_done() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let crashed = !job.is_done();
+    let crashed = until_checkpoint(&job, n).await;
     job.cancel();
     let _ = job.wait().await;
     (
@@ -181,9 +176,7 @@ async fn stop_with_savepoint_then_resume() {
     let (out, ckpt) = (scratch("sp-out"), scratch("sp-ck"));
     let sql = insert_job("session_tvf", &out).await;
     let job = engine(&ckpt).submit(&sql).await.unwrap();
-    while job.last_checkpoint().unwrap_or(0) < 2 && !job.is_done() {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until_checkpoint(&job, 2).await;
     job.stop_with_savepoint();
     job.wait().await.unwrap();
     let job = engine(&ckpt).submit(&sql).await.unwrap();

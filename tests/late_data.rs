@@ -310,13 +310,10 @@ async fn late_rows_reach_the_late_data_topic_once_across_a_crash() {
         );
         if run == "crash" {
             let first = slow_checkpoints(&ck).submit(&sql).await.unwrap();
-            while first.last_checkpoint().unwrap_or(0) < 1 {
-                assert!(
-                    !first.is_done(),
-                    "the job ended before its first checkpoint"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            assert!(
+                until_checkpoint(&first, 1).await,
+                "the job ended before its first checkpoint"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(150)).await;
             assert!(
                 !first.is_done(),

@@ -492,13 +492,8 @@ async fn upsert_case_survives_a_crash(case: &str) {
         e
     };
     let first = engine().submit(&sql).await.unwrap();
-    let t0 = std::time::Instant::now();
-    while first.last_checkpoint().unwrap_or(0) < 3 && !first.is_done() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
     assert!(
-        !first.is_done(),
+        until_checkpoint(&first, 3).await,
         "{case}: the job should still be running when it crashes"
     );
     first.cancel();

@@ -119,13 +119,8 @@ async fn run_checkpointed(sql: &str, ckpt: &std::path::Path, crash: bool) {
     };
     if crash {
         let first = engine().submit(sql).await.unwrap();
-        let t0 = std::time::Instant::now();
-        while first.last_checkpoint().unwrap_or(0) < 3 && !first.is_done() {
-            assert!(t0.elapsed().as_secs() < 60, "no checkpoint");
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
         assert!(
-            !first.is_done(),
+            until_checkpoint(&first, 3).await,
             "the job should still be running when it crashes"
         );
         first.cancel();

@@ -254,6 +254,20 @@ pub fn metric_total(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// Wait until `job` has completed checkpoint `n` or ended, polling every millisecond (so a
+/// crash can follow the checkpoint closely); panics after 60 s. Whether the job still runs.
+pub async fn until_checkpoint(job: &weir::JobHandle, n: u64) -> bool {
+    let t0 = std::time::Instant::now();
+    while job.last_checkpoint().unwrap_or(0) < n && !job.is_done() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no checkpoint {n} within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    !job.is_done()
+}
+
 /// Poll `check` every 50 ms until it returns `Some`; panics naming `what` after `limit`.
 pub async fn wait_for<T>(
     limit: std::time::Duration,

@@ -339,7 +339,10 @@ async fn next_checkpoint(job: &weir::JobHandle, dir: &Path, what: &str) -> u64 {
     stats.id
 }
 
-async fn groups(keys: usize) -> weir::Result<()> {
+/// State that keeps every key: a GROUP BY (`insert` = [`GROUPS_INSERT`]) or open session
+/// windows ([`SESSIONS_INSERT`]). Checkpoints after every key arrived, after 1% of the keys
+/// changed and when nothing changed, then a crash and the recovery.
+async fn keyed(keys: usize, insert: &str, title: &str) -> weir::Result<()> {
     let read = Arc::new(AtomicUsize::new(0));
     let phase = Arc::new(AtomicUsize::new(0));
     let factory = Arc::new(MemoryFactory {
@@ -354,11 +357,11 @@ async fn groups(keys: usize) -> weir::Result<()> {
     e.execute(GROUPS_DDL).await?;
     let schema = e.catalog().table("r").expect("table").physical_schema();
     *factory.batches.lock().expect("lock") = group_batches(schema, keys, phase.clone());
-    let job = e.submit(GROUPS_INSERT).await?;
+    let job = e.submit(insert).await?;
     while read.load(Ordering::Relaxed) < keys {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    println!("GROUP BY over {keys} keys:");
+    println!("{title} over {keys} keys:");
     next_checkpoint(&job, &dir, "every key written").await;
     phase.store(1, Ordering::Relaxed);
     while read.load(Ordering::Relaxed) < keys + (keys / 100).max(1) {
@@ -372,7 +375,7 @@ async fn groups(keys: usize) -> weir::Result<()> {
     let e2 = engine(&factory, Some((&dir, Duration::from_secs(1))), 1 << 30);
     e2.execute(DDL).await?;
     e2.execute(GROUPS_DDL).await?;
-    let job = e2.submit(GROUPS_INSERT).await?; // operators restore their state here
+    let job = e2.submit(insert).await?; // operators restore their state here
     println!(
         "  recovery: the job restored and running in {:.3} s",
         t0.elapsed().as_secs_f64()
@@ -389,6 +392,10 @@ const GROUPS_DDL: &str = "CREATE TABLE per_key (sensor_id STRING, n BIGINT, avg_
 const GROUPS_INSERT: &str = "INSERT INTO per_key SELECT sensor_id, COUNT(*), AVG(temperature),
   MAX(temperature) FROM r GROUP BY sensor_id";
 
+/// One open session per key (the watermark never passes their end): their rows are the state.
+const SESSIONS_INSERT: &str = "INSERT INTO per_key SELECT sensor_id, COUNT(*), AVG(temperature),
+  MAX(temperature) FROM r GROUP BY sensor_id, SESSION(ts, INTERVAL '1' HOUR)";
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "throughput".into());
@@ -403,11 +410,16 @@ fn main() {
             let mb: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1024);
             rt.block_on(state(n.unwrap_or(1_000_000), mb << 20))
         }
-        "groups" => rt.block_on(groups(n.unwrap_or(1_000_000))),
+        "groups" => rt.block_on(keyed(n.unwrap_or(1_000_000), GROUPS_INSERT, "GROUP BY")),
+        "sessions" => rt.block_on(keyed(
+            n.unwrap_or(1_000_000),
+            SESSIONS_INSERT,
+            "SESSION windows",
+        )),
         other => {
             eprintln!(
                 "usage: weir-checkpoint-bench throughput [rows] | state [keys] | groups [keys] \
-                 (not '{other}')"
+                 | sessions [keys] (not '{other}')"
             );
             std::process::exit(2);
         }

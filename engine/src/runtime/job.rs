@@ -24,7 +24,7 @@ use crate::operators;
 use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
 use crate::runtime::source::SourceDriver;
 use crate::window::assign::TimeContext;
-use weir_planner::stream_plan::{StreamNode, TimeInfo};
+use weir_planner::stream_plan::{SourceNode, StreamNode, TimeInfo};
 
 /// Messages in flight between two operators.
 pub const CHANNEL_CAPACITY: usize = 16;
@@ -243,64 +243,84 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let node_no = ctx.next_node.get();
     ctx.next_node.set(node_no + 1);
-    let metrics = ctx.job.metrics.clone();
-    let mut op: Box<dyn Operator> = match node {
-        StreamNode::Source(s) => {
-            let factory = ctx
-                .registry
-                .source(s.table.connector().unwrap_or(""))
-                .ok_or_else(|| {
-                    EngineError::connector(s.table.connector().unwrap_or("?"), "unknown connector")
-                })?;
-            let has_destination = s.table.option("dead-letter.topic").is_some();
-            let on_error =
-                OnError::parse_with_default(s.table.option("format.on-error"), has_destination)
-                    .map_err(|m| EngineError::connector(factory.name(), m))?;
-            let dead_letters = DeadLetters::new(on_error);
-            dead_letters.set_quiet(ctx.quiet);
-            ctx.job
-                .dead_letters
-                .lock()
-                .expect("lock")
-                .push(dead_letters.clone());
-            ctx.job
-                .source_names
-                .lock()
-                .expect("lock")
-                .push(s.table.name.clone());
-            let ck = ctx
-                .checkpointing
-                .as_ref()
-                .map(|c| SourceCheckpoint::new(c, node.state_layout()));
-            let restored = ck.as_ref().and_then(|c| c.restored()).transpose()?;
-            let sctx = SourceContext {
-                table: s.table.clone(),
-                schema: s.table.physical_schema(),
-                batch_size: ctx.batch_size,
-                dead_letters: dead_letters.clone(),
-                metrics: metrics.clone(),
-                restore: restored.as_ref().and_then(|r| r.position.clone()),
-            };
-            let source = factory.create(sctx)?;
-            let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
-            driver.set_op_metrics(
-                ctx.job
-                    .register_operator(node_no, &format!("source {}", s.table.name)),
-            );
-            if let Some(ck) = ck {
-                driver.set_checkpointing(ck, restored.as_ref());
-            }
-            ctx.job.spawn(driver.run(tx, ctx.job.cancel_receiver()));
-            return Ok(rx);
-        }
+    match node {
+        StreamNode::Source(s) => spawn_source(node, s, node_no, tx, ctx)?,
         StreamNode::Union { inputs, .. } => {
             let rxs = inputs
                 .iter()
                 .map(|i| spawn_node(i, ctx))
                 .collect::<Result<Vec<_>>>()?;
             ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
-            return Ok(rx);
         }
+        _ => spawn_operator(node, build_operator(node, ctx)?, node_no, tx, ctx)?,
+    }
+    Ok(rx)
+}
+
+/// The dead-letter handling of a source table (`format.on-error`, `dead-letter.topic`),
+/// registered with the job.
+fn source_dead_letters(s: &SourceNode, connector: &str, ctx: &BuildContext) -> Result<DeadLetters> {
+    let has_destination = s.table.option("dead-letter.topic").is_some();
+    let on_error = OnError::parse_with_default(s.table.option("format.on-error"), has_destination)
+        .map_err(|m| EngineError::connector(connector, m))?;
+    let dead_letters = DeadLetters::new(on_error);
+    dead_letters.set_quiet(ctx.quiet);
+    ctx.job
+        .dead_letters
+        .lock()
+        .expect("lock")
+        .push(dead_letters.clone());
+    Ok(dead_letters)
+}
+
+/// Start a source task: its connector, dead letters, metrics and checkpoint part.
+fn spawn_source(
+    node: &StreamNode,
+    s: &SourceNode,
+    node_no: usize,
+    tx: mpsc::Sender<Message>,
+    ctx: &BuildContext,
+) -> Result<()> {
+    let connector = s.table.connector().unwrap_or("");
+    let factory = ctx.registry.source(connector).ok_or_else(|| {
+        EngineError::connector(s.table.connector().unwrap_or("?"), "unknown connector")
+    })?;
+    let dead_letters = source_dead_letters(s, factory.name(), ctx)?;
+    ctx.job
+        .source_names
+        .lock()
+        .expect("lock")
+        .push(s.table.name.clone());
+    let ck = ctx
+        .checkpointing
+        .as_ref()
+        .map(|c| SourceCheckpoint::new(c, node.state_layout()));
+    let restored = ck.as_ref().and_then(|c| c.restored()).transpose()?;
+    let metrics = ctx.job.metrics.clone();
+    let sctx = SourceContext {
+        table: s.table.clone(),
+        schema: s.table.physical_schema(),
+        batch_size: ctx.batch_size,
+        dead_letters: dead_letters.clone(),
+        metrics: metrics.clone(),
+        restore: restored.as_ref().and_then(|r| r.position.clone()),
+    };
+    let source = factory.create(sctx)?;
+    let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
+    let label = format!("source {}", s.table.name);
+    driver.set_op_metrics(ctx.job.register_operator(node_no, &label));
+    if let Some(ck) = ck {
+        driver.set_checkpointing(ck, restored.as_ref());
+    }
+    ctx.job.spawn(driver.run(tx, ctx.job.cancel_receiver()));
+    Ok(())
+}
+
+/// The operator that runs `node` (any node but a source or a union).
+fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
+    let metrics = ctx.job.metrics.clone();
+    let clock = operators::key_index::process_clock;
+    Ok(match node {
         StreamNode::Filter { predicate, .. } => {
             Box::new(operators::filter::FilterOperator::new(predicate.clone()))
         }
@@ -328,15 +348,29 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
             Box::new(operators::group_aggregate::GroupAggregateOperator::new(
                 a,
                 ttl_ms(ctx.settings)?,
-                operators::key_index::process_clock,
+                clock,
             )?)
         }
         StreamNode::Rank(r) => Box::new(operators::rank::RankOperator::new(
             r,
             ttl_ms(ctx.settings)?,
-            operators::key_index::process_clock,
+            clock,
         )?),
-    };
+        StreamNode::Source(_) | StreamNode::Union { .. } => {
+            return Err(EngineError::Internal("not an operator node".into()))
+        }
+    })
+}
+
+/// Start the task that runs `op` for `node`: its checkpoint part, late-data output, metrics,
+/// and its input (spawned first, recursively).
+fn spawn_operator(
+    node: &StreamNode,
+    mut op: Box<dyn Operator>,
+    node_no: usize,
+    tx: mpsc::Sender<Message>,
+    ctx: &BuildContext,
+) -> Result<()> {
     let ck = match &ctx.checkpointing {
         Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(
             c,
@@ -357,7 +391,7 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
         late,
     };
     ctx.job.spawn(run_operator(op, input, tx, ck, task));
-    Ok(rx)
+    Ok(())
 }
 
 /// `table.exec.state.ttl` in milliseconds.

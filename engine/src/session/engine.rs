@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::runtime::job::{spawn_node, BuildContext, JobShared};
 use crate::runtime::sink::run_sink;
 use crate::session::job_history::{JobHistory, JobKind};
-use crate::session::job_sinks::{late_sinks, open_sink, SinkTarget};
+use crate::session::job_sinks::{late_sinks, open_sink, SinkTarget, SinkTask};
 use crate::session::stream::{JobHandle, QueryStream};
 
 /// What one statement produced.
@@ -376,49 +376,19 @@ impl Engine {
         let _building = job.hold();
         let ck = checkpointing(&g, &inserts)?;
         let thresholds = crate::observe::monitor::Thresholds::parse(&g.settings)?;
-        let mut ctx = build_ctx(&g, &job)?;
-        ctx.checkpointing = ck.clone();
-        let mut sinks = Vec::new();
-        for ins in &inserts {
-            print_warnings(&g, &ins.plan);
-            let target = SinkTarget {
-                table: &ins.table,
-                updating: ins.plan.updating,
-                event_col: ins.plan.root.event_time_column(),
-                upsert_key: ins.plan.root.upsert_key(),
-            };
-            let (sink, sink_ck) = open_sink(&g, &job, ck.as_ref(), target)?;
-            sinks.push((sink, spawn_node(&ins.plan.root, &ctx)?, sink_ck));
-        }
-        let late = std::mem::take(&mut ctx.late);
-        for s in late_sinks(&g, &job, ck.as_ref(), late)? {
-            sinks.push((s.input, s.rx, s.ck));
-        }
+        let sinks = insert_tasks(&g, &job, ck.as_ref(), &inserts)?;
         if let Some(c) = &ck {
             if let Err(e) = check_tasks(c, g.quiet) {
                 job.cancel();
                 return Err(e);
             }
         }
-        for (sink, rx, sink_ck) in sinks {
+        for s in sinks {
             let cancel = job.cancel_receiver();
-            job.spawn(run_sink(sink, rx, job.metrics.clone(), sink_ck, cancel));
+            job.spawn(run_sink(s.input, s.rx, job.metrics.clone(), s.ck, cancel));
         }
         if let Some(c) = ck {
-            job.set_checkpointing(c.clone());
-            let sources = c
-                .participants()
-                .iter()
-                .filter(|p| p.starts_with("source-"))
-                .count();
-            let fp = crate::checkpoint::layout::fingerprint_of(&c.layouts());
-            job.spawn(run_coordinator(
-                c,
-                fp,
-                sources,
-                g.quiet,
-                job.cancel_receiver(),
-            ));
+            start_coordinator(&job, c, g.quiet);
         }
         crate::observe::monitor::spawn(&job, thresholds, g.quiet);
         drop(g);
@@ -432,6 +402,57 @@ impl Engine {
     pub fn set_checkpointing(&self, config: Option<CheckpointConfig>) {
         self.lock().checkpoint = config;
     }
+}
+
+/// Build the tasks of a job of `inserts` (sources and operators start at once, sinks are
+/// returned to start once the checkpoint layout is checked): each INSERT's plan into its
+/// target, then the late-data destinations the operators were given.
+fn insert_tasks(
+    g: &Inner,
+    job: &Arc<JobShared>,
+    ck: Option<&Arc<Checkpointing>>,
+    inserts: &[crate::session::statements::PlannedInsert],
+) -> Result<Vec<SinkTask>> {
+    let mut ctx = build_ctx(g, job)?;
+    ctx.checkpointing = ck.cloned();
+    let mut sinks = Vec::new();
+    for ins in inserts {
+        print_warnings(g, &ins.plan);
+        let target = SinkTarget {
+            table: &ins.table,
+            updating: ins.plan.updating,
+            event_col: ins.plan.root.event_time_column(),
+            upsert_key: ins.plan.root.upsert_key(),
+        };
+        let (input, sink_ck) = open_sink(g, job, ck, target)?;
+        let rx = spawn_node(&ins.plan.root, &ctx)?;
+        sinks.push(SinkTask {
+            input,
+            rx,
+            ck: sink_ck,
+        });
+    }
+    let late = std::mem::take(&mut ctx.late);
+    sinks.extend(late_sinks(g, job, ck, late)?);
+    Ok(sinks)
+}
+
+/// Start the checkpoint coordinator of a job whose sources registered with `c`.
+fn start_coordinator(job: &Arc<JobShared>, c: Arc<Checkpointing>, quiet: bool) {
+    job.set_checkpointing(c.clone());
+    let sources = c
+        .participants()
+        .iter()
+        .filter(|p| p.starts_with("source-"))
+        .count();
+    let fp = crate::checkpoint::layout::fingerprint_of(&c.layouts());
+    job.spawn(run_coordinator(
+        c,
+        fp,
+        sources,
+        quiet,
+        job.cancel_receiver(),
+    ));
 }
 
 /// What an `EXPLAIN ANALYZE` run did: its result rows and each operator's counters.

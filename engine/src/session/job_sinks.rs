@@ -106,11 +106,12 @@ pub(crate) fn open_sink(
     Ok((sink, sink_ck))
 }
 
-/// A late-data destination's sink, and the channel that merges its operators' late rows.
-pub(crate) struct LateSink {
+/// A sink task ready to start: an INSERT's target or a late-data destination, and its input.
+pub(crate) struct SinkTask {
     /// The sink.
     pub input: SinkInput,
-    /// Late rows, barriers and the end of stream, aligned over the operators.
+    /// What it writes: a plan's output, or late rows aligned over the operators; with the
+    /// barriers and the end of stream.
     pub rx: mpsc::Receiver<Message>,
     /// Its part in checkpoints.
     pub ck: Option<SinkCheckpoint>,
@@ -123,7 +124,7 @@ pub(crate) fn late_sinks(
     job: &Arc<JobShared>,
     ck: Option<&Arc<Checkpointing>>,
     late: crate::late::LateRouting,
-) -> Result<Vec<LateSink>> {
+) -> Result<Vec<SinkTask>> {
     let mut out = Vec::new();
     for dest in late.into_destinations() {
         let table = match ck {
@@ -139,7 +140,7 @@ pub(crate) fn late_sinks(
         let (input, ck) = open_sink(g, job, ck, target)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         job.spawn(crate::runtime::union::run_union(dest.inputs, tx));
-        out.push(LateSink { input, rx, ck });
+        out.push(SinkTask { input, rx, ck });
     }
     Ok(out)
 }

@@ -31,25 +31,7 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
             view,
             if_not_exists,
             or_replace,
-        } => {
-            if g.catalog.contains(&view.name) && !or_replace {
-                if if_not_exists {
-                    return Ok(Output::Message(format!(
-                        "View '{}' already exists.",
-                        view.name
-                    )));
-                }
-                return Err(plan_err(
-                    format!("a table or view named '{}' already exists", view.name),
-                    view.location,
-                ));
-            }
-            g.planner
-                .plan_sql(&g.catalog, &g.settings, &view.query_sql)?;
-            let name = view.name.clone();
-            g.catalog.views.insert(name.clone(), Arc::new(view));
-            Ok(Output::Message(format!("View '{name}' created.")))
-        }
+        } => create_view(g, view, if_not_exists, or_replace),
         Statement::DropTable {
             name,
             if_exists,
@@ -75,29 +57,12 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
         Statement::Show(what) => Ok(show(g, what)),
         Statement::Describe { name, location } => describe(g, &name, location),
         Statement::Explain(inner) => explain(g, &inner).map(Output::Text),
-        Statement::Set { key: None, .. } => {
-            let (k, v): (Vec<_>, Vec<_>) = g
-                .settings
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .unzip();
-            Ok(two_columns("key", "value", k, v))
-        }
+        Statement::Set { key: None, .. } => Ok(show_options(g)),
         Statement::Set {
             key: Some(k),
             value,
         } => set_option(g, k, value.unwrap_or_default()),
-        Statement::Reset { key } => {
-            match &key {
-                Some(k) => {
-                    g.settings.remove(k);
-                }
-                None => g.settings.clear(),
-            }
-            let pinned = g.pinned.clone();
-            g.settings.extend(pinned);
-            Ok(Output::Message("Options reset.".into()))
-        }
+        Statement::Reset { key } => Ok(reset_option(g, key)),
         Statement::StopJob {
             id,
             savepoint,
@@ -108,6 +73,55 @@ pub(crate) fn execute_ddl(g: &mut Inner, s: Statement) -> Result<Output> {
             "not a DDL statement: {other:?}"
         ))),
     }
+}
+
+/// `CREATE [OR REPLACE] VIEW`: its query must plan against the catalog as it is now.
+fn create_view(
+    g: &mut Inner,
+    view: weir_planner::ViewDef,
+    if_not_exists: bool,
+    or_replace: bool,
+) -> Result<Output> {
+    if g.catalog.contains(&view.name) && !or_replace {
+        if if_not_exists {
+            return Ok(Output::Message(format!(
+                "View '{}' already exists.",
+                view.name
+            )));
+        }
+        return Err(plan_err(
+            format!("a table or view named '{}' already exists", view.name),
+            view.location,
+        ));
+    }
+    g.planner
+        .plan_sql(&g.catalog, &g.settings, &view.query_sql)?;
+    let name = view.name.clone();
+    g.catalog.views.insert(name.clone(), Arc::new(view));
+    Ok(Output::Message(format!("View '{name}' created.")))
+}
+
+/// `SET;`: every option set in the session.
+fn show_options(g: &Inner) -> Output {
+    let (k, v): (Vec<_>, Vec<_>) = g
+        .settings
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unzip();
+    two_columns("key", "value", k, v)
+}
+
+/// `RESET ['k'];`: options fixed from outside (`--set`) keep their value.
+fn reset_option(g: &mut Inner, key: Option<String>) -> Output {
+    match &key {
+        Some(k) => {
+            g.settings.remove(k);
+        }
+        None => g.settings.clear(),
+    }
+    let pinned = g.pinned.clone();
+    g.settings.extend(pinned);
+    Output::Message("Options reset.".into())
 }
 
 /// `SET 'k' = 'v'`: a value fixed from outside wins; an unknown key is kept (Flink scripts carry
@@ -498,12 +512,7 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
             query.location,
         ));
     };
-    if plan.updating
-        && !g
-            .registry
-            .sink(connector)
-            .is_some_and(|f| f.accepts_updates(t))
-    {
+    if plan.updating && !sink.accepts_updates(t) {
         return Err(plan_err(
             format!(
                 "INSERT INTO {table}: the query's result is updating (a GROUP BY without a \
@@ -514,6 +523,17 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
             *location,
         ));
     }
+    check_columns(&plan, t, *location)?;
+    Ok(PlannedInsert {
+        table: t.clone(),
+        plan,
+        query_sql: query.text.clone(),
+    })
+}
+
+/// The query's columns fit the sink table's: as many, each castable to the table's type.
+fn check_columns(plan: &StreamPlan, t: &TableDef, location: Location) -> Result<()> {
+    let table = &t.name;
     let target = t.physical_schema();
     if plan.schema.fields().len() != target.fields().len() {
         return Err(plan_err(
@@ -522,7 +542,7 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
                 plan.schema.fields().len(),
                 target.fields().len()
             ),
-            *location,
+            location,
         ));
     }
     for (q, t) in plan.schema.fields().iter().zip(target.fields()) {
@@ -534,15 +554,11 @@ fn plan_insert(g: &Inner, s: &Statement) -> Result<PlannedInsert> {
                     q.data_type(),
                     t.data_type()
                 ),
-                *location,
+                location,
             ));
         }
     }
-    Ok(PlannedInsert {
-        table: t.clone(),
-        plan,
-        query_sql: query.text.clone(),
-    })
+    Ok(())
 }
 
 /// Casts the query's rows to the sink table's column names and types.
