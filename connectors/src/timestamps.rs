@@ -205,7 +205,7 @@ impl TimePolicy {
                         row,
                         format!(
                             "timestamp is more than {} in the future",
-                            weir_planner::window::format_duration(max)
+                            weir_planner::window_spec::format_duration(max)
                         ),
                     ));
                 }

@@ -1,6 +1,6 @@
 //! Late rows: rows a window operator drops because every window they belong to has fired.
 //!
-//! They are never silently lost (`semantics.md`): each operator counts them
+//! They are never silently lost (`docs/semantics.md`): each operator counts them
 //! (`weir_late_rows{operator=...}`), and when the job has a late-data destination they are
 //! written there with their columns, the reason and the window they missed. The destination is
 //! the sink table named by `SET 'table.exec.late-data.sink'` (any connector), or else the
@@ -22,7 +22,7 @@ use weir_planner::stream_plan::StreamNode;
 
 use crate::error::{EngineError, Result};
 use crate::message::Message;
-use crate::window::assign::MissedWindow;
+use crate::window::kernels::MissedWindow;
 
 /// The session option naming a sink table for every late row of a job.
 pub const LATE_SINK_KEY: &str = "table.exec.late-data.sink";

@@ -19,7 +19,7 @@ pub const WATERMARK_MAX: i64 = i64::MAX;
 /// A record batch plus, when known, the watermark that was in force *before* each row.
 ///
 /// Sources compute the per-row watermark with a running maximum so that results never depend
-/// on how rows were grouped into batches (the determinism rule in `semantics.md`). Stateless
+/// on how rows were grouped into batches (the determinism rule in `docs/semantics.md`). Stateless
 /// operators keep the column aligned with the rows; stateful operators judge lateness by it.
 #[derive(Debug, Clone)]
 pub struct StreamBatch {

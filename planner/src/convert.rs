@@ -15,11 +15,11 @@ use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, Projection, TableSc
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 
 use crate::error::{PlanError, Result};
-use crate::sources::{StreamTableSource, WindowTvfSource};
 use crate::stream_plan::{
     EmitConfig, PhysExpr, StreamNode, TimeInfo, WindowAggregateNode, WindowAssignNode,
 };
-use crate::window::WindowSpec;
+use crate::table_sources::{StreamTableSource, WindowTvfSource};
+use crate::window_spec::WindowSpec;
 
 mod updating;
 
@@ -160,7 +160,7 @@ impl<'a> Converter<'a> {
     }
 
     fn table_source(&mut self, t: &StreamTableSource) -> Result<Converted> {
-        let node = crate::source_plan::source_node(self.state, &t.table)?;
+        let node = crate::source_columns::source_node(self.state, &t.table)?;
         let mut roles = vec![Role::Plain; t.table.columns.len()];
         if let Some((_, idx)) = &node.watermark {
             roles[*idx] = Role::Rowtime;

@@ -22,8 +22,8 @@ use datafusion::sql::sqlparser::tokenizer::TokenWithSpan;
 use crate::catalog::{Catalog, TableDef};
 use crate::ddl::QuerySql;
 use crate::error::{Location, PlanError, Result};
-use crate::sources::{StreamTableSource, ViewSource, WindowTvfSource};
 use crate::stream_plan::{EmitConfig, StreamNode, StreamPlan};
+use crate::table_sources::{StreamTableSource, ViewSource, WindowTvfSource};
 use crate::tokens::{parse_error, parser_for, tokenize};
 use crate::tvf::{rewrite_tvfs, TvfCall};
 
@@ -164,7 +164,7 @@ impl Planner {
 
     /// Type computed columns and check the watermark of a new table.
     pub fn resolve_table(&self, table: TableDef) -> Result<TableDef> {
-        crate::source_plan::resolve_table(&self.state, table)
+        crate::source_columns::resolve_table(&self.state, table)
     }
 
     /// Plan a query (or an INSERT's query).

@@ -12,7 +12,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::TableDef;
-use crate::window::{format_duration, WindowSpec};
+use crate::window_spec::{format_duration, WindowSpec};
 
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
 
@@ -246,7 +246,7 @@ impl StreamNode {
     /// (`window_time` + 1 ms, `window_end`, or `window_start` + size for tumble and hop).
     /// End-to-end latency is measured from it; empty when the rows have no event time.
     pub fn event_time_columns(&self) -> Vec<(usize, i64)> {
-        use crate::window::WindowKind;
+        use crate::window_spec::WindowKind;
         use datafusion::physical_expr::expressions::Column;
         match self {
             StreamNode::Source(s) => s

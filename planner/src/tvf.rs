@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 use crate::error::{Location, PlanError, Result};
 use crate::interval::interval_to_ns;
 use crate::tokens::{loc, parse_error, parser_for, word_token};
-use crate::window::{WindowKind, WindowSpec};
+use crate::window_spec::{WindowKind, WindowSpec};
 
 /// Column names a TVF adds.
 pub const WINDOW_START: &str = "window_start";

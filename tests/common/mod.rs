@@ -201,7 +201,7 @@ pub async fn result_columns(sql: &str) -> Vec<String> {
         .iter()
         .filter(|f| !weir::changelog::is_op_field(f))
         .map(|f| {
-            let t = weir::planner::source_plan::sql_type_of(f.data_type());
+            let t = weir::planner::source_columns::sql_type_of(f.data_type());
             format!("`{}` {t}", f.name())
         })
         .collect();

@@ -26,7 +26,7 @@ use crate::observe::metrics::JobMetrics;
 use crate::observe::op_metrics::{EventCounts, StateSize};
 use crate::operator::Operator;
 use crate::state::{decode_columns, SharedState, StateBackend};
-use crate::window::assign::{fire_time_ns, window_time, MissedWindow, TimeContext};
+use crate::window::kernels::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
 #[derive(Default)]
@@ -109,7 +109,7 @@ impl SessionAggregateOperator {
         let converter = key_converter(&types)?;
         types.extend([DataType::Int64, DataType::Int64]);
         let fire_converter = key_converter(&types)?;
-        let gap = crate::window::assign::UnitSpec::new(&node.spec, time.unit)
+        let gap = crate::window::kernels::UnitSpec::new(&node.spec, time.unit)
             .map_err(crate::error::EngineError::Execution)?
             .session_gap()
             .ok_or_else(|| crate::error::EngineError::Internal("not a session window".into()))?;

@@ -25,7 +25,7 @@ use crate::operator::Operator;
 use crate::state::{
     decode_columns, encode_columns, i64_from_key, i64_key, SharedState, StateBackend,
 };
-use crate::window::assign::{fire_time_ns, window_time, MissedWindow, TimeContext};
+use crate::window::kernels::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
 /// Which output column a group expression is.

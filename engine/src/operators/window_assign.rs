@@ -18,7 +18,7 @@ use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch};
 use crate::observe::op_metrics::EventCounts;
 use crate::operator::Operator;
-use crate::window::assign::{
+use crate::window::kernels::{
     assign_windows, to_wall, window_time, Assignments, TimeContext, UnitSpec,
 };
 use weir_planner::stream_plan::WindowAssignNode;

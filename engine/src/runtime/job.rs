@@ -23,7 +23,7 @@ use crate::operator::Operator;
 use crate::operators;
 use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
 use crate::runtime::source::SourceDriver;
-use crate::window::assign::TimeContext;
+use crate::window::kernels::TimeContext;
 use weir_planner::stream_plan::{SourceNode, StreamNode, TimeInfo};
 
 /// Messages in flight between two operators.

@@ -25,7 +25,7 @@ use crate::observe::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::operators::project::project;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
 use crate::runtime::partitions::PartitionWatermarks;
-use crate::window::assign::to_ns;
+use crate::window::kernels::to_ns;
 use weir_planner::stream_plan::SourceNode;
 
 /// The task around a connector source: computes columns and watermarks and sends messages

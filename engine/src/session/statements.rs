@@ -389,7 +389,7 @@ fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
             let types = s
                 .fields()
                 .iter()
-                .map(|f| weir_planner::source_plan::sql_type_of(f.data_type()))
+                .map(|f| weir_planner::source_columns::sql_type_of(f.data_type()))
                 .collect();
             return Ok(two_columns("name", "type", names, types));
         }

@@ -1,8 +1,9 @@
-//! Window assignment for the tumble, hop and cumulate window operators (see [`assign`]).
+//! Window arithmetic for the window operators (see [`kernels`]): which windows a row belongs to,
+//! as Arrow kernels over whole batches.
 
-pub mod assign;
+pub mod kernels;
 
-pub use assign::{
+pub use kernels::{
     assign_windows, fire_time_ns, session_bounds, to_ns, to_wall, window_time, Assignments,
     TimeContext, UnitKind, UnitSpec,
 };

@@ -2,7 +2,7 @@
 //! a window fires.
 //!
 //! This module owns the pure arithmetic behind the window operators (no state, no I/O), so the
-//! rules of `semantics.md` (half-open windows aligned to the epoch plus an offset, Euclidean
+//! rules of `docs/semantics.md` (half-open windows aligned to the epoch plus an offset, Euclidean
 //! alignment before 1970, local-midnight alignment for `TIMESTAMP_LTZ`, firing at `end - 1` unit,
 //! per-row watermarks) live in one place and are tested exhaustively here.
 //!
@@ -28,7 +28,7 @@ use datafusion::arrow::datatypes::{
     DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
-use weir_planner::window::format_duration;
+use weir_planner::window_spec::format_duration;
 use weir_planner::{WindowKind, WindowSpec};
 
 /// How the time column is interpreted: its unit and, for `TIMESTAMP_LTZ`, the session time zone.
@@ -649,5 +649,5 @@ fn cumulate_row<C: Clock>(
 }
 
 #[cfg(test)]
-#[path = "assign_tests.rs"]
+#[path = "kernels_tests.rs"]
 mod tests;
