@@ -360,9 +360,13 @@ impl Operator for SessionAggregateOperator {
         }
         if let Some(rows) = state.get(LEGACY_ROWS)? {
             // An older checkpoint: every held row under one key; held again as one new slot.
+            // Not spilled now: the runtime holds the backend's lock while restoring.
             let cols = decode_columns(&rows)?;
             let batch = RecordBatch::try_new(self.input_schema.clone(), cols)?;
-            self.process_batch(StreamBatch::new(batch), &mut Vec::new())?;
+            let spill = self.rows.pause_spilling();
+            let r = self.process_batch(StreamBatch::new(batch), &mut Vec::new());
+            self.rows.resume_spilling(spill);
+            r?;
             self.legacy_rows = true;
         }
         if let Some(wm) = state.get(b"m/watermark")? {
@@ -375,3 +379,74 @@ impl Operator for SessionAggregateOperator {
 
 /// Where checkpoints before incremental session state kept every held row.
 const LEGACY_ROWS: &[u8] = b"rows";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{encode_columns, MemoryBackend};
+    use datafusion::arrow::array::{StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::TimeUnit;
+    use std::sync::Mutex;
+    use weir_planner::StreamNode;
+
+    fn node() -> WindowAggregateNode {
+        let sql = "CREATE TABLE t (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+                   WITH ('connector' = 'x');
+                   SELECT k, COUNT(*) AS n FROM t GROUP BY k, SESSION(ts, INTERVAL '5' SECOND)";
+        crate::operators::planned(sql, |n| match n {
+            StreamNode::WindowAggregate(a) => Some(a.clone()),
+            _ => None,
+        })
+    }
+
+    /// Three rows of keys a, b, c at 1 s, 2 s, 3 s in the node's input columns.
+    fn rows(node: &WindowAggregateNode) -> RecordBatch {
+        let schema = node.input.schema();
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match f.data_type() {
+                    DataType::Utf8 => Arc::new(StringArray::from(vec!["a", "b", "c"])),
+                    DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                        Arc::new(TimestampMillisecondArray::from(vec![1000, 2000, 3000]))
+                    }
+                    other => panic!("unexpected input column type {other}"),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    #[test]
+    fn an_older_checkpoint_restores_under_the_backends_lock_and_is_rewritten_as_slots() {
+        let node = node();
+        let time = crate::runtime::job::time_context(&node.time).unwrap();
+        let mut op =
+            SessionAggregateOperator::new(&node, time, Arc::new(JobMetrics::default())).unwrap();
+        let mut legacy = MemoryBackend::default();
+        legacy
+            .put(LEGACY_ROWS, &encode_columns(rows(&node).columns()).unwrap())
+            .unwrap();
+        let shared: SharedState = Arc::new(Mutex::new(Box::new(legacy)));
+        // A 1-byte limit: every slot would spill, which takes the lock the restore runs under.
+        op.attach_state(shared.clone(), 1).unwrap();
+        op.restore(shared.lock().unwrap().as_ref()).unwrap();
+        op.snapshot(shared.lock().unwrap().as_mut()).unwrap();
+        let state = shared.lock().unwrap();
+        assert_eq!(state.get(LEGACY_ROWS).unwrap(), None);
+        assert_eq!(state.scan(b"b/").unwrap().len(), 1, "the rows as one slot");
+        drop(state);
+        // The sessions are back: the final watermark fires all three.
+        let mut out = Vec::new();
+        op.on_watermark(i64::MAX, &mut out).unwrap();
+        let fired: usize = out
+            .iter()
+            .map(|m| match m {
+                Message::Batch(b) => b.batch.num_rows(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(fired, 3);
+    }
+}

@@ -45,7 +45,7 @@ struct Slot {
 }
 
 /// Where spilled slots go.
-struct SpillTo {
+pub(crate) struct SpillTo {
     state: SharedState,
     limit: usize,
 }
@@ -84,6 +84,17 @@ impl SessionRows {
     /// Spill to `state` beyond `limit` bytes of buffered rows.
     pub fn attach(&mut self, state: SharedState, limit: usize) {
         self.spill = Some(SpillTo { state, limit });
+    }
+
+    /// Stop spilling until [`SessionRows::resume_spilling`]: while a restore holds the state
+    /// backend's lock, spilling (which takes it) must not happen.
+    pub fn pause_spilling(&mut self) -> Option<SpillTo> {
+        self.spill.take()
+    }
+
+    /// Spill again, to what [`SessionRows::pause_spilling`] returned.
+    pub fn resume_spilling(&mut self, spill: Option<SpillTo>) {
+        self.spill = spill;
     }
 
     /// The id the next [`SessionRows::add`] gives its batch.
@@ -229,6 +240,7 @@ impl SessionRows {
     }
 
     /// Load the slots a snapshot wrote; returns each with the rows still held, in slot order.
+    /// Slots beyond the memory limit are left in the backend (spilled), as they were.
     pub fn restore(&mut self, state: &dyn StateBackend) -> Result<Vec<Restored>> {
         let mut out = Vec::new();
         for (k, v) in state.scan(ROWS)? {
@@ -242,9 +254,18 @@ impl SessionRows {
                 .filter(|i| !left[*i as usize])
                 .collect();
             self.insert(slot, batch.clone(), true);
+            let over = self
+                .spill
+                .as_ref()
+                .is_some_and(|sp| self.in_memory > sp.limit);
             let s = self.slots.get_mut(&slot).expect("inserted");
             s.live = live.len();
             s.left = left;
+            if over {
+                // Beyond the limit the restored rows stay where they are, in the backend.
+                s.batch = None;
+                self.in_memory -= s.bytes;
+            }
             self.next_slot = self.next_slot.max(slot.wrapping_add(1));
             out.push(Restored { slot, batch, live });
         }
@@ -363,6 +384,16 @@ mod tests {
         assert_eq!(rows.size().0, 0, "every slot is spilled");
         assert_eq!(JobMetrics::get(&metrics.spilled_windows), 2);
         assert_eq!(values(&rows.gather(&[(b, 0), (a, 1)]).unwrap()), vec![3, 2]);
+        let mut again = SessionRows::new(schema());
+        again.attach(shared.clone(), 1);
+        let restored = again.restore(&**shared.lock().unwrap()).unwrap();
+        assert_eq!(restored.len(), 2);
+        assert_eq!(
+            again.size(),
+            (0, 2),
+            "restored beyond the limit: still spilled"
+        );
+        assert_eq!(values(&again.gather(&[(a, 0)]).unwrap()), vec![1]);
         // A spilled slot was written when it spilled; the snapshot does not write it again.
         let mut state = shared.lock().unwrap();
         state.delete(&slot_key(ROWS, a)).unwrap();
