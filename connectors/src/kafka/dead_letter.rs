@@ -76,6 +76,36 @@ impl DeadLetterTopic {
         Ok(())
     }
 
+    /// Block (at most 30 s) until every queued record is acknowledged, for callers that cannot
+    /// await (a checkpoint's position).
+    pub(crate) fn flush_now(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        use rdkafka::producer::Producer;
+        self.producer
+            .flush(std::time::Duration::from_secs(30))
+            .map_err(|e| EngineError::connector(NAME, format!("dead-letter delivery: {e}")))?;
+        for f in self.pending.drain(..) {
+            match futures::FutureExt::now_or_never(f) {
+                Some(Ok(Ok(_))) => {}
+                Some(Ok(Err((e, _)))) => {
+                    return Err(EngineError::connector(
+                        NAME,
+                        format!("dead-letter delivery: {e}"),
+                    ))
+                }
+                _ => {
+                    return Err(EngineError::connector(
+                        NAME,
+                        "dead-letter delivery not acknowledged",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Wait until every queued record is acknowledged.
     pub(crate) async fn flush(&mut self) -> Result<()> {
         for r in join_all(self.pending.drain(..)).await {

@@ -190,6 +190,9 @@ impl Source for KafkaSource {
     /// where it was rather than at a re-resolved `latest-offset`. Before the first assignment
     /// a first start has no position (a restart resolves the startup mode again).
     fn snapshot(&mut self) -> Result<Option<String>> {
+        if let Some(d) = self.dead_letter_topic.as_mut() {
+            d.flush_now()?; // the position must not pass dead letters not yet written
+        }
         if self.consumer.is_none() && self.parts.is_empty() && self.ctx.restore.is_none() {
             return Ok(None);
         }
@@ -255,6 +258,11 @@ fn kafka_err(e: impl std::fmt::Display) -> EngineError {
 
 impl KafkaSource {
     async fn next_event(&mut self) -> Result<SourceEvent> {
+        // Rows the engine rejected since the last call (`reject`) were queued to the
+        // dead-letter topic: they are acknowledged before anything else, the end included.
+        if let Some(d) = self.dead_letter_topic.as_mut() {
+            d.flush().await?;
+        }
         if self.consumer.is_none() {
             self.connect().await?;
         }
