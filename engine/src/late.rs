@@ -176,6 +176,8 @@ pub struct LateDestination {
 pub struct LateRouting {
     /// `SET 'table.exec.late-data.sink'`: every late row of the job goes there.
     job_sink: Option<Arc<TableDef>>,
+    /// The job checkpoints: a `'late-data.topic'` is written exactly once (see [`topic_table`]).
+    exactly_once: bool,
     destinations: RefCell<BTreeMap<String, LateDestination>>,
 }
 
@@ -184,8 +186,14 @@ impl LateRouting {
     pub fn new(catalog: &Catalog, settings: &BTreeMap<String, String>) -> Result<LateRouting> {
         Ok(LateRouting {
             job_sink: job_sink_table(catalog, settings)?,
+            exactly_once: false,
             destinations: RefCell::default(),
         })
+    }
+
+    /// The job checkpoints, so its `'late-data.topic'`s are written exactly once.
+    pub fn set_checkpointing(&mut self, checkpointing: bool) {
+        self.exactly_once = checkpointing;
     }
 
     /// The destination of `node`'s late rows, with a new channel to it; `None` when the job
@@ -228,7 +236,8 @@ impl LateRouting {
                 _ => found = Some((s.table.as_ref(), topic)),
             }
         }
-        Ok(found.map(|(source, topic)| Arc::new(topic_table(source, topic))))
+        let exactly_once = self.exactly_once;
+        Ok(found.map(|(source, topic)| Arc::new(topic_table(source, topic, exactly_once))))
     }
 
     /// The destinations that operators write to.
@@ -254,40 +263,11 @@ pub fn job_sink_table(
     }
 }
 
-/// The name [`topic_table`] gives its table.
-fn topic_table_name(source: &str, topic: &str) -> String {
-    format!("{source} {LATE_TOPIC_OPTION} {topic}")
-}
-
-/// The table of a `'late-data.topic'` in a checkpointing job: written in Kafka transactions
-/// committed with the job's checkpoints, so each late row is in the topic once for readers
-/// with `isolation.level = read_committed`. Other tables are returned as they are.
-pub fn checkpointed(table: &Arc<TableDef>) -> Arc<TableDef> {
-    let Some(topic) = table.option("topic") else {
-        return table.clone();
-    };
-    let synthesized = table.options.get("connector").map(String::as_str) == Some("kafka")
-        && table
-            .name
-            .ends_with(&format!(" {LATE_TOPIC_OPTION} {topic}"));
-    if !synthesized {
-        return table.clone();
-    }
-    let mut t = TableDef::clone(table);
-    let options = [
-        ("sink.delivery-guarantee", "exactly-once".to_string()),
-        ("sink.transactional-id-prefix", format!("weir-late-{topic}")),
-    ];
-    for (k, v) in options {
-        t.options.insert(k.into(), v);
-    }
-    Arc::new(t)
-}
-
 /// The Kafka sink table behind a source's `'late-data.topic'`: the source's physical columns
-/// and the late-row columns, as JSON records on the source's brokers (at-least-once, or
-/// exactly-once in a checkpointing job: see [`checkpointed`]).
-pub fn topic_table(source: &TableDef, topic: &str) -> TableDef {
+/// and the late-row columns, as JSON records on the source's brokers. With `exactly_once` (a
+/// checkpointing job) they are written in Kafka transactions committed with the checkpoints,
+/// so each late row is in the topic once for `read_committed` readers; otherwise at least once.
+pub fn topic_table(source: &TableDef, topic: &str, exactly_once: bool) -> TableDef {
     let mut columns: Vec<ColumnDef> = source
         .columns
         .iter()
@@ -318,8 +298,13 @@ pub fn topic_table(source: &TableDef, topic: &str) -> TableDef {
     options.insert("connector".into(), "kafka".into());
     options.insert("topic".into(), topic.into());
     options.insert("format".into(), "json".into());
+    if exactly_once {
+        options.insert("sink.delivery-guarantee".into(), "exactly-once".into());
+        let prefix = format!("weir-late-{topic}");
+        options.insert("sink.transactional-id-prefix".into(), prefix);
+    }
     TableDef {
-        name: topic_table_name(&source.name, topic),
+        name: format!("{} {LATE_TOPIC_OPTION} {topic}", source.name),
         columns,
         watermark: None,
         primary_key: Vec::new(),

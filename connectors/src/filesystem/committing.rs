@@ -26,44 +26,15 @@ use super::{FileOptions, Format, NAME};
 const IN_PROGRESS: &str = ".inprogress";
 
 /// A file closed at a barrier, waiting for its checkpoint to complete.
+/// Version 1 wrote it as `[checkpoint, in_progress, done]`; serde reads a struct from an
+/// array in field order, so both forms read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "PendingForm")]
 pub(crate) struct Pending {
     checkpoint: u64,
     /// The in-progress file's name.
     in_progress: String,
     /// The name it is renamed to when the checkpoint completes.
     done: String,
-}
-
-/// How a pending file was written: named fields, or `[checkpoint, in_progress, done]`
-/// (version 1).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PendingForm {
-    Named {
-        checkpoint: u64,
-        in_progress: String,
-        done: String,
-    },
-    Positional(u64, String, String),
-}
-
-impl From<PendingForm> for Pending {
-    fn from(f: PendingForm) -> Self {
-        match f {
-            PendingForm::Named {
-                checkpoint,
-                in_progress,
-                done,
-            }
-            | PendingForm::Positional(checkpoint, in_progress, done) => Pending {
-                checkpoint,
-                in_progress,
-                done,
-            },
-        }
-    }
 }
 
 pub(super) struct CommittingSink {

@@ -258,8 +258,9 @@ fn kafka_err(e: impl std::fmt::Display) -> EngineError {
 
 impl KafkaSource {
     async fn next_event(&mut self) -> Result<SourceEvent> {
-        // Rows the engine rejected since the last call (`reject`) were queued to the
-        // dead-letter topic: they are acknowledged before anything else, the end included.
+        // Bad records of the last poll, and rows the engine rejected since (`reject`), were
+        // queued to the dead-letter topic: they are acknowledged before anything else, the end
+        // included (a checkpoint's position waits for them too: `snapshot`).
         if let Some(d) = self.dead_letter_topic.as_mut() {
             d.flush().await?;
         }
@@ -401,15 +402,10 @@ impl KafkaSource {
         if !gathered? {
             return Ok(SourceEvent::Idle);
         }
-        let event = if self.options.raw {
-            self.decode_raw(region, meta)?
-        } else {
-            self.decode(region, meta)?
-        };
-        if let Some(d) = self.dead_letter_topic.as_mut() {
-            d.flush().await?;
+        match self.options.raw {
+            true => self.decode_raw(region, meta),
+            false => self.decode(region, meta),
         }
-        Ok(event)
     }
 
     /// Receive up to a batch of messages (waiting at most [`LINGER`] after the first); false

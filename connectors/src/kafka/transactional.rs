@@ -45,54 +45,15 @@ fn err(m: impl std::fmt::Display) -> EngineError {
 }
 
 /// A sealed checkpoint interval waiting for its checkpoint to complete.
+/// Version 1 wrote it as `[checkpoint, file, from]`; serde reads a struct from an array in
+/// field order, so both forms read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "PendingForm")]
 pub(crate) struct Pending {
     checkpoint: u64,
     /// The rows of the checkpoint's interval, written ahead (Arrow IPC).
     file: PathBuf,
     /// Per partition, an offset at or before the first record this checkpoint can produce.
     from: BTreeMap<i32, i64>,
-}
-
-/// How a pending transaction was written: named fields, or `[checkpoint, file, from]`
-/// (version 1). Partitions are JSON object keys, so they are read as text first (serde cannot
-/// read integer keys through an untagged enum).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PendingForm {
-    Named {
-        checkpoint: u64,
-        file: PathBuf,
-        from: BTreeMap<String, i64>,
-    },
-    Positional(u64, PathBuf, BTreeMap<String, i64>),
-}
-
-impl TryFrom<PendingForm> for Pending {
-    type Error = String;
-
-    fn try_from(f: PendingForm) -> std::result::Result<Self, String> {
-        let (PendingForm::Named {
-            checkpoint,
-            file,
-            from,
-        }
-        | PendingForm::Positional(checkpoint, file, from)) = f;
-        let from = from
-            .into_iter()
-            .map(|(p, o)| {
-                p.parse()
-                    .map(|p| (p, o))
-                    .map_err(|_| format!("partition '{p}'"))
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(Pending {
-            checkpoint,
-            file,
-            from,
-        })
-    }
 }
 
 pub(super) struct TransactionalSink {

@@ -103,21 +103,19 @@ impl SinkFactory for UpsertKafkaSinkFactory {
             .iter()
             .map(|k| ctx.schema.index_of(k).map_err(|e| err(e.to_string())))
             .collect::<Result<Vec<usize>>>()?;
-        if !materializes(
+        let materialize = materializes(
             &ctx.settings,
             ctx.upsert_key.as_deref(),
             &ctx.table.primary_key,
-        )
-        .map_err(err)?
-        {
-            let writer = RecordWriter::new(&ctx, Partitioner::Default, None)?;
-            return Ok(Box::new(PlainUpsertSink { writer }));
-        }
-        let mut materializer = Materializer::new(ctx.schema.clone(), key_columns)?;
-        let files = match (&ctx.state_dir, ctx.checkpointing) {
-            (Some(dir), true) => {
+        );
+        let mut materializer = match materialize.map_err(err)? {
+            true => Some(Materializer::new(ctx.schema.clone(), key_columns)?),
+            false => None,
+        };
+        let files = match (&mut materializer, &ctx.state_dir, ctx.checkpointing) {
+            (Some(m), Some(dir), true) => {
                 let restore = ctx.restore.as_ref().map(|r| r.pending.as_str());
-                Some(StateFiles::open(dir.clone(), restore, &mut materializer)?)
+                Some(StateFiles::open(dir.clone(), restore, m)?)
             }
             _ => None,
         };
@@ -157,38 +155,10 @@ fn materializes(
     }
 }
 
-/// An upsert sink without a materializer: `+I`/`+U` write the key's value, `-D` a tombstone.
-struct PlainUpsertSink {
-    writer: RecordWriter,
-}
-
-impl Sink for PlainUpsertSink {
-    fn write(&mut self, batch: RecordBatch) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            if !has_op(&batch.schema()) {
-                let none = vec![false; batch.num_rows()];
-                return self.writer.send_upserts(&batch, &none).await.map(|_| ());
-            }
-            let (kinds, rows) = split_op(&batch)?;
-            let keep: Vec<bool> = kinds.iter().map(|k| *k != RowKind::UpdateBefore).collect();
-            let rows = filter_record_batch(&rows, &BooleanArray::from(keep))?;
-            let deletes: Vec<bool> = kinds
-                .iter()
-                .filter(|k| **k != RowKind::UpdateBefore)
-                .map(|k| *k == RowKind::Delete)
-                .collect();
-            self.writer.send_upserts(&rows, &deletes).await.map(|_| ())
-        })
-    }
-
-    fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
-        Box::pin(self.writer.flush())
-    }
-}
-
 struct UpsertKafkaSink {
     writer: RecordWriter,
-    materializer: Materializer,
+    /// `None` when the changelog is written as it is (see [`materializes`]).
+    materializer: Option<Materializer>,
     /// The materializer's checkpoints (checkpointing jobs).
     files: Option<StateFiles>,
 }
@@ -201,7 +171,18 @@ impl UpsertKafkaSink {
             return self.writer.send_upserts(&batch, &none).await.map(|_| ());
         }
         let (kinds, rows) = split_op(&batch)?;
-        let w = self.materializer.apply(&kinds, &rows)?;
+        let Some(m) = self.materializer.as_mut() else {
+            // As it is: `+I`/`+U` write the key's value, `-D` a tombstone, `-U` is skipped.
+            let keep: Vec<bool> = kinds.iter().map(|k| *k != RowKind::UpdateBefore).collect();
+            let rows = filter_record_batch(&rows, &BooleanArray::from(keep))?;
+            let deletes: Vec<bool> = kinds
+                .iter()
+                .filter(|k| **k != RowKind::UpdateBefore)
+                .map(|k| *k == RowKind::Delete)
+                .collect();
+            return self.writer.send_upserts(&rows, &deletes).await.map(|_| ());
+        };
+        let w = m.apply(&kinds, &rows)?;
         self.writer
             .send_upserts(&w.rows, &w.tombstones)
             .await
@@ -222,9 +203,9 @@ impl Sink for UpsertKafkaSink {
     fn pre_commit(&mut self, checkpoint: u64) -> BoxFuture<'_, Result<String>> {
         Box::pin(async move {
             self.writer.flush().await?;
-            match &mut self.files {
-                Some(f) => f.save(checkpoint, &mut self.materializer),
-                None => Ok(String::new()),
+            match (&mut self.files, &mut self.materializer) {
+                (Some(f), Some(m)) => f.save(checkpoint, m),
+                _ => Ok(String::new()),
             }
         })
     }

@@ -36,8 +36,9 @@ pub(crate) struct Materializer {
     keys: RowConverter,
     rows: RowConverter,
     table: HashMap<OwnedRow, Vec<OwnedRow>>,
-    /// Keys changed since the last [`Materializer::changes`].
-    dirty: HashSet<OwnedRow>,
+    /// Keys changed since the last [`Materializer::changes`]; `None` until something saves
+    /// them ([`Materializer::track_changes`]), so a job without checkpoints keeps no such set.
+    dirty: Option<HashSet<OwnedRow>>,
 }
 
 /// The schema of materializer state: one record per held row (`row` null: the key holds none).
@@ -78,19 +79,24 @@ impl Materializer {
             keys,
             rows,
             table: HashMap::new(),
-            dirty: HashSet::new(),
+            dirty: None,
         })
+    }
+
+    /// Remember the keys each batch changes, for [`Materializer::changes`].
+    pub fn track_changes(&mut self) {
+        self.dirty.get_or_insert_with(HashSet::new);
     }
 
     /// Whether a key changed since the last [`Materializer::changes`].
     pub fn has_changes(&self) -> bool {
-        !self.dirty.is_empty()
+        self.dirty.as_ref().is_some_and(|d| !d.is_empty())
     }
 
     /// The rows of the keys changed since the last call (every key when `all`), in
     /// [`state_schema`]: each held row, or one null row for a key that holds none now.
     pub fn changes(&mut self, all: bool) -> Result<RecordBatch> {
-        let dirty = std::mem::take(&mut self.dirty);
+        let dirty = self.dirty.as_mut().map(std::mem::take).unwrap_or_default();
         let keys: Vec<&OwnedRow> = match all {
             true => self.table.keys().collect(),
             false => dirty.iter().collect(),
@@ -200,7 +206,9 @@ impl Materializer {
         let mut out: Vec<OwnedRow> = Vec::new();
         let mut tombstones = Vec::new();
         for t in touched {
-            self.dirty.insert(t.key.clone());
+            if let Some(d) = self.dirty.as_mut() {
+                d.insert(t.key.clone());
+            }
             let now = self.table.get(&t.key).and_then(|r| r.last()).cloned();
             match now {
                 None => {

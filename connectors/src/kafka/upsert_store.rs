@@ -58,14 +58,13 @@ impl StateFiles {
     /// from), load that checkpoint's state into `m` and remove every other file.
     pub fn open(dir: PathBuf, restore: Option<&str>, m: &mut Materializer) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(err)?;
+        m.track_changes();
         let current = match restore.filter(|r| !r.is_empty()) {
             Some(text) => serde_json::from_str(text).map_err(err)?,
             None => Manifest::default(),
         };
         for name in current.files() {
-            for batch in read(&dir.join(name))? {
-                m.load(&batch)?;
-            }
+            m.load(&read(&dir.join(name))?)?;
         }
         let files = StateFiles {
             dir,
@@ -141,10 +140,10 @@ fn write(path: &Path, batch: &RecordBatch) -> Result<u64> {
     Ok(bytes.len() as u64)
 }
 
-fn read(path: &Path) -> Result<Vec<RecordBatch>> {
+fn read(path: &Path) -> Result<RecordBatch> {
     let bytes = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let cols = decode_columns(&bytes)?;
-    Ok(vec![RecordBatch::try_new(state_schema(), cols)?])
+    Ok(RecordBatch::try_new(state_schema(), cols)?)
 }
 
 #[cfg(test)]

@@ -18,14 +18,8 @@ struct Written<'a, T> {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Read<T> {
-    Versioned {
-        #[allow(dead_code)]
-        version: u32,
-        pending: Vec<T>,
-    },
-    Bare(Vec<T>),
+struct Read<T> {
+    pending: Vec<T>,
 }
 
 /// `pending` as a snapshot.
@@ -43,12 +37,12 @@ pub fn read<T: DeserializeOwned>(text: &str, what: &str) -> Result<Vec<T>> {
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    match serde_json::from_str(text) {
-        Ok(Read::Versioned { pending, .. } | Read::Bare(pending)) => Ok(pending),
-        Err(e) => Err(EngineError::State(format!(
-            "unreadable {what} state ({e}): '{text}'"
-        ))),
-    }
+    // Read directly (not through an untagged enum, which would lose integer map keys).
+    let read = match text.trim_start().starts_with('[') {
+        true => serde_json::from_str::<Vec<T>>(text),
+        false => serde_json::from_str::<Read<T>>(text).map(|r| r.pending),
+    };
+    read.map_err(|e| EngineError::State(format!("unreadable {what} state ({e}): '{text}'")))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::RowConverter;
+use datafusion::arrow::row::{RowConverter, Rows};
 
 use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
 use super::session_rows::SessionRows;
@@ -179,13 +179,17 @@ impl SessionAggregateOperator {
         self.output(cols, aggs)
     }
 
-    /// Hold again the rows a checkpoint kept (`live` of `batch`, in slot `slot`).
-    fn readmit(&mut self, slot: u32, batch: &RecordBatch, live: &[u32]) -> Result<()> {
+    /// Each row's event time and its key in row format.
+    fn times_and_keys(&self, batch: &RecordBatch) -> Result<(Int64Array, Rows)> {
         let n = batch.num_rows();
         let times = ts_values(&self.start_expr.evaluate(batch)?.into_array(n)?)?;
-        let key_rows = self
-            .converter
-            .convert_columns(&key_arrays(&self.key_exprs, batch)?)?;
+        let keys = key_arrays(&self.key_exprs, batch)?;
+        Ok((times, self.converter.convert_columns(&keys)?))
+    }
+
+    /// Hold again the rows a checkpoint kept (`live` of `batch`, in slot `slot`).
+    fn readmit(&mut self, slot: u32, batch: &RecordBatch, live: &[u32]) -> Result<()> {
+        let (times, key_rows) = self.times_and_keys(batch)?;
         for &i in live {
             let t = times.value(i as usize);
             let ks = self
@@ -244,10 +248,7 @@ impl Operator for SessionAggregateOperator {
     fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
         let b = &batch.batch;
         let n = b.num_rows();
-        let times = ts_values(&self.start_expr.evaluate(b)?.into_array(n)?)?;
-        let key_rows = self
-            .converter
-            .convert_columns(&key_arrays(&self.key_exprs, b)?)?;
+        let (times, key_rows) = self.times_and_keys(b)?;
         let slot = self.rows.next_slot();
         let (mut kept, mut late, mut picks) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n {
@@ -336,7 +337,7 @@ impl Operator for SessionAggregateOperator {
                     + ks.rows.capacity() * size_of::<(u32, u32, i64)>()
             })
             .sum();
-        let batches = self.rows.size().0;
+        let batches = self.rows.memory_bytes();
         StateSize {
             open_windows: self.keys.values().map(|ks| ks.sessions.len() as u64).sum(),
             keys: self.keys.len() as u64,

@@ -272,9 +272,15 @@ impl SessionRows {
         Ok(out)
     }
 
-    /// Bytes of rows held in memory, and slots held (in memory or spilled).
-    pub fn size(&self) -> (usize, usize) {
-        (self.in_memory, self.slots.len())
+    /// Bytes of rows held in memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.in_memory
+    }
+
+    /// Slots held, in memory or spilled.
+    #[cfg(test)]
+    fn slots(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -381,7 +387,7 @@ mod tests {
         rows.attach(shared.clone(), 1);
         let a = rows.add(batch(&[1, 2]), &metrics).unwrap();
         let b = rows.add(batch(&[3]), &metrics).unwrap();
-        assert_eq!(rows.size().0, 0, "every slot is spilled");
+        assert_eq!(rows.memory_bytes(), 0, "every slot is spilled");
         assert_eq!(JobMetrics::get(&metrics.spilled_windows), 2);
         assert_eq!(values(&rows.gather(&[(b, 0), (a, 1)]).unwrap()), vec![3, 2]);
         let mut again = SessionRows::new(schema());
@@ -389,10 +395,11 @@ mod tests {
         let restored = again.restore(&**shared.lock().unwrap()).unwrap();
         assert_eq!(restored.len(), 2);
         assert_eq!(
-            again.size(),
-            (0, 2),
+            again.memory_bytes(),
+            0,
             "restored beyond the limit: still spilled"
         );
+        assert_eq!(again.slots(), 2);
         assert_eq!(values(&again.gather(&[(a, 0)]).unwrap()), vec![1]);
         // A spilled slot was written when it spilled; the snapshot does not write it again.
         let mut state = shared.lock().unwrap();

@@ -36,8 +36,9 @@ fn version_1() -> u32 {
 }
 
 /// One partition's watermark bookkeeping in a checkpoint.
+/// Version 1 wrote it as `[id, watermark, ended]`; serde reads a struct from an array in field
+/// order, so both forms read.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(from = "PartitionForm")]
 pub struct PartitionSnapshot {
     /// The source's partition id.
     pub id: u32,
@@ -45,35 +46,6 @@ pub struct PartitionSnapshot {
     pub watermark: i64,
     /// The partition has no more data.
     pub ended: bool,
-}
-
-/// How a partition was written: named fields, or `[id, watermark, ended]` (version 1).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum PartitionForm {
-    Named {
-        id: u32,
-        watermark: i64,
-        ended: bool,
-    },
-    Positional(u32, i64, bool),
-}
-
-impl From<PartitionForm> for PartitionSnapshot {
-    fn from(f: PartitionForm) -> Self {
-        match f {
-            PartitionForm::Named {
-                id,
-                watermark,
-                ended,
-            }
-            | PartitionForm::Positional(id, watermark, ended) => PartitionSnapshot {
-                id,
-                watermark,
-                ended,
-            },
-        }
-    }
 }
 
 impl SourceSnapshot {

@@ -415,6 +415,7 @@ fn insert_tasks(
 ) -> Result<Vec<SinkTask>> {
     let mut ctx = build_ctx(g, job)?;
     ctx.checkpointing = ck.cloned();
+    ctx.late.set_checkpointing(ck.is_some());
     let mut sinks = Vec::new();
     for ins in inserts {
         print_warnings(g, &ins.plan);

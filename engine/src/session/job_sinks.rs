@@ -127,12 +127,8 @@ pub(crate) fn late_sinks(
 ) -> Result<Vec<SinkTask>> {
     let mut out = Vec::new();
     for dest in late.into_destinations() {
-        let table = match ck {
-            Some(_) => crate::late::checkpointed(&dest.table),
-            None => dest.table.clone(),
-        };
         let target = SinkTarget {
-            table: &table,
+            table: &dest.table,
             updating: false,
             event_col: None,
             upsert_key: None,
