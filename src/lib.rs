@@ -117,11 +117,14 @@ pub use weir_engine::runtime::job::JobStatus;
 pub use weir_engine::session::system_tables;
 pub use weir_engine::{plan_only, EngineError, JobHandle, Output, QueryStream, Result};
 pub use weir_planner as planner;
-/// Job counters.
+/// The engine's numbers: job counters, the metric catalog, typed samples (what `/metrics`,
+/// `weir.metrics` and the progress line show) and the text they are served as.
 pub mod engine_metrics {
+    pub use weir_engine::observe::catalog::{self as metric, Kind, Metric};
+    pub use weir_engine::observe::collect::samples;
     pub use weir_engine::observe::metrics::{format_watermark, JobMetrics};
-    pub use weir_engine::observe::prometheus::render;
-    pub use weir_engine::observe::samples::{max_where, parse, samples, sum, Sample};
+    pub use weir_engine::observe::prometheus::{encode, parse, render};
+    pub use weir_engine::observe::samples::{Sample, Samples, SeriesLine, Value};
 
     /// Read a counter.
     pub fn get(c: &std::sync::atomic::AtomicU64) -> u64 {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 
 use crate::common::kafka::Broker;
-use crate::common::weir_bin;
+use crate::common::{wait_for, weir_bin};
 
 const RECORDS: usize = 1_000_000;
 const KILLS: usize = 5;
@@ -162,14 +162,13 @@ pub(crate) fn latest_checkpoint(dir: &Path) -> Option<u64> {
 
 /// Wait until `dir` holds a checkpoint newer than `than` (false if the run ended first).
 async fn checkpoint_after(child: &mut Child, dir: &Path, than: Option<u64>) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while latest_checkpoint(dir) <= than && Instant::now() < deadline {
+    wait_for(Duration::from_secs(60), "a new checkpoint", async || {
         if child.try_wait().unwrap().is_some() {
-            return false;
+            return Some(false);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    true
+        (latest_checkpoint(dir) > than).then_some(true)
+    })
+    .await
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -5,7 +5,7 @@
 //! and resume, and a checkpoint directory refusing a different query.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use weir::CheckpointConfig;
@@ -282,11 +282,10 @@ async fn gated_job(ckpt: &Path, gate: tokio::sync::watch::Receiver<bool>) -> wei
         )
         .await
         .unwrap();
-    let t0 = Instant::now();
-    while job.last_checkpoint().unwrap_or(0) < 1 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "no checkpoint");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        until_checkpoint(&job, 1).await,
+        "the job ended before its first checkpoint"
+    );
     job
 }
 
@@ -299,14 +298,13 @@ async fn a_savepoint_waiting_behind_a_timed_out_checkpoint_still_completes() {
     tokio::time::sleep(Duration::from_millis(200)).await; // it has been triggered (every 50 ms)
     let failures = job.checkpoint_failures();
     job.stop_with_savepoint(); // waits for the checkpoint in flight
-    let t0 = Instant::now();
-    while job.checkpoint_failures() == failures {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "no checkpoint timed out"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let timed_out = async || (job.checkpoint_failures() > failures).then_some(());
+    wait_for(
+        Duration::from_secs(10),
+        "a checkpoint to time out",
+        timed_out,
+    )
+    .await;
     gate.send_replace(true); // the savepoint, started after the timeout, can complete
     let ended = tokio::time::timeout(Duration::from_secs(20), job.wait()).await;
     let result = ended.expect("stop with savepoint hung after a checkpoint timed out");
@@ -322,17 +320,11 @@ async fn a_savepoint_that_times_out_fails_the_stop_with_a_message() {
     let job = gated_job(&ckpt, rx).await;
     gate.send_replace(false); // no checkpoint, savepoint included, can complete
     job.stop_with_savepoint();
-    let t0 = Instant::now();
-    let msg = loop {
-        if let weir::JobStatus::Failed(e) = job.status() {
-            break e;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "stop with savepoint hung"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let failed = async || match job.status() {
+        weir::JobStatus::Failed(e) => Some(e),
+        _ => None,
     };
+    let msg = wait_for(Duration::from_secs(20), "the stop to fail", failed).await;
     assert!(
         msg.contains("savepoint") && msg.contains("timed out"),
         "{msg}"

@@ -9,7 +9,7 @@ use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
-use crate::common::kafka::{next_record, Broker};
+use crate::common::kafka::{next_record, Broker, Filled};
 use crate::common::*;
 
 fn partition_of(key: &str, n: i32) -> i32 {
@@ -36,53 +36,43 @@ fn keyed_input(case: &str, n: i32) -> Vec<(i32, String, Vec<u8>)> {
         .collect()
 }
 
-/// A conformance job with its file table replaced by a bounded Kafka table.
-fn kafka_job(case: &str, broker: &Broker, topic: &str, ends: &str) -> String {
+/// A conformance job with its file table replaced by a bounded Kafka table over `topic`.
+fn kafka_job(case: &str, topic: &Filled) -> String {
     let sql = std::fs::read_to_string(root().join("tests/conformance").join(case).join("job.sql"))
         .unwrap();
-    let with = format!(
-        "'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{}', \
-         'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
-         'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}'",
-        broker.bootstrap
-    );
     let start = sql.find("'connector' = 'filesystem'").unwrap();
     let end = sql[start..].find("\n)").unwrap() + start;
-    format!("{}{}{}", &sql[..start], with, &sql[end..])
+    format!("{}{}{}", &sql[..start], topic.bounded(""), &sql[end..])
+}
+
+/// Conformance case `case` read from a topic of `partitions` partitions (rows spread by key)
+/// in batches of `batch` rows: Flink's rows.
+async fn conformance_over_kafka(case: &str, partitions: i32, batch: usize) {
+    let topic = Filled::new(case, partitions, &keyed_input(case, partitions)).await;
+    let rows = run_query(&kafka_job(case, &topic), batch).await;
+    let expected = read_jsonl(
+        &root()
+            .join("tests/conformance")
+            .join(case)
+            .join("expected.jsonl"),
+    );
+    assert_same_rows(&format!("kafka {case}"), &rows, &expected);
 }
 
 #[tokio::test]
 async fn round_trip_over_three_partitions_matches_flink() {
-    let broker = Broker::start();
-    broker.create_topic("readings", 3).await;
-    let ends = broker
-        .produce("readings", &keyed_input("tumble_tvf", 3), 3)
-        .await;
-    let sql = kafka_job("tumble_tvf", &broker, "readings", &ends);
-    let rows = run_query(&sql, 8192).await;
-    let expected = read_jsonl(&root().join("tests/conformance/tumble_tvf/expected.jsonl"));
-    assert_same_rows("kafka tumble_tvf", &rows, &expected);
+    conformance_over_kafka("tumble_tvf", 3, 8192).await;
 }
 
 #[tokio::test]
 async fn session_windows_over_kafka_match_flink() {
-    let broker = Broker::start();
-    broker.create_topic("sessions", 2).await;
-    let ends = broker
-        .produce("sessions", &keyed_input("session_tvf", 2), 2)
-        .await;
-    let sql = kafka_job("session_tvf", &broker, "sessions", &ends);
-    let rows = run_query(&sql, 100).await;
-    let expected = read_jsonl(&root().join("tests/conformance/session_tvf/expected.jsonl"));
-    assert_same_rows("kafka session_tvf", &rows, &expected);
+    conformance_over_kafka("session_tvf", 2, 100).await;
 }
 
 #[tokio::test]
 async fn a_lagging_partition_holds_the_watermark_back() {
     // Partition 1 is written long after partition 0 has moved on; with one watermark for the
     // whole topic its rows would be late, with one per partition none is.
-    let broker = Broker::start();
-    broker.create_topic("lag", 2).await;
     let mut recs = Vec::new();
     for i in 0..120 {
         let line = format!(
@@ -99,15 +89,13 @@ async fn a_lagging_partition_holds_the_watermark_back() {
         );
         recs.push((1, "slow".to_string(), line.into_bytes()));
     }
-    let ends = broker.produce("lag", &recs, 2).await;
+    let topic = Filled::new("lag", 2, &recs).await;
     let sql = format!(
         "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
-         WITH ('connector' = 'kafka', 'topic' = 'lag', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
-               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
-               'scan.bounded.specific-offsets' = '{ends}');
+         WITH ({});
          SELECT k, window_start, COUNT(*) AS c FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
          GROUP BY k, window_start, window_end;",
-        broker.bootstrap
+        topic.bounded("")
     );
     let rows = run_query(&sql, 16).await;
     let slow: Vec<&Value> = rows.iter().filter(|r| r["k"] == "slow").collect();
@@ -155,8 +143,6 @@ async fn an_idle_partition_stops_holding_the_watermark_back() {
 
 #[tokio::test]
 async fn bad_records_go_to_the_dead_letters_with_their_offsets() {
-    let broker = Broker::start();
-    broker.create_topic("dirty", 1).await;
     let lines = [
         r#"{"k":"a","v":1,"ts":"2024-01-01 00:00:01.000"}"#,
         r#"{"k":"a","v":"#,
@@ -164,25 +150,14 @@ async fn bad_records_go_to_the_dead_letters_with_their_offsets() {
         r#"{"k":"a","v":2}"#,
         r#"{"k":"a","v":3,"ts":"2024-01-01 00:00:03.000","extra":"ignored"}"#,
     ];
-    let recs: Vec<_> = lines
-        .iter()
-        .map(|l| (0, "a".to_string(), l.as_bytes().to_vec()))
-        .collect();
-    let ends = broker.produce("dirty", &recs, 1).await;
+    let topic = Filled::lines("dirty", &lines).await;
     let sql = format!(
-        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-         WITH ('connector' = 'kafka', 'topic' = 'dirty', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
-               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
-               'scan.bounded.specific-offsets' = '{ends}');
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ({});
          SELECT k, SUM(v) AS s, COUNT(*) AS c FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
          GROUP BY k, window_start, window_end;",
-        broker.bootstrap
+        topic.bounded("")
     );
-    let engine = weir::Engine::new();
-    engine.set_quiet(true);
-    let stream = engine.query(&sql).await.unwrap();
-    let job = stream.job().clone();
-    let rows = to_json(&stream.collect().await.unwrap(), None);
+    let (rows, job) = query_to_end(&sql, 8192).await;
     assert_eq!(rows, vec![serde_json::json!({"k": "a", "s": 4, "c": 2})]);
     let dl = job.dead_letters();
     assert_eq!(job.bad_records(), 3, "{dl:?}");
@@ -193,11 +168,10 @@ async fn bad_records_go_to_the_dead_letters_with_their_offsets() {
 
 #[tokio::test]
 async fn results_written_to_kafka_read_back_equal() {
-    let broker = Broker::start();
-    broker.create_topic("in", 3).await;
+    let input = Filled::new("in", 3, &keyed_input("tumble_tvf", 3)).await;
+    let broker = &input.broker;
     broker.create_topic("out", 2).await;
-    let ends = broker.produce("in", &keyed_input("tumble_tvf", 3), 3).await;
-    let source = kafka_job("tumble_tvf", &broker, "in", &ends);
+    let source = kafka_job("tumble_tvf", &input);
     let ddl = &source[..source.find("SELECT").unwrap()];
     let query = &source[source.find("SELECT").unwrap()..];
     let sql = format!(
@@ -285,8 +259,6 @@ fn weir_run_refuses_a_missing_topic_before_anything_runs() {
 
 #[tokio::test]
 async fn epoch_timestamps_auto_unit_and_bounds() {
-    let broker = Broker::start();
-    broker.create_topic("epochs", 1).await;
     let base_ms = 1_704_067_200_000i64; // 2024-01-01 00:00:00
     let lines = [
         format!(r#"{{"k":"a","v":1,"ts":{}}}"#, base_ms + 1_000),
@@ -296,26 +268,15 @@ async fn epoch_timestamps_auto_unit_and_bounds() {
         r#"{"k":"a","v":200,"ts":946684800}"#.to_string(),           // 2000: before timestamp.min
         format!(r#"{{"k":"a","v":8,"ts":{}}}"#, base_ms + 70_000),
     ];
-    let recs: Vec<_> = lines
-        .iter()
-        .map(|l| (0, "a".to_string(), l.as_bytes().to_vec()))
-        .collect();
-    let ends = broker.produce("epochs", &recs, 1).await;
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let topic = Filled::lines("epochs", &lines).await;
     let sql = format!(
-        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-         WITH ('connector' = 'kafka', 'topic' = 'epochs', 'properties.bootstrap.servers' = '{}', 'format' = 'json',
-               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'specific-offsets',
-               'scan.bounded.specific-offsets' = '{ends}', 'timestamp.unit' = 'auto',
-               'timestamp.max-future' = '1 d', 'timestamp.min' = '2020-01-01');
+        "CREATE TABLE t (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ({});
          SELECT window_start, SUM(v) AS s FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
          GROUP BY window_start, window_end;",
-        broker.bootstrap
+        topic.bounded(", 'timestamp.unit' = 'auto', 'timestamp.max-future' = '1 d', 'timestamp.min' = '2020-01-01'")
     );
-    let engine = weir::Engine::new();
-    engine.set_quiet(true);
-    let stream = engine.query(&sql).await.unwrap();
-    let job = stream.job().clone();
-    let rows = to_json(&stream.collect().await.unwrap(), None);
+    let (rows, job) = query_to_end(&sql, 8192).await;
     let expected = vec![
         serde_json::json!({"window_start": "2024-01-01 00:00:00.000", "s": 7}),
         serde_json::json!({"window_start": "2024-01-01 00:01:00.000", "s": 8}),
@@ -379,11 +340,7 @@ async fn run_bad_records(broker: &Broker, topic: &str, on_error: &str) -> weir::
          GROUP BY window_start, window_end;",
         b = broker.bootstrap
     );
-    let engine = weir::Engine::new();
-    engine.set_quiet(true);
-    let stream = engine.query(&sql).await.unwrap();
-    let job = stream.job().clone();
-    let rows = to_json(&stream.collect().await.unwrap(), None);
+    let (rows, job) = query_to_end(&sql, 8192).await;
     assert_eq!(rows, vec![serde_json::json!({"s": 3})]);
     job
 }

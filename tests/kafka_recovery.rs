@@ -12,6 +12,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::chaos::{committed_files, latest_checkpoint, start};
 use crate::common::kafka::Broker;
+use crate::common::wait_for;
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-krec-{}-{name}", std::process::id()));
@@ -56,34 +57,29 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
 /// Wait until the committed output holds every row of `want` (the counts are checked by the
 /// caller); panics after 60 s or if the job exits.
 async fn wait_for_rows(child: &mut Child, out: &Path, want: &[String]) -> BTreeMap<String, usize> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let rows = if out.exists() {
-            committed_files(out)
-        } else {
-            BTreeMap::new()
-        };
-        if want.iter().all(|w| rows.contains_key(w)) {
-            return rows;
-        }
+    let what = format!("{} committed rows", want.len());
+    wait_for(Duration::from_secs(60), &what, async || {
+        let rows = committed_so_far(out);
         assert!(child.try_wait().unwrap().is_none(), "the job exited");
-        let missing: Vec<_> = want.iter().filter(|w| !rows.contains_key(*w)).collect();
-        assert!(
-            Instant::now() < deadline,
-            "rows never committed: {missing:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        want.iter().all(|w| rows.contains_key(w)).then_some(rows)
+    })
+    .await
+}
+
+/// The rows committed to `out` so far (none before the folder exists).
+fn committed_so_far(out: &Path) -> BTreeMap<String, usize> {
+    if out.exists() {
+        committed_files(out)
+    } else {
+        BTreeMap::new()
     }
 }
 
 /// Wait for a checkpoint newer than the current one.
 async fn next_checkpoint(ckpt: &Path) {
     let before = latest_checkpoint(ckpt);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while latest_checkpoint(ckpt) <= before {
-        assert!(Instant::now() < deadline, "no new checkpoint");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let newer = async || (latest_checkpoint(ckpt) > before).then_some(());
+    wait_for(Duration::from_secs(30), "a new checkpoint", newer).await;
 }
 
 /// The offsets group `group` committed for partitions 0 and 1 of `topic`.
@@ -112,24 +108,16 @@ async fn latest_offset_keeps_a_quiet_partitions_records_across_kill_9() {
     let job = job_file(&dir, &broker, topic, "latest-offset", &out);
     let mut child = start(&job, &ckpt);
     // Partition 0 is busy; partition 1 stays quiet while the job runs.
-    let deadline = Instant::now() + Duration::from_secs(60);
     let mut round = 0;
-    let rows = loop {
+    let rows = wait_for(Duration::from_secs(60), "rows of partition 0", async || {
         round += 1;
         broker
             .produce(topic, &records(&format!("a{round}_"), 20, 0), 2)
             .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let rows = if out.exists() {
-            committed_files(&out)
-        } else {
-            BTreeMap::new()
-        };
-        if !rows.is_empty() {
-            break rows;
-        }
-        assert!(Instant::now() < deadline, "the job never read partition 0");
-    };
+        let rows = committed_so_far(&out);
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
     assert!(rows.keys().all(|r| r.contains("\"a")), "{rows:?}");
     next_checkpoint(&ckpt).await;
     child.kill().unwrap(); // SIGKILL
@@ -152,18 +140,13 @@ async fn latest_offset_keeps_a_quiet_partitions_records_across_kill_9() {
     // The checkpointed offsets reached the consumer group (as kafka-consumer-groups shows).
     // Every record was read: partition 0 holds the `a` rounds and the `c` records.
     let ends = [round as i64 * 20 + 5, 10];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let want: Vec<Offset> = ends.iter().map(|e| Offset::Offset(*e)).collect();
+    let what = format!("group offsets {want:?}");
+    wait_for(Duration::from_secs(20), &what, async || {
         let got = group_offsets(&broker, &format!("group-{topic}"), topic);
-        if got == ends.iter().map(|e| Offset::Offset(*e)).collect::<Vec<_>>() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group offsets {got:?}, ends {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (got == want).then_some(())
+    })
+    .await;
     child.kill().unwrap();
     child.wait().unwrap();
 }

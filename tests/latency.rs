@@ -157,17 +157,13 @@ async fn kafka_partitions_report_records_watermarks_idleness_and_unit_correction
         broker.bootstrap
     );
     let job = engine.submit(&sql).await.unwrap();
-    let t0 = std::time::Instant::now();
-    let text = loop {
+    let text = wait_for(Duration::from_secs(20), "partition 2 idle", async || {
         let text = engine.metrics_text();
         let idle = metric(&text, "weir_source_partition_idle", &["partition=\"2\""]);
         let read = metric(&text, "weir_source_records_total", &["partition=\"1\""]);
-        if idle == Some(1.0) && read == Some(5.0) {
-            break text;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (idle == Some(1.0) && read == Some(5.0)).then_some(text)
+    })
+    .await;
     let p = |n: &str| format!("partition=\"{n}\"");
     let src = "source=\"k\"";
     let records = |n: &str| metric(&text, "weir_source_records_total", &[src, &p(n)]);

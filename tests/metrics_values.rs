@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use weir::engine_metrics::{metric, Metric, Samples};
 
 use crate::common::*;
 use crate::observability::GatedSink;
@@ -25,24 +26,23 @@ async fn table(engine: &weir::Engine, sql: &str) -> Vec<serde_json::Value> {
     }
 }
 
-/// The samples of `name` in `text` whose `operator` label ends with `:{op}`, as
-/// (operator label, value).
-fn by_operator(text: &str, name: &str, op: &str) -> Vec<(String, f64)> {
-    weir::engine_metrics::parse(text)
-        .into_iter()
-        .filter(|s| s.name == name)
+/// The samples of `metric` whose `operator` label ends with `:{op}`, as (operator label,
+/// value).
+fn by_operator(samples: &Samples, metric: &'static Metric, op: &str) -> Vec<(String, f64)> {
+    samples
+        .of(metric)
         .filter_map(|s| {
             let label = s.label("operator")?;
             label
                 .ends_with(&format!(":{op}"))
-                .then_some((label, s.value))
+                .then(|| (label.to_string(), s.number()))
         })
         .collect()
 }
 
-/// The one sample of `name` for operator `op` (see [`by_operator`]).
-fn op_value(text: &str, name: &str, op: &str) -> Option<f64> {
-    let found = by_operator(text, name, op);
+/// The one sample of `metric` for operator `op` (see [`by_operator`]).
+fn op_value(samples: &Samples, metric: &'static Metric, op: &str) -> Option<f64> {
+    let found = by_operator(samples, metric, op);
     assert!(found.len() <= 1, "several {op}: {found:?}");
     found.first().map(|f| f.1)
 }
@@ -129,13 +129,9 @@ async fn finished_jobs_are_bounded_and_only_failed_pipelines_make_health_fail() 
 /// The `weir_backpressured_ratio` and `weir_operator_backpressured_seconds_total` of the
 /// job's source `gen`.
 fn source_backpressure(engine: &weir::Engine) -> (f64, f64) {
-    let text = engine.metrics_text();
-    let share = op_value(&text, "weir_backpressured_ratio", "source gen");
-    let total = op_value(
-        &text,
-        "weir_operator_backpressured_seconds_total",
-        "source gen",
-    );
+    let samples = engine.samples();
+    let share = op_value(&samples, &metric::BACKPRESSURED_RATIO, "source gen");
+    let total = op_value(&samples, &metric::BACKPRESSURED_SECONDS, "source gen");
     (share.unwrap_or(0.0), total.unwrap_or(0.0))
 }
 
@@ -154,11 +150,15 @@ async fn a_throttled_sink_backpressures_the_source_more_than_half_the_time() {
         .unwrap();
     let started = Instant::now();
     // After two seconds, so the share is not that of the first moments.
-    let (share, total) = wait_for(Duration::from_secs(20), "backpressure above 1/2", || {
-        let (share, total) = source_backpressure(&engine);
-        let settled = started.elapsed() > Duration::from_secs(2);
-        (settled && share > 0.5).then_some((share, total))
-    })
+    let (share, total) = wait_for(
+        Duration::from_secs(20),
+        "backpressure above 1/2",
+        async || {
+            let (share, total) = source_backpressure(&engine);
+            let settled = started.elapsed() > Duration::from_secs(2);
+            (settled && share > 0.5).then_some((share, total))
+        },
+    )
     .await;
     assert!(share <= 1.0, "{share}");
     // The total is seconds: more than half of the time so far, at most all of it.
@@ -167,8 +167,7 @@ async fn a_throttled_sink_backpressures_the_source_more_than_half_the_time() {
         total > uptime / 2.0 && total <= uptime + 0.1,
         "{total} s in {uptime} s"
     );
-    let text = engine.metrics_text();
-    let busy = op_value(&text, "weir_operator_busy_seconds_total", "source gen").unwrap();
+    let busy = op_value(&engine.samples(), &metric::BUSY_SECONDS, "source gen").unwrap();
     assert!(
         busy > 0.0 && busy < total,
         "the source works, then waits: {busy} s"
@@ -192,7 +191,7 @@ async fn the_backpressure_share_recovers_while_its_total_keeps_counting() {
         .await
         .unwrap();
     // The sink stalls: the source's wait in progress counts before it ends.
-    let (_, stalled) = wait_for(Duration::from_secs(20), "a stalled source", || {
+    let (_, stalled) = wait_for(Duration::from_secs(20), "a stalled source", async || {
         let (share, total) = source_backpressure(&engine);
         (share > 0.5 && total > 1.0).then_some((share, total))
     })
@@ -203,7 +202,7 @@ async fn the_backpressure_share_recovers_while_its_total_keeps_counting() {
     let (_, total) = wait_for(
         Duration::from_secs(20),
         "backpressure back under 10%",
-        || {
+        async || {
             let (share, total) = source_backpressure(&engine);
             (share < 0.1).then_some((share, total))
         },
@@ -239,10 +238,7 @@ fn at(k: &str, m: u32, s: u32) -> serde_json::Value {
 
 /// Run a script ending in a query, in batches of `batch` rows, to its end; its job and the
 /// job's samples (the query has ended, so they come from the job, not from `/metrics`).
-async fn run_to_end(
-    sql: &str,
-    batch: usize,
-) -> (weir::JobHandle, Vec<weir::engine_metrics::Sample>) {
+async fn run_to_end(sql: &str, batch: usize) -> (weir::JobHandle, Samples) {
     let engine = engine();
     engine.set_batch_size(batch);
     let stream = engine.query(sql).await.unwrap();
@@ -253,8 +249,8 @@ async fn run_to_end(
 }
 
 /// Run the query `select` over `rows` (table `t (k, v, ts)`, batches of one row) to its end;
-/// the metrics text of its job.
-async fn run_over(name: &str, rows: &[serde_json::Value], set: &str, select: &str) -> String {
+/// the samples of its job.
+async fn run_over(name: &str, rows: &[serde_json::Value], set: &str, select: &str) -> Samples {
     let dir = input(name, rows);
     let sql = format!(
         "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
@@ -262,8 +258,7 @@ async fn run_over(name: &str, rows: &[serde_json::Value], set: &str, select: &st
          {set} {select}",
         dir.join("input.jsonl").display()
     );
-    let (job, _) = run_to_end(&sql, 1).await;
-    weir::engine_metrics::render(std::slice::from_ref(&job))
+    run_to_end(&sql, 1).await.1
 }
 
 #[tokio::test]
@@ -279,40 +274,26 @@ async fn late_rows_and_late_updates_are_counted_by_the_operator_that_saw_them() 
     ];
     let select = "SELECT k, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE t,
         DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY k, window_start, window_end;";
-    let text = run_over(
-        "late",
-        &rows,
-        "SET 'window.allowed-lateness' = '1 min';",
-        select,
-    )
-    .await;
+    let lateness = "SET 'window.allowed-lateness' = '1 min';";
+    let s = run_over("late", &rows, lateness, select).await;
     // Window assignment drops the row past the lateness; the aggregation takes the other.
-    let late = by_operator(&text, "weir_late_rows_total", "WindowAssign");
-    assert_eq!(late.len(), 1, "{text}");
-    let taken = op_value(&text, "weir_late_rows_total", "WindowAggregate");
-    assert_eq!(taken, Some(0.0), "{text}");
-    assert_eq!(late[0].1, 1.0, "{text}");
+    let late = by_operator(&s, &metric::LATE_ROWS, "WindowAssign");
+    assert_eq!(late.len(), 1, "{s:?}");
+    let taken = op_value(&s, &metric::LATE_ROWS, "WindowAggregate");
+    assert_eq!(taken, Some(0.0), "{s:?}");
+    assert_eq!(late[0].1, 1.0, "{s:?}");
     assert!(
         late[0].0.split(':').next().unwrap().parse::<u32>().is_ok(),
         "{late:?}"
     );
-    assert_eq!(
-        op_value(&text, "weir_late_updates_total", "WindowAggregate"),
-        Some(1.0)
-    );
-    assert!(!text.contains("operator=\"windows\""), "{text}");
+    let updates = op_value(&s, &metric::LATE_UPDATES, "WindowAggregate");
+    assert_eq!(updates, Some(1.0));
+    let windows = |x: &weir::engine_metrics::Sample| x.label("operator") == Some("windows");
+    assert!(!s.0.iter().any(windows), "{s:?}");
     // Without lateness both late rows are dropped, and there are no late updates.
-    let text = run_over("late0", &rows, "", select).await;
-    assert_eq!(
-        metric_total(&text, "weir_late_rows_total", &[]),
-        2.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric_total(&text, "weir_late_updates_total", &[]),
-        0.0,
-        "{text}"
-    );
+    let s = run_over("late0", &rows, "", select).await;
+    assert_eq!(s.sum(&metric::LATE_ROWS), 2.0, "{s:?}");
+    assert_eq!(s.sum(&metric::LATE_UPDATES), 0.0, "{s:?}");
 }
 
 #[tokio::test]
@@ -320,18 +301,14 @@ async fn a_session_aggregation_counts_its_late_rows() {
     // Session of `a` [00:00:10, 00:00:40) fires when 00:02:00 arrives; 00:00:20 is then late.
     let rows = [at("a", 0, 10), at("b", 2, 0), at("a", 0, 20), at("b", 3, 0)];
     let select = "SELECT k, COUNT(*) AS n FROM t GROUP BY k, SESSION(ts, INTERVAL '30' SECOND);";
-    let text = run_over("session-late", &rows, "", select).await;
-    let late = by_operator(&text, "weir_late_rows_total", "SessionWindowAggregate");
+    let s = run_over("session-late", &rows, "", select).await;
+    let late = by_operator(&s, &metric::LATE_ROWS, "SessionWindowAggregate");
     assert_eq!(
         late.iter().map(|l| l.1).collect::<Vec<_>>(),
         vec![1.0],
-        "{text}"
+        "{s:?}"
     );
-    assert_eq!(
-        metric_total(&text, "weir_late_rows_total", &[]),
-        1.0,
-        "{text}"
-    );
+    assert_eq!(s.sum(&metric::LATE_ROWS), 1.0, "{s:?}");
 }
 
 #[tokio::test]
@@ -351,11 +328,11 @@ async fn expired_keys_are_counted_by_the_group_aggregation() {
     );
     let (job, samples) = run_to_end(&sql, 100).await;
     let expired: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.name == "weir_expired_keys_total")
+        .of(&metric::EXPIRED_KEYS)
         .map(|s| {
-            assert!(s.labels.contains(":GroupAggregate\""), "{s:?}");
-            s.value
+            let op = s.label("operator").unwrap_or_default();
+            assert!(op.ends_with(":GroupAggregate"), "{s:?}");
+            s.number()
         })
         .collect();
     let counted = weir::engine_metrics::get(&job.metrics().expired_keys);
@@ -381,18 +358,16 @@ async fn five_keys_state(insert: &str, op: &str) -> (f64, f64) {
         .submit(&format!("{FIVE_KEYS} {insert}"))
         .await
         .unwrap();
-    let text = wait_for(Duration::from_secs(20), "five keys", || {
-        let text = engine.metrics_text();
-        (op_value(&text, "weir_state_keys", op) == Some(5.0)).then_some(text)
+    let s = wait_for(Duration::from_secs(20), "five keys", async || {
+        let s = engine.samples();
+        (op_value(&s, &metric::STATE_KEYS, op) == Some(5.0)).then_some(s)
     })
     .await;
     job.cancel();
     let _ = job.wait().await;
-    let windows = op_value(&text, "weir_open_windows", op).expect(&text);
-    (
-        windows,
-        op_value(&text, "weir_state_bytes", op).expect(&text),
-    )
+    let windows = op_value(&s, &metric::OPEN_WINDOWS, op).expect("open windows");
+    let bytes = op_value(&s, &metric::STATE_BYTES, op).expect("state bytes");
+    (windows, bytes)
 }
 
 #[tokio::test]

@@ -53,11 +53,13 @@ fn weir_run_serves_metrics_and_health() {
             break rest.trim_end_matches("/metrics").to_string();
         }
     };
-    std::thread::sleep(Duration::from_millis(1500));
-    let (status, first) = get(&addr, "/metrics");
-    assert!(status.contains("200"), "{status}");
-    let n1 = metric(&first, "weir_source_records_total", &["source=\"gen\""]).expect(&first);
-    assert!(n1 > 0.0, "{first}");
+    let records = |text: &str| metric(text, "weir_source_records_total", &["source=\"gen\""]);
+    let first = wait_for_blocking(Duration::from_secs(20), "records read", || {
+        let (status, text) = get(&addr, "/metrics");
+        assert!(status.contains("200"), "{status}");
+        (records(&text) > Some(0.0)).then_some(text)
+    });
+    let n1 = records(&first).unwrap();
     assert!(
         first.contains("weir_operator_busy_ratio") && first.contains("weir_backpressured_ratio")
     );
@@ -68,21 +70,16 @@ fn weir_run_serves_metrics_and_health() {
     let rss = metric(&first, "weir_process_resident_memory_bytes", &[]).unwrap();
     assert!(rss > 1e6, "{first}");
     assert!(first.contains("weir_build_info{version="), "{first}");
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, second) = get(&addr, "/metrics");
-    let n2 = metric(&second, "weir_source_records_total", &["source=\"gen\""]).unwrap();
+    // The generator makes 2000 rows/s; the meter reads that, not the count (which keeps
+    // growing past it).
+    let rate = |text: &str| metric(text, "weir_source_records_per_second", &["source=\"gen\""]);
+    let second = wait_for_blocking(Duration::from_secs(20), "about 2000 records/s", || {
+        let (_, text) = get(&addr, "/metrics");
+        let per_second = rate(&text).unwrap_or(0.0);
+        ((1000.0..3000.0).contains(&per_second) && records(&text) > Some(2000.0)).then_some(text)
+    });
+    let n2 = records(&second).unwrap();
     assert!(n2 > n1, "the counter grows: {n1} then {n2}");
-    // The generator makes 2000 rows/s; the meter reads that, not the count (about 4000 by now).
-    let rate = metric(
-        &second,
-        "weir_source_records_per_second",
-        &["source=\"gen\""],
-    );
-    let rate = rate.expect(&second);
-    assert!(
-        (1000.0..3000.0).contains(&rate),
-        "{rate} records/s: {second}"
-    );
     let (status, body) = get(&addr, "/health");
     assert!(
         status.contains("200") && body.contains("ok"),
@@ -179,9 +176,9 @@ async fn health_reports_old_checkpoints() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stale = async || engine.health(Duration::from_millis(100)).err();
+    let err = wait_for(Duration::from_secs(20), "no checkpoint for 100 ms", stale).await;
     assert!(engine.health(Duration::from_secs(60)).is_ok());
-    let err = engine.health(Duration::from_millis(100)).unwrap_err();
     assert!(
         err.contains("unhealthy") && err.contains("no checkpoint"),
         "{err}"
@@ -191,15 +188,14 @@ async fn health_reports_old_checkpoints() {
     let _ = std::fs::remove_dir_all(&ckpt);
 }
 
-/// The sum of every `weir_kafka_consumer_lag_records` sample, and how many there are.
+/// The sum of every `weir_kafka_consumer_lag_records` line of scraped `text`, and how many
+/// there are.
 fn lag(text: &str) -> (f64, usize) {
-    let samples = weir::engine_metrics::parse(text);
-    let lag = |s: &&weir::engine_metrics::Sample| s.name == "weir_kafka_consumer_lag_records";
-    let n = samples.iter().filter(lag).count();
-    (
-        weir::engine_metrics::sum(&samples, "weir_kafka_consumer_lag_records"),
-        n,
-    )
+    let lines = weir::engine_metrics::parse(text);
+    let lag = lines
+        .iter()
+        .filter(|s| s.name == "weir_kafka_consumer_lag_records");
+    lag.fold((0.0, 0), |(sum, n), s| (sum + s.value, n + 1))
 }
 
 /// Produce `(partition, value)` records to `topic` one per produce request (tansu reports a
@@ -279,40 +275,39 @@ async fn kafka_lag_over_http_grows_behind_a_blocked_sink_then_reaches_zero() {
     );
     let job = engine.submit(&sql).await.unwrap();
     // The sink is blocked, so the job stops reading and stays behind the waiting records.
-    let t0 = std::time::Instant::now();
-    let behind = loop {
+    let behind = wait_for(Duration::from_secs(20), "a consumer lag", async || {
         let (_, text) = get(&addr, "/metrics");
         let (sum, n) = lag(&text);
         let read = metric_total(&text, "weir_source_records_total", &["source=\"k\""]);
-        if n == 3 && sum > 0.0 && read > 0.0 {
-            break sum;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(20), "no lag:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (n == 3 && sum > 0.0 && read > 0.0).then_some(sum)
+    })
+    .await;
     assert!(behind > 100.0, "{behind}");
-    tokio::time::sleep(Duration::from_millis(2500)).await; // the lag monitor warns
-    assert!(
-        job.warnings()
+    let warned = async || {
+        let warnings = job.warnings();
+        warnings
             .iter()
-            .any(|w| w.contains("monitoring.lag-warn")),
-        "one warning when the lag crossed 100: {:?}",
-        job.warnings()
-    );
+            .any(|w| w.contains("monitoring.lag-warn"))
+            .then_some(())
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "a warning when the lag crossed 100",
+        warned,
+    )
+    .await;
     gate.send_replace(true); // lift the throttle: the job catches up and the lag reaches 0
     let caught_up = |want_read: usize, want_late: usize| {
         let addr = addr.clone();
         async move {
-            loop {
+            wait_for(Duration::from_secs(60), "the job to catch up", async || {
                 let (_, text) = get(&addr, "/metrics");
                 let read = metric_total(&text, "weir_source_records_total", &["source=\"k\""]);
                 let late = metric_total(&text, "weir_late_rows_total", &["job="]);
-                if lag(&text) == (0.0, 3) && read == want_read as f64 && late >= want_late as f64 {
-                    return text;
-                }
-                assert!(t0.elapsed() < Duration::from_secs(60), "behind:\n{text}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+                let done = lag(&text) == (0.0, 3) && read == want_read as f64;
+                (done && late >= want_late as f64).then_some(text)
+            })
+            .await
         }
     };
     caught_up(GOOD, 0).await;
@@ -364,11 +359,14 @@ async fn operators_report_open_windows_state_and_watermark_lag() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let text = engine.metrics_text();
     let agg = "WindowAggregate\"";
-    let windows = metric(&text, "weir_open_windows", &[agg]).expect(&text);
-    assert!(windows >= 1.0, "{text}");
+    let text = wait_for(Duration::from_secs(20), "an open window", async || {
+        let text = engine.metrics_text();
+        let windows = metric(&text, "weir_open_windows", &[agg]);
+        let lag = metric(&text, "weir_watermark_lag_seconds", &[agg]);
+        (windows >= Some(1.0) && lag.is_some()).then_some(text)
+    })
+    .await;
     let keys = metric(&text, "weir_state_keys", &[agg]).expect(&text);
     assert!((1.0..=5.0).contains(&keys), "{text}");
     assert!(
@@ -445,19 +443,14 @@ async fn health_turns_503_while_the_sink_is_blocked_and_back() {
     let wait_until = |healthy: bool| {
         let addr = addr.clone();
         async move {
-            let t0 = std::time::Instant::now();
-            while get(&addr, "/health").0.contains("200") != healthy {
-                assert!(
-                    t0.elapsed() < Duration::from_secs(20),
-                    "health never became {healthy}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let what = format!("health to become {healthy}");
+            wait_for(Duration::from_secs(20), &what, async || {
+                (get(&addr, "/health").0.contains("200") == healthy).then_some(())
+            })
+            .await
         }
     };
-    while job.last_checkpoint().unwrap_or(0) < 2 {
-        tokio::time::sleep(Duration::from_millis(20)).await; // checkpoints complete
-    }
+    assert!(until_checkpoint(&job, 2).await, "checkpoints complete");
     wait_until(true).await;
     gate.send_replace(false); // the sink blocks: barriers stop behind its input
     wait_until(false).await;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::weir_bin;
+use crate::common::{wait_for_blocking, weir_bin};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-stop-{}-{name}", std::process::id()));
@@ -79,7 +79,11 @@ fn sigterm_takes_a_savepoint_and_the_job_resumes_from_it() {
     assert!(run(&clean).status().unwrap().success());
 
     let mut child = run(&stopped).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stop it mid-run: once some windows are committed (the replay takes 4 s).
+    let out = stopped.join("out");
+    wait_for_blocking(Duration::from_secs(20), "committed windows", || {
+        (out.exists() && !rows(&out).is_empty()).then_some(())
+    });
     let t0 = Instant::now();
     let pid = child.id().to_string();
     assert!(Command::new("kill")

@@ -228,28 +228,10 @@ impl<'a> Converter<'a> {
             .iter()
             .map(|e| column_role(e, in_schema, &input.roles))
             .collect();
-        let find = |f: fn(Role) -> Option<usize>| group_roles.iter().position(|r| f(*r).is_some());
-        let start = find(|r| {
-            if let Role::WindowStart(i) = r {
-                Some(i)
-            } else {
-                None
-            }
-        });
-        let end = find(|r| {
-            if let Role::WindowEnd(i) = r {
-                Some(i)
-            } else {
-                None
-            }
-        });
-        let wtime = find(|r| {
-            if let Role::WindowTime(i) = r {
-                Some(i)
-            } else {
-                None
-            }
-        });
+        let find = |is: fn(&Role) -> bool| group_roles.iter().position(is);
+        let start = find(|r| matches!(r, Role::WindowStart(_)));
+        let end = find(|r| matches!(r, Role::WindowEnd(_)));
+        let wtime = find(|r| matches!(r, Role::WindowTime(_)));
         let (Some(start), Some(end)) = (start, end) else {
             if start.is_some() || end.is_some() {
                 return Err(partial_window_group());
@@ -260,7 +242,7 @@ impl<'a> Converter<'a> {
             return Err(updating_into_window());
         }
         let Role::WindowEnd(id) = group_roles[end] else {
-            unreachable!()
+            return Err(PlanError::Internal("window end expected".into()));
         };
         let n_groups = a.group_expr.len();
         let out_schema = a.schema.as_arrow();

@@ -110,6 +110,7 @@ pub fn rewrite_tvfs(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, V
             && tokens.get(i + 2).and_then(window_kind_name).is_some()
             && tokens.get(i + 3).is_some_and(|t| t.token == Token::LParen);
         if !is_tvf {
+            unknown_table_function(&tokens[i..])?;
             out.push(tokens[i].clone());
             i += 1;
             continue;
@@ -124,6 +125,25 @@ pub fn rewrite_tvfs(tokens: Vec<TokenWithSpan>) -> Result<(Vec<TokenWithSpan>, V
         i = close + 1;
     }
     Ok((out, calls))
+}
+
+/// `TABLE(<name>(TABLE t, ...))` with a name that is not a window: Flink's only table functions
+/// over a table are the windows, and the parser would report a confusing token.
+fn unknown_table_function(tokens: &[TokenWithSpan]) -> Result<()> {
+    let shape = is_word(&tokens[0], "TABLE")
+        && tokens.get(1).is_some_and(|t| t.token == Token::LParen)
+        && tokens.get(3).is_some_and(|t| t.token == Token::LParen)
+        && tokens.get(4).is_some_and(|t| is_word(t, "TABLE"));
+    match tokens.get(2).map(|t| &t.token) {
+        Some(Token::Word(w)) if shape => Err(PlanError::plan(
+            format!(
+                "unknown window table function {}: use TUMBLE, HOP, CUMULATE or SESSION",
+                w.value
+            ),
+            loc(&tokens[2]),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Split at top-level commas.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use weir::engine_metrics::{format_watermark, max_where, samples, sum, Sample};
+use weir::engine_metrics::{format_watermark, metric, samples, Samples};
 
 pub struct Progress {
     stop: oneshot::Sender<()>,
@@ -51,16 +51,16 @@ pub async fn stop(p: Option<Progress>) {
 /// count of the previous second.
 pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
     let s = samples(jobs);
-    let rows_in = sum(&s, "weir_source_records_total") as u64;
-    let rows_out = sum(&s, "weir_sink_rows_total") as u64;
-    let late = sum(&s, "weir_late_rows_total") as u64;
-    let bad = sum(&s, "weir_dead_letters_total") as u64;
+    let rows_in = s.sum(&metric::SOURCE_RECORDS) as u64;
+    let rows_out = s.sum(&metric::SINK_ROWS) as u64;
+    let late = s.sum(&metric::LATE_ROWS) as u64;
+    let bad = s.sum(&metric::DEAD_LETTERS) as u64;
     let rate = rows_in.saturating_sub(*last_in);
     *last_in = rows_in;
-    let wm_lag = max_where(&s, "weir_watermark_lag_seconds", |x| {
-        x.label("operator").as_deref() == Some("sink")
+    let at_sink = s.max_where(&metric::WATERMARK_LAG, |x| {
+        x.label("operator") == Some("sink")
     });
-    let (wm, lag) = match wm_lag {
+    let (wm, lag) = match at_sink.map(|x| x.number()) {
         Some(lag) => {
             let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
             (now - (lag * 1e9) as i64, format!("{lag:.1}s"))
@@ -72,10 +72,8 @@ pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
          {late} late | {bad} dead letters",
         format_watermark(wm)
     );
-    if s.iter()
-        .any(|x| x.name == "weir_kafka_consumer_lag_records")
-    {
-        let kafka = sum(&s, "weir_kafka_consumer_lag_records") as u64;
+    if s.of(&metric::KAFKA_LAG).next().is_some() {
+        let kafka = s.sum(&metric::KAFKA_LAG) as u64;
         line.push_str(&format!(" | kafka lag {kafka}"));
     }
     line.push_str(&load(&s));
@@ -84,21 +82,16 @@ pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
 
 /// ` | busiest 3:WindowAggregate 80% | backpressured 60%`: the operator with the largest busy
 /// share over the last 10 s, and the largest backpressured share (nothing without operators).
-fn load(s: &[Sample]) -> String {
-    let top = |name: &str| {
-        s.iter()
-            .filter(|x| x.name == name)
-            .max_by(|a, b| a.value.total_cmp(&b.value))
-    };
-    let Some(busy) = top("weir_operator_busy_ratio") else {
+fn load(s: &Samples) -> String {
+    let Some(busy) = s.max_where(&metric::BUSY_RATIO, |_| true) else {
         return String::new();
     };
-    let blocked = top("weir_backpressured_ratio").map_or(0.0, |x| x.value);
+    let blocked = s.max_where(&metric::BACKPRESSURED_RATIO, |_| true);
     format!(
         " | busiest {} {:.0}% | backpressured {:.0}%",
         busy.label("operator").unwrap_or_default(),
-        100.0 * busy.value,
-        100.0 * blocked
+        100.0 * busy.number(),
+        100.0 * blocked.map_or(0.0, |x| x.number())
     )
 }
 

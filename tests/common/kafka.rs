@@ -252,3 +252,47 @@ pub async fn next_record(consumer: &StreamConsumer) -> BorrowedMessage<'_> {
         .expect("a record within 30 s")
         .unwrap()
 }
+
+/// A topic on a broker of its own, holding the records a test produced, and what a bounded
+/// Kafka table needs to read exactly those: the common start of every Kafka test.
+pub struct Filled {
+    pub broker: Broker,
+    pub topic: String,
+    /// The end offsets, as `scan.bounded.specific-offsets` takes them.
+    pub ends: String,
+}
+
+impl Filled {
+    /// Start a broker, create `topic` with `partitions` and produce `(partition, key, value)`
+    /// records into it.
+    pub async fn new(topic: &str, partitions: i32, records: &[(i32, String, Vec<u8>)]) -> Filled {
+        let broker = Broker::start();
+        broker.create_topic(topic, partitions).await;
+        let ends = broker.produce(topic, records, partitions).await;
+        Filled {
+            broker,
+            topic: topic.to_string(),
+            ends,
+        }
+    }
+
+    /// JSON lines, all in partition 0 under key `k`.
+    pub async fn lines(topic: &str, lines: &[&str]) -> Filled {
+        let records: Vec<_> = lines
+            .iter()
+            .map(|l| (0, "k".to_string(), l.as_bytes().to_vec()))
+            .collect();
+        Filled::new(topic, 1, &records).await
+    }
+
+    /// The `WITH` options of a JSON table reading the topic from its start to the produced
+    /// end, with `extra` options appended (`, 'k' = 'v'`).
+    pub fn bounded(&self, extra: &str) -> String {
+        format!(
+            "'connector' = 'kafka', 'topic' = '{}', 'properties.bootstrap.servers' = '{}', \
+             'format' = 'json', 'scan.startup.mode' = 'earliest-offset', \
+             'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{}'{extra}",
+            self.topic, self.broker.bootstrap, self.ends
+        )
+    }
+}

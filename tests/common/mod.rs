@@ -36,6 +36,12 @@ pub fn absolutize_paths(sql: &str, dir: &Path) -> String {
 
 /// Run a script whose last statement is a query; rows as JSON objects.
 pub async fn run_query(sql: &str, batch_size: usize) -> Vec<Value> {
+    query_to_end(sql, batch_size).await.0
+}
+
+/// Run a script whose last statement is a query, on a quiet engine, to its end; rows as JSON
+/// objects, and the job (its dead letters, its counts).
+pub async fn query_to_end(sql: &str, batch_size: usize) -> (Vec<Value>, weir::JobHandle) {
     let engine = weir::Engine::new();
     engine.set_quiet(true);
     engine.set_batch_size(batch_size);
@@ -43,12 +49,13 @@ pub async fn run_query(sql: &str, batch_size: usize) -> Vec<Value> {
         .query(sql)
         .await
         .unwrap_or_else(|e| panic!("query failed: {e}"));
+    let job = stream.job().clone();
     let tz = engine
         .settings()
         .get("table.local-time-zone")
         .and_then(|s| s.parse().ok());
     let batches = stream.collect().await.expect("query ran");
-    to_json(&batches, tz)
+    (to_json(&batches, tz), job)
 }
 
 pub fn to_json(batches: &[RecordBatch], tz: Option<chrono_tz::Tz>) -> Vec<Value> {
@@ -268,8 +275,30 @@ pub async fn until_checkpoint(job: &weir::JobHandle, n: u64) -> bool {
     !job.is_done()
 }
 
-/// Poll `check` every 50 ms until it returns `Some`; panics naming `what` after `limit`.
+/// Poll `check` every 50 ms until it returns `Some`; panics naming `what` after `limit`. Every
+/// test that waits for something to happen waits here (or in [`wait_for_blocking`] on a plain
+/// thread), never by a fixed sleep or a loop of its own. The check may be async and may panic
+/// itself (a job that exited early).
 pub async fn wait_for<T>(
+    limit: std::time::Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// [`wait_for`] for tests that run on a plain thread (a child process, a pseudo-terminal).
+pub fn wait_for_blocking<T>(
     limit: std::time::Duration,
     what: &str,
     mut check: impl FnMut() -> Option<T>,
@@ -283,6 +312,6 @@ pub async fn wait_for<T>(
             t0.elapsed() < limit,
             "timed out after {limit:?} waiting for {what}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -1,8 +1,12 @@
 //! Observability: the numbers an operator watches. Per-job counters ([`metrics`]), per-task
-//! meters ([`op_metrics`], sampled by [`monitor`]), end-to-end latency ([`latency`]), dead
-//! letters ([`dead_letter`]), and how they are served: Prometheus text ([`prometheus`]), the
-//! samples `weir.metrics` and the progress line read ([`samples`]), and `/health` ([`health`]).
+//! meters ([`op_metrics`], sampled by [`monitor`]), end-to-end latency ([`latency`]) and dead
+//! letters ([`dead_letter`]) are kept by the tasks. A reading ([`collect`]) copies them into
+//! typed [`samples`] of the metrics the [`catalog`] defines; `/metrics` writes those as
+//! Prometheus text ([`prometheus`]), and `weir.metrics` and the progress line read them
+//! directly. `/health` ([`health`]) judges the jobs themselves.
 
+pub mod catalog;
+pub mod collect;
 pub mod dead_letter;
 pub mod health;
 pub mod latency;

@@ -284,6 +284,11 @@ impl Engine {
         crate::observe::prometheus::render(&self.current_jobs())
     }
 
+    /// The current jobs' metrics as typed samples (what [`Engine::metrics_text`] writes).
+    pub fn samples(&self) -> crate::observe::samples::Samples {
+        crate::observe::collect::samples(&self.current_jobs())
+    }
+
     /// `Ok` when no current pipeline failed (the latest job of each submitted INSERT; ad-hoc
     /// queries never count) and running checkpointing jobs checkpointed within
     /// `max_checkpoint_age`; otherwise the reasons as JSON.

@@ -58,35 +58,7 @@ pub(crate) fn open_sink(
         ck: c.clone(),
         cancel: job.cancel_receiver(),
     });
-    let restore = sink_ck.as_ref().and_then(|s| {
-        let pending = s.ck.restored_snapshot(&s.name)?.to_string();
-        let checkpoint = s.ck.restored.as_ref()?.id;
-        Some(SinkRestore {
-            checkpoint,
-            pending,
-        })
-    });
-    let schema = match target.updating {
-        true => crate::changelog::with_op_schema(&table.physical_schema()),
-        false => table.physical_schema(),
-    };
-    let sctx = SinkContext {
-        table: table.clone(),
-        schema,
-        settings: g.settings.clone(),
-        metrics: job.metrics.clone(),
-        checkpointing: ck.is_some(),
-        restore,
-        upsert_key: target.upsert_key.map(|key| {
-            let fields = table.physical_schema();
-            key.iter()
-                .filter_map(|i| fields.fields().get(*i).map(|f| f.name().clone()))
-                .collect()
-        }),
-        state_dir: sink_ck
-            .as_ref()
-            .map(|s| s.ck.store.root().join("sinks").join(&s.name)),
-    };
+    let sctx = sink_context(g, job, &target, sink_ck.as_ref());
     let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, table)?;
     let sink = crate::session::statements::CastingSink::wrap(sink, table.physical_schema());
     if !g.quiet {
@@ -104,6 +76,45 @@ pub(crate) fn open_sink(
         event_col: target.event_col,
     };
     Ok((sink, sink_ck))
+}
+
+/// What the connector is told when it creates the sink of `target`: its schema (with the
+/// change kind when the input updates), the job's settings and metrics, and, when the job
+/// checkpoints, what a restored checkpoint left pending and where the sink keeps state.
+fn sink_context(
+    g: &Inner,
+    job: &Arc<JobShared>,
+    target: &SinkTarget,
+    sink_ck: Option<&SinkCheckpoint>,
+) -> SinkContext {
+    let table = target.table;
+    let restore = sink_ck.and_then(|s| {
+        let pending = s.ck.restored_snapshot(&s.name)?.to_string();
+        let checkpoint = s.ck.restored.as_ref()?.id;
+        Some(SinkRestore {
+            checkpoint,
+            pending,
+        })
+    });
+    let fields = table.physical_schema();
+    let upsert_key = target.upsert_key.as_ref().map(|key| {
+        key.iter()
+            .filter_map(|i| fields.fields().get(*i).map(|f| f.name().clone()))
+            .collect()
+    });
+    SinkContext {
+        table: table.clone(),
+        schema: match target.updating {
+            true => crate::changelog::with_op_schema(&fields),
+            false => fields.clone(),
+        },
+        settings: g.settings.clone(),
+        metrics: job.metrics.clone(),
+        checkpointing: sink_ck.is_some(),
+        restore,
+        upsert_key,
+        state_dir: sink_ck.map(|s| s.ck.store.root().join("sinks").join(&s.name)),
+    }
 }
 
 /// A sink task ready to start: an INSERT's target or a late-data destination, and its input.

@@ -113,9 +113,9 @@ fn jobs_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     )
 }
 
-/// `name{labels} value` lines of the Prometheus text as rows.
+/// The samples of every job as rows, one per line `/metrics` writes (`name{labels} value`).
 fn metrics_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
-    let samples = crate::observe::samples::samples(jobs);
+    let samples = crate::observe::collect::samples(jobs).lines();
     batch(
         vec![
             ("metric", DataType::Utf8),
@@ -136,7 +136,7 @@ fn lag_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     let (mut job, mut topic, mut part, mut lag) = (vec![], vec![], vec![], vec![]);
     for j in jobs {
         for ((t, p), l) in j.metrics().kafka_lag.lock().expect("lock").iter() {
-            job.push(crate::observe::prometheus::job_label(j));
+            job.push(crate::observe::collect::job_label(j));
             topic.push(t.clone());
             part.push(i64::from(*p));
             lag.push(*l);
@@ -162,7 +162,7 @@ fn checkpoints_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     let (mut job, mut id, mut ms, mut bytes) = (vec![], vec![], vec![], vec![]);
     for j in jobs {
         for c in j.checkpoints() {
-            job.push(crate::observe::prometheus::job_label(j));
+            job.push(crate::observe::collect::job_label(j));
             id.push(c.id);
             ms.push(c.duration.as_secs_f64() * 1e3);
             bytes.push(c.bytes);
@@ -190,7 +190,7 @@ fn dead_letters_table(jobs: &[JobHandle]) -> Result<RecordBatch> {
     for j in jobs {
         for (s, dl) in j.dead_letter_sources() {
             for r in dl.records() {
-                job.push(crate::observe::prometheus::job_label(j));
+                job.push(crate::observe::collect::job_label(j));
                 source.push(s.clone());
                 reason.push(r.reason.clone());
                 position.push(r.position.clone());

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::compute::SortOptions;
-use datafusion::common::Column;
+use datafusion::common::{Column, DFSchema};
+use datafusion::logical_expr::expr::{Sort, WindowFunction};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     Aggregate, BinaryExpr, Expr, Filter, LogicalPlan, Operator, Window,
@@ -104,34 +105,7 @@ impl Converter<'_> {
     /// `ROW_NUMBER() OVER (..)` limited by the pending filter.
     pub(super) fn rank(&mut self, w: &Window) -> Result<Converted> {
         let limit = self.pending_rank.take().expect("checked by the caller");
-        let n_in = w.input.schema().fields().len();
-        let idx = w
-            .schema
-            .fields()
-            .iter()
-            .position(|f| f.name() == &limit.column)
-            .filter(|i| *i >= n_in && w.window_expr.len() == 1)
-            .ok_or_else(|| {
-                PlanError::unsupported(
-                    "several OVER functions beside a row-number filter",
-                    "Keep only ROW_NUMBER() in the subquery that is filtered on it",
-                )
-            })?;
-        let Expr::WindowFunction(wf) = strip_alias(&w.window_expr[idx - n_in]) else {
-            return Err(PlanError::Internal("window expression expected".into()));
-        };
-        if !wf.fun.name().eq_ignore_ascii_case("row_number") {
-            return Err(PlanError::unsupported(
-                format!("{}() OVER (..) on a stream", wf.fun.name()),
-                "Only ROW_NUMBER() filtered to the first N rows (dedup, top-N) runs on a stream",
-            ));
-        }
-        if wf.params.order_by.is_empty() {
-            return Err(PlanError::unsupported(
-                "ROW_NUMBER() without ORDER BY",
-                "Order by the event time (deduplication) or by a column (top-N)",
-            ));
-        }
+        let wf = row_number_of(w, &limit.column)?;
         let input = self.convert(&w.input)?;
         if input.node.is_updating() {
             return Err(PlanError::unsupported(
@@ -146,17 +120,7 @@ impl Converter<'_> {
             .iter()
             .map(|e| self.phys(e, in_schema))
             .collect::<Result<Vec<_>>>()?;
-        let mut order = Vec::new();
-        for s in &wf.params.order_by {
-            let options = SortOptions {
-                descending: !s.asc,
-                nulls_first: s.nulls_first,
-            };
-            order.push(PhysicalSortExpr::new(
-                self.phys(&s.expr, in_schema)?,
-                options,
-            ));
-        }
+        let order = self.sort_exprs(&wf.params.order_by, in_schema)?;
         let by_rowtime_desc = wf.params.order_by.len() == 1
             && !wf.params.order_by[0].asc
             && matches!(
@@ -176,6 +140,53 @@ impl Converter<'_> {
         });
         Ok(Converted { node, roles })
     }
+
+    /// The physical sort expressions of an `ORDER BY` over `schema`.
+    fn sort_exprs(&self, by: &[Sort], schema: &DFSchema) -> Result<Vec<PhysicalSortExpr>> {
+        by.iter()
+            .map(|s| {
+                let options = SortOptions {
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                };
+                Ok(PhysicalSortExpr::new(self.phys(&s.expr, schema)?, options))
+            })
+            .collect()
+    }
+}
+
+/// The `ROW_NUMBER() OVER (.. ORDER BY ..)` of `w` that output column `column` holds: the one
+/// OVER function a row-number filter can stand on.
+fn row_number_of<'a>(w: &'a Window, column: &str) -> Result<&'a WindowFunction> {
+    let n_in = w.input.schema().fields().len();
+    let idx = w
+        .schema
+        .fields()
+        .iter()
+        .position(|f| f.name() == column)
+        .filter(|i| *i >= n_in && w.window_expr.len() == 1)
+        .ok_or_else(|| {
+            PlanError::unsupported(
+                "several OVER functions beside a row-number filter",
+                "Keep only ROW_NUMBER() in the subquery that is filtered on it",
+            )
+        })?;
+    let Expr::WindowFunction(wf) = strip_alias(&w.window_expr[idx - n_in]) else {
+        return Err(PlanError::Internal("window expression expected".into()));
+    };
+    if !wf.fun.name().eq_ignore_ascii_case("row_number") {
+        return Err(PlanError::unsupported(
+            format!("{}() OVER (..) on a stream", wf.fun.name()),
+            "Only ROW_NUMBER() filtered to the first N rows (dedup, top-N) runs on a stream",
+        ));
+    }
+    if wf.params.order_by.is_empty() {
+        return Err(PlanError::unsupported(
+            "ROW_NUMBER() without ORDER BY",
+            "Order by the event time (deduplication) or by a column (top-N)",
+        ));
+    }
+    Ok(wf)
 }
 
 fn strip_alias(e: &Expr) -> &Expr {
