@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::kafka::Broker;
-use crate::common::weir_bin;
+use crate::common::{wait_for, weir_bin};
 
 const RECORDS: usize = 1_000_000;
 /// Each value carries this much padding, so the topic (~230 MB) is far larger than the bound.
@@ -69,14 +69,11 @@ async fn a_slow_sink_bounds_memory_and_loses_nothing() {
         .unwrap();
     let pid = child.id();
     let mut peak = 0;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
+    let status = wait_for(Duration::from_secs(300), "the job to end", async || {
         peak = peak.max(peak_rss_mb(pid).unwrap_or(0));
-        assert!(started.elapsed() < Duration::from_secs(300), "job hangs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        child.try_wait().unwrap()
+    })
+    .await;
     let secs = started.elapsed().as_secs_f64();
     let stderr: Vec<String> = BufReader::new(child.stderr.take().unwrap())
         .lines()
