@@ -144,6 +144,7 @@ macro_rules! recover {
 recover!(cumulate_tvf);
 recover!(filter_project_no_window);
 recover!(hop_group);
+recover!(join_interval_inner);
 recover!(hop_tvf);
 recover!(late_rows_dropped);
 recover!(session_group);
@@ -170,6 +171,7 @@ spilled!(spilled_cumulate_tvf, "cumulate_tvf");
 spilled!(spilled_late_rows_dropped, "late_rows_dropped");
 spilled!(spilled_session_group, "session_group");
 spilled!(spilled_session_tvf, "session_tvf");
+spilled!(spilled_join_interval_inner, "join_interval_inner");
 
 #[tokio::test]
 async fn stop_with_savepoint_then_resume() {

@@ -24,6 +24,7 @@
 //! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
 //! - `upserts`: rows leaving an updating result (HAVING, WHERE, top-N) become tombstones.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
+//! - `joins`: interval joins (INNER, LEFT, RIGHT, FULL), their late rows, refused joins.
 
 mod common;
 
@@ -34,6 +35,7 @@ mod checkpoints;
 mod conformance;
 mod determinism;
 mod errors;
+mod joins;
 mod kafka;
 mod kafka_keys;
 mod kafka_recovery;

@@ -27,6 +27,29 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// A batch of input `input` of a two-input operator (a join: 0 is the left input, 1 the
+    /// right). By default inputs are not told apart.
+    fn process_input(
+        &mut self,
+        _input: usize,
+        batch: StreamBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.process_batch(batch, out)
+    }
+
+    /// Input `input` of a two-input operator advanced to `watermark`. The task calls it with
+    /// each input's own watermark; the operator decides its output watermark. By default this
+    /// is [`Operator::on_watermark`].
+    fn on_input_watermark(
+        &mut self,
+        _input: usize,
+        watermark: i64,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.on_watermark(watermark, out)
+    }
+
     /// How much state the operator holds now (for metrics; read at most twice a second, so it
     /// may walk the state).
     fn state_size(&self) -> crate::observe::op_metrics::StateSize {

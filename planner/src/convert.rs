@@ -21,6 +21,7 @@ use crate::stream_plan::{
 use crate::table_sources::{StreamTableSource, WindowTvfSource};
 use crate::window_spec::WindowSpec;
 
+mod join;
 mod updating;
 
 /// What a column means for time.
@@ -90,6 +91,7 @@ impl<'a> Converter<'a> {
             LogicalPlan::TableScan(s) => self.scan(s),
             LogicalPlan::Aggregate(a) => self.aggregate(a),
             LogicalPlan::Union(u) => self.union(&u.inputs, plan),
+            LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Window(w) if self.pending_rank.is_some() => self.rank(w),
             other => Err(unsupported(other)),
         }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod functions;
 mod group_window;
 pub mod interval;
+pub mod join_plan;
 pub mod options;
 pub mod query;
 pub mod source_columns;

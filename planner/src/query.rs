@@ -114,6 +114,8 @@ fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
         Arc::new(simplify_expressions::SimplifyExpressions::new()),
         Arc::new(replace_distinct_aggregate::ReplaceDistinctWithAggregate::new()),
         Arc::new(eliminate_filter::EliminateFilter::new()),
+        Arc::new(decorrelate_predicate_subquery::DecorrelatePredicateSubquery::new()),
+        Arc::new(extract_equijoin_predicate::ExtractEquijoinPredicate::new()),
         Arc::new(push_down_filter::PushDownFilter::new()),
         Arc::new(optimize_projections::OptimizeProjections::new()),
     ]

@@ -12,6 +12,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::TableDef;
+pub use crate::join_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime};
 use crate::window_spec::{format_duration, WindowSpec};
 
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
@@ -140,6 +141,7 @@ pub enum StreamNode {
         inputs: Vec<StreamNode>,
         schema: SchemaRef,
     },
+    Join(JoinNode),
 }
 
 impl StreamNode {
@@ -152,6 +154,7 @@ impl StreamNode {
             StreamNode::WindowAggregate(a) => a.schema.clone(),
             StreamNode::GroupAggregate(a) => a.schema.clone(),
             StreamNode::Rank(r) => r.schema.clone(),
+            StreamNode::Join(j) => j.schema.clone(),
         }
     }
 
@@ -164,6 +167,7 @@ impl StreamNode {
             StreamNode::GroupAggregate(a) => vec![&a.input],
             StreamNode::Rank(r) => vec![&r.input],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
+            StreamNode::Join(j) => vec![&j.left, &j.right],
         }
     }
 
@@ -176,6 +180,7 @@ impl StreamNode {
             StreamNode::GroupAggregate(a) => vec![&mut a.input],
             StreamNode::Rank(r) => vec![&mut r.input],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
+            StreamNode::Join(j) => vec![&mut j.left, &mut j.right],
         }
     }
 
@@ -238,6 +243,7 @@ impl StreamNode {
             StreamNode::GroupAggregate(a) => describe_group_agg(a),
             StreamNode::Rank(r) => describe_rank(r),
             StreamNode::Union { .. } => "Union".to_string(),
+            StreamNode::Join(j) => j.describe(),
         }
     }
 
@@ -278,6 +284,7 @@ impl StreamNode {
                 v
             }
             StreamNode::GroupAggregate(_) => vec![],
+            StreamNode::Join(j) => j.event_time_columns(),
             StreamNode::Union { inputs, .. } => {
                 let Some(first) = inputs.first() else {
                     return vec![];

@@ -4,6 +4,8 @@ pub mod filter;
 pub mod group_aggregate;
 mod group_state;
 pub mod groups;
+pub mod interval_join;
+mod join_side;
 pub mod key_index;
 pub mod project;
 pub mod rank;

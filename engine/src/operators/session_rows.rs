@@ -60,6 +60,8 @@ pub(crate) struct Restored {
 /// The buffered rows of a session window operator.
 pub(crate) struct SessionRows {
     schema: SchemaRef,
+    /// Put before every key, so several stores can share one backend (a join's two sides).
+    prefix: &'static [u8],
     slots: HashMap<u32, Slot>,
     next_slot: u32,
     /// Slots whose stored form is behind memory (new, rows left, or gone).
@@ -71,8 +73,14 @@ pub(crate) struct SessionRows {
 impl SessionRows {
     /// An empty store for rows of `schema`.
     pub fn new(schema: SchemaRef) -> Self {
+        Self::with_prefix(schema, b"")
+    }
+
+    /// An empty store whose keys in the backend start with `prefix`.
+    pub fn with_prefix(schema: SchemaRef, prefix: &'static [u8]) -> Self {
         Self {
             schema,
+            prefix,
             slots: HashMap::new(),
             next_slot: 0,
             dirty: BTreeSet::new(),
@@ -167,7 +175,10 @@ impl SessionRows {
             let s = self.slots.get_mut(&id).expect("listed");
             let batch = s.batch.take().expect("in memory");
             if !s.stored {
-                state.put(&slot_key(ROWS, id), &encode_columns(batch.columns())?)?;
+                state.put(
+                    &slot_key(self.prefix, ROWS, id),
+                    &encode_columns(batch.columns())?,
+                )?;
                 s.stored = true;
             }
             self.in_memory -= s.bytes;
@@ -207,7 +218,7 @@ impl SessionRows {
             .state
             .lock()
             .expect("state lock")
-            .get(&slot_key(ROWS, slot))?
+            .get(&slot_key(self.prefix, ROWS, slot))?
             .ok_or_else(|| missing(slot))?;
         self.decode(&bytes)
     }
@@ -223,17 +234,20 @@ impl SessionRows {
     pub fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
         for id in std::mem::take(&mut self.dirty) {
             let Some(s) = self.slots.get_mut(&id) else {
-                state.delete(&slot_key(ROWS, id))?;
-                state.delete(&slot_key(LEFT, id))?;
+                state.delete(&slot_key(self.prefix, ROWS, id))?;
+                state.delete(&slot_key(self.prefix, LEFT, id))?;
                 continue;
             };
             if !s.stored {
                 let batch = s.batch.as_ref().expect("an unstored slot is in memory");
-                state.put(&slot_key(ROWS, id), &encode_columns(batch.columns())?)?;
+                state.put(
+                    &slot_key(self.prefix, ROWS, id),
+                    &encode_columns(batch.columns())?,
+                )?;
                 s.stored = true;
             }
             if s.live < s.left.len() {
-                state.put(&slot_key(LEFT, id), &bitmap(&s.left))?;
+                state.put(&slot_key(self.prefix, LEFT, id), &bitmap(&s.left))?;
             }
         }
         Ok(())
@@ -243,10 +257,10 @@ impl SessionRows {
     /// Slots beyond the memory limit are left in the backend (spilled), as they were.
     pub fn restore(&mut self, state: &dyn StateBackend) -> Result<Vec<Restored>> {
         let mut out = Vec::new();
-        for (k, v) in state.scan(ROWS)? {
-            let slot = parse_slot(&k)?;
+        for (k, v) in state.scan(&[self.prefix, ROWS].concat())? {
+            let slot = parse_slot(&k[self.prefix.len()..])?;
             let batch = self.decode(&v)?;
-            let left = match state.get(&slot_key(LEFT, slot))? {
+            let left = match state.get(&slot_key(self.prefix, LEFT, slot))? {
                 Some(bits) => unbitmap(&bits, batch.num_rows()),
                 None => vec![false; batch.num_rows()],
             };
@@ -272,6 +286,11 @@ impl SessionRows {
         Ok(out)
     }
 
+    /// Whether `slot` still holds rows.
+    pub fn holds(&self, slot: u32) -> bool {
+        self.slots.contains_key(&slot)
+    }
+
     /// Bytes of rows held in memory.
     pub fn memory_bytes(&self) -> usize {
         self.in_memory
@@ -288,8 +307,9 @@ fn missing(slot: u32) -> EngineError {
     EngineError::State(format!("session window rows of slot {slot} are missing"))
 }
 
-fn slot_key(prefix: &[u8], slot: u32) -> Vec<u8> {
-    [prefix, &slot.to_be_bytes()].concat()
+/// The backend key of `slot` under `kind` (rows or which rows left), after the store's prefix.
+fn slot_key(prefix: &[u8], kind: &[u8], slot: u32) -> Vec<u8> {
+    [prefix, kind, &slot.to_be_bytes()].concat()
 }
 
 fn parse_slot(key: &[u8]) -> Result<u32> {
@@ -299,7 +319,7 @@ fn parse_slot(key: &[u8]) -> Result<u32> {
         .ok_or_else(|| EngineError::State("bad session rows key".into()))
 }
 
-fn bitmap(bits: &[bool]) -> Vec<u8> {
+pub(crate) fn bitmap(bits: &[bool]) -> Vec<u8> {
     let mut out = vec![0u8; bits.len().div_ceil(8)];
     for (i, _) in bits.iter().enumerate().filter(|(_, b)| **b) {
         out[i / 8] |= 1 << (i % 8);
@@ -307,7 +327,7 @@ fn bitmap(bits: &[bool]) -> Vec<u8> {
     out
 }
 
-fn unbitmap(bytes: &[u8], n: usize) -> Vec<bool> {
+pub(crate) fn unbitmap(bytes: &[u8], n: usize) -> Vec<bool> {
     (0..n)
         .map(|i| bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
         .collect()
@@ -342,13 +362,16 @@ mod tests {
         let mut state = MemoryBackend::default();
         let a = rows.add(batch(&[1, 2, 3]), &metrics).unwrap();
         rows.snapshot(&mut state).unwrap();
-        assert!(state.get(&slot_key(ROWS, a)).unwrap().is_some());
-        state.delete(&slot_key(ROWS, a)).unwrap();
+        assert!(state.get(&slot_key(b"", ROWS, a)).unwrap().is_some());
+        state.delete(&slot_key(b"", ROWS, a)).unwrap();
         rows.release(a, 1);
         rows.snapshot(&mut state).unwrap();
         // The rows were not written again; only the bitmap of rows that left.
-        assert!(state.get(&slot_key(ROWS, a)).unwrap().is_none());
-        assert_eq!(state.get(&slot_key(LEFT, a)).unwrap(), Some(vec![0b010]));
+        assert!(state.get(&slot_key(b"", ROWS, a)).unwrap().is_none());
+        assert_eq!(
+            state.get(&slot_key(b"", LEFT, a)).unwrap(),
+            Some(vec![0b010])
+        );
         rows.release(a, 0);
         rows.release(a, 2);
         rows.snapshot(&mut state).unwrap();
@@ -403,8 +426,8 @@ mod tests {
         assert_eq!(values(&again.gather(&[(a, 0)]).unwrap()), vec![1]);
         // A spilled slot was written when it spilled; the snapshot does not write it again.
         let mut state = shared.lock().unwrap();
-        state.delete(&slot_key(ROWS, a)).unwrap();
+        state.delete(&slot_key(b"", ROWS, a)).unwrap();
         rows.snapshot(&mut **state).unwrap();
-        assert!(state.get(&slot_key(ROWS, a)).unwrap().is_none());
+        assert!(state.get(&slot_key(b"", ROWS, a)).unwrap().is_none());
     }
 }

@@ -22,6 +22,7 @@ use crate::observe::op_metrics::OperatorMetrics;
 use crate::operator::Operator;
 use crate::operators;
 use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
+use crate::runtime::inputs::Inputs;
 use crate::runtime::source::SourceDriver;
 use crate::window::kernels::TimeContext;
 use weir_planner::stream_plan::{SourceNode, StreamNode, TimeInfo};
@@ -356,6 +357,9 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
             ttl_ms(ctx.settings)?,
             clock,
         )?),
+        StreamNode::Join(j) => Box::new(operators::interval_join::IntervalJoinOperator::new(
+            j, metrics,
+        )?),
         StreamNode::Source(_) | StreamNode::Union { .. } => {
             return Err(EngineError::Internal("not an operator node".into()))
         }
@@ -384,13 +388,18 @@ fn spawn_operator(
         None => None,
     };
     let m = ctx.job.register_operator(node_no, op.name());
-    let input = spawn_node(node.children()[0], ctx)?;
+    let inputs = node
+        .children()
+        .into_iter()
+        .map(|c| spawn_node(c, ctx))
+        .collect::<Result<Vec<_>>>()?;
     let task = OperatorTask {
         metrics: m,
         job: ctx.job.metrics.clone(),
         late,
     };
-    ctx.job.spawn(run_operator(op, input, tx, ck, task));
+    ctx.job
+        .spawn(run_operator(op, Inputs::new(inputs), tx, ck, task));
     Ok(())
 }
 
@@ -427,10 +436,10 @@ pub struct OperatorTask {
     pub late: Option<crate::late::LateOutput>,
 }
 
-/// Feed an operator its input, in order, and forward what it produces.
+/// Feed an operator its inputs, in order, and forward what it produces.
 pub async fn run_operator(
     mut op: Box<dyn Operator>,
-    mut input: mpsc::Receiver<Message>,
+    mut inputs: Inputs,
     tx: mpsc::Sender<Message>,
     mut ck: Option<OperatorCheckpoint>,
     task: OperatorTask,
@@ -440,7 +449,7 @@ pub async fn run_operator(
     // The latest ingestion time among the input batches, stamped on the outputs.
     let mut ingest_ns = 0;
     let mut sized: Option<Instant> = None;
-    while let Some(m) = input.recv().await {
+    while let Some((i, m)) = inputs.next().await {
         let end = matches!(m, Message::EndOfStream);
         let marker = matches!(m, Message::Barrier(_) | Message::EndOfStream).then(|| m.clone());
         let started = std::time::Instant::now();
@@ -448,10 +457,10 @@ pub async fn run_operator(
             Message::Batch(b) => {
                 ingest_ns = ingest_ns.max(b.ingest_ns);
                 OperatorMetrics::add(&metrics.rows_in, b.num_rows());
-                op.process_batch(b, &mut out)?
+                op.process_input(i, b, &mut out)?
             }
             Message::Watermark(w) => {
-                op.on_watermark(w, &mut out)?;
+                op.on_input_watermark(i, w, &mut out)?;
                 metrics
                     .watermark
                     .store(w, std::sync::atomic::Ordering::Relaxed);

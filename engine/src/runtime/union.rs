@@ -58,7 +58,7 @@ pub async fn run_union(
 /// The next message of a readable input, taking the inputs in turn from `start` so a busy one
 /// does not starve the others: `(input, None)` when that input's channel closed, `None` when no
 /// input is readable.
-async fn next_message(
+pub(crate) async fn next_message(
     inputs: &mut [mpsc::Receiver<Message>],
     readable: &[bool],
     start: &mut usize,

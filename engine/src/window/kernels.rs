@@ -510,7 +510,7 @@ fn values_of<T: ArrowPrimitiveType<Native = i64>>(ts: &dyn Array) -> Option<&[i6
 }
 
 /// The raw values of a timestamp column in `unit`.
-fn timestamp_values(ts: &dyn Array, unit: TimeUnit) -> Result<&[i64], String> {
+pub(crate) fn timestamp_values(ts: &dyn Array, unit: TimeUnit) -> Result<&[i64], String> {
     let values = match (ts.data_type(), unit) {
         (DataType::Timestamp(u, _), _) if *u != unit => None,
         (_, TimeUnit::Second) => values_of::<TimestampSecondType>(ts),

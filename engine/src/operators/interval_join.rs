@@ -1,0 +1,445 @@
+//! Interval joins: rows of two inputs with equal keys whose event times are within bounds of
+//! each other (`right.ts - left.ts` in `[lower, upper]`), INNER, LEFT, RIGHT or FULL.
+//!
+//! Each row is judged against its own input's watermark (the one in force before it on that
+//! input): at or below it, the row is late and dropped. A row that is not late is matched with
+//! the other input's held rows, then held itself while a row of the other input that is not
+//! late could still match it. The other input's watermark frees it: a left row once the right
+//! watermark reaches `ts + upper`, a right row once the left watermark reaches `ts - lower`. An
+//! unmatched row of an outer side is emitted NULL-padded when it is freed. So results depend
+//! neither on batching nor on how the inputs interleave (`docs/semantics.md`).
+//!
+//! Both time columns stay event-time columns in the output; the output watermark is the
+//! smaller input watermark held back by the larger bound, so no joined row is late downstream.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, Rows};
+
+use super::groups::key_converter;
+use super::join_side::{JoinSide, RestoredRow};
+use super::session_rows::Restored;
+use super::window_aggregate::key_arrays;
+use crate::error::{EngineError, Result};
+use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
+use crate::observe::metrics::JobMetrics;
+use crate::observe::op_metrics::{EventCounts, StateSize};
+use crate::operator::Operator;
+use crate::state::{SharedState, StateBackend};
+use crate::window::kernels::{timestamp_values, to_ns};
+use weir_planner::stream_plan::{JoinKind, JoinNode, JoinTime, PhysExpr};
+
+/// One input's plan: key expressions and event-time column.
+struct Input {
+    keys: Vec<PhysExpr>,
+    time: JoinTime,
+    schema: SchemaRef,
+}
+
+/// An interval join of two streams.
+pub struct IntervalJoinOperator {
+    kind: JoinKind,
+    inputs: [Input; 2],
+    sides: [JoinSide; 2],
+    lower: i64,
+    upper: i64,
+    delay: i64,
+    converter: RowConverter,
+    filter: Option<PhysExpr>,
+    schema: SchemaRef,
+    wms: [i64; 2],
+    out_wm: i64,
+    late: u64,
+    metrics: Arc<JobMetrics>,
+}
+
+/// The rows of one input batch that take part: their keys and times, the rows that can match
+/// (neither late nor with a NULL key), and those with a NULL key (they never match).
+struct Probe {
+    rows: Rows,
+    times: Vec<i64>,
+    live: Vec<u32>,
+    null_key: Vec<u32>,
+}
+
+impl IntervalJoinOperator {
+    /// The operator for `node`.
+    pub fn new(node: &JoinNode, metrics: Arc<JobMetrics>) -> Result<Self> {
+        let left = node.left.schema();
+        let right = node.right.schema();
+        let types = node
+            .left_keys
+            .iter()
+            .map(|k| Ok(k.data_type(&left)?))
+            .collect::<Result<Vec<_>>>()?;
+        let b = &node.interval;
+        Ok(Self {
+            kind: node.kind,
+            inputs: [
+                Input {
+                    keys: node.left_keys.clone(),
+                    time: b.left.clone(),
+                    schema: left.clone(),
+                },
+                Input {
+                    keys: node.right_keys.clone(),
+                    time: b.right.clone(),
+                    schema: right.clone(),
+                },
+            ],
+            sides: [
+                JoinSide::new(left, b"L", node.kind.keeps_unmatched(0)),
+                JoinSide::new(right, b"R", node.kind.keeps_unmatched(1)),
+            ],
+            lower: b.lower_ns,
+            upper: b.upper_ns,
+            delay: b.output_delay_ns(),
+            converter: key_converter(&types)?,
+            filter: node.filter.clone(),
+            schema: node.schema.clone(),
+            wms: [WATERMARK_MIN; 2],
+            out_wm: WATERMARK_MIN,
+            late: 0,
+            metrics,
+        })
+    }
+
+    /// When a row of input `side` at `time` can go: the other input's watermark from which no
+    /// row of it that is not late can match.
+    fn expires(&self, side: usize, time: i64) -> i64 {
+        expires_at(side, time, self.bounds())
+    }
+
+    fn bounds(&self) -> (i64, i64) {
+        (self.lower, self.upper)
+    }
+
+    /// Keys, times and the rows that take part, of a batch of input `side`.
+    fn probe(&mut self, side: usize, b: &StreamBatch) -> Result<Probe> {
+        let input = &self.inputs[side];
+        let keys = key_arrays(&input.keys, &b.batch)?;
+        let rows = self.converter.convert_columns(&keys)?;
+        let (times, valid) = event_times(&b.batch, &input.time)?;
+        let mut probe = Probe {
+            rows,
+            times,
+            live: Vec::with_capacity(valid.len()),
+            null_key: Vec::new(),
+        };
+        for (i, ok) in valid.iter().enumerate() {
+            let own = match &b.row_watermarks {
+                Some(w) if w.is_valid(i) => w.value(i).max(self.wms[side]),
+                _ => self.wms[side],
+            };
+            if !ok {
+                continue;
+            }
+            if probe.times[i] <= own {
+                self.late += 1;
+            } else if keys.iter().all(|k| k.is_valid(i)) {
+                probe.live.push(i as u32);
+            } else {
+                probe.null_key.push(i as u32);
+            }
+        }
+        Ok(probe)
+    }
+
+    /// The pairs of `probe`'s rows with the other input's held rows within the bounds:
+    /// (row in the batch, slot, row in the slot).
+    fn pairs(&self, side: usize, probe: &Probe) -> Vec<(u32, u32, u32)> {
+        let other = &self.sides[1 - side];
+        let mut pairs = Vec::new();
+        for &i in &probe.live {
+            let t = probe.times[i as usize];
+            for h in other.candidates(probe.rows.row(i as usize)) {
+                let d = if side == 0 { h.time - t } else { t - h.time };
+                if (self.lower..=self.upper).contains(&d) {
+                    pairs.push((i, h.slot, h.row));
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The joined rows of `pairs` that pass the filter, and which pairs those are.
+    fn joined(
+        &self,
+        side: usize,
+        batch: &RecordBatch,
+        pairs: &[(u32, u32, u32)],
+    ) -> Result<(RecordBatch, Vec<bool>)> {
+        let idx = UInt32Array::from_iter_values(pairs.iter().map(|p| p.0));
+        let own: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let picks: Vec<(u32, u32)> = pairs.iter().map(|p| (p.1, p.2)).collect();
+        let other = self.sides[1 - side].rows.gather(&picks)?;
+        let cols = match side {
+            0 => [own, other.columns().to_vec()].concat(),
+            _ => [other.columns().to_vec(), own].concat(),
+        };
+        let joined = RecordBatch::try_new(self.schema.clone(), cols)?;
+        let Some(f) = &self.filter else {
+            return Ok((joined, vec![true; pairs.len()]));
+        };
+        let mask = f.evaluate(&joined)?.into_array(joined.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+            .ok_or_else(|| EngineError::Internal("join filter is not boolean".into()))?
+            .clone();
+        let keep = (0..mask.len())
+            .map(|i| mask.is_valid(i) && mask.value(i))
+            .collect();
+        Ok((filter_record_batch(&joined, &mask)?, keep))
+    }
+
+    /// Rows of input `side` with NULLs for the other input's columns.
+    fn padded(&self, side: usize, own: RecordBatch) -> Result<RecordBatch> {
+        let n = own.num_rows();
+        let nulls: Vec<ArrayRef> = self.inputs[1 - side]
+            .schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), n))
+            .collect();
+        let cols = match side {
+            0 => [own.columns().to_vec(), nulls].concat(),
+            _ => [nulls, own.columns().to_vec()].concat(),
+        };
+        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+    }
+
+    /// Send `batch` downstream, its rows under the current output watermark.
+    fn emit(&self, batch: RecordBatch, out: &mut Vec<Message>) {
+        if batch.num_rows() == 0 {
+            return;
+        }
+        let wm = Int64Array::from_value(self.out_wm, batch.num_rows());
+        out.push(Message::Batch(StreamBatch::with_row_watermarks(batch, wm)));
+    }
+
+    /// Hold the rows of `probe` that may still match; emit now the unmatched rows of an outer
+    /// side that cannot (a NULL key, or the other input's watermark already past them).
+    fn hold(
+        &mut self,
+        side: usize,
+        batch: &RecordBatch,
+        probe: &Probe,
+        matched: &[bool],
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let other_wm = self.wms[1 - side];
+        let outer = self.kind.keeps_unmatched(side);
+        let mut keep = Vec::new();
+        let mut alone = if outer {
+            probe.null_key.clone()
+        } else {
+            vec![]
+        };
+        for &i in &probe.live {
+            let expires = self.expires(side, probe.times[i as usize]);
+            if expires > other_wm {
+                keep.push(i);
+            } else if outer && !matched[i as usize] {
+                alone.push(i);
+            }
+        }
+        if !alone.is_empty() {
+            let padded = self.padded(side, take_rows(batch, &alone)?)?;
+            self.emit(padded, out);
+        }
+        if keep.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<_> = keep.iter().map(|i| probe.rows.row(*i as usize)).collect();
+        let at = |v: &dyn Fn(usize) -> i64| keep.iter().map(|i| v(*i as usize)).collect::<Vec<_>>();
+        let times = at(&|i| probe.times[i]);
+        let expires = at(&|i| self.expires(side, probe.times[i]));
+        let was: Vec<bool> = keep.iter().map(|i| matched[*i as usize]).collect();
+        let held = take_rows(batch, &keep)?;
+        self.sides[side].hold(held, &keys, &times, &expires, &was, &self.metrics)
+    }
+
+    /// Input `other`'s rows that can go at watermark `wm`: freed, and the unmatched ones of an
+    /// outer side emitted.
+    fn free(&mut self, other: usize, wm: i64, out: &mut Vec<Message>) -> Result<()> {
+        let gone = self.sides[other].expire(wm);
+        if self.kind.keeps_unmatched(other) {
+            let picks: Vec<(u32, u32)> = gone
+                .iter()
+                .filter(|g| !g.matched)
+                .map(|g| (g.slot, g.row))
+                .collect();
+            if !picks.is_empty() {
+                let own = self.sides[other].rows.gather(&picks)?;
+                let padded = self.padded(other, own)?;
+                self.emit(padded, out);
+            }
+        }
+        self.sides[other].release(&gone);
+        Ok(())
+    }
+}
+
+/// When a row of input `side` at `time` can go (see [`IntervalJoinOperator::expires`]), for
+/// bounds `(lower, upper)`.
+fn expires_at(side: usize, time: i64, (lower, upper): (i64, i64)) -> i64 {
+    match side {
+        0 => time.saturating_add(upper),
+        _ => time.saturating_sub(lower),
+    }
+}
+
+/// The rows a restored slot of `input` (input number `side`) held, placed as
+/// [`JoinSide::hold`] had them.
+fn placed(
+    input: &Input,
+    converter: &RowConverter,
+    side: usize,
+    bounds: (i64, i64),
+    r: &Restored,
+) -> Result<Vec<RestoredRow>> {
+    let keys = key_arrays(&input.keys, &r.batch)?;
+    let rows = converter.convert_columns(&keys)?;
+    let (times, _) = event_times(&r.batch, &input.time)?;
+    Ok(r.live
+        .iter()
+        .map(|&row| {
+            let time = times[row as usize];
+            RestoredRow {
+                key: rows.row(row as usize).as_ref().to_vec(),
+                time,
+                row,
+                expires: expires_at(side, time, bounds),
+            }
+        })
+        .collect())
+}
+
+/// Event times (ns) of a batch, and which are not NULL.
+fn event_times(batch: &RecordBatch, time: &JoinTime) -> Result<(Vec<i64>, Vec<bool>)> {
+    let ts = batch.column(time.index);
+    let raw = timestamp_values(ts, time.unit).map_err(EngineError::Execution)?;
+    let times = raw.iter().map(|v| to_ns(*v, time.unit)).collect();
+    let valid = (0..ts.len()).map(|i| ts.is_valid(i)).collect();
+    Ok((times, valid))
+}
+
+/// Rows `idx` of `batch`.
+fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
+    let idx = UInt32Array::from_iter_values(idx.iter().copied());
+    let cols = batch
+        .columns()
+        .iter()
+        .map(|c| take(c, &idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), cols)?)
+}
+
+impl Operator for IntervalJoinOperator {
+    fn name(&self) -> &'static str {
+        "IntervalJoin"
+    }
+
+    fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.process_input(0, batch, out)
+    }
+
+    fn process_input(&mut self, side: usize, b: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
+        let probe = self.probe(side, &b)?;
+        let pairs = self.pairs(side, &probe);
+        let mut matched = vec![false; b.num_rows()];
+        if !pairs.is_empty() {
+            let (joined, keep) = self.joined(side, &b.batch, &pairs)?;
+            for (p, k) in pairs.iter().zip(keep) {
+                if k {
+                    matched[p.0 as usize] = true;
+                    self.sides[1 - side].set_matched(p.1, p.2);
+                }
+            }
+            self.emit(joined, out);
+        }
+        self.hold(side, &b.batch, &probe, &matched, out)
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        self.on_input_watermark(0, watermark, out)
+    }
+
+    fn on_input_watermark(&mut self, side: usize, wm: i64, out: &mut Vec<Message>) -> Result<()> {
+        if wm <= self.wms[side] {
+            return Ok(());
+        }
+        self.wms[side] = wm;
+        self.free(1 - side, wm, out)?;
+        let next = match self.wms[0].min(self.wms[1]) {
+            WATERMARK_MIN => return Ok(()),
+            WATERMARK_MAX => WATERMARK_MAX,
+            m => m.saturating_sub(self.delay),
+        };
+        if next > self.out_wm {
+            self.out_wm = next;
+            out.push(Message::Watermark(next));
+        }
+        Ok(())
+    }
+
+    fn state_size(&self) -> StateSize {
+        StateSize {
+            open_windows: 0,
+            keys: self.sides.iter().map(|s| s.keys() as u64).sum(),
+            bytes: self
+                .sides
+                .iter()
+                .map(|s| s.rows.memory_bytes() as u64)
+                .sum(),
+        }
+    }
+
+    fn counts(&self) -> EventCounts {
+        EventCounts {
+            late_rows: Some(self.late),
+            ..Default::default()
+        }
+    }
+
+    fn is_stateful(&self) -> bool {
+        true
+    }
+
+    fn attach_state(&mut self, state: SharedState, memory_limit: usize) -> Result<()> {
+        for s in &mut self.sides {
+            s.attach(state.clone(), memory_limit / 2);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
+        for s in &mut self.sides {
+            s.snapshot(state)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
+        let bounds = self.bounds();
+        for side in 0..2 {
+            let (input, converter) = (&self.inputs[side], &self.converter);
+            let place = |r: &Restored| placed(input, converter, side, bounds, r);
+            self.sides[side].restore(state, place)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "interval_join_tests.rs"]
+mod tests;

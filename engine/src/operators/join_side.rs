@@ -1,0 +1,263 @@
+//! One input of an interval join: the rows it holds, by key, until no row of the other input
+//! can match them any more.
+//!
+//! Rows are kept batch by batch in a [`SessionRows`] store (so checkpoints write each batch
+//! once, and beyond the memory limit the oldest batches spill to RocksDB). Each held row is
+//! listed under its key with its event time and the watermark of the other input at which it
+//! can go; a heap finds those rows for every key at once, so state is freed by watermark
+//! whether or not a key sees new rows. A side whose unmatched rows are emitted (the outer side
+//! of an outer join) also remembers which rows matched, and checkpoints it:
+//!
+//! ```text
+//! <side> b/ <slot>   rows       <side> r/ <slot>   rows that left
+//! <side> m/ <slot>   bitmap of the slot's rows that matched (outer sides)
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::Row;
+
+use super::session_rows::{bitmap, unbitmap, Restored, SessionRows};
+use crate::error::Result;
+use crate::observe::metrics::JobMetrics;
+use crate::state::{SharedState, StateBackend};
+
+/// A held row: where it is and when it was.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    /// Event time (ns).
+    pub time: i64,
+    pub slot: u32,
+    pub row: u32,
+    /// The other input's watermark at which it can go.
+    expires: i64,
+}
+
+/// A restored row of a slot: its key (row format), time, index in the slot and expiry.
+pub(crate) struct RestoredRow {
+    pub key: Vec<u8>,
+    pub time: i64,
+    pub row: u32,
+    pub expires: i64,
+}
+
+/// A row that has gone: where it was, and whether it ever matched.
+pub(crate) struct Gone {
+    pub slot: u32,
+    pub row: u32,
+    pub matched: bool,
+}
+
+/// The rows of one join input.
+pub(crate) struct JoinSide {
+    prefix: &'static [u8],
+    pub rows: SessionRows,
+    index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    /// Held rows by key id; a key id is reused once its key holds nothing.
+    held: Vec<Vec<Held>>,
+    key_of: Vec<Box<[u8]>>,
+    free: Vec<u32>,
+    /// (expires, key id), earliest first; one entry per held row.
+    expiry: BinaryHeap<Reverse<(i64, u32)>>,
+    /// Which rows of each slot matched; only for a side whose unmatched rows are emitted.
+    matched: Option<HashMap<u32, Vec<bool>>>,
+    matched_dirty: BTreeSet<u32>,
+}
+
+impl JoinSide {
+    /// An empty side holding rows of `schema` under backend keys starting with `prefix`;
+    /// `outer` when its unmatched rows are emitted.
+    pub fn new(schema: SchemaRef, prefix: &'static [u8], outer: bool) -> Self {
+        Self {
+            prefix,
+            rows: SessionRows::with_prefix(schema, prefix),
+            index: HashMap::default(),
+            held: Vec::new(),
+            key_of: Vec::new(),
+            free: Vec::new(),
+            expiry: BinaryHeap::new(),
+            matched: outer.then(HashMap::new),
+            matched_dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Spill beyond `limit` bytes into `state`.
+    pub fn attach(&mut self, state: SharedState, limit: usize) {
+        self.rows.attach(state, limit);
+    }
+
+    /// The rows held under `key`.
+    pub fn candidates(&self, key: Row<'_>) -> &[Held] {
+        match self.index.get(key.as_ref()) {
+            Some(id) => &self.held[*id as usize],
+            None => &[],
+        }
+    }
+
+    /// Hold `batch` (rows that may still match): row `i` has key `keys[i]`, time `times[i]`,
+    /// can go at `expires[i]`, and matched already when `matched[i]`.
+    pub fn hold(
+        &mut self,
+        batch: RecordBatch,
+        keys: &[Row<'_>],
+        times: &[i64],
+        expires: &[i64],
+        matched: &[bool],
+        metrics: &JobMetrics,
+    ) -> Result<()> {
+        let slot = self.rows.next_slot();
+        for (i, key) in keys.iter().enumerate() {
+            let row = i as u32;
+            self.push(*key, times[i], slot, row, expires[i]);
+        }
+        if let Some(m) = self.matched.as_mut() {
+            m.insert(slot, matched.to_vec());
+            self.matched_dirty.insert(slot);
+        }
+        self.rows.add(batch, metrics)?;
+        Ok(())
+    }
+
+    fn push(&mut self, key: Row<'_>, time: i64, slot: u32, row: u32, expires: i64) {
+        self.push_key(key.as_ref(), time, slot, row, expires);
+    }
+
+    /// Row `row` of `slot` matched a row of the other input.
+    pub fn set_matched(&mut self, slot: u32, row: u32) {
+        let Some(m) = self.matched.as_mut() else {
+            return;
+        };
+        if let Some(bit) = m.get_mut(&slot).and_then(|b| b.get_mut(row as usize)) {
+            if !*bit {
+                *bit = true;
+                self.matched_dirty.insert(slot);
+            }
+        }
+    }
+
+    /// Take every row that can go once the other input's watermark is `watermark`, in the
+    /// order they were held per key; they stay readable until [`JoinSide::release`].
+    pub fn expire(&mut self, watermark: i64) -> Vec<Gone> {
+        let mut keys = Vec::new();
+        while let Some(Reverse((at, id))) = self.expiry.peek().copied() {
+            if at > watermark {
+                break;
+            }
+            self.expiry.pop();
+            keys.push(id);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut gone = Vec::new();
+        for id in keys {
+            let list = &mut self.held[id as usize];
+            let matched = &self.matched;
+            list.retain(|h| {
+                if h.expires > watermark {
+                    return true;
+                }
+                let was = matched
+                    .as_ref()
+                    .and_then(|m| m.get(&h.slot)?.get(h.row as usize).copied())
+                    .unwrap_or(true);
+                gone.push(Gone {
+                    slot: h.slot,
+                    row: h.row,
+                    matched: was,
+                });
+                false
+            });
+            if list.is_empty() {
+                let key = std::mem::take(&mut self.key_of[id as usize]);
+                self.index.remove(&key);
+                self.free.push(id);
+            }
+        }
+        gone
+    }
+
+    /// Forget rows that [`JoinSide::expire`] gave.
+    pub fn release(&mut self, gone: &[Gone]) {
+        for g in gone {
+            self.rows.release(g.slot, g.row);
+            if !self.rows.holds(g.slot) {
+                if let Some(m) = self.matched.as_mut() {
+                    if m.remove(&g.slot).is_some() {
+                        self.matched_dirty.insert(g.slot);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keys held.
+    pub fn keys(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Write what changed since the last snapshot.
+    pub fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
+        self.rows.snapshot(state)?;
+        for slot in std::mem::take(&mut self.matched_dirty) {
+            let key = [self.prefix, b"m/", &slot.to_be_bytes()].concat();
+            match self.matched.as_ref().and_then(|m| m.get(&slot)) {
+                Some(bits) => state.put(&key, &bitmap(bits))?,
+                None => state.delete(&key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Load the rows a snapshot wrote; `place` gives each restored slot's live rows their
+    /// keys, times and expiry (as [`JoinSide::hold`] had them).
+    pub fn restore(
+        &mut self,
+        state: &dyn StateBackend,
+        mut place: impl FnMut(&Restored) -> Result<Vec<RestoredRow>>,
+    ) -> Result<()> {
+        let spill = self.rows.pause_spilling();
+        let restored = self.rows.restore(state);
+        self.rows.resume_spilling(spill);
+        for r in restored? {
+            for p in place(&r)? {
+                self.push_key(&p.key, p.time, r.slot, p.row, p.expires);
+            }
+            if let Some(m) = self.matched.as_mut() {
+                let key = [self.prefix, b"m/", &r.slot.to_be_bytes()].concat();
+                let n = r.batch.num_rows();
+                let bits = match state.get(&key)? {
+                    Some(b) => unbitmap(&b, n),
+                    None => vec![false; n],
+                };
+                m.insert(r.slot, bits);
+            }
+        }
+        Ok(())
+    }
+
+    fn push_key(&mut self, key: &[u8], time: i64, slot: u32, row: u32, expires: i64) {
+        let id = match self.index.get(key) {
+            Some(id) => *id,
+            None => {
+                let id = self.free.pop().unwrap_or_else(|| {
+                    self.held.push(Vec::new());
+                    self.key_of.push(Box::default());
+                    (self.held.len() - 1) as u32
+                });
+                self.key_of[id as usize] = key.into();
+                self.index.insert(key.into(), id);
+                id
+            }
+        };
+        self.held[id as usize].push(Held {
+            time,
+            slot,
+            row,
+            expires,
+        });
+        self.expiry.push(Reverse((expires, id)));
+    }
+}

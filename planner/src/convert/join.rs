@@ -1,0 +1,346 @@
+//! Joins of two streams. An interval join needs equal keys and a time condition that bounds
+//! one input's event time by the other's (`b.ts BETWEEN a.ts - INTERVAL .. AND a.ts +
+//! INTERVAL ..`, or `>`, `>=`, `<`, `<=` bounds either way round): its state can then be freed by
+//! watermark. The rest of the ON condition stays a filter on matching pairs.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, LogicalPlan, Operator};
+
+use super::{Converted, Converter, Role};
+use crate::error::{PlanError, Result};
+use crate::stream_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime, StreamNode};
+
+/// An input's event-time column plus a constant: `a.ts - INTERVAL '10' SECOND`.
+#[derive(Debug, Clone, Copy)]
+struct TimeTerm {
+    side: usize,
+    time: usize,
+    offset_ns: i64,
+}
+
+/// The bounds found so far on `right.time - left.time`, and the columns they are on.
+#[derive(Default, Clone, Copy)]
+struct Bounds {
+    columns: Option<(usize, usize)>,
+    lower: Option<i64>,
+    upper: Option<i64>,
+}
+
+impl Converter<'_> {
+    /// An interval join (the only join that runs as a stream so far).
+    pub(super) fn join(&mut self, j: &Join) -> Result<Converted> {
+        let kind = join_kind(j.join_type)?;
+        let conjuncts: Vec<&Expr> = j.filter.iter().flat_map(split_conjunction).collect();
+        let (on, conjuncts) = equi_pairs(j, conjuncts);
+        if on.is_empty() {
+            return Err(PlanError::unsupported(
+                "a join without an equality between the two inputs",
+                "Join on equal keys, e.g. ON a.sensor_id = b.sensor_id",
+            ));
+        }
+        let left = self.convert(&j.left)?;
+        let right = self.convert(&j.right)?;
+        if left.node.is_updating() || right.node.is_updating() {
+            return Err(PlanError::unsupported(
+                "a join of an updating input (a GROUP BY without a window, a deduplication or a \
+                 top-N)",
+                "Join the raw rows, then aggregate",
+            ));
+        }
+        let units = [time_units(&left), time_units(&right)];
+        let mut bounds = Bounds::default();
+        let mut rest = Vec::new();
+        for c in conjuncts {
+            if !bounds.add(c, j, &units) {
+                rest.push(c.clone());
+            }
+        }
+        let interval = bounds.finish(&units)?;
+        let name = |p: &LogicalPlan, i: usize| {
+            let (q, f) = p.schema().qualified_field(i);
+            q.map_or(f.name().clone(), |q| format!("{q}.{}", f.name()))
+        };
+        let times_sql = [
+            name(&j.left, interval.left.index),
+            name(&j.right, interval.right.index),
+        ];
+        let (left_keys, right_keys) = self.join_keys(j, &on)?;
+        let filter = match conjunction(rest) {
+            Some(f) => Some(self.phys(&f, &j.schema)?),
+            None => None,
+        };
+        let mut roles = left.roles;
+        roles.extend(right.roles);
+        let node = StreamNode::Join(JoinNode {
+            left: Box::new(left.node),
+            right: Box::new(right.node),
+            kind,
+            left_keys,
+            right_keys,
+            interval,
+            filter,
+            schema: Arc::new(j.schema.as_arrow().clone()),
+            keys_sql: on.iter().map(|(l, r)| format!("{l} = {r}")).collect(),
+            times_sql,
+        });
+        Ok(Converted { node, roles })
+    }
+
+    fn join_keys(
+        &self,
+        j: &Join,
+        on: &[(Expr, Expr)],
+    ) -> Result<(Vec<super::PhysExpr>, Vec<super::PhysExpr>)> {
+        let mut left = Vec::with_capacity(on.len());
+        let mut right = Vec::with_capacity(on.len());
+        for (l, r) in on {
+            left.push(self.phys(l, j.left.schema())?);
+            right.push(self.phys(r, j.right.schema())?);
+        }
+        Ok((left, right))
+    }
+}
+
+/// The join's key pairs: its `on` list, plus equalities of the filter between an expression of
+/// the left input and one of the right (a join planned without the optimizer's extraction, as
+/// inside a window TVF's input); and the filter's other conjuncts.
+fn equi_pairs<'a>(j: &Join, conjuncts: Vec<&'a Expr>) -> (Vec<(Expr, Expr)>, Vec<&'a Expr>) {
+    let mut on = j.on.clone();
+    let mut rest = Vec::new();
+    let only = |e: &Expr, p: &LogicalPlan| {
+        let cols = e.column_refs();
+        !cols.is_empty() && cols.iter().all(|c| p.schema().has_column(c))
+    };
+    for c in conjuncts {
+        match c {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) if only(left, &j.left) && only(right, &j.right) => {
+                on.push((*left.clone(), *right.clone()))
+            }
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) if only(right, &j.left) && only(left, &j.right) => {
+                on.push((*right.clone(), *left.clone()))
+            }
+            other => rest.push(other),
+        }
+    }
+    (on, rest)
+}
+
+fn join_kind(t: JoinType) -> Result<JoinKind> {
+    Ok(match t {
+        JoinType::Inner => JoinKind::Inner,
+        JoinType::Left => JoinKind::Left,
+        JoinType::Right => JoinKind::Right,
+        JoinType::Full => JoinKind::Full,
+        other => {
+            return Err(PlanError::unsupported(
+                format!("{other} joins (IN, EXISTS and their negations)"),
+                "Use an INNER or OUTER join",
+            ))
+        }
+    })
+}
+
+/// Per column of a converted input: its time unit when it is the input's event time.
+fn time_units(c: &Converted) -> Vec<Option<TimeUnit>> {
+    let schema = c.node.schema();
+    c.roles
+        .iter()
+        .zip(schema.fields())
+        .map(|(role, f)| match (role, f.data_type()) {
+            (Role::Rowtime, DataType::Timestamp(unit, _)) => Some(*unit),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Bounds {
+    /// Take `e` if it bounds one input's event time by the other's; false otherwise.
+    fn add(&mut self, e: &Expr, j: &Join, units: &[Vec<Option<TimeUnit>>; 2]) -> bool {
+        match e {
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) => {
+                let ge = binary(expr, Operator::GtEq, low);
+                let le = binary(expr, Operator::LtEq, high);
+                let mut copy = *self;
+                if copy.add(&ge, j, units) && copy.add(&le, j, units) {
+                    *self = copy;
+                    return true;
+                }
+                false
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (Some(a), Some(b)) = (term(left, j, units), term(right, j, units)) else {
+                    return false;
+                };
+                self.compare(a, *op, b, units)
+            }
+            _ => false,
+        }
+    }
+
+    /// `a op b` with `a` and `b` on different inputs: a bound on right - left.
+    fn compare(
+        &mut self,
+        a: TimeTerm,
+        op: Operator,
+        b: TimeTerm,
+        units: &[Vec<Option<TimeUnit>>; 2],
+    ) -> bool {
+        if a.side == b.side {
+            return false;
+        }
+        // Normalise to `right.time - left.time  op'  c`.
+        let (r, l, op) = if a.side == 1 {
+            (a, b, op)
+        } else {
+            (b, a, flip(op))
+        };
+        let columns = (l.time, r.time);
+        if self.columns.is_some_and(|c| c != columns) {
+            return false;
+        }
+        let c = l.offset_ns - r.offset_ns;
+        let step = unit_ns(units[0][l.time]).max(unit_ns(units[1][r.time]));
+        let (lower, upper) = match op {
+            Operator::GtEq => (Some(c), None),
+            Operator::Gt => (Some(c + step), None),
+            Operator::LtEq => (None, Some(c)),
+            Operator::Lt => (None, Some(c - step)),
+            _ => return false,
+        };
+        self.columns = Some(columns);
+        self.lower = lower
+            .map(|x| self.lower.map_or(x, |y| y.max(x)))
+            .or(self.lower);
+        self.upper = upper
+            .map(|x| self.upper.map_or(x, |y| y.min(x)))
+            .or(self.upper);
+        true
+    }
+
+    fn finish(self, units: &[Vec<Option<TimeUnit>>; 2]) -> Result<IntervalBounds> {
+        let (Some((l, r)), Some(lower), Some(upper)) = (self.columns, self.lower, self.upper)
+        else {
+            return Err(PlanError::unsupported(
+                "a join without time bounds on both sides (a regular join)",
+                "Bound one input's event time by the other's, e.g. AND b.ts BETWEEN a.ts - \
+                 INTERVAL '10' SECOND AND a.ts + INTERVAL '10' SECOND",
+            ));
+        };
+        if lower > upper {
+            return Err(PlanError::unsupported(
+                "an interval join whose time bounds admit no pair",
+                "Make the lower bound at most the upper bound",
+            ));
+        }
+        let time = |side: usize, index: usize| JoinTime {
+            index,
+            unit: units[side][index].unwrap_or(TimeUnit::Millisecond),
+        };
+        Ok(IntervalBounds {
+            left: time(0, l),
+            right: time(1, r),
+            lower_ns: lower,
+            upper_ns: upper,
+        })
+    }
+}
+
+fn binary(l: &Expr, op: Operator, r: &Expr) -> Expr {
+    Expr::BinaryExpr(BinaryExpr::new(
+        Box::new(l.clone()),
+        op,
+        Box::new(r.clone()),
+    ))
+}
+
+/// `a op b` as `b op' a`.
+fn flip(op: Operator) -> Operator {
+    match op {
+        Operator::Gt => Operator::Lt,
+        Operator::GtEq => Operator::LtEq,
+        Operator::Lt => Operator::Gt,
+        Operator::LtEq => Operator::GtEq,
+        other => other,
+    }
+}
+
+fn unit_ns(unit: Option<TimeUnit>) -> i64 {
+    match unit {
+        Some(TimeUnit::Second) => 1_000_000_000,
+        Some(TimeUnit::Millisecond) | None => 1_000_000,
+        Some(TimeUnit::Microsecond) => 1_000,
+        Some(TimeUnit::Nanosecond) => 1,
+    }
+}
+
+/// `e` as an input's event-time column plus a constant interval, if it is one.
+fn term(e: &Expr, j: &Join, units: &[Vec<Option<TimeUnit>>; 2]) -> Option<TimeTerm> {
+    match e {
+        Expr::Cast(c) => term(&c.expr, j, units),
+        Expr::TryCast(c) => term(&c.expr, j, units),
+        Expr::Column(c) => {
+            let (side, time) = match j.left.schema().index_of_column(c) {
+                Ok(i) => (0, i),
+                Err(_) => (1, j.right.schema().index_of_column(c).ok()?),
+            };
+            units[side].get(time)?.as_ref()?;
+            Some(TimeTerm {
+                side,
+                time,
+                offset_ns: 0,
+            })
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let sign = match op {
+                Operator::Plus => 1,
+                Operator::Minus => -1,
+                _ => return None,
+            };
+            let (t, lit) = match (term(left, j, units), interval_ns(right)) {
+                (Some(t), Some(n)) => (t, sign * n),
+                _ if sign == 1 => (term(right, j, units)?, interval_ns(left)?),
+                _ => return None,
+            };
+            Some(TimeTerm {
+                offset_ns: t.offset_ns + lit,
+                ..t
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A constant day-time interval in nanoseconds.
+fn interval_ns(e: &Expr) -> Option<i64> {
+    let Expr::Literal(v, _) = e else { return None };
+    match v {
+        ScalarValue::IntervalDayTime(Some(d)) => {
+            Some(i64::from(d.days) * 86_400_000_000_000 + i64::from(d.milliseconds) * 1_000_000)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(m)) if m.months == 0 => {
+            Some(i64::from(m.days) * 86_400_000_000_000 + m.nanoseconds)
+        }
+        ScalarValue::DurationSecond(Some(s)) => Some(s * 1_000_000_000),
+        ScalarValue::DurationMillisecond(Some(s)) => Some(s * 1_000_000),
+        ScalarValue::DurationMicrosecond(Some(s)) => Some(s * 1_000),
+        ScalarValue::DurationNanosecond(Some(s)) => Some(*s),
+        _ => None,
+    }
+}

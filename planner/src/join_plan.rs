@@ -1,0 +1,154 @@
+//! The join nodes of the streaming plan: which rows of two inputs meet, and when the state
+//! that waits for a match can go (see `docs/semantics.md`, "Joins and OVER aggregates").
+
+use std::fmt;
+
+use datafusion::arrow::datatypes::{SchemaRef, TimeUnit};
+
+use crate::stream_plan::{PhysExpr, StreamNode};
+use crate::window_spec::format_duration;
+
+/// Which unmatched rows a join emits, NULL-padded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Matched pairs only.
+    Inner,
+    /// Also left rows without a match.
+    Left,
+    /// Also right rows without a match.
+    Right,
+    /// Also unmatched rows of both sides.
+    Full,
+}
+
+impl JoinKind {
+    /// Whether unmatched rows of input `side` (0 = left, 1 = right) are emitted.
+    pub fn keeps_unmatched(self, side: usize) -> bool {
+        matches!(
+            (self, side),
+            (JoinKind::Full, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
+        )
+    }
+}
+
+impl fmt::Display for JoinKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            JoinKind::Inner => "INNER",
+            JoinKind::Left => "LEFT",
+            JoinKind::Right => "RIGHT",
+            JoinKind::Full => "FULL",
+        })
+    }
+}
+
+/// The event-time column of one join input and its unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinTime {
+    /// Column index in that input's schema.
+    pub index: usize,
+    pub unit: TimeUnit,
+}
+
+/// An interval join's time condition: `right.time - left.time` lies in `[lower, upper]` (ns,
+/// both bounds inclusive; strict comparisons were made inclusive by one unit of the column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalBounds {
+    pub left: JoinTime,
+    pub right: JoinTime,
+    pub lower_ns: i64,
+    pub upper_ns: i64,
+}
+
+impl IntervalBounds {
+    /// How far behind the inputs' watermark an output row's event time can be: the output
+    /// watermark is held back this much so no joined row is late downstream.
+    pub fn output_delay_ns(&self) -> i64 {
+        0i64.max(self.upper_ns).max(self.lower_ns.saturating_neg())
+    }
+}
+
+/// A join of two streams on equal keys.
+#[derive(Debug, Clone)]
+pub struct JoinNode {
+    pub left: Box<StreamNode>,
+    pub right: Box<StreamNode>,
+    pub kind: JoinKind,
+    /// Equi-join keys over each input, pairwise of one type.
+    pub left_keys: Vec<PhysExpr>,
+    pub right_keys: Vec<PhysExpr>,
+    /// The time condition of an interval join.
+    pub interval: IntervalBounds,
+    /// The rest of the ON condition, over the output columns (left's, then right's).
+    pub filter: Option<PhysExpr>,
+    /// Output: the left input's columns, then the right input's.
+    pub schema: SchemaRef,
+    /// The key equalities and the two time columns as the query names them, for EXPLAIN.
+    pub keys_sql: Vec<String>,
+    pub times_sql: [String; 2],
+}
+
+impl JoinNode {
+    /// The EXPLAIN line: kind, keys, time bounds and what the state holds.
+    pub fn describe(&self) -> String {
+        let b = &self.interval;
+        let filter = match &self.filter {
+            Some(f) => format!(" filter={f}"),
+            None => String::new(),
+        };
+        format!(
+            "IntervalJoin: {} keys=[{}] {} - {} in [{}, {}]{filter} state=rows within the bounds, \
+             freed by watermark",
+            self.kind,
+            self.keys_sql.join(", "),
+            self.times_sql[1],
+            self.times_sql[0],
+            signed_duration(b.lower_ns),
+            signed_duration(b.upper_ns),
+        )
+    }
+
+    /// Where output rows' event times can be read: both inputs' time columns.
+    pub fn event_time_columns(&self) -> Vec<(usize, i64)> {
+        let shift = self.left.schema().fields().len();
+        let mut cols = self.left.event_time_columns();
+        cols.extend(
+            self.right
+                .event_time_columns()
+                .into_iter()
+                .map(|(i, off)| (i + shift, off)),
+        );
+        cols
+    }
+}
+
+fn signed_duration(ns: i64) -> String {
+    match ns {
+        0 => "0".to_string(),
+        n if n < 0 => format!("-{}", format_duration(n.saturating_neg())),
+        n => format_duration(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmatched_rows_and_the_output_delay() {
+        assert!(JoinKind::Left.keeps_unmatched(0) && !JoinKind::Left.keeps_unmatched(1));
+        assert!(JoinKind::Full.keeps_unmatched(1) && !JoinKind::Inner.keeps_unmatched(0));
+        let t = |index| JoinTime {
+            index,
+            unit: TimeUnit::Millisecond,
+        };
+        let b = IntervalBounds {
+            left: t(0),
+            right: t(1),
+            lower_ns: -10_000_000_000,
+            upper_ns: 5_000_000_000,
+        };
+        assert_eq!(b.output_delay_ns(), 10_000_000_000);
+        assert_eq!(signed_duration(b.lower_ns), "-10 s");
+    }
+}

@@ -1,0 +1,137 @@
+//! Interval joins through the engine: INNER, LEFT, RIGHT and FULL with inclusive and strict
+//! bounds, late rows of either input dropped and counted, and the joins that do not run as a
+//! stream yet refused with a hint.
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// `t` and `e` (each `k STRING, ts TIMESTAMP(3)` with a watermark of `ts`) over `t_rows` and
+/// `e_rows` (`(key, second of 2024-01-01 00:00)`), then `query`.
+fn script(name: &str, t_rows: &[(&str, u32)], e_rows: &[(&str, u32)], query: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("weir-joins-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |file: &str, rows: &[(&str, u32)]| {
+        let text: String = rows
+            .iter()
+            .map(|(k, s)| format!("{{\"k\":\"{k}\",\"ts\":\"2024-01-01 00:00:{s:02}.000\"}}\n"))
+            .collect();
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (t, e) = (write("t.jsonl", t_rows), write("e.jsonl", e_rows));
+    let table = |name: &str, path: &std::path::Path| {
+        format!(
+            "CREATE TABLE {name} (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');",
+            path.display()
+        )
+    };
+    format!("{} {} {query}", table("t", &t), table("e", &e))
+}
+
+fn row(tk: Option<&str>, ts: Option<u32>, ek: Option<&str>, es: Option<u32>) -> Value {
+    let at = |s: Option<u32>| s.map(|s| format!("2024-01-01 00:00:{s:02}.000"));
+    json!({"tk": tk, "t_ts": at(ts), "ek": ek, "e_ts": at(es)})
+}
+
+const T: &[(&str, u32)] = &[("a", 10), ("b", 20), ("a", 30)];
+const E: &[(&str, u32)] = &[("a", 11), ("c", 21), ("a", 40)];
+
+async fn joined(kind: &str, condition: &str) -> Vec<Value> {
+    let query = format!(
+        "SELECT t.k AS tk, t.ts AS t_ts, e.k AS ek, e.ts AS e_ts
+         FROM t {kind} JOIN e ON t.k = e.k AND {condition};"
+    );
+    let sql = script(&kind.replace(' ', "_"), T, E, &query);
+    let mut rows = Vec::new();
+    for batch in [1, 7, 4096] {
+        let got = run_query(&sql, batch).await;
+        if batch > 1 {
+            assert_same_rows(kind, &got, &rows);
+        }
+        rows = got;
+    }
+    rows
+}
+
+#[tokio::test]
+async fn inner_left_right_and_full_interval_joins() {
+    let between = "e.ts BETWEEN t.ts - INTERVAL '2' SECOND AND t.ts + INTERVAL '2' SECOND";
+    let pair = row(Some("a"), Some(10), Some("a"), Some(11));
+    let t_alone = [
+        row(Some("b"), Some(20), None, None),
+        row(Some("a"), Some(30), None, None),
+    ];
+    let e_alone = [
+        row(None, None, Some("c"), Some(21)),
+        row(None, None, Some("a"), Some(40)),
+    ];
+    assert_same_rows(
+        "inner",
+        &joined("INNER", between).await,
+        std::slice::from_ref(&pair),
+    );
+    let left = [vec![pair.clone()], t_alone.to_vec()].concat();
+    assert_same_rows("left", &joined("LEFT", between).await, &left);
+    let right = [vec![pair.clone()], e_alone.to_vec()].concat();
+    assert_same_rows("right", &joined("RIGHT", between).await, &right);
+    let full = [vec![pair.clone()], t_alone.to_vec(), e_alone.to_vec()].concat();
+    assert_same_rows("full", &joined("FULL", between).await, &full);
+    // Strict bounds, written the other way round (11 s is within 2 s of 10 s).
+    let strict = "t.ts - INTERVAL '2' SECOND < e.ts AND t.ts + INTERVAL '2' SECOND > e.ts";
+    let got = joined("LEFT", strict).await;
+    assert_same_rows("strict", &got, &[vec![pair], t_alone.to_vec()].concat());
+}
+
+#[tokio::test]
+async fn a_late_row_of_either_input_is_dropped_and_counted() {
+    // `a` at 00:00:05 comes after 00:00:30 on its input: late, whatever the other input did.
+    let t = [("a", 10), ("a", 30), ("a", 5)];
+    let e = [("a", 6), ("a", 31), ("a", 4)];
+    let sql = script(
+        "late",
+        &t,
+        &e,
+        "SELECT t.ts AS t_ts, e.ts AS e_ts FROM t JOIN e ON t.k = e.k
+         AND e.ts BETWEEN t.ts - INTERVAL '5' SECOND AND t.ts + INTERVAL '5' SECOND;",
+    );
+    let (rows, job) = query_to_end(&sql, 1).await;
+    let at = |s: u32| format!("2024-01-01 00:00:{s:02}.000");
+    let want = [
+        json!({"t_ts": at(10), "e_ts": at(6)}),
+        json!({"t_ts": at(30), "e_ts": at(31)}),
+    ];
+    assert_same_rows("late", &rows, &want);
+    assert_eq!(job.late_rows(), 2);
+}
+
+#[tokio::test]
+async fn joins_that_do_not_run_as_a_stream_yet_say_so() {
+    let cases = [
+        ("SELECT * FROM t JOIN e ON t.k = e.k;", "regular join"),
+        (
+            "SELECT * FROM t JOIN e ON e.ts BETWEEN t.ts AND t.ts + INTERVAL '1' SECOND;",
+            "equality",
+        ),
+        (
+            "SELECT * FROM t JOIN e ON t.k = e.k AND e.ts BETWEEN t.ts + INTERVAL '2' SECOND AND t.ts;",
+            "admit no pair",
+        ),
+        (
+            "SELECT * FROM t WHERE EXISTS (SELECT 1 FROM e WHERE e.k = t.k);",
+            "EXISTS",
+        ),
+    ];
+    for (query, want) in cases {
+        let sql = script("refused", T, E, query);
+        let engine = weir::Engine::new();
+        engine.set_quiet(true);
+        let err = match engine.query(&sql).await {
+            Ok(_) => panic!("{query} should be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{query}: {err}");
+    }
+}
