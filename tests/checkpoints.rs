@@ -145,6 +145,7 @@ recover!(cumulate_tvf);
 recover!(filter_project_no_window);
 recover!(hop_group);
 recover!(join_interval_inner);
+recover!(join_static_dimension);
 recover!(hop_tvf);
 recover!(late_rows_dropped);
 recover!(session_group);

@@ -1,5 +1,6 @@
-//! Interval joins through the engine: INNER, LEFT, RIGHT and FULL with inclusive and strict
-//! bounds, late rows of either input dropped and counted, and the joins that do not run as a
+//! Joins through the engine: interval joins (INNER, LEFT, RIGHT and FULL with inclusive and
+//! strict bounds; late rows of either input dropped and counted), regular joins (INNER, and
+//! outer joins whose other input ends, append-only), and the joins that do not run as a
 //! stream yet refused with a hint.
 
 use serde_json::{json, Value};
@@ -110,7 +111,10 @@ async fn a_late_row_of_either_input_is_dropped_and_counted() {
 #[tokio::test]
 async fn joins_that_do_not_run_as_a_stream_yet_say_so() {
     let cases = [
-        ("SELECT * FROM t JOIN e ON t.k = e.k;", "regular join"),
+        (
+            "SELECT * FROM t LEFT JOIN g ON t.k = g.k;",
+            "LEFT join without time bounds whose right input does not end",
+        ),
         (
             "SELECT * FROM t JOIN e ON e.ts BETWEEN t.ts AND t.ts + INTERVAL '1' SECOND;",
             "equality",
@@ -121,11 +125,13 @@ async fn joins_that_do_not_run_as_a_stream_yet_say_so() {
         ),
         (
             "SELECT * FROM t WHERE EXISTS (SELECT 1 FROM e WHERE e.k = t.k);",
-            "EXISTS",
+            "a semi join (IN, EXISTS) does not run as a stream yet",
         ),
     ];
     for (query, want) in cases {
-        let sql = script("refused", T, E, query);
+        let g =
+            "CREATE TABLE g (k STRING) WITH ('connector' = 'datagen', 'rows-per-second' = '1');";
+        let sql = script("refused", T, E, &format!("{g} {query}"));
         let engine = weir::Engine::new();
         engine.set_quiet(true);
         let err = match engine.query(&sql).await {
@@ -133,5 +139,38 @@ async fn joins_that_do_not_run_as_a_stream_yet_say_so() {
             Err(e) => e.to_string(),
         };
         assert!(err.contains(want), "{query}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn regular_joins_hold_rows_until_the_other_input_ends() {
+    // No time condition: every pair of equal keys, whatever their times.
+    let query = |kind: &str| {
+        format!(
+            "SELECT t.k AS tk, t.ts AS t_ts, e.k AS ek, e.ts AS e_ts
+             FROM t {kind} JOIN e ON t.k = e.k;"
+        )
+    };
+    let pairs = [
+        row(Some("a"), Some(10), Some("a"), Some(11)),
+        row(Some("a"), Some(10), Some("a"), Some(40)),
+        row(Some("a"), Some(30), Some("a"), Some(11)),
+        row(Some("a"), Some(30), Some("a"), Some(40)),
+    ];
+    let b_alone = row(Some("b"), Some(20), None, None);
+    let c_alone = row(None, None, Some("c"), Some(21));
+    for (kind, extra) in [
+        ("INNER", vec![]),
+        ("LEFT", vec![b_alone.clone()]),
+        ("RIGHT", vec![c_alone.clone()]),
+        ("FULL", vec![b_alone, c_alone]),
+    ] {
+        let sql = script(&format!("regular-{kind}"), T, E, &query(kind));
+        let want = [pairs.to_vec(), extra].concat();
+        for batch in [1, 4096] {
+            let (rows, job) = query_to_end(&sql, batch).await;
+            assert_same_rows(kind, &rows, &want);
+            assert_eq!(job.late_rows(), 0, "a regular join drops no row as late");
+        }
     }
 }

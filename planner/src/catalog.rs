@@ -67,6 +67,19 @@ impl TableDef {
         self.options.get(key).map(|s| s.as_str())
     }
 
+    /// Whether reading the table ends: a file, a Kafka topic read up to `scan.bounded.mode`, a
+    /// `datagen` with `number-of-rows`. Other connectors are taken to be unbounded.
+    pub fn is_bounded(&self) -> bool {
+        match self.connector() {
+            Some("filesystem") => true,
+            Some("kafka") => self
+                .option("scan.bounded.mode")
+                .is_some_and(|m| m != "unbounded"),
+            Some("datagen") => self.option("number-of-rows").is_some(),
+            _ => false,
+        }
+    }
+
     /// Location of an option key, falling back to the statement.
     pub fn option_location(&self, key: &str) -> Location {
         self.option_locations

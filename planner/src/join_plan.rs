@@ -77,8 +77,11 @@ pub struct JoinNode {
     /// Equi-join keys over each input, pairwise of one type.
     pub left_keys: Vec<PhysExpr>,
     pub right_keys: Vec<PhysExpr>,
-    /// The time condition of an interval join.
-    pub interval: IntervalBounds,
+    /// The time condition of an interval join; `None` for a regular join, whose rows are held
+    /// until the other input ends (for ever when it does not).
+    pub interval: Option<IntervalBounds>,
+    /// Whether each input ends (a regular join's rows of the other input can then go).
+    pub bounded: [bool; 2],
     /// The rest of the ON condition, over the output columns (left's, then right's).
     pub filter: Option<PhysExpr>,
     /// Output: the left input's columns, then the right input's.
@@ -91,10 +94,22 @@ pub struct JoinNode {
 impl JoinNode {
     /// The EXPLAIN line: kind, keys, time bounds and what the state holds.
     pub fn describe(&self) -> String {
-        let b = &self.interval;
         let filter = match &self.filter {
             Some(f) => format!(" filter={f}"),
             None => String::new(),
+        };
+        let Some(b) = &self.interval else {
+            let held = |side: usize| match self.bounded[1 - side] {
+                true => "until the other input ends",
+                false => "for ever (table.exec.state.ttl bounds them)",
+            };
+            return format!(
+                "Join: {} keys=[{}]{filter} state=left rows {}, right rows {}",
+                self.kind,
+                self.keys_sql.join(", "),
+                held(0),
+                held(1)
+            );
         };
         format!(
             "IntervalJoin: {} keys=[{}] {} - {} in [{}, {}]{filter} state=rows within the bounds, \

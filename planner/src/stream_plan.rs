@@ -304,6 +304,11 @@ impl StreamNode {
         self.event_time_columns().into_iter().next()
     }
 
+    /// True when every source the node reads ends.
+    pub fn is_bounded(&self) -> bool {
+        self.sources().iter().all(|s| s.table.is_bounded())
+    }
+
     /// True when the node's output is a changelog (rows may be updated or deleted later).
     pub fn is_updating(&self) -> bool {
         match self {

@@ -1,5 +1,10 @@
-//! Interval joins: rows of two inputs with equal keys whose event times are within bounds of
-//! each other (`right.ts - left.ts` in `[lower, upper]`), INNER, LEFT, RIGHT or FULL.
+//! Joins of two streams on equal keys, INNER, LEFT, RIGHT or FULL: interval joins (event
+//! times within bounds of each other, `right.ts - left.ts` in `[lower, upper]`) and regular
+//! joins (no time condition).
+//!
+//! A regular join never drops a row as late and holds each row until the other input has
+//! ended (for ever when it does not): an outer side's unmatched rows are emitted then, so with
+//! a bounded other input (the planner requires one) the result stays append-only.
 //!
 //! Each row is judged against its own input's watermark (the one in force before it on that
 //! input): at or below it, the row is late and dropped. A row that is not late is matched with
@@ -33,10 +38,10 @@ use crate::state::{SharedState, StateBackend};
 use crate::window::kernels::{timestamp_values, to_ns};
 use weir_planner::stream_plan::{JoinKind, JoinNode, JoinTime, PhysExpr};
 
-/// One input's plan: key expressions and event-time column.
+/// One input's plan: key expressions and event-time column (an interval join's).
 struct Input {
     keys: Vec<PhysExpr>,
-    time: JoinTime,
+    time: Option<JoinTime>,
     schema: SchemaRef,
 }
 
@@ -45,8 +50,8 @@ pub struct IntervalJoinOperator {
     kind: JoinKind,
     inputs: [Input; 2],
     sides: [JoinSide; 2],
-    lower: i64,
-    upper: i64,
+    /// `(lower, upper)` of an interval join; `None` for a regular join.
+    bounds: Option<(i64, i64)>,
     delay: i64,
     converter: RowConverter,
     filter: Option<PhysExpr>,
@@ -76,18 +81,18 @@ impl IntervalJoinOperator {
             .iter()
             .map(|k| Ok(k.data_type(&left)?))
             .collect::<Result<Vec<_>>>()?;
-        let b = &node.interval;
+        let b = node.interval.as_ref();
         Ok(Self {
             kind: node.kind,
             inputs: [
                 Input {
                     keys: node.left_keys.clone(),
-                    time: b.left.clone(),
+                    time: b.map(|b| b.left.clone()),
                     schema: left.clone(),
                 },
                 Input {
                     keys: node.right_keys.clone(),
-                    time: b.right.clone(),
+                    time: b.map(|b| b.right.clone()),
                     schema: right.clone(),
                 },
             ],
@@ -95,9 +100,8 @@ impl IntervalJoinOperator {
                 JoinSide::new(left, b"L", node.kind.keeps_unmatched(0)),
                 JoinSide::new(right, b"R", node.kind.keeps_unmatched(1)),
             ],
-            lower: b.lower_ns,
-            upper: b.upper_ns,
-            delay: b.output_delay_ns(),
+            bounds: b.map(|b| (b.lower_ns, b.upper_ns)),
+            delay: b.map_or(0, |b| b.output_delay_ns()),
             converter: key_converter(&types)?,
             filter: node.filter.clone(),
             schema: node.schema.clone(),
@@ -111,11 +115,7 @@ impl IntervalJoinOperator {
     /// When a row of input `side` at `time` can go: the other input's watermark from which no
     /// row of it that is not late can match.
     fn expires(&self, side: usize, time: i64) -> i64 {
-        expires_at(side, time, self.bounds())
-    }
-
-    fn bounds(&self) -> (i64, i64) {
-        (self.lower, self.upper)
+        expires_at(side, time, self.bounds)
     }
 
     /// Keys, times and the rows that take part, of a batch of input `side`.
@@ -123,7 +123,8 @@ impl IntervalJoinOperator {
         let input = &self.inputs[side];
         let keys = key_arrays(&input.keys, &b.batch)?;
         let rows = self.converter.convert_columns(&keys)?;
-        let (times, valid) = event_times(&b.batch, &input.time)?;
+        let (times, valid) = event_times(&b.batch, input.time.as_ref())?;
+        let judged = input.time.is_some();
         let mut probe = Probe {
             rows,
             times,
@@ -138,7 +139,7 @@ impl IntervalJoinOperator {
             if !ok {
                 continue;
             }
-            if probe.times[i] <= own {
+            if judged && probe.times[i] <= own {
                 self.late += 1;
             } else if keys.iter().all(|k| k.is_valid(i)) {
                 probe.live.push(i as u32);
@@ -158,7 +159,10 @@ impl IntervalJoinOperator {
             let t = probe.times[i as usize];
             for h in other.candidates(probe.rows.row(i as usize)) {
                 let d = if side == 0 { h.time - t } else { t - h.time };
-                if (self.lower..=self.upper).contains(&d) {
+                if self
+                    .bounds
+                    .is_none_or(|(lower, upper)| (lower..=upper).contains(&d))
+                {
                     pairs.push((i, h.slot, h.row));
                 }
             }
@@ -290,11 +294,12 @@ impl IntervalJoinOperator {
 }
 
 /// When a row of input `side` at `time` can go (see [`IntervalJoinOperator::expires`]), for
-/// bounds `(lower, upper)`.
-fn expires_at(side: usize, time: i64, (lower, upper): (i64, i64)) -> i64 {
-    match side {
-        0 => time.saturating_add(upper),
-        _ => time.saturating_sub(lower),
+/// bounds `(lower, upper)`; a regular join's rows once the other input has ended.
+fn expires_at(side: usize, time: i64, bounds: Option<(i64, i64)>) -> i64 {
+    match (bounds, side) {
+        (None, _) => WATERMARK_MAX,
+        (Some((_, upper)), 0) => time.saturating_add(upper),
+        (Some((lower, _)), _) => time.saturating_sub(lower),
     }
 }
 
@@ -304,12 +309,12 @@ fn placed(
     input: &Input,
     converter: &RowConverter,
     side: usize,
-    bounds: (i64, i64),
+    bounds: Option<(i64, i64)>,
     r: &Restored,
 ) -> Result<Vec<RestoredRow>> {
     let keys = key_arrays(&input.keys, &r.batch)?;
     let rows = converter.convert_columns(&keys)?;
-    let (times, _) = event_times(&r.batch, &input.time)?;
+    let (times, _) = event_times(&r.batch, input.time.as_ref())?;
     Ok(r.live
         .iter()
         .map(|&row| {
@@ -324,8 +329,12 @@ fn placed(
         .collect())
 }
 
-/// Event times (ns) of a batch, and which are not NULL.
-fn event_times(batch: &RecordBatch, time: &JoinTime) -> Result<(Vec<i64>, Vec<bool>)> {
+/// Event times (ns) of a batch, and which are not NULL (a regular join's rows: 0, all valid).
+fn event_times(batch: &RecordBatch, time: Option<&JoinTime>) -> Result<(Vec<i64>, Vec<bool>)> {
+    let Some(time) = time else {
+        let n = batch.num_rows();
+        return Ok((vec![0; n], vec![true; n]));
+    };
     let ts = batch.column(time.index);
     let raw = timestamp_values(ts, time.unit).map_err(EngineError::Execution)?;
     let times = raw.iter().map(|v| to_ns(*v, time.unit)).collect();
@@ -346,7 +355,10 @@ fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
 
 impl Operator for IntervalJoinOperator {
     fn name(&self) -> &'static str {
-        "IntervalJoin"
+        match self.bounds {
+            Some(_) => "IntervalJoin",
+            None => "Join",
+        }
     }
 
     fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
@@ -430,7 +442,7 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
-        let bounds = self.bounds();
+        let bounds = self.bounds;
         for side in 0..2 {
             let (input, converter) = (&self.inputs[side], &self.converter);
             let place = |r: &Restored| placed(input, converter, side, bounds, r);

@@ -158,7 +158,8 @@ fn rows_do_not_depend_on_how_the_inputs_interleave_or_are_batched() {
     let node = join_node();
     let left = read("t.jsonl", &node.left.schema());
     let right = read("ev.jsonl", &node.right.schema());
-    let (lt, rt) = (node.interval.left.index, node.interval.right.index);
+    let b = node.interval.clone().unwrap();
+    let (lt, rt) = (b.left.index, b.right.index);
     let expected = std::fs::read_to_string(format!("{CASE}/expected.jsonl")).unwrap();
     let reference = run(
         &node,

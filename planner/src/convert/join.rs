@@ -1,7 +1,9 @@
-//! Joins of two streams. An interval join needs equal keys and a time condition that bounds
-//! one input's event time by the other's (`b.ts BETWEEN a.ts - INTERVAL .. AND a.ts +
-//! INTERVAL ..`, or `>`, `>=`, `<`, `<=` bounds either way round): its state can then be freed by
-//! watermark. The rest of the ON condition stays a filter on matching pairs.
+//! Joins of two streams on equal keys. With a time condition that bounds one input's event
+//! time by the other's (`b.ts BETWEEN a.ts - INTERVAL .. AND a.ts + INTERVAL ..`, or `>`, `>=`,
+//! `<`, `<=` bounds either way round) it is an interval join, whose state is freed by
+//! watermark. Without one it is a regular join: its rows wait for the other input to end, so
+//! an outer join is append-only when the other input is bounded (a file of metadata), and the
+//! unbounded input keeps its event time. The rest of the ON condition stays a filter on pairs.
 
 use std::sync::Arc;
 
@@ -53,28 +55,33 @@ impl Converter<'_> {
         }
         let units = [time_units(&left), time_units(&right)];
         let mut bounds = Bounds::default();
-        let mut rest = Vec::new();
+        let (mut rest, mut bounding) = (Vec::new(), Vec::new());
         for c in conjuncts {
-            if !bounds.add(c, j, &units) {
-                rest.push(c.clone());
+            match bounds.add(c, j, &units) {
+                true => bounding.push(c.clone()),
+                false => rest.push(c.clone()),
             }
         }
         let interval = bounds.finish(&units)?;
+        if interval.is_none() {
+            rest.extend(bounding);
+        }
+        let bounded = [left.node.is_bounded(), right.node.is_bounded()];
         let name = |p: &LogicalPlan, i: usize| {
             let (q, f) = p.schema().qualified_field(i);
             q.map_or(f.name().clone(), |q| format!("{q}.{}", f.name()))
         };
-        let times_sql = [
-            name(&j.left, interval.left.index),
-            name(&j.right, interval.right.index),
-        ];
+        let times_sql = match &interval {
+            Some(b) => [name(&j.left, b.left.index), name(&j.right, b.right.index)],
+            None => regular_join_checks(kind, bounded).map(|_| Default::default())?,
+        };
         let (left_keys, right_keys) = self.join_keys(j, &on)?;
         let filter = match conjunction(rest) {
             Some(f) => Some(self.phys(&f, &j.schema)?),
             None => None,
         };
-        let mut roles = left.roles;
-        roles.extend(right.roles);
+        let mut roles = kept_roles(left.roles, interval.is_some() || bounded[1]);
+        roles.extend(kept_roles(right.roles, interval.is_some() || bounded[0]));
         let node = StreamNode::Join(JoinNode {
             left: Box::new(left.node),
             right: Box::new(right.node),
@@ -82,6 +89,7 @@ impl Converter<'_> {
             left_keys,
             right_keys,
             interval,
+            bounded,
             filter,
             schema: Arc::new(j.schema.as_arrow().clone()),
             keys_sql: on.iter().map(|(l, r)| format!("{l} = {r}")).collect(),
@@ -144,10 +152,15 @@ fn join_kind(t: JoinType) -> Result<JoinKind> {
         JoinType::Right => JoinKind::Right,
         JoinType::Full => JoinKind::Full,
         other => {
+            let what = match other {
+                JoinType::LeftAnti | JoinType::RightAnti => "an anti join (NOT IN, NOT EXISTS)",
+                _ => "a semi join (IN, EXISTS)",
+            };
             return Err(PlanError::unsupported(
-                format!("{other} joins (IN, EXISTS and their negations)"),
-                "Use an INNER or OUTER join",
-            ))
+                format!("{what} does not run as a stream yet"),
+                "Join the rows instead (an INNER join on the keys, then DISTINCT), or use a \
+                 LEFT join and keep the rows whose match IS NULL",
+            ));
         }
     })
 }
@@ -234,14 +247,11 @@ impl Bounds {
         true
     }
 
-    fn finish(self, units: &[Vec<Option<TimeUnit>>; 2]) -> Result<IntervalBounds> {
+    /// The interval join's bounds; `None` without a bound on each side (a regular join).
+    fn finish(self, units: &[Vec<Option<TimeUnit>>; 2]) -> Result<Option<IntervalBounds>> {
         let (Some((l, r)), Some(lower), Some(upper)) = (self.columns, self.lower, self.upper)
         else {
-            return Err(PlanError::unsupported(
-                "a join without time bounds on both sides (a regular join)",
-                "Bound one input's event time by the other's, e.g. AND b.ts BETWEEN a.ts - \
-                 INTERVAL '10' SECOND AND a.ts + INTERVAL '10' SECOND",
-            ));
+            return Ok(None);
         };
         if lower > upper {
             return Err(PlanError::unsupported(
@@ -253,13 +263,45 @@ impl Bounds {
             index,
             unit: units[side][index].unwrap_or(TimeUnit::Millisecond),
         };
-        Ok(IntervalBounds {
+        Ok(Some(IntervalBounds {
             left: time(0, l),
             right: time(1, r),
             lower_ns: lower,
             upper_ns: upper,
-        })
+        }))
     }
+}
+
+/// A regular join's unmatched rows can only be emitted once the other input has ended: an
+/// outer side needs a bounded other input (else its result would be a changelog).
+fn regular_join_checks(kind: JoinKind, bounded: [bool; 2]) -> Result<()> {
+    for side in 0..2 {
+        if kind.keeps_unmatched(side) && !bounded[1 - side] {
+            return Err(PlanError::unsupported(
+                format!(
+                    "a {kind} join without time bounds whose {} input does not end (its result \
+                     would be a changelog)",
+                    ["right", "left"][side]
+                ),
+                "Bound one input's event time by the other's (an interval join, e.g. AND b.ts \
+                 BETWEEN a.ts - INTERVAL '10' SECOND AND a.ts + INTERVAL '10' SECOND), or join a \
+                 table that ends (a file): its rows are all read before a row goes unmatched",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An input's column roles after a join: event times stay event times when `keep` (the other
+/// input's rows cannot make a joined row late), window columns become plain columns.
+fn kept_roles(roles: Vec<Role>, keep: bool) -> Vec<Role> {
+    roles
+        .into_iter()
+        .map(|r| match r {
+            Role::Rowtime if keep => Role::Rowtime,
+            _ => Role::Plain,
+        })
+        .collect()
 }
 
 fn binary(l: &Expr, op: Operator, r: &Expr) -> Expr {
