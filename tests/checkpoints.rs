@@ -146,6 +146,7 @@ recover!(filter_project_no_window);
 recover!(hop_group);
 recover!(join_interval_inner);
 recover!(join_static_dimension);
+recover!(join_window_tvf);
 recover!(hop_tvf);
 recover!(late_rows_dropped);
 recover!(session_group);

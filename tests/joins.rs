@@ -174,3 +174,32 @@ async fn regular_joins_hold_rows_until_the_other_input_ends() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_left_window_join_pads_the_windows_the_other_input_lacks() {
+    // Counts per key and 10-second window on each side; `e` has no row in t's second window.
+    let t = [("a", 1), ("b", 3), ("a", 2), ("a", 12)];
+    let e = [("a", 5), ("b", 8), ("b", 9)];
+    let counts = |table: &str| {
+        format!(
+            "SELECT k, window_start, window_end, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE {table},
+               DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end"
+        )
+    };
+    let query = format!(
+        "SELECT a.k, a.window_start AS ws, a.n AS tn, b.n AS en FROM ({}) a LEFT JOIN ({}) b
+         ON a.k = b.k AND a.window_start = b.window_start AND a.window_end = b.window_end;",
+        counts("t"),
+        counts("e")
+    );
+    let sql = script("window-left", &t, &e, &query);
+    let at = |s: u32| format!("2024-01-01 00:00:{s:02}.000");
+    let want = [
+        json!({"k": "a", "ws": at(0), "tn": 2, "en": 1}),
+        json!({"k": "b", "ws": at(0), "tn": 1, "en": 2}),
+        json!({"k": "a", "ws": at(10), "tn": 1, "en": null}),
+    ];
+    for batch in [1, 4096] {
+        assert_same_rows("left window join", &run_query(&sql, batch).await, &want);
+    }
+}

@@ -23,6 +23,7 @@ use crate::window_spec::WindowSpec;
 
 mod join;
 mod updating;
+mod window_join;
 
 /// What a column means for time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

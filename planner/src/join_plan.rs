@@ -80,6 +80,8 @@ pub struct JoinNode {
     /// The time condition of an interval join; `None` for a regular join, whose rows are held
     /// until the other input ends (for ever when it does not).
     pub interval: Option<IntervalBounds>,
+    /// The bounds come from equal `window_start` and `window_end` (a window join).
+    pub window: bool,
     /// Whether each input ends (a regular join's rows of the other input can then go).
     pub bounded: [bool; 2],
     /// The rest of the ON condition, over the output columns (left's, then right's).
@@ -111,6 +113,14 @@ impl JoinNode {
                 held(1)
             );
         };
+        if self.window {
+            return format!(
+                "WindowJoin: {} keys=[{}]{filter} emits=when both watermarks pass the window end \
+                 state=rows of windows not yet passed",
+                self.kind,
+                self.keys_sql.join(", "),
+            );
+        }
         format!(
             "IntervalJoin: {} keys=[{}] {} - {} in [{}, {}]{filter} state=rows within the bounds, \
              freed by watermark",

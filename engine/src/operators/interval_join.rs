@@ -52,6 +52,8 @@ pub struct IntervalJoinOperator {
     sides: [JoinSide; 2],
     /// `(lower, upper)` of an interval join; `None` for a regular join.
     bounds: Option<(i64, i64)>,
+    /// A window join (an interval join on equal window ends).
+    window: bool,
     delay: i64,
     converter: RowConverter,
     filter: Option<PhysExpr>,
@@ -101,6 +103,7 @@ impl IntervalJoinOperator {
                 JoinSide::new(right, b"R", node.kind.keeps_unmatched(1)),
             ],
             bounds: b.map(|b| (b.lower_ns, b.upper_ns)),
+            window: node.window,
             delay: b.map_or(0, |b| b.output_delay_ns()),
             converter: key_converter(&types)?,
             filter: node.filter.clone(),
@@ -355,9 +358,10 @@ fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
 
 impl Operator for IntervalJoinOperator {
     fn name(&self) -> &'static str {
-        match self.bounds {
-            Some(_) => "IntervalJoin",
-            None => "Join",
+        match (self.window, self.bounds) {
+            (true, _) => "WindowJoin",
+            (false, Some(_)) => "IntervalJoin",
+            (false, None) => "Join",
         }
     }
 

@@ -12,6 +12,7 @@ use datafusion::common::{JoinType, ScalarValue};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, LogicalPlan, Operator};
 
+use super::window_join::window_bounds;
 use super::{Converted, Converter, Role};
 use crate::error::{PlanError, Result};
 use crate::stream_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime, StreamNode};
@@ -53,19 +54,11 @@ impl Converter<'_> {
                 "Join the raw rows, then aggregate",
             ));
         }
-        let units = [time_units(&left), time_units(&right)];
-        let mut bounds = Bounds::default();
-        let (mut rest, mut bounding) = (Vec::new(), Vec::new());
-        for c in conjuncts {
-            match bounds.add(c, j, &units) {
-                true => bounding.push(c.clone()),
-                false => rest.push(c.clone()),
-            }
-        }
-        let interval = bounds.finish(&units)?;
-        if interval.is_none() {
-            rest.extend(bounding);
-        }
+        let window = window_bounds(j, &on, &left.node, &right.node);
+        let (interval, rest) = match window.clone() {
+            Some(w) => (Some(w), conjuncts.into_iter().cloned().collect()),
+            None => time_condition(j, [&left, &right], conjuncts)?,
+        };
         let bounded = [left.node.is_bounded(), right.node.is_bounded()];
         let name = |p: &LogicalPlan, i: usize| {
             let (q, f) = p.schema().qualified_field(i);
@@ -89,6 +82,7 @@ impl Converter<'_> {
             left_keys,
             right_keys,
             interval,
+            window: window.is_some(),
             bounded,
             filter,
             schema: Arc::new(j.schema.as_arrow().clone()),
@@ -143,6 +137,29 @@ fn equi_pairs<'a>(j: &Join, conjuncts: Vec<&'a Expr>) -> (Vec<(Expr, Expr)>, Vec
         }
     }
     (on, rest)
+}
+
+/// An interval join's bounds among `conjuncts` (`None` without a bound on each side), and the
+/// conjuncts left for the filter.
+fn time_condition(
+    j: &Join,
+    inputs: [&Converted; 2],
+    conjuncts: Vec<&Expr>,
+) -> Result<(Option<IntervalBounds>, Vec<Expr>)> {
+    let units = inputs.map(time_units);
+    let mut bounds = Bounds::default();
+    let (mut rest, mut bounding) = (Vec::new(), Vec::new());
+    for c in conjuncts {
+        match bounds.add(c, j, &units) {
+            true => bounding.push(c.clone()),
+            false => rest.push(c.clone()),
+        }
+    }
+    let interval = bounds.finish(&units)?;
+    if interval.is_none() {
+        rest.extend(bounding);
+    }
+    Ok((interval, rest))
 }
 
 fn join_kind(t: JoinType) -> Result<JoinKind> {
