@@ -19,6 +19,10 @@ pub enum JoinKind {
     Right,
     /// Also unmatched rows of both sides.
     Full,
+    /// Left rows with a match, once each, without the right's columns (`IN`, `EXISTS`).
+    Semi,
+    /// Left rows without a match, without the right's columns (`NOT IN`, `NOT EXISTS`).
+    Anti,
 }
 
 impl JoinKind {
@@ -26,8 +30,18 @@ impl JoinKind {
     pub fn keeps_unmatched(self, side: usize) -> bool {
         matches!(
             (self, side),
-            (JoinKind::Full, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1)
+            (JoinKind::Full, _) | (JoinKind::Left, 0) | (JoinKind::Right, 1) | (JoinKind::Anti, 0)
         )
+    }
+
+    /// Whether the output holds pairs (the columns of both inputs), as opposed to left rows.
+    pub fn emits_pairs(self) -> bool {
+        !matches!(self, JoinKind::Semi | JoinKind::Anti)
+    }
+
+    /// Whether the rows of input `side` must remember that they matched.
+    pub fn tracks_matches(self, side: usize) -> bool {
+        self.keeps_unmatched(side) || (self == JoinKind::Semi && side == 0)
     }
 }
 
@@ -38,6 +52,8 @@ impl fmt::Display for JoinKind {
             JoinKind::Left => "LEFT",
             JoinKind::Right => "RIGHT",
             JoinKind::Full => "FULL",
+            JoinKind::Semi => "SEMI",
+            JoinKind::Anti => "ANTI",
         })
     }
 }
@@ -84,9 +100,12 @@ pub struct JoinNode {
     pub window: bool,
     /// Whether each input ends (a regular join's rows of the other input can then go).
     pub bounded: [bool; 2],
-    /// The rest of the ON condition, over the output columns (left's, then right's).
+    /// The rest of the ON condition, over the columns of both inputs (left's, then right's).
     pub filter: Option<PhysExpr>,
-    /// Output: the left input's columns, then the right input's.
+    /// `NOT IN`: a left row whose key is NULL is not emitted.
+    pub null_aware: bool,
+    /// Output: the left input's columns, then the right input's (a semi or anti join: the
+    /// left input's only).
     pub schema: SchemaRef,
     /// The key equalities and the two time columns as the query names them, for EXPLAIN.
     pub keys_sql: Vec<String>,
@@ -103,7 +122,7 @@ impl JoinNode {
         let Some(b) = &self.interval else {
             let held = |side: usize| match self.bounded[1 - side] {
                 true => "until the other input ends",
-                false => "for ever (table.exec.state.ttl bounds them)",
+                false => "for ever",
             };
             return format!(
                 "Join: {} keys=[{}]{filter} state=left rows {}, right rows {}",

@@ -1,4 +1,4 @@
-//! Joins of two streams on equal keys, INNER, LEFT, RIGHT or FULL: interval joins (event
+//! Joins of two streams on equal keys, INNER, LEFT, RIGHT, FULL, SEMI or ANTI: interval joins (event
 //! times within bounds of each other, `right.ts - left.ts` in `[lower, upper]`) and regular
 //! joins (no time condition).
 //!
@@ -14,6 +14,9 @@
 //! unmatched row of an outer side is emitted NULL-padded when it is freed. So results depend
 //! neither on batching nor on how the inputs interleave (`docs/semantics.md`).
 //!
+//! A semi join emits a left row once, when it first matches; an anti join emits the left rows
+//! that never matched, when they go (as an outer join's unmatched rows, without NULLs).
+//!
 //! Both time columns stay event-time columns in the output; the output watermark is the
 //! smaller input watermark held back by the larger bound, so no joined row is late downstream.
 
@@ -21,7 +24,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows};
 
@@ -57,6 +60,9 @@ pub struct IntervalJoinOperator {
     delay: i64,
     converter: RowConverter,
     filter: Option<PhysExpr>,
+    null_aware: bool,
+    /// Both inputs' columns: what the filter reads.
+    pair_schema: SchemaRef,
     schema: SchemaRef,
     wms: [i64; 2],
     out_wm: i64,
@@ -99,14 +105,18 @@ impl IntervalJoinOperator {
                 },
             ],
             sides: [
-                JoinSide::new(left, b"L", node.kind.keeps_unmatched(0)),
-                JoinSide::new(right, b"R", node.kind.keeps_unmatched(1)),
+                JoinSide::new(left.clone(), b"L", node.kind.tracks_matches(0)),
+                JoinSide::new(right.clone(), b"R", node.kind.tracks_matches(1)),
             ],
             bounds: b.map(|b| (b.lower_ns, b.upper_ns)),
             window: node.window,
             delay: b.map_or(0, |b| b.output_delay_ns()),
             converter: key_converter(&types)?,
             filter: node.filter.clone(),
+            null_aware: node.null_aware,
+            pair_schema: Arc::new(Schema::new(
+                [left.fields().to_vec(), right.fields().to_vec()].concat(),
+            )),
             schema: node.schema.clone(),
             wms: [WATERMARK_MIN; 2],
             out_wm: WATERMARK_MIN,
@@ -192,7 +202,7 @@ impl IntervalJoinOperator {
             0 => [own, other.columns().to_vec()].concat(),
             _ => [other.columns().to_vec(), own].concat(),
         };
-        let joined = RecordBatch::try_new(self.schema.clone(), cols)?;
+        let joined = RecordBatch::try_new(self.pair_schema.clone(), cols)?;
         let Some(f) = &self.filter else {
             return Ok((joined, vec![true; pairs.len()]));
         };
@@ -208,8 +218,15 @@ impl IntervalJoinOperator {
         Ok((filter_record_batch(&joined, &mask)?, keep))
     }
 
-    /// Rows of input `side` with NULLs for the other input's columns.
+    /// Rows of input `side` with NULLs for the other input's columns (a semi or anti join's
+    /// left rows as they are).
     fn padded(&self, side: usize, own: RecordBatch) -> Result<RecordBatch> {
+        if !self.kind.emits_pairs() {
+            return Ok(RecordBatch::try_new(
+                self.schema.clone(),
+                own.columns().to_vec(),
+            )?);
+        }
         let n = own.num_rows();
         let nulls: Vec<ArrayRef> = self.inputs[1 - side]
             .schema
@@ -246,7 +263,7 @@ impl IntervalJoinOperator {
         let other_wm = self.wms[1 - side];
         let outer = self.kind.keeps_unmatched(side);
         let mut keep = Vec::new();
-        let mut alone = if outer {
+        let mut alone = if outer && !self.null_aware {
             probe.null_key.clone()
         } else {
             vec![]
@@ -273,6 +290,30 @@ impl IntervalJoinOperator {
         let was: Vec<bool> = keep.iter().map(|i| matched[*i as usize]).collect();
         let held = take_rows(batch, &keep)?;
         self.sides[side].hold(held, &keys, &times, &expires, &was, &self.metrics)
+    }
+
+    /// A semi join's left rows that matched for the first time: those of an incoming left
+    /// batch with a match, or the held left rows an incoming right batch matched.
+    fn emit_semi(
+        &self,
+        side: usize,
+        batch: &RecordBatch,
+        matched: &[bool],
+        newly: &[(u32, u32)],
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let rows = match side {
+            0 => {
+                let idx: Vec<u32> = (0..matched.len() as u32)
+                    .filter(|i| matched[*i as usize])
+                    .collect();
+                take_rows(batch, &idx)?
+            }
+            _ => self.sides[0].rows.gather(newly)?,
+        };
+        let rows = self.padded(0, rows)?;
+        self.emit(rows, out);
+        Ok(())
     }
 
     /// Input `other`'s rows that can go at watermark `wm`: freed, and the unmatched ones of an
@@ -375,13 +416,23 @@ impl Operator for IntervalJoinOperator {
         let mut matched = vec![false; b.num_rows()];
         if !pairs.is_empty() {
             let (joined, keep) = self.joined(side, &b.batch, &pairs)?;
+            let mut newly = Vec::new();
             for (p, k) in pairs.iter().zip(keep) {
                 if k {
                     matched[p.0 as usize] = true;
-                    self.sides[1 - side].set_matched(p.1, p.2);
+                    if self.sides[1 - side].set_matched(p.1, p.2) {
+                        newly.push((p.1, p.2));
+                    }
                 }
             }
-            self.emit(joined, out);
+            match self.kind {
+                JoinKind::Semi => self.emit_semi(side, &b.batch, &matched, &newly, out)?,
+                JoinKind::Anti => {}
+                _ => {
+                    let cols = joined.columns().to_vec();
+                    self.emit(RecordBatch::try_new(self.schema.clone(), cols)?, out);
+                }
+            }
         }
         self.hold(side, &b.batch, &probe, &matched, out)
     }

@@ -125,16 +125,19 @@ impl JoinSide {
         self.push_key(key.as_ref(), time, slot, row, expires);
     }
 
-    /// Row `row` of `slot` matched a row of the other input.
-    pub fn set_matched(&mut self, slot: u32, row: u32) {
+    /// Row `row` of `slot` matched a row of the other input: whether it had not before (only
+    /// a side that remembers matches can tell; others say false).
+    pub fn set_matched(&mut self, slot: u32, row: u32) -> bool {
         let Some(m) = self.matched.as_mut() else {
-            return;
+            return false;
         };
-        if let Some(bit) = m.get_mut(&slot).and_then(|b| b.get_mut(row as usize)) {
-            if !*bit {
+        match m.get_mut(&slot).and_then(|b| b.get_mut(row as usize)) {
+            Some(bit) if !*bit => {
                 *bit = true;
                 self.matched_dirty.insert(slot);
+                true
             }
+            _ => false,
         }
     }
 

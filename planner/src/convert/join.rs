@@ -10,7 +10,9 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Join, LogicalPlan, Operator};
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Expr, ExprSchemable, Join, LogicalPlan, Operator,
+};
 
 use super::window_join::window_bounds;
 use super::{Converted, Converter, Role};
@@ -69,12 +71,16 @@ impl Converter<'_> {
             None => regular_join_checks(kind, bounded).map(|_| Default::default())?,
         };
         let (left_keys, right_keys) = self.join_keys(j, &on)?;
+        let pair_schema = j.left.schema().join(j.right.schema())?;
         let filter = match conjunction(rest) {
-            Some(f) => Some(self.phys(&f, &j.schema)?),
+            Some(f) => Some(self.phys(&f, &pair_schema)?),
             None => None,
         };
         let mut roles = kept_roles(left.roles, interval.is_some() || bounded[1]);
-        roles.extend(kept_roles(right.roles, interval.is_some() || bounded[0]));
+        if kind.emits_pairs() {
+            roles.extend(kept_roles(right.roles, interval.is_some() || bounded[0]));
+        }
+        let null_aware = null_aware(j, &on)?;
         let node = StreamNode::Join(JoinNode {
             left: Box::new(left.node),
             right: Box::new(right.node),
@@ -85,6 +91,7 @@ impl Converter<'_> {
             window: window.is_some(),
             bounded,
             filter,
+            null_aware,
             schema: Arc::new(j.schema.as_arrow().clone()),
             keys_sql: on.iter().map(|(l, r)| format!("{l} = {r}")).collect(),
             times_sql,
@@ -162,21 +169,37 @@ fn time_condition(
     Ok((interval, rest))
 }
 
+/// Whether a `NOT IN` (a null-aware anti join) must drop left rows with a NULL key. A NULL
+/// among the subquery's keys would empty the whole result, which a stream cannot take back:
+/// such a subquery must have a key that cannot be NULL.
+fn null_aware(j: &Join, on: &[(Expr, Expr)]) -> Result<bool> {
+    if !j.null_aware {
+        return Ok(false);
+    }
+    for (_, r) in on {
+        if r.nullable(j.right.schema())? {
+            return Err(PlanError::unsupported(
+                "NOT IN over a stream whose subquery column can be NULL (one NULL would empty \
+                 the whole result)",
+                "Use NOT EXISTS, or declare the subquery's column NOT NULL",
+            ));
+        }
+    }
+    Ok(true)
+}
+
 fn join_kind(t: JoinType) -> Result<JoinKind> {
     Ok(match t {
         JoinType::Inner => JoinKind::Inner,
         JoinType::Left => JoinKind::Left,
         JoinType::Right => JoinKind::Right,
         JoinType::Full => JoinKind::Full,
+        JoinType::LeftSemi => JoinKind::Semi,
+        JoinType::LeftAnti => JoinKind::Anti,
         other => {
-            let what = match other {
-                JoinType::LeftAnti | JoinType::RightAnti => "an anti join (NOT IN, NOT EXISTS)",
-                _ => "a semi join (IN, EXISTS)",
-            };
             return Err(PlanError::unsupported(
-                format!("{what} does not run as a stream yet"),
-                "Join the rows instead (an INNER join on the keys, then DISTINCT), or use a \
-                 LEFT join and keep the rows whose match IS NULL",
+                format!("a {other} join does not run as a stream yet"),
+                "Write it as IN/EXISTS (or NOT IN/NOT EXISTS) on the other table",
             ));
         }
     })
