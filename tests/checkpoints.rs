@@ -147,6 +147,7 @@ recover!(hop_group);
 recover!(join_interval_inner);
 recover!(join_static_dimension);
 recover!(join_window_tvf);
+recover!(over_range_avg);
 recover!(hop_tvf);
 recover!(late_rows_dropped);
 recover!(session_group);

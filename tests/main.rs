@@ -24,7 +24,8 @@
 //! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
 //! - `upserts`: rows leaving an updating result (HAVING, WHERE, top-N) become tombstones.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
-//! - `joins`: interval joins (INNER, LEFT, RIGHT, FULL), their late rows, refused joins.
+//! - `joins`: interval, window, regular, semi and anti joins, their late rows, refused joins.
+//! - `over`: OVER aggregates (RANGE and ROWS frames), their late rows, refused OVER windows.
 
 mod common;
 
@@ -43,6 +44,7 @@ mod late_data;
 mod latency;
 mod metrics_values;
 mod observability;
+mod over;
 mod queries;
 mod shell;
 mod sql_examples;

@@ -22,6 +22,7 @@ use crate::table_sources::{StreamTableSource, WindowTvfSource};
 use crate::window_spec::WindowSpec;
 
 mod join;
+mod over;
 mod updating;
 mod window_join;
 
@@ -94,6 +95,7 @@ impl<'a> Converter<'a> {
             LogicalPlan::Union(u) => self.union(&u.inputs, plan),
             LogicalPlan::Join(j) => self.join(j),
             LogicalPlan::Window(w) if self.pending_rank.is_some() => self.rank(w),
+            LogicalPlan::Window(w) => self.over(w),
             other => Err(unsupported(other)),
         }
     }
@@ -394,10 +396,6 @@ fn unsupported(plan: &LogicalPlan) -> PlanError {
         ),
         LogicalPlan::Limit(_) => ("LIMIT on an unbounded stream", "Remove the LIMIT"),
         LogicalPlan::Join(_) => ("joins", "Joins are not supported yet; pre-join the data upstream"),
-        LogicalPlan::Window(_) => (
-            "OVER windows",
-            "Use a window table function (TUMBLE/HOP/CUMULATE/SESSION) with GROUP BY",
-        ),
         LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
             ("VALUES inside a streaming query", "Read from a table")
         }

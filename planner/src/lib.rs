@@ -15,6 +15,7 @@ mod group_window;
 pub mod interval;
 pub mod join_plan;
 pub mod options;
+pub mod over_plan;
 pub mod query;
 pub mod source_columns;
 pub mod stream_plan;

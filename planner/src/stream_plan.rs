@@ -13,6 +13,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::TableDef;
 pub use crate::join_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime};
+pub use crate::over_plan::{OverFrame, OverNode};
 use crate::window_spec::{format_duration, WindowSpec};
 
 pub type PhysExpr = Arc<dyn PhysicalExpr>;
@@ -142,6 +143,7 @@ pub enum StreamNode {
         schema: SchemaRef,
     },
     Join(JoinNode),
+    Over(OverNode),
 }
 
 impl StreamNode {
@@ -155,6 +157,7 @@ impl StreamNode {
             StreamNode::GroupAggregate(a) => a.schema.clone(),
             StreamNode::Rank(r) => r.schema.clone(),
             StreamNode::Join(j) => j.schema.clone(),
+            StreamNode::Over(o) => o.schema.clone(),
         }
     }
 
@@ -168,6 +171,7 @@ impl StreamNode {
             StreamNode::Rank(r) => vec![&r.input],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::Join(j) => vec![&j.left, &j.right],
+            StreamNode::Over(o) => vec![&o.input],
         }
     }
 
@@ -181,6 +185,7 @@ impl StreamNode {
             StreamNode::Rank(r) => vec![&mut r.input],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::Join(j) => vec![&mut j.left, &mut j.right],
+            StreamNode::Over(o) => vec![&mut o.input],
         }
     }
 
@@ -244,6 +249,7 @@ impl StreamNode {
             StreamNode::Rank(r) => describe_rank(r),
             StreamNode::Union { .. } => "Union".to_string(),
             StreamNode::Join(j) => j.describe(),
+            StreamNode::Over(o) => o.describe(),
         }
     }
 
@@ -285,6 +291,7 @@ impl StreamNode {
             }
             StreamNode::GroupAggregate(_) => vec![],
             StreamNode::Join(j) => j.event_time_columns(),
+            StreamNode::Over(o) => o.input.event_time_columns(),
             StreamNode::Union { inputs, .. } => {
                 let Some(first) = inputs.first() else {
                     return vec![];

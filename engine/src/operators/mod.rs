@@ -7,6 +7,7 @@ pub mod groups;
 pub mod interval_join;
 mod join_side;
 pub mod key_index;
+pub mod over_aggregate;
 pub mod project;
 pub mod rank;
 pub mod retract;
