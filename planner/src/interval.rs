@@ -127,6 +127,26 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     parse_scaled(num, unit_ns)
 }
 
+/// A day-time interval or duration value in nanoseconds (`None` for other values, and for
+/// intervals with months, whose length varies).
+pub fn scalar_ns(v: &datafusion::common::ScalarValue) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    const DAY: i64 = 86_400_000_000_000;
+    match v {
+        ScalarValue::IntervalDayTime(Some(d)) => {
+            Some(i64::from(d.days) * DAY + i64::from(d.milliseconds) * 1_000_000)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(m)) if m.months == 0 => {
+            Some(i64::from(m.days) * DAY + m.nanoseconds)
+        }
+        ScalarValue::DurationSecond(Some(s)) => Some(s * 1_000_000_000),
+        ScalarValue::DurationMillisecond(Some(s)) => Some(s * 1_000_000),
+        ScalarValue::DurationMicrosecond(Some(s)) => Some(s * 1_000),
+        ScalarValue::DurationNanosecond(Some(s)) => Some(*s),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
-use datafusion::common::{JoinType, ScalarValue};
+use datafusion::common::JoinType;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, ExprSchemable, Join, LogicalPlan, Operator,
@@ -412,17 +412,5 @@ fn term(e: &Expr, j: &Join, units: &[Vec<Option<TimeUnit>>; 2]) -> Option<TimeTe
 /// A constant day-time interval in nanoseconds.
 fn interval_ns(e: &Expr) -> Option<i64> {
     let Expr::Literal(v, _) = e else { return None };
-    match v {
-        ScalarValue::IntervalDayTime(Some(d)) => {
-            Some(i64::from(d.days) * 86_400_000_000_000 + i64::from(d.milliseconds) * 1_000_000)
-        }
-        ScalarValue::IntervalMonthDayNano(Some(m)) if m.months == 0 => {
-            Some(i64::from(m.days) * 86_400_000_000_000 + m.nanoseconds)
-        }
-        ScalarValue::DurationSecond(Some(s)) => Some(s * 1_000_000_000),
-        ScalarValue::DurationMillisecond(Some(s)) => Some(s * 1_000_000),
-        ScalarValue::DurationMicrosecond(Some(s)) => Some(s * 1_000),
-        ScalarValue::DurationNanosecond(Some(s)) => Some(*s),
-        _ => None,
-    }
+    crate::interval::scalar_ns(v)
 }

@@ -210,21 +210,9 @@ fn over_frame(f: &WindowFrame) -> Result<OverFrame> {
             ScalarValue::UInt64(Some(n)) => Ok(OverFrame::Rows(*n)),
             _ => Err(bad("with a ROWS bound that is not a number")),
         },
-        WindowFrameUnits::Range => interval_ns(start)
+        WindowFrameUnits::Range => crate::interval::scalar_ns(start)
             .map(OverFrame::Range)
             .ok_or_else(|| bad("with a RANGE bound that is not a day-time interval")),
         WindowFrameUnits::Groups => Err(bad("in GROUPS")),
-    }
-}
-
-fn interval_ns(v: &ScalarValue) -> Option<i64> {
-    match v {
-        ScalarValue::IntervalDayTime(Some(d)) => {
-            Some(i64::from(d.days) * 86_400_000_000_000 + i64::from(d.milliseconds) * 1_000_000)
-        }
-        ScalarValue::IntervalMonthDayNano(Some(m)) if m.months == 0 => {
-            Some(i64::from(m.days) * 86_400_000_000_000 + m.nanoseconds)
-        }
-        _ => None,
     }
 }
