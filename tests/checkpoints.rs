@@ -146,6 +146,7 @@ recover!(filter_project_no_window);
 recover!(hop_group);
 recover!(join_interval_inner);
 recover!(join_static_dimension);
+recover!(join_temporal_versioned);
 recover!(join_window_tvf);
 recover!(over_range_avg);
 recover!(hop_tvf);

@@ -234,3 +234,29 @@ async fn semi_and_anti_joins_emit_left_rows_once() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_temporal_join_takes_the_version_valid_at_each_rows_time() {
+    // Versions of `a` from 11 s and from 40 s: the row at 30 s gets the one from 11 s, the row
+    // at 10 s none (LEFT keeps it with NULLs), whatever the batching.
+    let query = |kind: &str| {
+        format!(
+            "SELECT t.k AS tk, t.ts AS t_ts, e.k AS ek, e.ts AS e_ts
+             FROM t {kind} JOIN e FOR SYSTEM_TIME AS OF t.ts ON t.k = e.k;"
+        )
+    };
+    let found = row(Some("a"), Some(30), Some("a"), Some(11));
+    let lone = [
+        row(Some("a"), Some(10), None, None),
+        row(Some("b"), Some(20), None, None),
+    ];
+    for (kind, want) in [
+        ("INNER", vec![found.clone()]),
+        ("LEFT", [vec![found.clone()], lone.to_vec()].concat()),
+    ] {
+        let sql = script(&format!("temporal-{kind}"), T, E, &query(kind));
+        for batch in [1, 4096] {
+            assert_same_rows(kind, &run_query(&sql, batch).await, &want);
+        }
+    }
+}

@@ -23,6 +23,7 @@ use crate::window_spec::WindowSpec;
 
 mod join;
 mod over;
+mod temporal_join;
 mod updating;
 mod window_join;
 
@@ -58,6 +59,8 @@ pub struct Converter<'a> {
     windows: Vec<WindowInfo>,
     /// A rank filter (`rn <= N`) waiting for the window node it limits.
     pending_rank: Option<updating::RankLimit>,
+    /// Tables read `FOR SYSTEM_TIME AS OF` (temporal joins), by the name they go by.
+    temporal: Vec<crate::temporal::TemporalRef>,
 }
 
 impl<'a> Converter<'a> {
@@ -68,7 +71,13 @@ impl<'a> Converter<'a> {
             emit,
             windows: vec![],
             pending_rank: None,
+            temporal: Vec::new(),
         }
+    }
+
+    /// The query's `FOR SYSTEM_TIME AS OF` clauses.
+    pub fn set_temporal(&mut self, refs: Vec<crate::temporal::TemporalRef>) {
+        self.temporal = refs;
     }
 
     pub fn convert(&mut self, plan: &LogicalPlan) -> Result<Converted> {

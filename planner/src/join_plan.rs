@@ -166,6 +166,46 @@ impl JoinNode {
     }
 }
 
+/// An event-time temporal join: each left row with the right row of its key that was valid at
+/// the left row's time (the newest version at or before it).
+#[derive(Debug, Clone)]
+pub struct TemporalJoinNode {
+    pub left: Box<StreamNode>,
+    /// The versions: each row is a version of its key from its time on.
+    pub right: Box<StreamNode>,
+    /// INNER or LEFT.
+    pub kind: JoinKind,
+    pub left_keys: Vec<PhysExpr>,
+    pub right_keys: Vec<PhysExpr>,
+    /// The left time the version is looked up at, and the versions' time.
+    pub left_time: JoinTime,
+    pub right_time: JoinTime,
+    /// The rest of the ON condition, over both inputs' columns.
+    pub filter: Option<PhysExpr>,
+    /// Output: the left input's columns, then the right input's.
+    pub schema: SchemaRef,
+    pub keys_sql: Vec<String>,
+    /// `t.ts` of `FOR SYSTEM_TIME AS OF t.ts`.
+    pub time_sql: String,
+}
+
+impl TemporalJoinNode {
+    /// The EXPLAIN line.
+    pub fn describe(&self) -> String {
+        let filter = match &self.filter {
+            Some(f) => format!(" filter={f}"),
+            None => String::new(),
+        };
+        format!(
+            "TemporalJoin: {} keys=[{}] as of {}{filter} emits=each left row once the versions' \
+             watermark passes it state=per key the versions newer than the watermark, and one",
+            self.kind,
+            self.keys_sql.join(", "),
+            self.time_sql
+        )
+    }
+}
+
 fn signed_duration(ns: i64) -> String {
     match ns {
         0 => "0".to_string(),

@@ -20,6 +20,7 @@ pub mod query;
 pub mod source_columns;
 pub mod stream_plan;
 pub mod table_sources;
+pub mod temporal;
 pub mod tokens;
 pub mod tvf;
 pub mod types;

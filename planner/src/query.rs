@@ -180,7 +180,7 @@ impl Planner {
         let ctx = QueryContext::new(self, catalog);
         let plan = ctx.plan_tokens(q.tokens.clone(), q.location)?;
         let logical = self
-            .state
+            .optimizer_for(&ctx)
             .optimize(&plan)
             .map_err(|e| located(e, q.location))?;
         if !reads_tables(&logical) {
@@ -192,6 +192,7 @@ impl Planner {
         let emit = emit_config(settings).map_err(|m| PlanError::plan(m, q.location))?;
         let mut conv =
             crate::convert::Converter::new(&self.state, session_time_zone(settings), emit);
+        conv.set_temporal(ctx.temporal.take());
         let mut converted = conv.convert(&logical).map_err(|e| e.at(q.location))?;
         crate::check::check_plan(&converted.node).map_err(|e| e.at(q.location))?;
         crate::convert::prune_rank_output(&mut converted.node, None);
@@ -214,6 +215,23 @@ impl Planner {
                 warnings,
             }),
         })
+    }
+
+    /// The session that optimises a query: a temporal join's versioned input keeps every
+    /// column (its event time is needed even when the query does not select it), so such a
+    /// query is optimised without pruning columns.
+    fn optimizer_for(&self, ctx: &QueryContext) -> std::borrow::Cow<'_, SessionState> {
+        if ctx.temporal.borrow().is_empty() {
+            return std::borrow::Cow::Borrowed(&self.state);
+        }
+        let rules = optimizer_rules()
+            .into_iter()
+            .filter(|r| r.name() != "optimize_projections")
+            .collect();
+        let state = SessionStateBuilder::new_from_existing(self.state.clone())
+            .with_optimizer_rules(rules)
+            .build();
+        std::borrow::Cow::Owned(state)
     }
 
     /// Plan a query given as text.
@@ -301,6 +319,8 @@ struct QueryContext<'a> {
     planner: &'a Planner,
     catalog: &'a Catalog,
     tvfs: RefCell<HashMap<String, TvfCall>>,
+    /// The `FOR SYSTEM_TIME AS OF` clauses of the query and the views it reads.
+    temporal: RefCell<Vec<crate::temporal::TemporalRef>>,
 }
 
 impl<'a> QueryContext<'a> {
@@ -309,10 +329,13 @@ impl<'a> QueryContext<'a> {
             planner,
             catalog,
             tvfs: RefCell::new(HashMap::new()),
+            temporal: RefCell::new(Vec::new()),
         }
     }
 
     fn plan_tokens(&self, tokens: Vec<TokenWithSpan>, at: Location) -> Result<LogicalPlan> {
+        let (tokens, temporal) = crate::temporal::strip_system_time(tokens)?;
+        self.temporal.borrow_mut().extend(temporal);
         let (tokens, calls) = rewrite_tvfs(tokens)?;
         let names = tokens.clone();
         let mut query = parser_for(tokens)

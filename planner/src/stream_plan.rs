@@ -12,7 +12,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::TableDef;
-pub use crate::join_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime};
+pub use crate::join_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime, TemporalJoinNode};
 pub use crate::over_plan::{OverFrame, OverNode};
 use crate::window_spec::{format_duration, WindowSpec};
 
@@ -143,6 +143,7 @@ pub enum StreamNode {
         schema: SchemaRef,
     },
     Join(JoinNode),
+    TemporalJoin(TemporalJoinNode),
     Over(OverNode),
 }
 
@@ -157,6 +158,7 @@ impl StreamNode {
             StreamNode::GroupAggregate(a) => a.schema.clone(),
             StreamNode::Rank(r) => r.schema.clone(),
             StreamNode::Join(j) => j.schema.clone(),
+            StreamNode::TemporalJoin(j) => j.schema.clone(),
             StreamNode::Over(o) => o.schema.clone(),
         }
     }
@@ -171,6 +173,7 @@ impl StreamNode {
             StreamNode::Rank(r) => vec![&r.input],
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::Join(j) => vec![&j.left, &j.right],
+            StreamNode::TemporalJoin(j) => vec![&j.left, &j.right],
             StreamNode::Over(o) => vec![&o.input],
         }
     }
@@ -185,6 +188,7 @@ impl StreamNode {
             StreamNode::Rank(r) => vec![&mut r.input],
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::Join(j) => vec![&mut j.left, &mut j.right],
+            StreamNode::TemporalJoin(j) => vec![&mut j.left, &mut j.right],
             StreamNode::Over(o) => vec![&mut o.input],
         }
     }
@@ -249,6 +253,7 @@ impl StreamNode {
             StreamNode::Rank(r) => describe_rank(r),
             StreamNode::Union { .. } => "Union".to_string(),
             StreamNode::Join(j) => j.describe(),
+            StreamNode::TemporalJoin(j) => j.describe(),
             StreamNode::Over(o) => o.describe(),
         }
     }
@@ -291,6 +296,7 @@ impl StreamNode {
             }
             StreamNode::GroupAggregate(_) => vec![],
             StreamNode::Join(j) => j.event_time_columns(),
+            StreamNode::TemporalJoin(j) => j.left.event_time_columns(),
             StreamNode::Over(o) => o.input.event_time_columns(),
             StreamNode::Union { inputs, .. } => {
                 let Some(first) = inputs.first() else {

@@ -387,7 +387,7 @@ fn event_times(batch: &RecordBatch, time: Option<&JoinTime>) -> Result<(Vec<i64>
 }
 
 /// Rows `idx` of `batch`.
-fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
+pub(crate) fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
     let idx = UInt32Array::from_iter_values(idx.iter().copied());
     let cols = batch
         .columns()

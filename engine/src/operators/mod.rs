@@ -14,6 +14,7 @@ pub mod retract;
 pub mod session_aggregate;
 mod session_rows;
 pub mod spill;
+pub mod temporal_join;
 pub mod window_aggregate;
 pub mod window_assign;
 pub mod window_updates;

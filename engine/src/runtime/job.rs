@@ -360,6 +360,9 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
         StreamNode::Join(j) => Box::new(operators::interval_join::IntervalJoinOperator::new(
             j, metrics,
         )?),
+        StreamNode::TemporalJoin(j) => Box::new(
+            operators::temporal_join::TemporalJoinOperator::new(j, metrics)?,
+        ),
         StreamNode::Over(o) => Box::new(operators::over_aggregate::OverAggregateOperator::new(o)?),
         StreamNode::Source(_) | StreamNode::Union { .. } => {
             return Err(EngineError::Internal("not an operator node".into()))

@@ -47,6 +47,10 @@ impl Converter<'_> {
                 "Join on equal keys, e.g. ON a.sensor_id = b.sensor_id",
             ));
         }
+        if let Some(t) = self.temporal_ref(j) {
+            let rest = conjuncts.into_iter().cloned().collect();
+            return self.temporal_join(j, kind, &on, rest, &t);
+        }
         let left = self.convert(&j.left)?;
         let right = self.convert(&j.right)?;
         if left.node.is_updating() || right.node.is_updating() {
@@ -99,7 +103,7 @@ impl Converter<'_> {
         Ok(Converted { node, roles })
     }
 
-    fn join_keys(
+    pub(super) fn join_keys(
         &self,
         j: &Join,
         on: &[(Expr, Expr)],
