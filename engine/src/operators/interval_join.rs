@@ -24,12 +24,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows};
 
-use super::groups::key_converter;
 use super::join_side::{JoinSide, RestoredRow};
+use super::rows::{keys_converter, mask, own_watermark, pair_schema, take_rows};
 use super::session_rows::Restored;
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
@@ -84,11 +84,6 @@ impl IntervalJoinOperator {
     pub fn new(node: &JoinNode, metrics: Arc<JobMetrics>) -> Result<Self> {
         let left = node.left.schema();
         let right = node.right.schema();
-        let types = node
-            .left_keys
-            .iter()
-            .map(|k| Ok(k.data_type(&left)?))
-            .collect::<Result<Vec<_>>>()?;
         let b = node.interval.as_ref();
         Ok(Self {
             kind: node.kind,
@@ -111,12 +106,10 @@ impl IntervalJoinOperator {
             bounds: b.map(|b| (b.lower_ns, b.upper_ns)),
             window: node.window,
             delay: b.map_or(0, |b| b.output_delay_ns()),
-            converter: key_converter(&types)?,
+            converter: keys_converter(&node.left_keys, &left)?,
             filter: node.filter.clone(),
             null_aware: node.null_aware,
-            pair_schema: Arc::new(Schema::new(
-                [left.fields().to_vec(), right.fields().to_vec()].concat(),
-            )),
+            pair_schema: pair_schema(&left, &right),
             schema: node.schema.clone(),
             wms: [WATERMARK_MIN; 2],
             out_wm: WATERMARK_MIN,
@@ -145,10 +138,7 @@ impl IntervalJoinOperator {
             null_key: Vec::new(),
         };
         for (i, ok) in valid.iter().enumerate() {
-            let own = match &b.row_watermarks {
-                Some(w) if w.is_valid(i) => w.value(i).max(self.wms[side]),
-                _ => self.wms[side],
-            };
+            let own = own_watermark(b, i, self.wms[side]);
             if !ok {
                 continue;
             }
@@ -206,12 +196,7 @@ impl IntervalJoinOperator {
         let Some(f) = &self.filter else {
             return Ok((joined, vec![true; pairs.len()]));
         };
-        let mask = f.evaluate(&joined)?.into_array(joined.num_rows())?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::BooleanArray>()
-            .ok_or_else(|| EngineError::Internal("join filter is not boolean".into()))?
-            .clone();
+        let mask = mask(f, &joined)?;
         let keep = (0..mask.len())
             .map(|i| mask.is_valid(i) && mask.value(i))
             .collect();
@@ -384,17 +369,6 @@ fn event_times(batch: &RecordBatch, time: Option<&JoinTime>) -> Result<(Vec<i64>
     let times = raw.iter().map(|v| to_ns(*v, time.unit)).collect();
     let valid = (0..ts.len()).map(|i| ts.is_valid(i)).collect();
     Ok((times, valid))
-}
-
-/// Rows `idx` of `batch`.
-pub(crate) fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
-    let idx = UInt32Array::from_iter_values(idx.iter().copied());
-    let cols = batch
-        .columns()
-        .iter()
-        .map(|c| take(c, &idx, None))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
 
 impl Operator for IntervalJoinOperator {

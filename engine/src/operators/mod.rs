@@ -11,6 +11,7 @@ pub mod over_aggregate;
 pub mod project;
 pub mod rank;
 pub mod retract;
+mod rows;
 pub mod session_aggregate;
 mod session_rows;
 pub mod spill;

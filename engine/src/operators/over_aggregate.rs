@@ -24,7 +24,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use super::groups::key_converter;
+use super::rows::{keys_converter, mask, own_watermark};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch, WATERMARK_MIN};
@@ -90,16 +90,6 @@ impl OverAggregateOperator {
     /// The operator for `node`.
     pub fn new(node: &OverNode) -> Result<Self> {
         let input_schema = node.input.schema();
-        let types = node
-            .partition
-            .iter()
-            .map(|k| Ok(k.data_type(&input_schema)?))
-            .collect::<Result<Vec<_>>>()?;
-        let types = if types.is_empty() {
-            vec![datafusion::arrow::datatypes::DataType::Boolean]
-        } else {
-            types
-        };
         Ok(Self {
             partition: node.partition.clone(),
             time_index: node.time_index,
@@ -107,7 +97,7 @@ impl OverAggregateOperator {
             frame: node.frame,
             aggregates: node.aggregates.clone(),
             filters: node.filters.clone(),
-            converter: key_converter(&types)?,
+            converter: keys_converter(&node.partition, &input_schema)?,
             index: HashMap::default(),
             parts: Vec::new(),
             pending: Vec::new(),
@@ -164,14 +154,10 @@ impl OverAggregateOperator {
                 .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
                 .collect::<Result<Vec<ArrayRef>>>()?;
             if let Some(f) = f {
-                let mask = f.evaluate(batch)?.into_array(n)?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| EngineError::Internal("FILTER is not boolean".into()))?;
+                let mask = mask(f, batch)?;
                 args = args
                     .iter()
-                    .map(|c| Ok(filter(c, mask)?))
+                    .map(|c| Ok(filter(c, &mask)?))
                     .collect::<Result<Vec<_>>>()?;
             }
             out.push(args);
@@ -308,10 +294,7 @@ impl Operator for OverAggregateOperator {
         let ts = b.batch.column(self.time_index);
         let keep: Vec<bool> = (0..times.len())
             .map(|i| {
-                let own = match &b.row_watermarks {
-                    Some(w) if w.is_valid(i) => w.value(i).max(self.watermark),
-                    _ => self.watermark,
-                };
+                let own = own_watermark(&b, i, self.watermark);
                 ts.is_valid(i) && times[i] > own
             })
             .collect();

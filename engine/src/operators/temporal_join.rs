@@ -13,11 +13,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 
-use super::groups::key_converter;
+use super::rows::{keys_converter, mask, own_watermark, pair_schema, take_rows};
 use super::session_rows::SessionRows;
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
@@ -69,20 +69,13 @@ impl TemporalJoinOperator {
     pub fn new(node: &TemporalJoinNode, metrics: Arc<JobMetrics>) -> Result<Self> {
         let left = node.left.schema();
         let right = node.right.schema();
-        let types = node
-            .left_keys
-            .iter()
-            .map(|k| Ok(k.data_type(&left)?))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             left_outer: node.kind == JoinKind::Left,
             keys: [node.left_keys.clone(), node.right_keys.clone()],
             times: [node.left_time.clone(), node.right_time.clone()],
-            converter: key_converter(&types)?,
+            converter: keys_converter(&node.left_keys, &left)?,
             filter: node.filter.clone(),
-            pair_schema: Arc::new(Schema::new(
-                [left.fields().to_vec(), right.fields().to_vec()].concat(),
-            )),
+            pair_schema: pair_schema(&left, &right),
             versions: SessionRows::with_prefix(right.clone(), b"V"),
             left_schema: left,
             right_schema: right,
@@ -107,10 +100,7 @@ impl TemporalJoinOperator {
         let times: Vec<i64> = raw.iter().map(|v| to_ns(*v, t.unit)).collect();
         let mut keep = Vec::with_capacity(times.len());
         for (i, time) in times.iter().enumerate() {
-            let own = match &b.row_watermarks {
-                Some(w) if w.is_valid(i) => w.value(i).max(self.wms[side]),
-                _ => self.wms[side],
-            };
+            let own = own_watermark(b, i, self.wms[side]);
             let late = ts.is_valid(i) && *time <= own;
             self.late += u64::from(late);
             keep.push(ts.is_valid(i) && !late);
@@ -207,7 +197,7 @@ impl TemporalJoinOperator {
 
     fn joined(&self, batch: &RecordBatch, pairs: &[(u32, Version)]) -> Result<RecordBatch> {
         let idx: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-        let own = super::interval_join::take_rows(batch, &idx)?;
+        let own = take_rows(batch, &idx)?;
         let picks: Vec<(u32, u32)> = pairs.iter().map(|p| (p.1.slot, p.1.row)).collect();
         let other = self.versions.gather(&picks)?;
         let cols = [own.columns().to_vec(), other.columns().to_vec()].concat();
@@ -218,15 +208,11 @@ impl TemporalJoinOperator {
         let Some(f) = &self.filter else {
             return Ok(BooleanArray::from(vec![true; joined.num_rows()]));
         };
-        let mask = f.evaluate(joined)?.into_array(joined.num_rows())?;
-        mask.as_any()
-            .downcast_ref::<BooleanArray>()
-            .cloned()
-            .ok_or_else(|| EngineError::Internal("join filter is not boolean".into()))
+        mask(f, joined)
     }
 
     fn padded(&self, batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
-        let own = super::interval_join::take_rows(batch, idx)?;
+        let own = take_rows(batch, idx)?;
         let nulls: Vec<ArrayRef> = self
             .right_schema
             .fields()
