@@ -51,15 +51,7 @@ impl Converter<'_> {
             let rest = conjuncts.into_iter().cloned().collect();
             return self.temporal_join(j, kind, &on, rest, &t);
         }
-        let left = self.convert(&j.left)?;
-        let right = self.convert(&j.right)?;
-        if left.node.is_updating() || right.node.is_updating() {
-            return Err(PlanError::unsupported(
-                "a join of an updating input (a GROUP BY without a window, a deduplication or a \
-                 top-N)",
-                "Join the raw rows, then aggregate",
-            ));
-        }
+        let (left, right) = self.join_inputs(j)?;
         let window = window_bounds(j, &on, &left.node, &right.node);
         let (interval, rest) = match window.clone() {
             Some(w) => (Some(w), conjuncts.into_iter().cloned().collect()),
@@ -75,11 +67,7 @@ impl Converter<'_> {
             None => regular_join_checks(kind, bounded).map(|_| Default::default())?,
         };
         let (left_keys, right_keys) = self.join_keys(j, &on)?;
-        let pair_schema = j.left.schema().join(j.right.schema())?;
-        let filter = match conjunction(rest) {
-            Some(f) => Some(self.phys(&f, &pair_schema)?),
-            None => None,
-        };
+        let filter = self.pair_filter(j, rest)?;
         let mut roles = kept_roles(left.roles, interval.is_some() || bounded[1]);
         if kind.emits_pairs() {
             roles.extend(kept_roles(right.roles, interval.is_some() || bounded[0]));
@@ -101,6 +89,29 @@ impl Converter<'_> {
             times_sql,
         });
         Ok(Converted { node, roles })
+    }
+
+    /// Both inputs of a join, which must be append-only.
+    fn join_inputs(&mut self, j: &Join) -> Result<(Converted, Converted)> {
+        let left = self.convert(&j.left)?;
+        let right = self.convert(&j.right)?;
+        if left.node.is_updating() || right.node.is_updating() {
+            return Err(PlanError::unsupported(
+                "a join of an updating input (a GROUP BY without a window, a deduplication or a \
+                 top-N)",
+                "Join the raw rows, then aggregate",
+            ));
+        }
+        Ok((left, right))
+    }
+
+    /// The rest of a join's condition, bound to both inputs' columns.
+    pub(super) fn pair_filter(&self, j: &Join, rest: Vec<Expr>) -> Result<Option<super::PhysExpr>> {
+        let pair_schema = j.left.schema().join(j.right.schema())?;
+        match conjunction(rest) {
+            Some(f) => Ok(Some(self.phys(&f, &pair_schema)?)),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn join_keys(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Column;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, Join, LogicalPlan};
 
 use super::{Converted, Converter, Role};
@@ -46,11 +45,7 @@ impl Converter<'_> {
         let left_time = as_of_column(j, &left, t)?;
         let (versions, right_time) = versions(right)?;
         let (left_keys, right_keys) = self.join_keys(j, on)?;
-        let pair = j.left.schema().join(j.right.schema())?;
-        let filter = match conjunction(rest) {
-            Some(f) => Some(self.phys(&f, &pair)?),
-            None => None,
-        };
+        let filter = self.pair_filter(j, rest)?;
         let mut roles = left.roles;
         roles.extend(std::iter::repeat_n(
             Role::Plain,
