@@ -137,3 +137,35 @@ async fn over_windows_that_cannot_run_as_a_stream_say_why() {
         assert!(err.contains(want), "{query}: {err}");
     }
 }
+
+#[tokio::test]
+async fn collecting_aggregates_in_over_frames_and_windows() {
+    let rows = rows_of(
+        "collect",
+        "SELECT k, ts, ARRAY_AGG(v) OVER w AS vs, COUNT(DISTINCT v) FILTER (WHERE v > 1) OVER w AS d
+         FROM t WINDOW w AS (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW);",
+    )
+    .await;
+    let r = |k: &str, s: u32, vs: &[i64], d: i64| json!({"k": k, "ts": at(s), "vs": vs, "d": d});
+    let want = [
+        r("a", 0, &[1], 0),
+        r("a", 10, &[1, 2], 1),
+        r("a", 20, &[2, 3], 2),
+        r("a", 20, &[3, 5], 2),
+        r("a", 40, &[5, 4], 2),
+        r("b", 5, &[10], 1),
+    ];
+    assert_same_rows("collect over", &rows, &want);
+    // In a window the row at 30 s is not late: its minute has not fired yet.
+    let sql = script(
+        "collect-window",
+        ROWS,
+        "SELECT LISTAGG(k, ';') AS ks, ARRAY_AGG(v ORDER BY v DESC) AS vs
+         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+         GROUP BY window_start, window_end;",
+    );
+    let want = [json!({"ks": "a;b;a;a;a;a;a", "vs": [100, 10, 5, 4, 3, 2, 1]})];
+    for batch in [1, 4096] {
+        assert_same_rows("collect window", &run_query(&sql, batch).await, &want);
+    }
+}

@@ -145,6 +145,10 @@ impl Planner {
         for f in crate::functions::flink_functions() {
             let _ = state.register_udf(f);
         }
+        // Flink's LISTAGG(x, separator) is DataFusion's STRING_AGG.
+        if let Some(f) = state.aggregate_functions().get("string_agg").cloned() {
+            let _ = state.register_udaf(Arc::new((*f).clone().with_aliases(["listagg"])));
+        }
         Self { state }
     }
 

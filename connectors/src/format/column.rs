@@ -53,6 +53,11 @@ enum Data {
         zone: Option<Tz>,
     },
     Binary(BinaryArray),
+    /// An ARRAY (a list): in JSON an array of its elements, elsewhere Arrow's display.
+    List {
+        offsets: Vec<usize>,
+        values: Box<Column>,
+    },
     /// Anything else, rendered by Arrow's display; `number` says whether JSON leaves it bare.
     Other {
         array: ArrayRef,
@@ -106,6 +111,22 @@ impl Column {
                 zone: column_zone.as_ref().map(|_| tz.unwrap_or(Tz::UTC)),
             },
             D::Binary | D::LargeBinary | D::BinaryView => Data::Binary(cast_to(array, &D::Binary)?),
+            D::List(_) => {
+                let list = array.as_list::<i32>();
+                let offsets = list.value_offsets().iter().map(|o| *o as usize).collect();
+                Data::List {
+                    offsets,
+                    values: Box::new(Column::new(list.values(), tz)?),
+                }
+            }
+            D::LargeList(_) => {
+                let list = array.as_list::<i64>();
+                let offsets = list.value_offsets().iter().map(|o| *o as usize).collect();
+                Data::List {
+                    offsets,
+                    values: Box::new(Column::new(list.values(), tz)?),
+                }
+            }
             _ => Data::Other {
                 array: array.clone(),
                 number: false,
@@ -150,6 +171,17 @@ impl Column {
                 quoted(style, out, |o| write_timestamp(v, *unit, *zone, o))
             }
             Data::Binary(a) => write_binary(a.value(row), style, out),
+            Data::List { offsets, values } if style == Style::Json => {
+                out.push('[');
+                for (n, i) in (offsets[row]..offsets[row + 1]).enumerate() {
+                    if n > 0 {
+                        out.push(',');
+                    }
+                    values.write(i, style, out);
+                }
+                out.push(']');
+            }
+            Data::List { .. } => write_other(&self.array, row, false, style, out),
             Data::Other { array, number } => write_other(array, row, *number, style, out),
         }
     }

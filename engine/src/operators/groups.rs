@@ -35,7 +35,7 @@ impl AggregateSet {
         let mut out = Vec::with_capacity(self.aggregates.len());
         for (agg, filter) in self.aggregates.iter().zip(&self.filters) {
             let mut args = Vec::new();
-            for e in agg.expressions() {
+            for e in input_exprs(agg) {
                 args.push(e.evaluate(batch)?.into_array(n)?);
             }
             let filter = match filter {
@@ -46,6 +46,15 @@ impl AggregateSet {
         }
         Ok(out)
     }
+}
+
+/// What an aggregate's accumulator is given: its arguments, then its ORDER BY expressions (an
+/// order-sensitive aggregate such as `ARRAY_AGG(x ORDER BY y)` orders by those itself).
+pub(crate) fn input_exprs(
+    agg: &datafusion::physical_expr::aggregate::AggregateFunctionExpr,
+) -> Vec<weir_planner::stream_plan::PhysExpr> {
+    let all = agg.all_expressions();
+    [all.args, all.order_by_exprs].concat()
 }
 
 fn to_bool(a: ArrayRef) -> Result<BooleanArray> {

@@ -148,8 +148,7 @@ impl OverAggregateOperator {
         let n = batch.num_rows();
         let mut out = Vec::with_capacity(self.aggregates.len());
         for (a, f) in self.aggregates.iter().zip(&self.filters) {
-            let mut args = a
-                .expressions()
+            let mut args = super::groups::input_exprs(a)
                 .iter()
                 .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
                 .collect::<Result<Vec<ArrayRef>>>()?;

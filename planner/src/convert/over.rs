@@ -139,7 +139,7 @@ impl Converter<'_> {
             .aggregate
             .create_sliding_accumulator()
             .is_ok_and(|a| a.supports_retract_batch());
-        if !slides || p.distinct {
+        if !slides {
             return Err(PlanError::unsupported(
                 format!(
                     "{}{}() over a sliding OVER frame",
