@@ -70,3 +70,37 @@ async fn main_example_matches_a_hand_computed_window() {
     let max = first.iter().cloned().fold(f64::MIN, f64::max);
     assert_eq!(row["max_temp"].as_f64().unwrap(), max);
 }
+
+#[tokio::test]
+async fn meter_theft_flags_the_bypassed_meters_only_while_they_report_connected() {
+    let sql = absolutize_paths(
+        &std::fs::read_to_string(root().join("sql-examples/meter_theft.sql")).unwrap(),
+        &root(),
+    );
+    // The data bypasses m-003 from 01:20 to 01:50 and m-007 from 01:35 to 02:20; m-007
+    // reports itself disconnected from 01:40 to 02:00.
+    for batch in [7, 8192] {
+        let rows = run_query(&sql, batch).await;
+        let minute = |r: &serde_json::Value| r["window_end"].as_str().unwrap()[11..16].to_string();
+        let of = |m: &str| -> Vec<String> {
+            rows.iter()
+                .filter(|r| r["meter_id"] == m)
+                .map(minute)
+                .collect()
+        };
+        assert_eq!(
+            of("m-003").len() + of("m-007").len(),
+            rows.len(),
+            "{rows:?}"
+        );
+        assert!(of("m-003")
+            .iter()
+            .all(|t| ("01:21".."01:51").contains(&t.as_str())));
+        let m7 = of("m-007");
+        assert!(m7.contains(&"01:40".to_string()) && m7.contains(&"02:01".to_string()));
+        assert!(
+            !m7.iter().any(|t| ("01:41".."02:01").contains(&t.as_str())),
+            "flagged while disconnected: {m7:?}"
+        );
+    }
+}

@@ -222,15 +222,16 @@ impl Planner {
     }
 
     /// The session that optimises a query: a temporal join's versioned input keeps every
-    /// column (its event time is needed even when the query does not select it), so such a
-    /// query is optimised without pruning columns.
+    /// column (its event time is needed even when the query does not select it) and no
+    /// condition on the joined rows may move into it (it would drop versions, not rows), so
+    /// such a query is optimised without pruning columns or pushing filters down.
     fn optimizer_for(&self, ctx: &QueryContext) -> std::borrow::Cow<'_, SessionState> {
         if ctx.temporal.borrow().is_empty() {
             return std::borrow::Cow::Borrowed(&self.state);
         }
         let rules = optimizer_rules()
             .into_iter()
-            .filter(|r| r.name() != "optimize_projections")
+            .filter(|r| !["optimize_projections", "push_down_filter"].contains(&r.name()))
             .collect();
         let state = SessionStateBuilder::new_from_existing(self.state.clone())
             .with_optimizer_rules(rules)

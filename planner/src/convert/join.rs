@@ -169,6 +169,9 @@ fn time_condition(
     conjuncts: Vec<&Expr>,
 ) -> Result<(Option<IntervalBounds>, Vec<Expr>)> {
     let units = inputs.map(time_units);
+    if let Some(b) = equal_times(j, &units) {
+        return Ok((Some(b), conjuncts.into_iter().cloned().collect()));
+    }
     let mut bounds = Bounds::default();
     let (mut rest, mut bounding) = (Vec::new(), Vec::new());
     for c in conjuncts {
@@ -201,6 +204,28 @@ fn null_aware(j: &Join, on: &[(Expr, Expr)]) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Equal event times of the two inputs among the join's keys (`BETWEEN x AND x` becomes one):
+/// an interval join with bounds `[0, 0]`, whose state the watermark frees.
+fn equal_times(j: &Join, units: &[Vec<Option<TimeUnit>>; 2]) -> Option<IntervalBounds> {
+    j.on.iter().find_map(|(l, r)| {
+        let (l, r) = (term(l, j, units)?, term(r, j, units)?);
+        let (l, r) = if l.side == 0 { (l, r) } else { (r, l) };
+        if l.side == r.side || l.offset_ns != 0 || r.offset_ns != 0 {
+            return None;
+        }
+        let time = |side: usize, index: usize| JoinTime {
+            index,
+            unit: units[side][index].unwrap_or(TimeUnit::Millisecond),
+        };
+        Some(IntervalBounds {
+            left: time(0, l.time),
+            right: time(1, r.time),
+            lower_ns: 0,
+            upper_ns: 0,
+        })
+    })
 }
 
 fn join_kind(t: JoinType) -> Result<JoinKind> {
