@@ -122,7 +122,7 @@ impl JoinNode {
         let Some(b) = &self.interval else {
             let held = |side: usize| match self.bounded[1 - side] {
                 true => "until the other input ends",
-                false => "for ever",
+                false => "until table.exec.state.ttl drops them (for ever without it)",
             };
             return format!(
                 "Join: {} keys=[{}]{filter} state=left rows {}, right rows {}",

@@ -75,7 +75,11 @@ pub fn state_ttl(settings: &Settings) -> std::result::Result<Option<i64>, String
 }
 
 fn state_warnings(node: &StreamNode, settings: &Settings) -> Vec<String> {
-    let keyed = |n: &StreamNode| matches!(n, StreamNode::GroupAggregate(_) | StreamNode::Rank(_));
+    let keyed = |n: &StreamNode| match n {
+        StreamNode::GroupAggregate(_) | StreamNode::Rank(_) => true,
+        StreamNode::Join(j) => j.interval.is_none() && j.bounded.contains(&false),
+        _ => false,
+    };
     fn any(n: &StreamNode, f: &dyn Fn(&StreamNode) -> bool) -> bool {
         f(n) || n.children().into_iter().any(|c| any(c, f))
     }

@@ -29,6 +29,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows};
 
 use super::join_side::{JoinSide, RestoredRow};
+use super::key_index::Clock;
 use super::rows::{keys_converter, mask, own_watermark, pair_schema, take_rows};
 use super::session_rows::Restored;
 use super::window_aggregate::key_arrays;
@@ -80,12 +81,17 @@ struct Probe {
 }
 
 impl IntervalJoinOperator {
-    /// The operator for `node`.
-    pub fn new(node: &JoinNode, metrics: Arc<JobMetrics>) -> Result<Self> {
+    /// The operator for `node`; a regular join's input whose rows no watermark frees (the other
+    /// input does not end) drops them `ttl_ms` of processing time after they came, when set.
+    pub fn new(
+        node: &JoinNode,
+        metrics: Arc<JobMetrics>,
+        ttl: Option<(u64, Clock)>,
+    ) -> Result<Self> {
         let left = node.left.schema();
         let right = node.right.schema();
         let b = node.interval.as_ref();
-        Ok(Self {
+        let mut op = Self {
             kind: node.kind,
             inputs: [
                 Input {
@@ -115,7 +121,22 @@ impl IntervalJoinOperator {
             out_wm: WATERMARK_MIN,
             late: 0,
             metrics,
-        })
+        };
+        for side in 0..2 {
+            if let (None, false, Some((ms, clock))) = (&node.interval, node.bounded[1 - side], ttl)
+            {
+                op.sides[side].set_ttl(ms, clock);
+            }
+        }
+        Ok(op)
+    }
+
+    /// Rows held longer than the TTL go (silently: their side never emits unmatched rows).
+    fn drop_idle(&mut self) {
+        for side in &mut self.sides {
+            let gone = side.drop_idle();
+            side.release(&gone);
+        }
     }
 
     /// When a row of input `side` at `time` can go: the other input's watermark from which no
@@ -385,6 +406,7 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn process_input(&mut self, side: usize, b: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.drop_idle();
         let probe = self.probe(side, &b)?;
         let pairs = self.pairs(side, &probe);
         let mut matched = vec![false; b.num_rows()];
@@ -416,6 +438,7 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn on_input_watermark(&mut self, side: usize, wm: i64, out: &mut Vec<Message>) -> Result<()> {
+        self.drop_idle();
         if wm <= self.wms[side] {
             return Ok(());
         }
@@ -446,8 +469,10 @@ impl Operator for IntervalJoinOperator {
     }
 
     fn counts(&self) -> EventCounts {
+        let dropped: u64 = self.sides.iter().map(|s| s.dropped()).sum();
         EventCounts {
             late_rows: Some(self.late),
+            expired_keys: (self.bounds.is_none()).then_some(dropped),
             ..Default::default()
         }
     }

@@ -14,12 +14,13 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::Row;
 
+use super::key_index::Clock;
 use super::session_rows::{bitmap, unbitmap, Restored, SessionRows};
 use crate::error::Result;
 use crate::observe::metrics::JobMetrics;
@@ -65,6 +66,17 @@ pub(crate) struct JoinSide {
     /// Which rows of each slot matched; only for a side whose unmatched rows are emitted.
     matched: Option<HashMap<u32, Vec<bool>>>,
     matched_dirty: BTreeSet<u32>,
+    /// A processing-time TTL (`table.exec.state.ttl`) for a side no watermark frees.
+    idle: Option<Idle>,
+}
+
+/// Rows in the order they were held, for a processing-time TTL.
+struct Idle {
+    ttl_ms: u64,
+    clock: Clock,
+    /// (held at, key id, slot, row), oldest first.
+    arrivals: VecDeque<(u64, u32, u32, u32)>,
+    dropped: u64,
 }
 
 impl JoinSide {
@@ -81,7 +93,62 @@ impl JoinSide {
             expiry: BinaryHeap::new(),
             matched: outer.then(HashMap::new),
             matched_dirty: BTreeSet::new(),
+            idle: None,
         }
+    }
+
+    /// Drop rows `ttl_ms` of processing time (read from `clock`) after they were held: for a
+    /// side whose rows no watermark frees (a regular join with an unbounded other input).
+    pub fn set_ttl(&mut self, ttl_ms: u64, clock: Clock) {
+        self.idle = Some(Idle {
+            ttl_ms,
+            clock,
+            arrivals: VecDeque::new(),
+            dropped: 0,
+        });
+    }
+
+    /// Rows dropped by the TTL so far.
+    pub fn dropped(&self) -> u64 {
+        self.idle.as_ref().map_or(0, |i| i.dropped)
+    }
+
+    /// Take the rows held longer than the TTL; they stay readable until [`JoinSide::release`].
+    pub fn drop_idle(&mut self) -> Vec<Gone> {
+        let Some(idle) = self.idle.as_mut() else {
+            return Vec::new();
+        };
+        let now = (idle.clock)();
+        let mut by_key: BTreeMap<u32, BTreeSet<(u32, u32)>> = BTreeMap::new();
+        while let Some(&(at, id, slot, row)) = idle.arrivals.front() {
+            if at.saturating_add(idle.ttl_ms) > now {
+                break;
+            }
+            idle.arrivals.pop_front();
+            by_key.entry(id).or_default().insert((slot, row));
+        }
+        let mut gone = Vec::new();
+        for (id, rows) in by_key {
+            let list = &mut self.held[id as usize];
+            list.retain(|h| {
+                let stays = !rows.contains(&(h.slot, h.row));
+                if !stays {
+                    gone.push(Gone {
+                        slot: h.slot,
+                        row: h.row,
+                        matched: true,
+                    });
+                }
+                stays
+            });
+            if list.is_empty() {
+                let key = std::mem::take(&mut self.key_of[id as usize]);
+                self.index.remove(&key);
+                self.free.push(id);
+            }
+        }
+        idle.dropped += gone.len() as u64;
+        gone
     }
 
     /// Spill beyond `limit` bytes into `state`.
@@ -261,6 +328,69 @@ impl JoinSide {
             row,
             expires,
         });
-        self.expiry.push(Reverse((expires, id)));
+        match self.idle.as_mut() {
+            Some(idle) => idle.arrivals.push_back(((idle.clock)(), id, slot, row)),
+            None => self.expiry.push(Reverse((expires, id))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::operators::groups::key_converter;
+
+    static NOW: AtomicU64 = AtomicU64::new(0);
+
+    fn clock() -> u64 {
+        NOW.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_ttl_drops_rows_held_too_long_and_their_keys() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)]));
+        let mut side = JoinSide::new(schema.clone(), b"L", false);
+        side.set_ttl(50, clock);
+        let converter = key_converter(&[DataType::Utf8]).unwrap();
+        let metrics = JobMetrics::default();
+        let mut hold = |keys: &[&str]| {
+            let col: ArrayRef = Arc::new(StringArray::from(keys.to_vec()));
+            let rows = converter
+                .convert_columns(std::slice::from_ref(&col))
+                .unwrap();
+            let batch = RecordBatch::try_new(schema.clone(), vec![col]).unwrap();
+            let keys: Vec<_> = rows.iter().collect();
+            let n = keys.len();
+            side.hold(
+                batch,
+                &keys,
+                &vec![0; n],
+                &vec![i64::MAX; n],
+                &vec![false; n],
+                &metrics,
+            )
+            .unwrap();
+        };
+        NOW.store(0, Ordering::Relaxed);
+        hold(&["a", "b"]);
+        NOW.store(40, Ordering::Relaxed);
+        hold(&["a"]);
+        NOW.store(60, Ordering::Relaxed);
+        let gone = side.drop_idle();
+        assert_eq!(gone.len(), 2, "the two rows held at 0");
+        side.release(&gone);
+        assert_eq!(side.keys(), 1, "`b` held nothing more and went");
+        assert_eq!(side.dropped(), 2);
+        NOW.store(100, Ordering::Relaxed);
+        let gone = side.drop_idle();
+        side.release(&gone);
+        assert_eq!((gone.len(), side.keys()), (1, 0));
+        assert_eq!(side.rows.memory_bytes(), 0, "every batch was released");
     }
 }

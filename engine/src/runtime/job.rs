@@ -358,7 +358,9 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
             clock,
         )?),
         StreamNode::Join(j) => Box::new(operators::interval_join::IntervalJoinOperator::new(
-            j, metrics,
+            j,
+            metrics,
+            ttl_ms(ctx.settings)?.map(|ms| (ms, clock as operators::key_index::Clock)),
         )?),
         StreamNode::TemporalJoin(j) => Box::new(
             operators::temporal_join::TemporalJoinOperator::new(j, metrics)?,
