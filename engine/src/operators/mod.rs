@@ -4,7 +4,7 @@ pub mod filter;
 pub mod group_aggregate;
 mod group_state;
 pub mod groups;
-pub mod interval_join;
+pub mod join;
 mod join_side;
 pub mod key_index;
 pub mod over_aggregate;

@@ -357,7 +357,7 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
             ttl_ms(ctx.settings)?,
             clock,
         )?),
-        StreamNode::Join(j) => Box::new(operators::interval_join::IntervalJoinOperator::new(
+        StreamNode::Join(j) => Box::new(operators::join::JoinOperator::new(
             j,
             metrics,
             ttl_ms(ctx.settings)?.map(|ms| (ms, clock as operators::key_index::Clock)),

@@ -49,8 +49,8 @@ struct Input {
     schema: SchemaRef,
 }
 
-/// An interval join of two streams.
-pub struct IntervalJoinOperator {
+/// A join of two streams (interval, window, regular, semi or anti).
+pub struct JoinOperator {
     kind: JoinKind,
     inputs: [Input; 2],
     sides: [JoinSide; 2],
@@ -80,7 +80,7 @@ struct Probe {
     null_key: Vec<u32>,
 }
 
-impl IntervalJoinOperator {
+impl JoinOperator {
     /// The operator for `node`; a regular join's input whose rows no watermark frees (the other
     /// input does not end) drops them `ttl_ms` of processing time after they came, when set.
     pub fn new(
@@ -343,7 +343,7 @@ impl IntervalJoinOperator {
     }
 }
 
-/// When a row of input `side` at `time` can go (see [`IntervalJoinOperator::expires`]), for
+/// When a row of input `side` at `time` can go (see [`JoinOperator::expires`]), for
 /// bounds `(lower, upper)`; a regular join's rows once the other input has ended.
 fn expires_at(side: usize, time: i64, bounds: Option<(i64, i64)>) -> i64 {
     match (bounds, side) {
@@ -392,7 +392,7 @@ fn event_times(batch: &RecordBatch, time: Option<&JoinTime>) -> Result<(Vec<i64>
     Ok((times, valid))
 }
 
-impl Operator for IntervalJoinOperator {
+impl Operator for JoinOperator {
     fn name(&self) -> &'static str {
         match (self.window, self.bounds) {
             (true, _) => "WindowJoin",
@@ -507,5 +507,5 @@ impl Operator for IntervalJoinOperator {
 }
 
 #[cfg(test)]
-#[path = "interval_join_tests.rs"]
+#[path = "join_tests.rs"]
 mod tests;

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use super::IntervalJoinOperator;
+use super::JoinOperator;
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 use crate::observe::metrics::JobMetrics;
 use crate::operator::Operator;
@@ -101,7 +101,7 @@ fn messages(batch: &RecordBatch, time: usize, size: usize) -> Vec<Message> {
 
 /// Feed `order` ((input, message) pairs) to a new operator; its rows as sorted text.
 fn run(node: &JoinNode, order: Vec<(usize, Message)>) -> Vec<String> {
-    let mut op = IntervalJoinOperator::new(node, Arc::new(JobMetrics::default()), None).unwrap();
+    let mut op = JoinOperator::new(node, Arc::new(JobMetrics::default()), None).unwrap();
     let mut out = Vec::new();
     for (side, m) in order {
         match m {
