@@ -132,12 +132,7 @@ async fn joins_that_do_not_run_as_a_stream_yet_say_so() {
         let g =
             "CREATE TABLE g (k STRING) WITH ('connector' = 'datagen', 'rows-per-second' = '1');";
         let sql = script("refused", T, E, &format!("{g} {query}"));
-        let engine = weir::Engine::new();
-        engine.set_quiet(true);
-        let err = match engine.query(&sql).await {
-            Ok(_) => panic!("{query} should be refused"),
-            Err(e) => e.to_string(),
-        };
+        let err = planning_error(&sql).await;
         assert!(err.contains(want), "{query}: {err}");
     }
 }

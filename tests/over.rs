@@ -128,12 +128,7 @@ async fn over_windows_that_cannot_run_as_a_stream_say_why() {
     ];
     for (query, want) in cases {
         let sql = script("refused", ROWS, query);
-        let engine = weir::Engine::new();
-        engine.set_quiet(true);
-        let err = match engine.query(&sql).await {
-            Ok(_) => panic!("{query} should be refused"),
-            Err(e) => e.to_string(),
-        };
+        let err = planning_error(&sql).await;
         assert!(err.contains(want), "{query}: {err}");
     }
 }

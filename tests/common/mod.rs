@@ -34,6 +34,16 @@ pub fn absolutize_paths(sql: &str, dir: &Path) -> String {
     out
 }
 
+/// The planning error of `sql` (a script ending in a query that must be refused).
+pub async fn planning_error(sql: &str) -> String {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    match engine.query(sql).await {
+        Ok(_) => panic!("{sql} should be refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Run a script whose last statement is a query; rows as JSON objects.
 pub async fn run_query(sql: &str, batch_size: usize) -> Vec<Value> {
     query_to_end(sql, batch_size).await.0

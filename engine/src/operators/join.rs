@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, UInt32Array};
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -30,8 +30,8 @@ use datafusion::arrow::row::{RowConverter, Rows};
 
 use super::join_side::{JoinSide, RestoredRow};
 use super::key_index::Clock;
-use super::rows::{keys_converter, mask, own_watermark, pair_schema, take_rows};
-use super::session_rows::Restored;
+use super::row_slots::Restored;
+use super::rows::{emit_at, keys_converter, mask, own_watermark, pair_schema, take_rows};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
@@ -249,11 +249,7 @@ impl JoinOperator {
 
     /// Send `batch` downstream, its rows under the current output watermark.
     fn emit(&self, batch: RecordBatch, out: &mut Vec<Message>) {
-        if batch.num_rows() == 0 {
-            return;
-        }
-        let wm = Int64Array::from_value(self.out_wm, batch.num_rows());
-        out.push(Message::Batch(StreamBatch::with_row_watermarks(batch, wm)));
+        emit_at(batch, self.out_wm, out);
     }
 
     /// Hold the rows of `probe` that may still match; emit now the unmatched rows of an outer

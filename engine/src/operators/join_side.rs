@@ -1,7 +1,7 @@
 //! One input of an interval join: the rows it holds, by key, until no row of the other input
 //! can match them any more.
 //!
-//! Rows are kept batch by batch in a [`SessionRows`] store (so checkpoints write each batch
+//! Rows are kept batch by batch in a [`RowSlots`] store (so checkpoints write each batch
 //! once, and beyond the memory limit the oldest batches spill to RocksDB). Each held row is
 //! listed under its key with its event time and the watermark of the other input at which it
 //! can go; a heap finds those rows for every key at once, so state is freed by watermark
@@ -21,7 +21,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::Row;
 
 use super::key_index::Clock;
-use super::session_rows::{bitmap, unbitmap, Restored, SessionRows};
+use super::row_slots::{bitmap, unbitmap, Restored, RowSlots};
 use crate::error::Result;
 use crate::observe::metrics::JobMetrics;
 use crate::state::{SharedState, StateBackend};
@@ -55,7 +55,7 @@ pub(crate) struct Gone {
 /// The rows of one join input.
 pub(crate) struct JoinSide {
     prefix: &'static [u8],
-    pub rows: SessionRows,
+    pub rows: RowSlots,
     index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// Held rows by key id; a key id is reused once its key holds nothing.
     held: Vec<Vec<Held>>,
@@ -85,7 +85,7 @@ impl JoinSide {
     pub fn new(schema: SchemaRef, prefix: &'static [u8], outer: bool) -> Self {
         Self {
             prefix,
-            rows: SessionRows::with_prefix(schema, prefix),
+            rows: RowSlots::with_prefix(schema, prefix),
             index: HashMap::default(),
             held: Vec::new(),
             key_of: Vec::new(),
@@ -129,25 +129,11 @@ impl JoinSide {
         }
         let mut gone = Vec::new();
         for (id, rows) in by_key {
-            let list = &mut self.held[id as usize];
-            list.retain(|h| {
-                let stays = !rows.contains(&(h.slot, h.row));
-                if !stays {
-                    gone.push(Gone {
-                        slot: h.slot,
-                        row: h.row,
-                        matched: true,
-                    });
-                }
-                stays
-            });
-            if list.is_empty() {
-                let key = std::mem::take(&mut self.key_of[id as usize]);
-                self.index.remove(&key);
-                self.free.push(id);
-            }
+            gone.extend(self.take_rows(id, |h| rows.contains(&(h.slot, h.row))));
         }
-        idle.dropped += gone.len() as u64;
+        if let Some(idle) = self.idle.as_mut() {
+            idle.dropped += gone.len() as u64;
+        }
         gone
     }
 
@@ -223,28 +209,36 @@ impl JoinSide {
         keys.dedup();
         let mut gone = Vec::new();
         for id in keys {
-            let list = &mut self.held[id as usize];
-            let matched = &self.matched;
-            list.retain(|h| {
-                if h.expires > watermark {
-                    return true;
-                }
-                let was = matched
-                    .as_ref()
-                    .and_then(|m| m.get(&h.slot)?.get(h.row as usize).copied())
-                    .unwrap_or(true);
-                gone.push(Gone {
-                    slot: h.slot,
-                    row: h.row,
-                    matched: was,
-                });
-                false
-            });
-            if list.is_empty() {
-                let key = std::mem::take(&mut self.key_of[id as usize]);
-                self.index.remove(&key);
-                self.free.push(id);
+            gone.extend(self.take_rows(id, |h| h.expires <= watermark));
+        }
+        gone
+    }
+
+    /// Take the rows of key `id` that `leaves` picks, with whether they matched; a key left
+    /// holding nothing is forgotten (its id is reused).
+    fn take_rows(&mut self, id: u32, leaves: impl Fn(&Held) -> bool) -> Vec<Gone> {
+        let list = &mut self.held[id as usize];
+        let matched = &self.matched;
+        let mut gone = Vec::new();
+        list.retain(|h| {
+            if !leaves(h) {
+                return true;
             }
+            let was = matched
+                .as_ref()
+                .and_then(|m| m.get(&h.slot)?.get(h.row as usize).copied())
+                .unwrap_or(true);
+            gone.push(Gone {
+                slot: h.slot,
+                row: h.row,
+                matched: was,
+            });
+            false
+        });
+        if list.is_empty() {
+            let key = std::mem::take(&mut self.key_of[id as usize]);
+            self.index.remove(&key);
+            self.free.push(id);
         }
         gone
     }

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
 use datafusion::arrow::compute::{concat_batches, filter, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -24,7 +24,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use super::rows::{keys_converter, mask, own_watermark};
+use super::rows::{emit_at, keys_converter, mask, own_watermark};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch, WATERMARK_MIN};
@@ -273,8 +273,7 @@ impl OverAggregateOperator {
             cols.push(datafusion::arrow::compute::cast(&arr, field.data_type())?);
         }
         let batch = RecordBatch::try_new(self.schema.clone(), cols)?;
-        let wm = Int64Array::from_value(self.watermark, batch.num_rows());
-        out.push(Message::Batch(StreamBatch::with_row_watermarks(batch, wm)));
+        emit_at(batch, self.watermark, out);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use datafusion::arrow::row::RowConverter;
 
 use super::groups::key_converter;
 use crate::error::{EngineError, Result};
-use crate::message::StreamBatch;
+use crate::message::{Message, StreamBatch};
 use weir_planner::stream_plan::PhysExpr;
 
 /// The row-format encoder of key expressions `keys` over `schema` (one constant key when
@@ -33,6 +33,15 @@ pub(crate) fn own_watermark(b: &StreamBatch, i: usize, operator: i64) -> i64 {
     match &b.row_watermarks {
         Some(w) if w.is_valid(i) => w.value(i).max(operator),
         _ => operator,
+    }
+}
+
+/// Send `batch` downstream (when it has rows), every row under watermark `wm`: the operator's
+/// output watermark before the rows, which none of them is at or below.
+pub(crate) fn emit_at(batch: RecordBatch, wm: i64, out: &mut Vec<Message>) {
+    if batch.num_rows() > 0 {
+        let wms = datafusion::arrow::array::Int64Array::from_value(wm, batch.num_rows());
+        out.push(Message::Batch(StreamBatch::with_row_watermarks(batch, wms)));
     }
 }
 

@@ -2,7 +2,7 @@
 //! `[first, last + gap)`; a row that bridges two sessions merges them.
 //!
 //! Rows are buffered per key (as references into the batches they arrived in, kept by
-//! [`super::session_rows`], which checkpoints them incrementally and spills them beyond the
+//! [`super::row_slots`], which checkpoints them incrementally and spills them beyond the
 //! memory limit) until their session fires (watermark >= end - 1 unit); then the session's rows
 //! are gathered with one `interleave` and aggregated in a single pass. A row is late when the
 //! session it would join (after merging) has already fired.
@@ -17,7 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows};
 
 use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
-use super::session_rows::SessionRows;
+use super::row_slots::RowSlots;
 use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol};
 use crate::error::Result;
 use crate::late::{LateContext, LateRows};
@@ -86,7 +86,7 @@ pub struct SessionAggregateOperator {
     time: TimeContext,
     keys: HashMap<Box<[u8]>, KeyState, foldhash::fast::RandomState>,
     /// The rows the open sessions hold.
-    rows: SessionRows,
+    rows: RowSlots,
     watermark: i64,
     schema: SchemaRef,
     input_schema: SchemaRef,
@@ -126,7 +126,7 @@ impl SessionAggregateOperator {
             gap,
             time,
             keys: HashMap::default(),
-            rows: SessionRows::new(node.input.schema()),
+            rows: RowSlots::new(node.input.schema()),
             watermark: i64::MIN,
             schema: node.schema.clone(),
             input_schema: node.input.schema(),

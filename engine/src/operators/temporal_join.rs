@@ -4,21 +4,21 @@
 //! A left row waits until the right (versions') watermark reaches its time, when every version
 //! that could be valid at it has arrived; it is then emitted once, with its version, or (LEFT)
 //! NULL-padded without one. Rows of either input at or below their own input's watermark are
-//! late: dropped and counted. Versions are kept per key in batch slots (`session_rows.rs`, so
+//! late: dropped and counted. Versions are kept per key in batch slots (`row_slots.rs`, so
 //! checkpoints write each batch once); a version older than the newest one at or below both
 //! watermarks can no longer be looked up and goes. Waiting left rows are checkpointed whole.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 
-use super::rows::{keys_converter, mask, own_watermark, pair_schema, take_rows};
-use super::session_rows::SessionRows;
+use super::row_slots::RowSlots;
+use super::rows::{emit_at, keys_converter, mask, own_watermark, pair_schema, take_rows};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
@@ -51,7 +51,7 @@ pub struct TemporalJoinOperator {
     right_schema: SchemaRef,
     pair_schema: SchemaRef,
     schema: SchemaRef,
-    versions: SessionRows,
+    versions: RowSlots,
     by_key: HashMap<Box<[u8]>, Vec<Version>, foldhash::fast::RandomState>,
     /// Keys holding more than one version (candidates for clean-up).
     crowded: BTreeSet<Box<[u8]>>,
@@ -76,7 +76,7 @@ impl TemporalJoinOperator {
             converter: keys_converter(&node.left_keys, &left)?,
             filter: node.filter.clone(),
             pair_schema: pair_schema(&left, &right),
-            versions: SessionRows::with_prefix(right.clone(), b"V"),
+            versions: RowSlots::with_prefix(right.clone(), b"V"),
             left_schema: left,
             right_schema: right,
             schema: node.schema.clone(),
@@ -224,10 +224,7 @@ impl TemporalJoinOperator {
     }
 
     fn emit(&self, batch: RecordBatch, out: &mut Vec<Message>) {
-        if batch.num_rows() > 0 {
-            let wm = Int64Array::from_value(self.out_wm, batch.num_rows());
-            out.push(Message::Batch(StreamBatch::with_row_watermarks(batch, wm)));
-        }
+        emit_at(batch, self.out_wm, out);
     }
 
     /// Split waiting rows into those due at the versions' watermark and the rest.

@@ -1,8 +1,9 @@
-//! The rows session windows hold until their session fires, kept batch by batch ("slots").
+//! Rows an operator holds, kept batch by batch ("slots"): the rows session windows hold until
+//! their session fires, a join's rows until no row of the other input can match them, a
+//! temporal join's versions.
 //!
-//! A session's aggregate needs every row it holds, so a session window buffers rows, not
-//! accumulators. Each input batch's kept rows form one slot; a row leaves its slot when its
-//! session fires, and a slot goes when its last row has left.
+//! Each input batch's kept rows form one slot; a row leaves its slot when the operator
+//! releases it, and a slot goes when its last row has left.
 //!
 //! Checkpoints are incremental: a slot's rows are written once (the first checkpoint after it
 //! arrived, or when it is spilled), and afterwards only which of its rows have left (a bitmap);
@@ -10,11 +11,12 @@
 //! the slots that changed since the last one, not the state size.
 //!
 //! Beyond the job's memory limit (`state.memory-limit`, checkpointing jobs only) the oldest
-//! slots move to the operator's RocksDB; a session that fires reads its spilled slots back.
+//! slots move to the operator's RocksDB and are read back when their rows are gathered.
+//! Several stores can share one backend, each under its own key prefix:
 //!
 //! ```text
-//! b/ <slot u32 BE>   the slot's rows (Arrow IPC, the operator's input columns)
-//! r/ <slot u32 BE>   bitmap of the slot's rows that have left (absent: none has)
+//! <prefix> b/ <slot u32 BE>   the slot's rows (Arrow IPC, the operator's input columns)
+//! <prefix> r/ <slot u32 BE>   bitmap of the slot's rows that have left (absent: none has)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -57,8 +59,8 @@ pub(crate) struct Restored {
     pub live: Vec<u32>,
 }
 
-/// The buffered rows of a session window operator.
-pub(crate) struct SessionRows {
+/// The rows an operator holds, by slot.
+pub(crate) struct RowSlots {
     schema: SchemaRef,
     /// Put before every key, so several stores can share one backend (a join's two sides).
     prefix: &'static [u8],
@@ -70,7 +72,7 @@ pub(crate) struct SessionRows {
     spill: Option<SpillTo>,
 }
 
-impl SessionRows {
+impl RowSlots {
     /// An empty store for rows of `schema`.
     pub fn new(schema: SchemaRef) -> Self {
         Self::with_prefix(schema, b"")
@@ -94,18 +96,18 @@ impl SessionRows {
         self.spill = Some(SpillTo { state, limit });
     }
 
-    /// Stop spilling until [`SessionRows::resume_spilling`]: while a restore holds the state
+    /// Stop spilling until [`RowSlots::resume_spilling`]: while a restore holds the state
     /// backend's lock, spilling (which takes it) must not happen.
     pub fn pause_spilling(&mut self) -> Option<SpillTo> {
         self.spill.take()
     }
 
-    /// Spill again, to what [`SessionRows::pause_spilling`] returned.
+    /// Spill again, to what [`RowSlots::pause_spilling`] returned.
     pub fn resume_spilling(&mut self, spill: Option<SpillTo>) {
         self.spill = spill;
     }
 
-    /// The id the next [`SessionRows::add`] gives its batch.
+    /// The id the next [`RowSlots::add`] gives its batch.
     pub fn next_slot(&self) -> u32 {
         self.next_slot
     }
@@ -304,7 +306,7 @@ impl SessionRows {
 }
 
 fn missing(slot: u32) -> EngineError {
-    EngineError::State(format!("session window rows of slot {slot} are missing"))
+    EngineError::State(format!("held rows of slot {slot} are missing"))
 }
 
 /// The backend key of `slot` under `kind` (rows or which rows left), after the store's prefix.
@@ -316,7 +318,7 @@ fn parse_slot(key: &[u8]) -> Result<u32> {
     key.get(2..6)
         .and_then(|b| b.try_into().ok())
         .map(u32::from_be_bytes)
-        .ok_or_else(|| EngineError::State("bad session rows key".into()))
+        .ok_or_else(|| EngineError::State("bad held rows key".into()))
 }
 
 pub(crate) fn bitmap(bits: &[bool]) -> Vec<u8> {
@@ -358,7 +360,7 @@ mod tests {
     #[test]
     fn a_checkpoint_writes_new_slots_once_then_only_which_rows_left() {
         let metrics = JobMetrics::default();
-        let mut rows = SessionRows::new(schema());
+        let mut rows = RowSlots::new(schema());
         let mut state = MemoryBackend::default();
         let a = rows.add(batch(&[1, 2, 3]), &metrics).unwrap();
         rows.snapshot(&mut state).unwrap();
@@ -384,13 +386,13 @@ mod tests {
     #[test]
     fn restore_gives_back_the_rows_still_held() {
         let metrics = JobMetrics::default();
-        let mut rows = SessionRows::new(schema());
+        let mut rows = RowSlots::new(schema());
         let mut state = MemoryBackend::default();
         let a = rows.add(batch(&[1, 2, 3]), &metrics).unwrap();
         let b = rows.add(batch(&[4]), &metrics).unwrap();
         rows.release(a, 0);
         rows.snapshot(&mut state).unwrap();
-        let mut again = SessionRows::new(schema());
+        let mut again = RowSlots::new(schema());
         let restored = again.restore(&state).unwrap();
         let live: Vec<(u32, Vec<u32>)> =
             restored.iter().map(|r| (r.slot, r.live.clone())).collect();
@@ -405,7 +407,7 @@ mod tests {
     #[test]
     fn beyond_the_limit_the_oldest_slots_spill_and_are_read_back() {
         let metrics = JobMetrics::default();
-        let mut rows = SessionRows::new(schema());
+        let mut rows = RowSlots::new(schema());
         let shared: SharedState = Arc::new(Mutex::new(Box::new(MemoryBackend::default())));
         rows.attach(shared.clone(), 1);
         let a = rows.add(batch(&[1, 2]), &metrics).unwrap();
@@ -413,7 +415,7 @@ mod tests {
         assert_eq!(rows.memory_bytes(), 0, "every slot is spilled");
         assert_eq!(JobMetrics::get(&metrics.spilled_windows), 2);
         assert_eq!(values(&rows.gather(&[(b, 0), (a, 1)]).unwrap()), vec![3, 2]);
-        let mut again = SessionRows::new(schema());
+        let mut again = RowSlots::new(schema());
         again.attach(shared.clone(), 1);
         let restored = again.restore(&**shared.lock().unwrap()).unwrap();
         assert_eq!(restored.len(), 2);
