@@ -1,7 +1,8 @@
 //! Joins through the engine: interval joins (INNER, LEFT, RIGHT and FULL with inclusive and
 //! strict bounds; late rows of either input dropped and counted), regular joins (INNER, and
-//! outer joins whose other input ends, append-only), and the joins that do not run as a
-//! stream yet refused with a hint.
+//! outer joins whose other input ends, append-only; changelog joins of an updating input or
+//! an unbounded one), temporal joins (an idle versioned side does not stall them), and the
+//! joins that do not run as a stream refused with a hint.
 
 use serde_json::{json, Value};
 
@@ -112,8 +113,10 @@ async fn a_late_row_of_either_input_is_dropped_and_counted() {
 async fn joins_that_do_not_run_as_a_stream_yet_say_so() {
     let cases = [
         (
-            "SELECT * FROM t LEFT JOIN g ON t.k = g.k;",
-            "LEFT join without time bounds whose right input does not end",
+            "SELECT * FROM (SELECT k, ts FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k
+               ORDER BY ts DESC) AS rn FROM t) WHERE rn = 1) AS d JOIN e
+             ON d.k = e.k AND e.ts BETWEEN d.ts AND d.ts + INTERVAL '1' SECOND;",
+            "interval or window join of an updating input",
         ),
         (
             "SELECT * FROM t JOIN e ON e.ts BETWEEN t.ts AND t.ts + INTERVAL '1' SECOND;",
@@ -168,6 +171,65 @@ async fn regular_joins_hold_rows_until_the_other_input_ends() {
             assert_eq!(job.late_rows(), 0, "a regular join drops no row as late");
         }
     }
+}
+
+#[tokio::test]
+async fn a_regular_join_of_an_updating_input_is_a_changelog_whose_table_is_the_join() {
+    // Counts per key of `t` (a: 2, b: 1) LEFT JOIN `e` (a at 11 s and 40 s, c at 21 s).
+    let sql = script(
+        "changelog",
+        T,
+        E,
+        "SELECT c.k, c.n, e.ts AS e_ts FROM (SELECT k, COUNT(*) AS n FROM t GROUP BY k) AS c
+         LEFT JOIN e ON c.k = e.k;",
+    );
+    let at = |s: u32| json!(format!("2024-01-01 00:00:{s:02}.000"));
+    let want = [
+        json!({"k": "a", "n": 2, "e_ts": at(11)}),
+        json!({"k": "a", "n": 2, "e_ts": at(40)}),
+        json!({"k": "b", "n": 1, "e_ts": null}),
+    ];
+    for batch in [1, 4096] {
+        let rows = run_query(&sql, batch).await;
+        assert!(is_changelog(&rows), "{rows:?}");
+        assert_same_rows("changelog join", &materialize(&rows), &want);
+    }
+}
+
+#[tokio::test]
+async fn an_outer_join_with_an_input_that_does_not_end_pads_its_rows_at_once() {
+    // `g` never ends (and its 5-letter keys never match): each row of `t` comes out
+    // NULL-padded at once, as a changelog's insert (a partner would delete it again: see
+    // `operators::changelog_join::tests`).
+    let g = "CREATE TABLE g (k STRING, n BIGINT) WITH ('connector' = 'datagen',
+       'rows-per-second' = '1000', 'fields.k.length' = '5', 'fields.n.min' = '1',
+       'fields.n.max' = '1');";
+    let sql = script(
+        "outer-unbounded",
+        T,
+        E,
+        &format!("{g} SELECT t.k, g.n FROM t LEFT JOIN g ON t.k = g.k;"),
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let mut stream = engine.query(&sql).await.unwrap();
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next_batch())
+        .await
+        .expect("the padded rows come at once")
+        .unwrap()
+        .unwrap();
+    let mut rows = to_json(&[batch], None);
+    while rows.len() < T.len() {
+        let more = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next_batch());
+        let batch = more.await.expect("every row of t").unwrap().unwrap();
+        rows.extend(to_json(&[batch], None));
+    }
+    assert!(is_changelog(&rows), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["op"] == "+I" && r["n"].is_null()),
+        "{rows:?}"
+    );
+    stream.job().cancel();
 }
 
 #[tokio::test]
@@ -254,4 +316,62 @@ async fn a_temporal_join_takes_the_version_valid_at_each_rows_time() {
             assert_same_rows(kind, &run_query(&sql, batch).await, &want);
         }
     }
+}
+
+#[tokio::test]
+async fn an_idle_versioned_side_does_not_stall_a_temporal_join() {
+    use crate::common::kafka::Broker;
+    let broker = Broker::start();
+    broker.create_topic("readings", 1).await;
+    broker.create_topic("offsets", 1).await;
+    let record = |json: String| (0, "s1".to_string(), json.into_bytes());
+    let readings: Vec<_> = [10, 20, 30]
+        .iter()
+        .map(|s| {
+            record(format!(
+                r#"{{"sensor":"s1","v":{s},"ts":"2024-01-01 00:00:{s:02}.000"}}"#
+            ))
+        })
+        .collect();
+    broker.produce("readings", &readings, 1).await;
+    let offset = r#"{"sensor":"s1","off":5,"ts":"2024-01-01 00:00:00.000"}"#;
+    broker.produce("offsets", &[record(offset.into())], 1).await;
+    let table = |name: &str, columns: &str, idle: &str| {
+        format!(
+            "CREATE TABLE {name} (sensor STRING, {columns}, ts TIMESTAMP(3),
+               WATERMARK FOR ts AS ts) WITH ('connector' = 'kafka', 'topic' = '{name}',
+               'properties.bootstrap.servers' = '{}', 'format' = 'json',
+               'scan.startup.mode' = 'earliest-offset'{idle});",
+            broker.bootstrap
+        )
+    };
+    let sql = format!(
+        "{} {} SELECT r.v, o.off FROM readings AS r
+           JOIN offsets FOR SYSTEM_TIME AS OF r.ts AS o ON r.sensor = o.sensor;",
+        table("readings", "v BIGINT", ""),
+        table(
+            "offsets",
+            "off BIGINT",
+            ", 'scan.watermark.idle-timeout' = '300 ms'"
+        ),
+    );
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let mut stream = engine.query(&sql).await.unwrap();
+    // The offsets never pass 00:00:00: without the idle timeout no reading would be joined.
+    let mut rows = Vec::new();
+    while rows.len() < 3 {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next_batch())
+            .await
+            .expect("the readings are joined once the offsets are idle")
+            .unwrap()
+            .unwrap();
+        rows.extend(to_json(&[batch], None));
+    }
+    let want: Vec<Value> = [10, 20, 30]
+        .iter()
+        .map(|v| json!({"v": v, "off": 5}))
+        .collect();
+    assert_same_rows("idle versions", &rows, &want);
+    stream.job().cancel();
 }

@@ -127,6 +127,57 @@ async fn a_session_windows_late_rows_reach_the_sink_table_of_a_query() {
     assert_eq!(late[0]["missed_window_end"], "2024-01-01 00:00:07.000");
 }
 
+/// A table named `name` (`k STRING, v BIGINT, ts TIMESTAMP(3)`, watermark `ts`) over `rows`
+/// written to `dir`.
+fn named_source(dir: &std::path::Path, name: &str, rows: &[(&str, u32)]) -> String {
+    let path = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&path, lines(rows)).unwrap();
+    source(&path).replacen("CREATE TABLE t ", &format!("CREATE TABLE {name} "), 1)
+}
+
+#[tokio::test]
+async fn late_rows_of_joins_and_over_aggregates_reach_the_late_data_sink() {
+    // On each input the row at 5 s (t) or 4 s (e) comes after 30 s: late on its own input.
+    let d = dir("joins");
+    let t = named_source(&d, "t", &[("a", 10), ("a", 30), ("a", 5)]);
+    let e = named_source(&d, "e", &[("a", 6), ("a", 31), ("a", 4)]);
+    let late = d.join("late.jsonl");
+    let sink = format!(
+        "CREATE TABLE late_rows {LATE_TABLE}
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         SET 'table.exec.late-data.sink' = 'late_rows';",
+        late.display()
+    );
+    let join = format!(
+        "{t} {e} {sink} SELECT t.v AS tv, e.v AS ev FROM t JOIN e ON t.k = e.k
+         AND e.ts BETWEEN t.ts - INTERVAL '5' SECOND AND t.ts + INTERVAL '5' SECOND;"
+    );
+    assert_eq!(run_query(&join, 1).await.len(), 2);
+    let mut rows = late_rows(&late);
+    rows.sort_by_key(|r| r["ts"].to_string());
+    let reason = "the row was at or below its input's watermark";
+    let got: Vec<(&Value, &Value, &Value)> = rows
+        .iter()
+        .map(|r| (&r["ts"], &r["late_reason"], &r["late_operator"]))
+        .collect();
+    let at = |s: &str| json!(format!("2024-01-01 00:00:0{s}.000"));
+    let (reason, op) = (json!(reason), json!("IntervalJoin"));
+    let want = [(at("4"), &reason, &op), (at("5"), &reason, &op)];
+    let want: Vec<(&Value, &Value, &Value)> = want.iter().map(|(a, b, c)| (a, *b, *c)).collect();
+    assert_eq!(got, want, "both inputs' late rows, with their own columns");
+
+    std::fs::remove_file(&late).unwrap();
+    let over = format!(
+        "{t} {sink} SELECT k, ts, COUNT(*) OVER (PARTITION BY k ORDER BY ts
+         RANGE BETWEEN INTERVAL '10' SECOND PRECEDING AND CURRENT ROW) AS n FROM t;"
+    );
+    assert_eq!(run_query(&over, 1).await.len(), 2);
+    let rows = late_rows(&late);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["ts"], at("5"));
+    assert_eq!(rows[0]["late_operator"], "OverAggregate");
+}
+
 #[tokio::test]
 async fn a_late_data_sink_that_does_not_exist_is_a_planning_error() {
     let d = dir("missing");

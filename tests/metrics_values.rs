@@ -312,6 +312,39 @@ async fn a_session_aggregation_counts_its_late_rows() {
 }
 
 #[tokio::test]
+async fn a_join_counts_rows_per_input_and_its_late_rows() {
+    let left = input(
+        "join-left",
+        &[at("a", 0, 10), at("a", 0, 30), at("a", 0, 5)],
+    );
+    let right = input("join-right", &[at("a", 0, 11), at("b", 0, 40)]);
+    let table = |name: &str, dir: &std::path::Path| {
+        format!(
+            "CREATE TABLE {name} (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');",
+            dir.join("input.jsonl").display()
+        )
+    };
+    let sql = format!(
+        "{} {} SELECT l.k, l.ts, r.ts FROM l JOIN r ON l.k = r.k
+         AND r.ts BETWEEN l.ts AND l.ts + INTERVAL '5' SECOND;",
+        table("l", &left),
+        table("r", &right)
+    );
+    let (_, s) = run_to_end(&sql, 1).await;
+    let mut per_input: Vec<(String, f64)> = s
+        .of(&metric::INPUT_ROWS)
+        .map(|x| (x.label("input").unwrap().to_string(), x.number()))
+        .collect();
+    per_input.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = vec![("left".to_string(), 3.0), ("right".to_string(), 2.0)];
+    assert_eq!(per_input, want, "{s:?}");
+    assert_eq!(op_value(&s, &metric::ROWS_IN, "IntervalJoin"), Some(5.0));
+    // 00:00:05 after 00:00:30 on the left input is late there.
+    assert_eq!(op_value(&s, &metric::LATE_ROWS, "IntervalJoin"), Some(1.0));
+}
+
+#[tokio::test]
 async fn expired_keys_are_counted_by_the_group_aggregation() {
     // `a`, then a second and a half of `b` (1000 records/s), then `a` again: `a` expires.
     let mut rows = vec![at("a", 0, 0)];

@@ -1,5 +1,5 @@
 //! OVER aggregates through the engine: RANGE and ROWS frames with every row of the same time
-//! in a RANGE frame, sliding MIN, STDDEV and FILTER, late rows dropped and counted, and the
+//! in a RANGE frame, sliding MIN, STDDEV, FIRST_VALUE, LAST_VALUE and FILTER, late rows dropped and counted, and the
 //! OVER windows that cannot run as a stream refused with a hint.
 
 use serde_json::{json, Value};
@@ -78,6 +78,28 @@ async fn a_range_frame_holds_every_row_of_the_same_time() {
         r("b", 5, 10, 1, 10, 10),
     ];
     assert_same_rows("range", &rows, &want);
+}
+
+#[tokio::test]
+async fn first_and_last_value_are_the_frames_first_and_last_rows() {
+    let rows = rows_of(
+        "first-last",
+        "SELECT k, ts, v, FIRST_VALUE(v) OVER w AS f, LAST_VALUE(v) OVER w AS l
+         FROM t WINDOW w AS (PARTITION BY k ORDER BY ts
+           RANGE BETWEEN INTERVAL '15' SECOND PRECEDING AND CURRENT ROW);",
+    )
+    .await;
+    let r = |k: &str, s: u32, v: i64, f: i64, l: i64| json!({"k": k, "ts": at(s), "v": v, "f": f, "l": l});
+    // Both rows at 20 s see the whole time's rows: the last is the one that came last (5).
+    let want = [
+        r("a", 0, 1, 1, 1),
+        r("a", 10, 2, 1, 2),
+        r("a", 20, 3, 2, 5),
+        r("a", 20, 5, 2, 5),
+        r("a", 40, 4, 4, 4),
+        r("b", 5, 10, 10, 10),
+    ];
+    assert_same_rows("first and last", &rows, &want);
 }
 
 #[tokio::test]

@@ -112,6 +112,20 @@ impl LateRows {
         Ok(())
     }
 
+    /// Count the rows `rows` of `input` as late and keep them (when collecting), for an
+    /// operator without windows: the missed window columns are NULL.
+    pub fn push_rows(&mut self, input: &RecordBatch, rows: &[u32], cx: &LateContext) -> Result<()> {
+        let missed: Vec<MissedWindow> = rows
+            .iter()
+            .map(|&row| MissedWindow {
+                row,
+                start: None,
+                end: None,
+            })
+            .collect();
+        self.push(input, &missed, cx)
+    }
+
     /// The rows kept since the last call.
     pub fn take(&mut self) -> Vec<RecordBatch> {
         std::mem::take(&mut self.batches)

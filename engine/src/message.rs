@@ -122,6 +122,9 @@ pub enum Message {
     Watermark(i64),
     /// A checkpoint barrier: everything before it belongs to that checkpoint.
     Barrier(Barrier),
+    /// The input has been quiet for its source's `'scan.watermark.idle-timeout'`: it holds no
+    /// watermark back until its next batch or watermark (see `runtime/idleness.rs`).
+    Idle,
     /// The input is finished; no message follows.
     EndOfStream,
 }

@@ -61,6 +61,8 @@ pub struct Converter<'a> {
     pending_rank: Option<updating::RankLimit>,
     /// Tables read `FOR SYSTEM_TIME AS OF` (temporal joins), by the name they go by.
     temporal: Vec<crate::temporal::TemporalRef>,
+    /// The query's hints (`STATE_TTL`).
+    hints: crate::hints::Hints,
 }
 
 impl<'a> Converter<'a> {
@@ -72,12 +74,18 @@ impl<'a> Converter<'a> {
             windows: vec![],
             pending_rank: None,
             temporal: Vec::new(),
+            hints: Default::default(),
         }
     }
 
     /// The query's `FOR SYSTEM_TIME AS OF` clauses.
     pub fn set_temporal(&mut self, refs: Vec<crate::temporal::TemporalRef>) {
         self.temporal = refs;
+    }
+
+    /// The query's hints.
+    pub fn set_hints(&mut self, hints: crate::hints::Hints) {
+        self.hints = hints;
     }
 
     pub fn convert(&mut self, plan: &LogicalPlan) -> Result<Converted> {

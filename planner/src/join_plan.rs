@@ -100,6 +100,12 @@ pub struct JoinNode {
     pub window: bool,
     /// Whether each input ends (a regular join's rows of the other input can then go).
     pub bounded: [bool; 2],
+    /// A regular join whose result is a changelog: an input updates, or an outer side's
+    /// other input does not end.
+    pub changelog: bool,
+    /// Each input's state TTL from a `/*+ STATE_TTL(..) */` hint (ns), over
+    /// `table.exec.state.ttl`.
+    pub state_ttl: [Option<i64>; 2],
     /// The rest of the ON condition, over the columns of both inputs (left's, then right's).
     pub filter: Option<PhysExpr>,
     /// `NOT IN`: a left row whose key is NULL is not emitted.
@@ -120,12 +126,26 @@ impl JoinNode {
             None => String::new(),
         };
         let Some(b) = &self.interval else {
-            let held = |side: usize| match self.bounded[1 - side] {
-                true => "until the other input ends",
-                false => "until table.exec.state.ttl drops them (for ever without it)",
+            let held = |side: usize| match (
+                self.bounded[1 - side] && !self.changelog,
+                self.state_ttl[side],
+            ) {
+                (true, _) => "until the other input ends".to_string(),
+                (false, Some(ns)) => format!(
+                    "until idle for {} (STATE_TTL hint)",
+                    crate::window_spec::format_duration(ns)
+                ),
+                (false, None) => {
+                    "until table.exec.state.ttl drops them (for ever without it)".into()
+                }
+            };
+            let emits = if self.changelog {
+                " emits=changelog"
+            } else {
+                ""
             };
             return format!(
-                "Join: {} keys=[{}]{filter} state=left rows {}, right rows {}",
+                "Join: {} keys=[{}]{filter}{emits} state=left rows {}, right rows {}",
                 self.kind,
                 self.keys_sql.join(", "),
                 held(0),

@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod error;
 pub mod functions;
 mod group_window;
+pub mod hints;
 pub mod interval;
 pub mod join_plan;
 pub mod options;

@@ -77,7 +77,12 @@ pub fn state_ttl(settings: &Settings) -> std::result::Result<Option<i64>, String
 fn state_warnings(node: &StreamNode, settings: &Settings) -> Vec<String> {
     let keyed = |n: &StreamNode| match n {
         StreamNode::GroupAggregate(_) | StreamNode::Rank(_) => true,
-        StreamNode::Join(j) => j.interval.is_none() && j.bounded.contains(&false),
+        // A regular join's input whose rows wait for an input that does not end, without a
+        // STATE_TTL hint of its own.
+        StreamNode::Join(j) => {
+            j.interval.is_none()
+                && (0..2).any(|s| (j.changelog || !j.bounded[1 - s]) && j.state_ttl[s].is_none())
+        }
         _ => false,
     };
     fn any(n: &StreamNode, f: &dyn Fn(&StreamNode) -> bool) -> bool {
@@ -201,6 +206,7 @@ impl Planner {
         let mut conv =
             crate::convert::Converter::new(&self.state, session_time_zone(settings), emit);
         conv.set_temporal(ctx.temporal.take());
+        conv.set_hints(ctx.hints.take());
         let mut converted = conv.convert(&logical).map_err(|e| e.at(q.location))?;
         crate::check::check_plan(&converted.node).map_err(|e| e.at(q.location))?;
         crate::convert::prune_rank_output(&mut converted.node, None);
@@ -330,6 +336,8 @@ struct QueryContext<'a> {
     tvfs: RefCell<HashMap<String, TvfCall>>,
     /// The `FOR SYSTEM_TIME AS OF` clauses of the query and the views it reads.
     temporal: RefCell<Vec<crate::temporal::TemporalRef>>,
+    /// The hints of the query and the views it reads.
+    hints: RefCell<crate::hints::Hints>,
 }
 
 impl<'a> QueryContext<'a> {
@@ -339,10 +347,13 @@ impl<'a> QueryContext<'a> {
             catalog,
             tvfs: RefCell::new(HashMap::new()),
             temporal: RefCell::new(Vec::new()),
+            hints: RefCell::default(),
         }
     }
 
     fn plan_tokens(&self, tokens: Vec<TokenWithSpan>, at: Location) -> Result<LogicalPlan> {
+        let (tokens, hints) = crate::hints::strip_hints(tokens)?;
+        self.hints.borrow_mut().state_ttl.extend(hints.state_ttl);
         let (tokens, temporal) = crate::temporal::strip_system_time(tokens)?;
         self.temporal.borrow_mut().extend(temporal);
         let (tokens, calls) = rewrite_tvfs(tokens)?;

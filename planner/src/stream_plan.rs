@@ -326,6 +326,7 @@ impl StreamNode {
     pub fn is_updating(&self) -> bool {
         match self {
             StreamNode::GroupAggregate(_) | StreamNode::Rank(_) => true,
+            StreamNode::Join(j) if j.changelog => true,
             StreamNode::WindowAggregate(a) => a.emit.is_updating(),
             other => other.children().iter().any(|c| c.is_updating()),
         }

@@ -39,7 +39,8 @@ pub fn loc(t: &TokenWithSpan) -> Location {
     Location::new(t.span.start.line, t.span.start.column)
 }
 
-/// Tokenise `sql`, dropping whitespace and comments.
+/// Tokenise `sql`, dropping whitespace and comments, except hints (`/*+ ... */`, see
+/// [`crate::hints`]).
 pub fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
     let mut tokenizer = Tokenizer::new(&DIALECT, sql);
     let tokens = tokenizer.tokenize_with_location().map_err(|e| {
@@ -50,7 +51,7 @@ pub fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>> {
     })?;
     Ok(tokens
         .into_iter()
-        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)) || crate::hints::is_hint(&t.token))
         .collect())
 }
 

@@ -65,6 +65,8 @@ metrics! {
         "Records rejected by a source, by reason";
     ROWS_IN: "weir_operator_rows_in", Counter, OPERATOR,
         "Rows an operator received";
+    INPUT_ROWS: "weir_operator_input_rows", Counter, &["job", "operator", "input"],
+        "Rows a two-input operator (a join) received, per input: left or right";
     ROWS_OUT: "weir_operator_rows_out", Counter, OPERATOR,
         "Rows an operator sent downstream";
     SOURCE_BYTES: "weir_source_bytes", Counter, JOB,

@@ -83,6 +83,11 @@ fn record_operator(c: &mut Collector, job: &str, op: &OperatorMetrics) {
     let capacity = crate::runtime::job::CHANNEL_CAPACITY as f64;
     c.set(&m::CHANNEL_FILL, &labels, load(&op.queued) / capacity);
     c.add(&m::ROWS_IN, &labels, load(&op.rows_in));
+    for (input, counter) in ["left", "right"].into_iter().zip(&op.rows_in_by_input) {
+        if let Some(n) = OperatorMetrics::event(counter) {
+            c.add(&m::INPUT_ROWS, &[job, name.as_str(), input], n as f64);
+        }
+    }
     c.add(&m::ROWS_OUT, &labels, load(&op.rows_out));
     if let Some(lag) = seconds_behind(op.watermark.load(Ordering::Relaxed)) {
         c.set(&m::WATERMARK_LAG, &labels, lag);

@@ -27,6 +27,9 @@ pub struct OperatorMetrics {
     pub name: String,
     /// Rows received from the input.
     pub rows_in: AtomicU64,
+    /// Rows received from each input of a two-input operator (a join's left and right);
+    /// not counted for one input (see [`OperatorMetrics::event`]).
+    pub rows_in_by_input: [AtomicU64; 2],
     /// Rows sent downstream.
     pub rows_out: AtomicU64,
     /// Nanoseconds spent processing messages.
@@ -165,6 +168,7 @@ impl OperatorMetrics {
             node,
             name: name.to_string(),
             rows_in: AtomicU64::new(0),
+            rows_in_by_input: [AtomicU64::new(NOT_COUNTED), AtomicU64::new(NOT_COUNTED)],
             rows_out: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
@@ -288,6 +292,14 @@ impl OperatorMetrics {
     /// Add `n` to a counter.
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Count `n` rows received from input `input` (of two; the first call starts the counts).
+    pub fn add_input_rows(&self, input: usize, n: usize) {
+        for c in &self.rows_in_by_input {
+            let _ = c.compare_exchange(NOT_COUNTED, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        Self::add(&self.rows_in_by_input[input], n);
     }
 
     /// `rows in=.. out=.. busy=.. ms (..%) backpressured=.. ms (..%) last 10 s: busy ..%

@@ -22,18 +22,21 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, UInt32Array};
-use datafusion::arrow::compute::{filter_record_batch, take};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows};
 
 use super::join_side::{JoinSide, RestoredRow};
 use super::key_index::Clock;
 use super::row_slots::Restored;
-use super::rows::{emit_at, keys_converter, mask, own_watermark, pair_schema, take_rows};
+use super::rows::{
+    emit_at, kept, keys_converter, mask, own_watermark, pair_batch, pair_schema, take_rows,
+};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
+use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 use crate::observe::metrics::JobMetrics;
 use crate::observe::op_metrics::{EventCounts, StateSize};
@@ -67,7 +70,7 @@ pub struct JoinOperator {
     schema: SchemaRef,
     wms: [i64; 2],
     out_wm: i64,
-    late: u64,
+    late: LateRows,
     metrics: Arc<JobMetrics>,
 }
 
@@ -82,11 +85,12 @@ struct Probe {
 
 impl JoinOperator {
     /// The operator for `node`; a regular join's input whose rows no watermark frees (the other
-    /// input does not end) drops them `ttl_ms` of processing time after they came, when set.
+    /// input does not end) drops them `ttl[side]` ms of `clock` after they came, when set.
     pub fn new(
         node: &JoinNode,
         metrics: Arc<JobMetrics>,
-        ttl: Option<(u64, Clock)>,
+        ttl: [Option<u64>; 2],
+        clock: Clock,
     ) -> Result<Self> {
         let left = node.left.schema();
         let right = node.right.schema();
@@ -119,12 +123,11 @@ impl JoinOperator {
             schema: node.schema.clone(),
             wms: [WATERMARK_MIN; 2],
             out_wm: WATERMARK_MIN,
-            late: 0,
+            late: LateRows::default(),
             metrics,
         };
-        for side in 0..2 {
-            if let (None, false, Some((ms, clock))) = (&node.interval, node.bounded[1 - side], ttl)
-            {
+        for (side, ttl) in ttl.into_iter().enumerate() {
+            if let (None, false, Some(ms)) = (&node.interval, node.bounded[1 - side], ttl) {
                 op.sides[side].set_ttl(ms, clock);
             }
         }
@@ -158,20 +161,36 @@ impl JoinOperator {
             live: Vec::with_capacity(valid.len()),
             null_key: Vec::new(),
         };
+        let mut late = Vec::new();
         for (i, ok) in valid.iter().enumerate() {
             let own = own_watermark(b, i, self.wms[side]);
             if !ok {
                 continue;
             }
             if judged && probe.times[i] <= own {
-                self.late += 1;
+                late.push(i as u32);
             } else if keys.iter().all(|k| k.is_valid(i)) {
                 probe.live.push(i as u32);
             } else {
                 probe.null_key.push(i as u32);
             }
         }
+        self.keep_late(&b.batch, &late)?;
         Ok(probe)
+    }
+
+    /// Count and keep the late rows `late` of `batch`.
+    fn keep_late(&mut self, batch: &RecordBatch, late: &[u32]) -> Result<()> {
+        let reason = match self.window {
+            true => "the row's window had already been joined",
+            false => "the row was at or below its input's watermark",
+        };
+        let cx = LateContext {
+            operator: self.name(),
+            reason,
+            unit: TimeUnit::Millisecond, // of the missed window columns, NULL here
+        };
+        self.late.push_rows(batch, late, &cx)
     }
 
     /// The pairs of `probe`'s rows with the other input's held rows within the bounds:
@@ -201,26 +220,21 @@ impl JoinOperator {
         batch: &RecordBatch,
         pairs: &[(u32, u32, u32)],
     ) -> Result<(RecordBatch, Vec<bool>)> {
-        let idx = UInt32Array::from_iter_values(pairs.iter().map(|p| p.0));
-        let own: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .map(|c| take(c, &idx, None))
-            .collect::<std::result::Result<_, _>>()?;
+        let own: Vec<u32> = pairs.iter().map(|p| p.0).collect();
         let picks: Vec<(u32, u32)> = pairs.iter().map(|p| (p.1, p.2)).collect();
         let other = self.sides[1 - side].rows.gather(&picks)?;
-        let cols = match side {
-            0 => [own, other.columns().to_vec()].concat(),
-            _ => [other.columns().to_vec(), own].concat(),
-        };
-        let joined = RecordBatch::try_new(self.pair_schema.clone(), cols)?;
+        let joined = pair_batch(
+            &self.pair_schema,
+            side,
+            batch,
+            &own,
+            other.columns().to_vec(),
+        )?;
         let Some(f) = &self.filter else {
             return Ok((joined, vec![true; pairs.len()]));
         };
         let mask = mask(f, &joined)?;
-        let keep = (0..mask.len())
-            .map(|i| mask.is_valid(i) && mask.value(i))
-            .collect();
+        let keep = kept(&mask);
         Ok((filter_record_batch(&joined, &mask)?, keep))
     }
 
@@ -467,7 +481,7 @@ impl Operator for JoinOperator {
     fn counts(&self) -> EventCounts {
         let dropped: u64 = self.sides.iter().map(|s| s.dropped()).sum();
         EventCounts {
-            late_rows: Some(self.late),
+            late_rows: Some(self.late.count()),
             expired_keys: (self.bounds.is_none()).then_some(dropped),
             ..Default::default()
         }
@@ -475,6 +489,10 @@ impl Operator for JoinOperator {
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn late_rows(&mut self) -> Option<&mut LateRows> {
+        self.bounds.is_some().then_some(&mut self.late)
     }
 
     fn attach_state(&mut self, state: SharedState, memory_limit: usize) -> Result<()> {

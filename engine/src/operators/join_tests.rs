@@ -101,7 +101,7 @@ fn messages(batch: &RecordBatch, time: usize, size: usize) -> Vec<Message> {
 
 /// Feed `order` ((input, message) pairs) to a new operator; its rows as sorted text.
 fn run(node: &JoinNode, order: Vec<(usize, Message)>) -> Vec<String> {
-    let mut op = JoinOperator::new(node, Arc::new(JobMetrics::default()), None).unwrap();
+    let mut op = JoinOperator::new(node, Arc::new(JobMetrics::default()), [None; 2], || 0).unwrap();
     let mut out = Vec::new();
     for (side, m) in order {
         match m {

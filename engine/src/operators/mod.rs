@@ -1,5 +1,7 @@
 //! One operator per file; each is a synchronous state machine behind [`crate::operator::Operator`].
 
+pub mod changelog_join;
+mod changelog_side;
 pub mod filter;
 pub mod group_aggregate;
 mod group_state;

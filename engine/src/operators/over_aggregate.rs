@@ -6,8 +6,10 @@
 //! after that) and is then emitted once, append-only. A row at or below the watermark in force
 //! before it is late: dropped and counted. Aggregation is incremental: each partition keeps
 //! DataFusion sliding accumulators and the rows of its frame; rows entering the frame are
-//! added, rows leaving it retracted (MIN and MAX keep their own value multiset). In a RANGE
-//! frame every row with the same time is in the frame.
+//! added, rows leaving it retracted (MIN and MAX keep their own value multiset). FIRST_VALUE
+//! and LAST_VALUE are read off the frame itself: its first or last non-NULL value, as Flink's
+//! (so they need no accumulator). In a RANGE frame every row with the same time is in the
+//! frame.
 //!
 //! A checkpoint holds the rows still to be emitted and the rows of every frame; a restore
 //! replays the frames into fresh accumulators.
@@ -17,7 +19,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray};
 use datafusion::arrow::compute::{concat_batches, filter, interleave_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows};
 use datafusion::common::ScalarValue;
@@ -27,6 +29,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use super::rows::{emit_at, keys_converter, mask, own_watermark};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
+use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch, WATERMARK_MIN};
 use crate::observe::op_metrics::{EventCounts, StateSize};
 use crate::operator::Operator;
@@ -37,6 +40,26 @@ use weir_planner::stream_plan::{OverFrame, OverNode, PhysExpr};
 const PENDING: &[u8] = b"o/pending";
 const FRAMES: &[u8] = b"o/frames";
 
+/// One aggregate's arguments over a batch, and its FILTER's mask.
+struct Arguments {
+    values: Vec<ArrayRef>,
+    mask: Option<BooleanArray>,
+}
+
+impl Arguments {
+    /// The arguments of rows `offset..offset + len`, FILTER applied.
+    fn slice(&self, offset: usize, len: usize) -> Result<Vec<ArrayRef>> {
+        let values = self.values.iter().map(|v| v.slice(offset, len));
+        match &self.mask {
+            None => Ok(values.collect()),
+            Some(m) => {
+                let m = m.slice(offset, len);
+                values.map(|v| Ok(filter(&v, &m)?)).collect()
+            }
+        }
+    }
+}
+
 /// Rows of one time (a RANGE frame) or one row (ROWS) that entered a partition's frame.
 struct Entry {
     time: i64,
@@ -44,6 +67,47 @@ struct Entry {
     rows: RecordBatch,
     /// Per aggregate: its arguments over those rows (FILTER applied), to retract them.
     args: Vec<Vec<ArrayRef>>,
+}
+
+/// An OVER function read off the frame's rows instead of accumulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Positional {
+    /// FIRST_VALUE: the frame's first non-NULL value.
+    First,
+    /// LAST_VALUE: the frame's last non-NULL value.
+    Last,
+}
+
+impl Positional {
+    fn of(a: &AggregateFunctionExpr) -> Option<Positional> {
+        match a.fun().name() {
+            "first_value" => Some(Positional::First),
+            "last_value" => Some(Positional::Last),
+            _ => None,
+        }
+    }
+
+    /// The value of aggregate `k` over `frame`: its first or last non-NULL argument, or NULL of
+    /// type `t`.
+    fn value(self, frame: &VecDeque<Entry>, k: usize, t: &DataType) -> Result<ScalarValue> {
+        let pick = |e: &Entry| {
+            let a = &e.args[k][0];
+            let mut valid = (0..a.len()).filter(|i| a.is_valid(*i));
+            match self {
+                Positional::First => valid.next(),
+                Positional::Last => valid.next_back(),
+            }
+            .map(|i| (a.clone(), i))
+        };
+        let found = match self {
+            Positional::First => frame.iter().find_map(pick),
+            Positional::Last => frame.iter().rev().find_map(pick),
+        };
+        Ok(match found {
+            Some((a, i)) => ScalarValue::try_from_array(&a, i)?,
+            None => ScalarValue::try_from(t)?,
+        })
+    }
 }
 
 /// One partition's frame and accumulators.
@@ -75,6 +139,8 @@ pub struct OverAggregateOperator {
     unit: datafusion::arrow::datatypes::TimeUnit,
     frame: OverFrame,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Per aggregate: read off the frame (FIRST_VALUE, LAST_VALUE) rather than accumulated.
+    positional: Vec<Option<Positional>>,
     filters: Vec<Option<PhysExpr>>,
     converter: RowConverter,
     index: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
@@ -83,7 +149,7 @@ pub struct OverAggregateOperator {
     input_schema: SchemaRef,
     schema: SchemaRef,
     watermark: i64,
-    late: u64,
+    late: LateRows,
 }
 
 impl OverAggregateOperator {
@@ -96,6 +162,7 @@ impl OverAggregateOperator {
             unit: node.unit,
             frame: node.frame,
             aggregates: node.aggregates.clone(),
+            positional: node.aggregates.iter().map(|a| Positional::of(a)).collect(),
             filters: node.filters.clone(),
             converter: keys_converter(&node.partition, &input_schema)?,
             index: HashMap::default(),
@@ -104,7 +171,7 @@ impl OverAggregateOperator {
             input_schema,
             schema: node.schema.clone(),
             watermark: WATERMARK_MIN,
-            late: 0,
+            late: LateRows::default(),
         })
     }
 
@@ -127,10 +194,15 @@ impl OverAggregateOperator {
     }
 
     fn new_partition(&mut self, key: &[u8]) -> Result<u32> {
+        // FIRST_VALUE and LAST_VALUE are read off the frame: their accumulator is never fed.
         let accs = self
             .aggregates
             .iter()
-            .map(|a| Ok(a.create_sliding_accumulator()?))
+            .zip(&self.positional)
+            .map(|(a, p)| match p {
+                Some(_) => Ok(a.create_accumulator()?),
+                None => Ok(a.create_sliding_accumulator()?),
+            })
             .collect::<Result<Vec<_>>>()?;
         let id = self.parts.len() as u32;
         self.parts.push(Partition {
@@ -143,35 +215,42 @@ impl OverAggregateOperator {
         Ok(id)
     }
 
-    /// Per aggregate: its arguments over `batch`, FILTER applied.
-    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
+    /// Per aggregate: its arguments over `batch`, and its FILTER's mask.
+    fn arguments(&self, batch: &RecordBatch) -> Result<Vec<Arguments>> {
         let n = batch.num_rows();
         let mut out = Vec::with_capacity(self.aggregates.len());
         for (a, f) in self.aggregates.iter().zip(&self.filters) {
-            let mut args = super::groups::input_exprs(a)
+            let values = super::groups::input_exprs(a)
                 .iter()
                 .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
                 .collect::<Result<Vec<ArrayRef>>>()?;
-            if let Some(f) = f {
-                let mask = mask(f, batch)?;
-                args = args
-                    .iter()
-                    .map(|c| Ok(filter(c, &mask)?))
-                    .collect::<Result<Vec<_>>>()?;
-            }
-            out.push(args);
+            let mask = f.as_ref().map(|f| mask(f, batch)).transpose()?;
+            out.push(Arguments { values, mask });
         }
         Ok(out)
     }
 
     /// Add `rows` (of one time, or one row) to partition `p`'s frame, take out what left it,
     /// and give the aggregates' values for them.
-    fn advance(&mut self, p: usize, time: i64, rows: RecordBatch) -> Result<Vec<ScalarValue>> {
-        let args = self.arguments(&rows)?;
+    /// `all` holds the arguments of a batch that `rows` is the slice at `offset` of.
+    fn advance(
+        &mut self,
+        p: usize,
+        time: i64,
+        rows: RecordBatch,
+        all: &[Arguments],
+        offset: usize,
+    ) -> Result<Vec<ScalarValue>> {
+        let len = rows.num_rows();
+        let args = all
+            .iter()
+            .map(|a| a.slice(offset, len))
+            .collect::<Result<Vec<_>>>()?;
         let frame = self.frame;
         let part = &mut self.parts[p];
-        for (acc, a) in part.accs.iter_mut().zip(&args) {
-            acc.update_batch(a)?;
+        let accumulated = |k: &usize| self.positional[*k].is_none();
+        for k in (0..args.len()).filter(accumulated) {
+            part.accs[k].update_batch(&args[k])?;
         }
         part.rows_in_frame += rows.num_rows();
         part.frame.push_back(Entry { time, rows, args });
@@ -188,14 +267,18 @@ impl OverAggregateOperator {
             }
             let e = part.frame.pop_front().expect("front");
             part.rows_in_frame -= e.rows.num_rows();
-            for (acc, a) in part.accs.iter_mut().zip(&e.args) {
-                acc.retract_batch(a)?;
+            for k in (0..e.args.len()).filter(accumulated) {
+                part.accs[k].retract_batch(&e.args[k])?;
             }
         }
-        part.accs
-            .iter_mut()
-            .map(|a| Ok(a.evaluate()?))
-            .collect::<Result<Vec<_>>>()
+        let mut values = Vec::with_capacity(part.accs.len());
+        for (k, acc) in part.accs.iter_mut().enumerate() {
+            values.push(match self.positional[k] {
+                Some(p) => p.value(&part.frame, k, self.aggregates[k].field().data_type())?,
+                None => acc.evaluate()?,
+            });
+        }
+        Ok(values)
     }
 
     /// The pending rows at or below `wm`, in partition and time order, taken out of pending.
@@ -248,6 +331,7 @@ impl OverAggregateOperator {
     /// Emit the due rows (sorted by partition and time) with their aggregates.
     fn emit_due(&mut self, due: Due, out: &mut Vec<Message>) -> Result<()> {
         let Due { rows, parts, times } = due;
+        let args = self.arguments(&rows)?;
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
         let mut start = 0;
         while start < rows.num_rows() {
@@ -261,7 +345,7 @@ impl OverAggregateOperator {
                 end += 1;
             }
             let group = rows.slice(start, end - start);
-            let v = self.advance(parts[start] as usize, times[start], group)?;
+            let v = self.advance(parts[start] as usize, times[start], group, &args, start)?;
             for (col, x) in values.iter_mut().zip(v) {
                 col.extend(std::iter::repeat_n(x, end - start));
             }
@@ -296,9 +380,16 @@ impl Operator for OverAggregateOperator {
                 ts.is_valid(i) && times[i] > own
             })
             .collect();
-        let kept = keep.iter().filter(|k| **k).count();
-        self.late += (keep.len() - kept) as u64;
-        if kept == 0 {
+        let late: Vec<u32> = (0..keep.len() as u32)
+            .filter(|i| !keep[*i as usize])
+            .collect();
+        let cx = LateContext {
+            operator: "OverAggregate",
+            reason: "the row was at or below the watermark (or had no event time)",
+            unit: self.unit,
+        };
+        self.late.push_rows(&b.batch, &late, &cx)?;
+        if late.len() == keep.len() {
             return Ok(());
         }
         let mask = BooleanArray::from(keep.clone());
@@ -343,13 +434,17 @@ impl Operator for OverAggregateOperator {
 
     fn counts(&self) -> EventCounts {
         EventCounts {
-            late_rows: Some(self.late),
+            late_rows: Some(self.late.count()),
             ..Default::default()
         }
     }
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn late_rows(&mut self) -> Option<&mut LateRows> {
+        Some(&mut self.late)
     }
 
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
@@ -378,8 +473,9 @@ impl Operator for OverAggregateOperator {
             let (parts, times) = self.place(&rows)?;
             let mut order: Vec<usize> = (0..rows.num_rows()).collect();
             order.sort_by_key(|i| (parts[*i], times[*i]));
+            let args = self.arguments(&rows)?;
             for i in order {
-                self.advance(parts[i] as usize, times[i], rows.slice(i, 1))?;
+                self.advance(parts[i] as usize, times[i], rows.slice(i, 1), &args, i)?;
             }
         }
         if let Some(bytes) = state.get(PENDING)? {

@@ -56,6 +56,30 @@ pub(crate) fn take_rows(batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch>
     Ok(RecordBatch::try_new(batch.schema(), cols)?)
 }
 
+/// Rows `own` of `batch` (input `side` of a join) beside `other`, the other input's columns
+/// (one row each): a batch of `schema`, the left input's columns then the right's.
+pub(crate) fn pair_batch(
+    schema: &SchemaRef,
+    side: usize,
+    batch: &RecordBatch,
+    own: &[u32],
+    other: Vec<datafusion::arrow::array::ArrayRef>,
+) -> Result<RecordBatch> {
+    let own = take_rows(batch, own)?.columns().to_vec();
+    let cols = match side {
+        0 => [own, other].concat(),
+        _ => [other, own].concat(),
+    };
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Which rows a filter's result keeps (true, not NULL).
+pub(crate) fn kept(mask: &BooleanArray) -> Vec<bool> {
+    (0..mask.len())
+        .map(|i| mask.is_valid(i) && mask.value(i))
+        .collect()
+}
+
 /// A boolean expression (a filter) evaluated over `batch`.
 pub(crate) fn mask(f: &PhysExpr, batch: &RecordBatch) -> Result<BooleanArray> {
     let v = f.evaluate(batch)?.into_array(batch.num_rows())?;

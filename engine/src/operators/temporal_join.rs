@@ -21,6 +21,7 @@ use super::row_slots::RowSlots;
 use super::rows::{emit_at, keys_converter, mask, own_watermark, pair_schema, take_rows};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
+use crate::late::{LateContext, LateRows};
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 use crate::observe::metrics::JobMetrics;
 use crate::observe::op_metrics::{EventCounts, StateSize};
@@ -60,7 +61,7 @@ pub struct TemporalJoinOperator {
     waiting: Vec<RecordBatch>,
     wms: [i64; 2],
     out_wm: i64,
-    late: u64,
+    late: LateRows,
     metrics: Arc<JobMetrics>,
 }
 
@@ -86,7 +87,7 @@ impl TemporalJoinOperator {
             waiting: Vec::new(),
             wms: [WATERMARK_MIN; 2],
             out_wm: WATERMARK_MIN,
-            late: 0,
+            late: LateRows::default(),
             metrics,
         })
     }
@@ -99,12 +100,21 @@ impl TemporalJoinOperator {
         let raw = timestamp_values(ts, t.unit).map_err(EngineError::Execution)?;
         let times: Vec<i64> = raw.iter().map(|v| to_ns(*v, t.unit)).collect();
         let mut keep = Vec::with_capacity(times.len());
+        let mut late_rows = Vec::new();
         for (i, time) in times.iter().enumerate() {
             let own = own_watermark(b, i, self.wms[side]);
             let late = ts.is_valid(i) && *time <= own;
-            self.late += u64::from(late);
+            if late {
+                late_rows.push(i as u32);
+            }
             keep.push(ts.is_valid(i) && !late);
         }
+        let cx = LateContext {
+            operator: "TemporalJoin",
+            reason: "the row was at or below its input's watermark",
+            unit: t.unit,
+        };
+        self.late.push_rows(&b.batch, &late_rows, &cx)?;
         Ok((times, keep))
     }
 
@@ -340,13 +350,17 @@ impl Operator for TemporalJoinOperator {
 
     fn counts(&self) -> EventCounts {
         EventCounts {
-            late_rows: Some(self.late),
+            late_rows: Some(self.late.count()),
             ..Default::default()
         }
     }
 
     fn is_stateful(&self) -> bool {
         true
+    }
+
+    fn late_rows(&mut self) -> Option<&mut LateRows> {
+        Some(&mut self.late)
     }
 
     fn attach_state(&mut self, state: SharedState, memory_limit: usize) -> Result<()> {

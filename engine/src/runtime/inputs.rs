@@ -4,12 +4,15 @@
 //! barriers aligned ([`Aligner`]): an input that delivered barrier `n` is not read again until
 //! every input has, and the barrier is then given once. An input that ends gives the final
 //! watermark (`WATERMARK_MAX`) in place of its end; the end of stream comes once every input
-//! has ended.
+//! has ended. An idle input follows the others' watermark ([`Idleness`]).
+
+use std::collections::VecDeque;
 
 use tokio::sync::mpsc;
 
 use crate::checkpoint::aligner::{Aligner, Step};
 use crate::message::{Message, WATERMARK_MAX};
+use crate::runtime::idleness::Idleness;
 use crate::runtime::union::next_message;
 
 /// The channels an operator task reads.
@@ -19,6 +22,9 @@ pub struct Inputs {
     closed: Vec<bool>,
     ended: Vec<bool>,
     start: usize,
+    idleness: Idleness,
+    /// Messages decided but not yet given.
+    ready: VecDeque<(usize, Message)>,
 }
 
 impl Inputs {
@@ -31,7 +37,19 @@ impl Inputs {
             closed: vec![false; n],
             ended: vec![false; n],
             start: 0,
+            idleness: Idleness::new(n),
+            ready: VecDeque::new(),
         }
+    }
+
+    /// How many inputs there are.
+    pub fn len(&self) -> usize {
+        self.rxs.len()
+    }
+
+    /// Whether there are none (never: an operator has at least one input).
+    pub fn is_empty(&self) -> bool {
+        self.rxs.is_empty()
     }
 
     /// The next message and the input it belongs to; `None` once the inputs are closed
@@ -41,10 +59,11 @@ impl Inputs {
             return self.rxs[0].recv().await.map(|m| (0, m));
         }
         loop {
+            if let Some(out) = self.ready.pop_front() {
+                return Some(out);
+            }
             if let Some((i, m)) = self.aligner.released() {
-                if let Some(out) = self.step(i, m) {
-                    return Some(out);
-                }
+                self.step(i, m);
                 continue;
             }
             let n = self.rxs.len();
@@ -54,29 +73,27 @@ impl Inputs {
             let (i, m) = next_message(&mut self.rxs, &readable, &mut self.start).await?;
             match m {
                 None => self.closed[i] = true,
-                Some(m) => {
-                    if let Some(out) = self.step(i, m) {
-                        return Some(out);
-                    }
-                }
+                Some(m) => self.step(i, m),
             }
         }
     }
 
-    /// What a message of input `i` gives the operator, after alignment.
-    fn step(&mut self, i: usize, m: Message) -> Option<(usize, Message)> {
-        match self.aligner.on_message(i, m) {
-            Step::Held => None,
-            Step::Aligned(b) => Some((i, Message::Barrier(b))),
+    /// Queue what a message of input `i` gives the operator, after alignment.
+    fn step(&mut self, i: usize, m: Message) {
+        let m = match self.aligner.on_message(i, m) {
+            Step::Held => return,
+            Step::Aligned(b) => Message::Barrier(b),
             Step::Process(Message::EndOfStream) => {
                 self.ended[i] = true;
                 if self.ended.iter().all(|e| *e) {
-                    return Some((i, Message::EndOfStream));
+                    self.ready.push_back((i, Message::EndOfStream));
+                    return;
                 }
-                Some((i, Message::Watermark(WATERMARK_MAX)))
+                Message::Watermark(WATERMARK_MAX)
             }
-            Step::Process(m) => Some((i, m)),
-        }
+            Step::Process(m) => m,
+        };
+        self.ready.extend(self.idleness.on_message(i, m));
     }
 }
 

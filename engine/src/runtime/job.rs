@@ -357,11 +357,15 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
             ttl_ms(ctx.settings)?,
             clock,
         )?),
-        StreamNode::Join(j) => Box::new(operators::join::JoinOperator::new(
-            j,
-            metrics,
-            ttl_ms(ctx.settings)?.map(|ms| (ms, clock as operators::key_index::Clock)),
-        )?),
+        StreamNode::Join(j) => {
+            let ttl = join_ttl_ms(j, ctx.settings)?;
+            match j.changelog {
+                true => Box::new(operators::changelog_join::ChangelogJoinOperator::new(
+                    j, ttl, clock,
+                )?),
+                false => Box::new(operators::join::JoinOperator::new(j, metrics, ttl, clock)?),
+            }
+        }
         StreamNode::TemporalJoin(j) => Box::new(
             operators::temporal_join::TemporalJoinOperator::new(j, metrics)?,
         ),
@@ -416,6 +420,17 @@ fn ttl_ms(settings: &BTreeMap<String, String>) -> Result<Option<u64>> {
         .map_err(EngineError::Execution)
 }
 
+/// Each input's state TTL of a regular join in milliseconds: its `STATE_TTL` hint, else
+/// `table.exec.state.ttl`.
+fn join_ttl_ms(
+    j: &weir_planner::stream_plan::JoinNode,
+    settings: &BTreeMap<String, String>,
+) -> Result<[Option<u64>; 2]> {
+    let session = ttl_ms(settings)?;
+    let hint = |ns: Option<i64>| ns.map(|ns| (ns / 1_000_000).max(1) as u64);
+    Ok([0, 1].map(|side| hint(j.state_ttl[side]).or(session)))
+}
+
 /// The window time context of a plan's time info.
 pub fn time_context(t: &TimeInfo) -> Result<TimeContext> {
     let tz = match &t.tz {
@@ -463,6 +478,9 @@ pub async fn run_operator(
             Message::Batch(b) => {
                 ingest_ns = ingest_ns.max(b.ingest_ns);
                 OperatorMetrics::add(&metrics.rows_in, b.num_rows());
+                if inputs.len() == 2 {
+                    metrics.add_input_rows(i, b.num_rows());
+                }
                 op.process_input(i, b, &mut out)?
             }
             Message::Watermark(w) => {
@@ -481,6 +499,8 @@ pub async fn run_operator(
                 op.on_end(&mut out)?;
                 out.push(Message::EndOfStream);
             }
+            // Every input is idle: so is the operator's output.
+            Message::Idle => out.push(Message::Idle),
         }
         report(op.as_ref(), &task, &mut sized, end);
         OperatorMetrics::add_time(&metrics.busy_ns, started);

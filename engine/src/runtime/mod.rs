@@ -1,6 +1,7 @@
 //! The job runtime: tasks, channels, sources, sinks.
 
 pub mod checkpointed;
+pub mod idleness;
 pub mod inputs;
 pub mod job;
 pub mod partitions;

@@ -124,6 +124,12 @@ impl PartitionWatermarks {
             .collect()
     }
 
+    /// Whether every partition not ended is idle (and there is one).
+    pub fn all_idle(&self, now: Instant) -> bool {
+        let mut live = self.parts.values().filter(|p| !p.ended).peekable();
+        live.peek().is_some() && live.all(|p| self.is_idle(p, now))
+    }
+
     fn is_idle(&self, p: &Partition, now: Instant) -> bool {
         self.idle_timeout
             .is_some_and(|t| now.duration_since(p.last_active) >= t)

@@ -112,6 +112,7 @@ async fn write_all(
                 }
             }
             Message::Watermark(w) => metrics.watermark.store(w, Ordering::Relaxed),
+            Message::Idle => {}
             Message::Barrier(b) => {
                 last_barrier = b.checkpoint_id;
                 if let Some(c) = &ck {

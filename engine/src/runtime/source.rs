@@ -41,6 +41,8 @@ pub struct SourceDriver {
     pub metrics: Arc<JobMetrics>,
     watermark: i64,
     partitions: PartitionWatermarks,
+    /// Every partition was idle when last looked at, and downstream was told.
+    idle: bool,
     ck: Option<SourceCheckpoint>,
     op_metrics: Option<Arc<OperatorMetrics>>,
     /// Records sent downstream per partition, and each partition's metrics label.
@@ -74,6 +76,7 @@ impl SourceDriver {
             metrics,
             watermark: WATERMARK_MIN,
             partitions: PartitionWatermarks::new(idle),
+            idle: false,
             ck: None,
             op_metrics: None,
             counts: BTreeMap::new(),
@@ -214,17 +217,24 @@ impl SourceDriver {
         msgs
     }
 
-    /// The watermark may advance without data: a partition ended or went idle.
+    /// The watermark may advance without data: a partition ended or went idle. When every
+    /// partition is idle the source is, and says so once ([`Message::Idle`]).
     fn advance_idle(&mut self) -> Vec<Message> {
         if self.node.watermark.is_none() {
             return vec![];
         }
-        let wm = self.partitions.current(Instant::now());
+        let now = Instant::now();
+        let wm = self.partitions.current(now);
+        let mut msgs = Vec::new();
         if wm > self.watermark && wm != WATERMARK_MAX {
             self.watermark = wm;
-            return vec![Message::Watermark(wm)];
+            msgs.push(Message::Watermark(wm));
         }
-        vec![]
+        if !self.idle && self.partitions.all_idle(now) {
+            self.idle = true;
+            msgs.push(Message::Idle);
+        }
+        msgs
     }
 
     /// Report `rows` of `full` as dead letters, formatted as values (the source could not give
@@ -267,6 +277,7 @@ impl SourceDriver {
             return Ok(vec![]);
         }
         self.count_partitions(full.num_rows(), parts.as_deref());
+        self.idle = false;
         let wm = wm_expr.evaluate(&full)?.into_array(full.num_rows())?;
         let before = self.row_watermarks(&wm, parts.as_deref())?;
         self.publish_partitions();

@@ -1,6 +1,7 @@
 //! UNION ALL of several streams: batches pass through in arrival order; the watermark is the
-//! minimum over the inputs that have not ended; checkpoint barriers are aligned (an input that
-//! delivered barrier `n` is held back until every input has).
+//! minimum over the inputs that have not ended (an idle input follows the others, see
+//! [`Idleness`]); checkpoint barriers are aligned (an input that delivered barrier `n` is held
+//! back until every input has).
 
 use datafusion::arrow::array::Int64Array;
 use tokio::sync::mpsc;
@@ -8,6 +9,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::aligner::{Aligner, Step};
 use crate::error::Result;
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
+use crate::runtime::idleness::Idleness;
 
 /// Merge `inputs` into `tx`, aligning checkpoint barriers across them. An input that delivered
 /// the barrier being aligned is not read until the others have: its bounded channel fills and
@@ -22,6 +24,7 @@ pub async fn run_union(
         ended: vec![false; n],
         current: WATERMARK_MIN,
         aligner: Aligner::new(n),
+        idleness: Idleness::new(n),
     };
     let mut closed = vec![false; n];
     let mut start = 0;
@@ -38,10 +41,10 @@ pub async fn run_union(
         while let Some((i, m)) = next {
             let out = match u.aligner.on_message(i, m) {
                 Step::Process(m) => u.process(i, m),
-                Step::Held => None,
-                Step::Aligned(b) => Some(Message::Barrier(b)),
+                Step::Held => vec![],
+                Step::Aligned(b) => vec![Message::Barrier(b)],
             };
-            if let Some(m) = out {
+            for m in out {
                 if tx.send(m).await.is_err() {
                     return Ok(());
                 }
@@ -88,11 +91,21 @@ struct Union {
     ended: Vec<bool>,
     current: i64,
     aligner: Aligner,
+    idleness: Idleness,
 }
 
 impl Union {
     /// What one message from input `i` becomes downstream.
-    fn process(&mut self, i: usize, m: Message) -> Option<Message> {
+    fn process(&mut self, i: usize, m: Message) -> Vec<Message> {
+        let given = self.idleness.on_message(i, m);
+        given
+            .into_iter()
+            .filter_map(|(j, m)| self.given(j, m))
+            .collect()
+    }
+
+    /// What one message given for input `i` (see [`Idleness`]) becomes downstream.
+    fn given(&mut self, i: usize, m: Message) -> Option<Message> {
         match m {
             Message::Batch(b) => Some(Message::Batch(clamp(b, i, &self.wms))),
             Message::Watermark(w) => {
@@ -104,6 +117,7 @@ impl Union {
                 })
             }
             Message::Barrier(b) => Some(Message::Barrier(b)),
+            Message::Idle => Some(Message::Idle),
             Message::EndOfStream => {
                 self.ended[i] = true;
                 self.wms[i] = WATERMARK_MAX;

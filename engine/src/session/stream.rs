@@ -257,7 +257,7 @@ impl Stream for QueryStream {
                 Poll::Ready(Some(Message::Watermark(w))) => {
                     self.job.0.metrics.watermark.store(w, Ordering::Relaxed);
                 }
-                Poll::Ready(Some(Message::Barrier(_))) => {}
+                Poll::Ready(Some(Message::Barrier(_) | Message::Idle)) => {}
             }
         }
     }

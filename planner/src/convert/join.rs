@@ -3,7 +3,9 @@
 //! `<`, `<=` bounds either way round) it is an interval join, whose state is freed by
 //! watermark. Without one it is a regular join: its rows wait for the other input to end, so
 //! an outer join is append-only when the other input is bounded (a file of metadata), and the
-//! unbounded input keeps its event time. The rest of the ON condition stays a filter on pairs.
+//! unbounded input keeps its event time. Otherwise (an updating input, or an outer side whose
+//! other input does not end) a regular join gives a changelog. The rest of the ON condition
+//! stays a filter on pairs.
 
 use std::sync::Arc;
 
@@ -58,19 +60,32 @@ impl Converter<'_> {
             None => time_condition(j, [&left, &right], conjuncts)?,
         };
         let bounded = [left.node.is_bounded(), right.node.is_bounded()];
+        let updating = left.node.is_updating() || right.node.is_updating();
+        if interval.is_some() && updating {
+            return Err(PlanError::unsupported(
+                "an interval or window join of an updating input (a GROUP BY without a window, \
+                 a deduplication or a top-N)",
+                "Join the raw rows, then aggregate; or join without time bounds (a regular join \
+                 gives a changelog)",
+            ));
+        }
         let name = |p: &LogicalPlan, i: usize| {
             let (q, f) = p.schema().qualified_field(i);
             q.map_or(f.name().clone(), |q| format!("{q}.{}", f.name()))
         };
         let times_sql = match &interval {
             Some(b) => [name(&j.left, b.left.index), name(&j.right, b.right.index)],
-            None => regular_join_checks(kind, bounded).map(|_| Default::default())?,
+            None => Default::default(),
         };
+        // A regular join whose input updates, or whose outer side's row could later find a
+        // partner in an input that does not end, gives a changelog (as Flink).
+        let changelog = interval.is_none() && (updating || !appends(kind, bounded));
         let (left_keys, right_keys) = self.join_keys(j, &on)?;
         let filter = self.pair_filter(j, rest)?;
-        let mut roles = kept_roles(left.roles, interval.is_some() || bounded[1]);
+        let keep = |other_bounded: bool| !changelog && (interval.is_some() || other_bounded);
+        let mut roles = kept_roles(left.roles, keep(bounded[1]));
         if kind.emits_pairs() {
-            roles.extend(kept_roles(right.roles, interval.is_some() || bounded[0]));
+            roles.extend(kept_roles(right.roles, keep(bounded[0])));
         }
         let null_aware = null_aware(j, &on)?;
         let node = StreamNode::Join(JoinNode {
@@ -82,6 +97,8 @@ impl Converter<'_> {
             interval,
             window: window.is_some(),
             bounded,
+            changelog,
+            state_ttl: self.state_ttl_of(j),
             filter,
             null_aware,
             schema: Arc::new(j.schema.as_arrow().clone()),
@@ -91,18 +108,25 @@ impl Converter<'_> {
         Ok(Converted { node, roles })
     }
 
-    /// Both inputs of a join, which must be append-only.
+    /// Each input's `STATE_TTL` hint, found by the name it goes by (its alias, else its table).
+    fn state_ttl_of(&self, j: &Join) -> [Option<i64>; 2] {
+        let ttl = |p: &LogicalPlan| {
+            let name = match p {
+                LogicalPlan::SubqueryAlias(a) => a.alias.table().to_string(),
+                LogicalPlan::TableScan(s) => s.table_name.table().to_string(),
+                _ => return None,
+            };
+            self.hints
+                .state_ttl
+                .get(&name.to_ascii_lowercase())
+                .copied()
+        };
+        [ttl(&j.left), ttl(&j.right)]
+    }
+
+    /// Both inputs of a join.
     fn join_inputs(&mut self, j: &Join) -> Result<(Converted, Converted)> {
-        let left = self.convert(&j.left)?;
-        let right = self.convert(&j.right)?;
-        if left.node.is_updating() || right.node.is_updating() {
-            return Err(PlanError::unsupported(
-                "a join of an updating input (a GROUP BY without a window, a deduplication or a \
-                 top-N)",
-                "Join the raw rows, then aggregate",
-            ));
-        }
-        Ok((left, right))
+        Ok((self.convert(&j.left)?, self.convert(&j.right)?))
     }
 
     /// The rest of a join's condition, bound to both inputs' columns.
@@ -352,24 +376,10 @@ impl Bounds {
     }
 }
 
-/// A regular join's unmatched rows can only be emitted once the other input has ended: an
-/// outer side needs a bounded other input (else its result would be a changelog).
-fn regular_join_checks(kind: JoinKind, bounded: [bool; 2]) -> Result<()> {
-    for side in 0..2 {
-        if kind.keeps_unmatched(side) && !bounded[1 - side] {
-            return Err(PlanError::unsupported(
-                format!(
-                    "a {kind} join without time bounds whose {} input does not end (its result \
-                     would be a changelog)",
-                    ["right", "left"][side]
-                ),
-                "Bound one input's event time by the other's (an interval join, e.g. AND b.ts \
-                 BETWEEN a.ts - INTERVAL '10' SECOND AND a.ts + INTERVAL '10' SECOND), or join a \
-                 table that ends (a file): its rows are all read before a row goes unmatched",
-            ));
-        }
-    }
-    Ok(())
+/// Whether a regular join of append-only inputs is append-only: its unmatched rows are only
+/// emitted once the other input has ended, so every outer side needs a bounded other input.
+fn appends(kind: JoinKind, bounded: [bool; 2]) -> bool {
+    (0..2).all(|side| !kind.keeps_unmatched(side) || bounded[1 - side])
 }
 
 /// An input's column roles after a join: event times stay event times when `keep` (the other

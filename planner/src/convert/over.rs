@@ -110,7 +110,7 @@ impl Converter<'_> {
         Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
         Option<super::PhysExpr>,
     )> {
-        let WindowFunctionDefinition::AggregateUDF(udf) = &f.fun else {
+        let Some(udf) = aggregate_udf(f) else {
             return Err(not_an_aggregate(f));
         };
         let p = &f.params;
@@ -135,10 +135,13 @@ impl Converter<'_> {
         .with_name(name)
         .with_human_display(agg.schema_name().to_string())
         .build()?;
-        let slides = lowered
-            .aggregate
-            .create_sliding_accumulator()
-            .is_ok_and(|a| a.supports_retract_batch());
+        // FIRST_VALUE and LAST_VALUE are read off the frame's rows (see the operator).
+        let positional = matches!(udf.name(), "first_value" | "last_value") && !p.distinct;
+        let slides = positional
+            || lowered
+                .aggregate
+                .create_sliding_accumulator()
+                .is_ok_and(|a| a.supports_retract_batch());
         if !slides {
             return Err(PlanError::unsupported(
                 format!(
@@ -146,8 +149,8 @@ impl Converter<'_> {
                     udf.name().to_uppercase(),
                     if p.distinct { " DISTINCT" } else { "" }
                 ),
-                "It cannot take rows back out of its frame; COUNT, SUM, AVG, MIN, MAX, STDDEV \
-                 and VAR can",
+                "It cannot take rows back out of its frame; COUNT, SUM, AVG, MIN, MAX, STDDEV, \
+                 VAR, FIRST_VALUE and LAST_VALUE can",
             ));
         }
         Ok((lowered.aggregate, lowered.filter))
@@ -160,19 +163,32 @@ fn window_function(e: &Expr) -> Result<&WindowFunction> {
         other => other,
     };
     match e {
-        Expr::WindowFunction(f) if matches!(f.fun, WindowFunctionDefinition::AggregateUDF(_)) => {
-            Ok(f)
-        }
+        Expr::WindowFunction(f) if aggregate_udf(f).is_some() => Ok(f),
         Expr::WindowFunction(f) => Err(not_an_aggregate(f)),
         _ => Err(PlanError::Internal("window expression expected".into())),
+    }
+}
+
+/// The aggregate an OVER function computes: an aggregate's own, or for the window functions
+/// FIRST_VALUE and LAST_VALUE the aggregates of those names (the operator reads them off the
+/// frame).
+fn aggregate_udf(f: &WindowFunction) -> Option<Arc<datafusion::logical_expr::AggregateUDF>> {
+    use datafusion::functions_aggregate::first_last::{first_value_udaf, last_value_udaf};
+    match &f.fun {
+        WindowFunctionDefinition::AggregateUDF(udf) => Some(udf.clone()),
+        WindowFunctionDefinition::WindowUDF(w) => match w.name() {
+            "first_value" => Some(first_value_udaf()),
+            "last_value" => Some(last_value_udaf()),
+            _ => None,
+        },
     }
 }
 
 fn not_an_aggregate(f: &WindowFunction) -> PlanError {
     PlanError::unsupported(
         format!("{}() OVER (..) on a stream", f.fun.name()),
-        "Use an aggregate (COUNT, SUM, AVG, MIN, MAX, STDDEV, VAR) over the window, or \
-         ROW_NUMBER() filtered to the first N rows",
+        "Use an aggregate (COUNT, SUM, AVG, MIN, MAX, STDDEV, VAR, FIRST_VALUE, LAST_VALUE) over \
+         the window, or ROW_NUMBER() filtered to the first N rows",
     )
 }
 
