@@ -177,11 +177,12 @@ async fn collecting_aggregates_in_over_frames_and_windows() {
     let sql = script(
         "collect-window",
         ROWS,
-        "SELECT LISTAGG(k, ';') AS ks, ARRAY_AGG(v ORDER BY v DESC) AS vs
+        "SELECT LISTAGG(k, ';') AS ks, LISTAGG(k) AS kc, ARRAY_AGG(v ORDER BY v DESC) AS vs
          FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
          GROUP BY window_start, window_end;",
     );
-    let want = [json!({"ks": "a;b;a;a;a;a;a", "vs": [100, 10, 5, 4, 3, 2, 1]})];
+    let want =
+        [json!({"ks": "a;b;a;a;a;a;a", "kc": "a,b,a,a,a,a,a", "vs": [100, 10, 5, 4, 3, 2, 1]})];
     for batch in [1, 4096] {
         assert_same_rows("collect window", &run_query(&sql, batch).await, &want);
     }

@@ -1,6 +1,7 @@
 //! Flink function names DataFusion lacks: `TO_TIMESTAMP_LTZ(epoch, precision)` and
-//! `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm:ss')`. (`CHAR_LENGTH`, `LOWER`, `UPPER`, `CONCAT`, `ROUND`,
-//! `ABS`, ... come from DataFusion under the same names.)
+//! `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm:ss')`, and `LISTAGG(x)`'s default separator (`,`; the
+//! two-argument form is DataFusion's `STRING_AGG` under Flink's name). (`CHAR_LENGTH`, `LOWER`,
+//! `UPPER`, `CONCAT`, `ROUND`, `ABS`, ... come from DataFusion under the same names.)
 
 use std::sync::Arc;
 
@@ -13,6 +14,41 @@ use datafusion::logical_expr::{
     ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
+
+/// `LISTAGG(x)` written as `LISTAGG(x, ',')`, Flink's default separator, in a query's tokens.
+pub fn listagg_separator(
+    mut tokens: Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan>,
+) -> Vec<datafusion::sql::sqlparser::tokenizer::TokenWithSpan> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
+    let mut i = 0;
+    while i + 1 < tokens.len() {
+        let listagg = matches!(&tokens[i].token, Token::Word(w) if w.quote_style.is_none()
+            && w.value.eq_ignore_ascii_case("LISTAGG"));
+        if !listagg || tokens[i + 1].token != Token::LParen {
+            i += 1;
+            continue;
+        }
+        let (mut depth, mut j, mut comma) = (0usize, i + 1, false);
+        while j < tokens.len() {
+            match tokens[j].token {
+                Token::LParen => depth += 1,
+                Token::RParen if depth == 1 => break,
+                Token::RParen => depth -= 1,
+                Token::Comma if depth == 1 => comma = true,
+                _ => {}
+            }
+            j += 1;
+        }
+        if !comma && j < tokens.len() {
+            let at = tokens[j].span;
+            let sep = [Token::Comma, Token::SingleQuotedString(",".into())];
+            let sep = sep.map(|token| TokenWithSpan { token, span: at });
+            tokens.splice(j..j, sep);
+        }
+        i += 2;
+    }
+    tokens
+}
 
 /// Scalar functions added to every planner.
 pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
@@ -208,6 +244,22 @@ impl ScalarUDFImpl for DateFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listagg_without_a_separator_gets_flinks_comma() {
+        let text = |sql: &str| {
+            let tokens = listagg_separator(crate::tokens::tokenize(sql).unwrap());
+            tokens
+                .iter()
+                .map(|t| t.token.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            text("SELECT LISTAGG(UPPER(k)), listagg(k, ';') FROM t"),
+            "SELECT LISTAGG ( UPPER ( k ) , ',' ) , listagg ( k , ';' ) FROM t"
+        );
+    }
 
     #[test]
     fn java_patterns() {

@@ -353,6 +353,7 @@ impl<'a> QueryContext<'a> {
 
     fn plan_tokens(&self, tokens: Vec<TokenWithSpan>, at: Location) -> Result<LogicalPlan> {
         let (tokens, hints) = crate::hints::strip_hints(tokens)?;
+        let tokens = crate::functions::listagg_separator(tokens);
         self.hints.borrow_mut().state_ttl.extend(hints.state_ttl);
         let (tokens, temporal) = crate::temporal::strip_system_time(tokens)?;
         self.temporal.borrow_mut().extend(temporal);

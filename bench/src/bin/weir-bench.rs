@@ -7,7 +7,9 @@
 //! `window-join` (two 1-minute aggregations joined per sensor and window) or `over` (AVG and
 //! STDDEV_POP over each sensor's last 5 minutes, per row), and prints input rows/s (a join
 //! reads the rows once per input). Batches are generated before the clock starts, so only the
-//! engine is measured.
+//! engine is measured; with a fourth argument `lazy` they are generated as they are read
+//! instead, so memory is the engine's alone, and the state the job reports (keys, bytes) and
+//! the peak RSS are printed every second.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,14 +21,19 @@ use weir::arrow::record_batch::RecordBatch;
 use weir::planner::TableDef;
 use weir::{Source, SourceContext, SourceEvent, SourceFactory};
 
-/// Serves pre-generated batches.
+/// Serves pre-generated batches, or generates them as it goes.
 struct MemorySource {
     batches: std::vec::IntoIter<RecordBatch>,
+    lazy: Option<Generator>,
 }
 
 impl Source for MemorySource {
     fn next(&mut self) -> BoxFuture<'_, weir::Result<SourceEvent>> {
-        let e = match self.batches.next() {
+        let next = match &mut self.lazy {
+            Some(g) => g.next_batch(),
+            None => self.batches.next(),
+        };
+        let e = match next {
             Some(b) => SourceEvent::Batch(b),
             None => SourceEvent::End,
         };
@@ -34,8 +41,15 @@ impl Source for MemorySource {
     }
 }
 
+/// What every reader of the table gets: the same pre-generated batches, or a generator of its
+/// own (`lazy`: the input is never held, so memory is the engine's).
+enum Input {
+    Batches(Vec<RecordBatch>),
+    Lazy(Generator),
+}
+
 struct MemoryFactory {
-    batches: std::sync::Mutex<Option<Vec<RecordBatch>>>,
+    input: std::sync::Mutex<Option<Input>>,
 }
 
 impl SourceFactory for MemoryFactory {
@@ -49,43 +63,72 @@ impl SourceFactory for MemoryFactory {
         true
     }
     fn create(&self, _ctx: SourceContext) -> weir::Result<Box<dyn Source>> {
-        // Each reader of the table (a self-join has two) gets the same batches.
-        let batches = self
-            .batches
-            .lock()
-            .expect("lock")
-            .clone()
-            .unwrap_or_default();
-        Ok(Box::new(MemorySource {
-            batches: batches.into_iter(),
-        }))
+        // Each reader of the table (a self-join has two) gets the same rows.
+        let source = match self.input.lock().expect("lock").as_ref() {
+            Some(Input::Batches(b)) => MemorySource {
+                batches: b.clone().into_iter(),
+                lazy: None,
+            },
+            Some(Input::Lazy(g)) => MemorySource {
+                batches: Vec::new().into_iter(),
+                lazy: Some(g.clone()),
+            },
+            None => MemorySource {
+                batches: Vec::new().into_iter(),
+                lazy: None,
+            },
+        };
+        Ok(Box::new(source))
     }
 }
 
 /// Readings every 1 ms of event time, round-robin over sensors, up to 2 s out of order.
-fn generate(schema: SchemaRef, rows: usize, sensors: usize, batch: usize) -> Vec<RecordBatch> {
-    let names: Vec<String> = (0..sensors).map(|i| format!("sensor-{i:04}")).collect();
-    let mut out = Vec::new();
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let start = 1_704_067_200_000i64;
-    for lo in (0..rows).step_by(batch) {
-        let hi = (lo + batch).min(rows);
-        let ids = StringArray::from_iter_values((lo..hi).map(|i| names[i % sensors].as_str()));
+#[derive(Clone)]
+struct Generator {
+    schema: SchemaRef,
+    names: Arc<Vec<String>>,
+    rows: usize,
+    batch: usize,
+    lo: usize,
+    state: u64,
+}
+
+impl Generator {
+    fn new(schema: SchemaRef, rows: usize, sensors: usize, batch: usize) -> Self {
+        Self {
+            schema,
+            names: Arc::new((0..sensors).map(|i| format!("sensor-{i:04}")).collect()),
+            rows,
+            batch,
+            lo: 0,
+            state: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    fn next_batch(&mut self) -> Option<RecordBatch> {
+        const START: i64 = 1_704_067_200_000;
+        let (lo, hi) = (self.lo, (self.lo + self.batch).min(self.rows));
+        if lo >= hi {
+            return None;
+        }
+        self.lo = hi;
+        let n = self.names.len();
+        let ids = StringArray::from_iter_values((lo..hi).map(|i| self.names[i % n].as_str()));
         let temps =
-            Float64Array::from_iter_values((lo..hi).map(|_| (next() % 4000) as f64 / 100.0));
+            Float64Array::from_iter_values((lo..hi).map(|_| (self.random() % 4000) as f64 / 100.0));
         let ts = TimestampMillisecondArray::from_iter_values(
-            (lo..hi).map(|i| start + i as i64 - (next() % 2000) as i64),
+            (lo..hi).map(|i| START + i as i64 - (self.random() % 2000) as i64),
         );
         let cols: Vec<ArrayRef> = vec![Arc::new(ids), Arc::new(temps), Arc::new(ts)];
-        out.push(RecordBatch::try_new(schema.clone(), cols).expect("batch"));
+        Some(RecordBatch::try_new(self.schema.clone(), cols).expect("batch"))
     }
-    out
 }
 
 const DDL: &str =
@@ -121,7 +164,32 @@ fn query(name: &str) -> Option<(&'static str, usize)> {
     })
 }
 
-async fn run(rows: usize, sensors: usize, name: &str) -> weir::Result<()> {
+/// The stateful operators' state (keys, bytes) as the job reports it, and the peak RSS so far.
+fn print_state(job: &weir::JobHandle, t0: Instant) {
+    let samples = weir::engine_metrics::samples(std::slice::from_ref(job));
+    let of = |m: &'static weir::engine_metrics::Metric| -> f64 {
+        samples.of(m).map(|s| s.number()).sum()
+    };
+    println!(
+        "  {:5.1} s: state {:.0} keys, {:.1} MB; peak RSS {} MB",
+        t0.elapsed().as_secs_f64(),
+        of(&weir::engine_metrics::metric::STATE_KEYS),
+        of(&weir::engine_metrics::metric::STATE_BYTES) / 1e6,
+        peak_rss_mb()
+    );
+}
+
+/// The process's peak resident set (VmHWM), MB.
+fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+async fn run(rows: usize, sensors: usize, name: &str, lazy: bool) -> weir::Result<()> {
     let (sql, reads) = query(name).ok_or_else(|| {
         weir::EngineError::Execution(format!(
             "unknown query '{name}': tumble, filter, interval-join, window-join or over"
@@ -129,7 +197,7 @@ async fn run(rows: usize, sensors: usize, name: &str) -> weir::Result<()> {
     })?;
     let engine = weir::Engine::new();
     let factory = Arc::new(MemoryFactory {
-        batches: std::sync::Mutex::new(None),
+        input: std::sync::Mutex::new(None),
     });
     engine.register_source(factory.clone());
     engine.execute(DDL).await?;
@@ -138,12 +206,22 @@ async fn run(rows: usize, sensors: usize, name: &str) -> weir::Result<()> {
         .table("sensor_readings")
         .expect("table")
         .physical_schema();
-    *factory.batches.lock().expect("lock") = Some(generate(schema, rows, sensors, 8192));
+    let mut generator = Generator::new(schema, rows, sensors, 8192);
+    let input = match lazy {
+        true => Input::Lazy(generator),
+        false => Input::Batches(std::iter::from_fn(|| generator.next_batch()).collect()),
+    };
+    *factory.input.lock().expect("lock") = Some(input);
     let t0 = Instant::now();
     let mut stream = engine.query(sql).await?;
     let mut out = 0usize;
+    let mut shown = Instant::now();
     while let Some(b) = stream.next_batch().await {
         out += b?.num_rows();
+        if lazy && shown.elapsed().as_secs() >= 1 {
+            shown = Instant::now();
+            print_state(stream.job(), t0);
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
@@ -151,6 +229,9 @@ async fn run(rows: usize, sensors: usize, name: &str) -> weir::Result<()> {
         (rows * reads) as f64 / secs,
         stream.job().late_rows()
     );
+    if lazy {
+        print_state(stream.job(), t0);
+    }
     Ok(())
 }
 
@@ -162,11 +243,12 @@ fn main() {
         .unwrap_or(10_000_000);
     let sensors = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let name = args.next().unwrap_or_else(|| "tumble".to_string());
+    let lazy = args.next().as_deref() == Some("lazy");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if let Err(e) = rt.block_on(run(rows, sensors, &name)) {
+    if let Err(e) = rt.block_on(run(rows, sensors, &name, lazy)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

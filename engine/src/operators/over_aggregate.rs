@@ -12,7 +12,8 @@
 //! frame.
 //!
 //! A checkpoint holds the rows still to be emitted and the rows of every frame; a restore
-//! replays the frames into fresh accumulators.
+//! replays the frames into fresh accumulators. A RANGE frame's partition whose newest row is a
+//! frame's length behind the watermark is dropped, so state follows the keys seen recently.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -116,6 +117,10 @@ struct Partition {
     accs: Vec<Box<dyn Accumulator>>,
     frame: VecDeque<Entry>,
     rows_in_frame: usize,
+    /// The newest time of a row that came (emitted or not).
+    last_time: i64,
+    /// False once dropped for idleness (the slot waits to be reused).
+    alive: bool,
 }
 
 /// Rows not emitted yet: a batch, their times and partitions.
@@ -150,6 +155,10 @@ pub struct OverAggregateOperator {
     schema: SchemaRef,
     watermark: i64,
     late: LateRows,
+    /// Slots of dropped partitions, to reuse.
+    free: Vec<u32>,
+    /// The watermark at the last look for idle partitions.
+    swept_at: i64,
 }
 
 impl OverAggregateOperator {
@@ -172,6 +181,8 @@ impl OverAggregateOperator {
             schema: node.schema.clone(),
             watermark: WATERMARK_MIN,
             late: LateRows::default(),
+            free: Vec::new(),
+            swept_at: WATERMARK_MIN,
         })
     }
 
@@ -189,7 +200,11 @@ impl OverAggregateOperator {
         }
         let ts = batch.column(self.time_index);
         let raw = timestamp_values(ts, self.unit).map_err(EngineError::Execution)?;
-        let times = raw.iter().map(|v| to_ns(*v, self.unit)).collect();
+        let times: Vec<i64> = raw.iter().map(|v| to_ns(*v, self.unit)).collect();
+        for (p, t) in parts.iter().zip(&times) {
+            let part = &mut self.parts[*p as usize];
+            part.last_time = part.last_time.max(*t);
+        }
         Ok((parts, times))
     }
 
@@ -204,13 +219,24 @@ impl OverAggregateOperator {
                 None => Ok(a.create_sliding_accumulator()?),
             })
             .collect::<Result<Vec<_>>>()?;
-        let id = self.parts.len() as u32;
-        self.parts.push(Partition {
+        let part = Partition {
             key: key.into(),
             accs,
             frame: VecDeque::new(),
             rows_in_frame: 0,
-        });
+            last_time: WATERMARK_MIN,
+            alive: true,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.parts[id as usize] = part;
+                id
+            }
+            None => {
+                self.parts.push(part);
+                self.parts.len() as u32 - 1
+            }
+        };
         self.index.insert(key.into(), id);
         Ok(id)
     }
@@ -361,6 +387,35 @@ impl OverAggregateOperator {
         Ok(())
     }
 
+    /// A RANGE frame's partitions whose newest row is at least the frame's length before the
+    /// watermark: any row still to come would empty their frame, so they go (their slot is
+    /// reused). Looked at each time the watermark has moved a quarter of the frame. (A ROWS
+    /// frame keeps its last rows for the partition's next row, however late.)
+    fn drop_idle_partitions(&mut self, wm: i64) {
+        let OverFrame::Range(range) = self.frame else {
+            return;
+        };
+        if wm.saturating_sub(self.swept_at) < (range / 4).max(1) {
+            return;
+        }
+        self.swept_at = wm;
+        let horizon = wm.saturating_sub(range);
+        for (id, p) in self.parts.iter_mut().enumerate() {
+            if p.alive && p.last_time <= horizon {
+                self.index.remove(&p.key);
+                *p = Partition {
+                    key: Box::default(),
+                    accs: Vec::new(),
+                    frame: VecDeque::new(),
+                    rows_in_frame: 0,
+                    last_time: WATERMARK_MIN,
+                    alive: false,
+                };
+                self.free.push(id as u32);
+            }
+        }
+    }
+
     fn frame_rows(&self) -> usize {
         self.parts.iter().map(|p| p.rows_in_frame).sum()
     }
@@ -413,6 +468,7 @@ impl Operator for OverAggregateOperator {
             self.emit_due(due, out)?;
         }
         self.watermark = wm;
+        self.drop_idle_partitions(wm);
         out.push(Message::Watermark(wm));
         Ok(())
     }
@@ -427,7 +483,7 @@ impl Operator for OverAggregateOperator {
         let per_row = pending.checked_div(pending_rows).unwrap_or(64);
         StateSize {
             open_windows: 0,
-            keys: self.parts.len() as u64,
+            keys: self.index.len() as u64,
             bytes: (pending + self.frame_rows() * per_row) as u64,
         }
     }
@@ -492,3 +548,7 @@ impl Operator for OverAggregateOperator {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "over_aggregate_tests.rs"]
+mod tests;
