@@ -26,6 +26,8 @@
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
 //! - `joins`: interval, window, regular, semi and anti joins, their late rows, refused joins.
 //! - `over`: OVER aggregates (RANGE and ROWS frames), their late rows, refused OVER windows.
+//! - `parquet`: Parquet files: every type round trip, partitioned and rolled writes, crash and
+//!   recovery with Parquet output.
 
 mod common;
 
@@ -45,6 +47,7 @@ mod latency;
 mod metrics_values;
 mod observability;
 mod over;
+mod parquet;
 mod queries;
 mod shell;
 mod sql_examples;

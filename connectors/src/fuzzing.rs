@@ -182,6 +182,7 @@ fn build_source(ddl: &str) -> Box<KafkaSource> {
     let ctx = SourceContext {
         table: Arc::new(table),
         schema,
+        used_columns: None,
         batch_size: 64,
         dead_letters,
         metrics: Arc::new(JobMetrics::default()),

@@ -26,6 +26,7 @@ pub(crate) fn table(options: &[(&str, &str)], columns: &[(&str, DataType)]) -> T
             .collect(),
         watermark: None,
         primary_key: Vec::new(),
+        partition_by: Vec::new(),
         options: options
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -43,6 +44,7 @@ pub(crate) fn source_ctx(table: TableDef, on_error: OnError, batch_size: usize) 
     SourceContext {
         table: Arc::new(table),
         schema,
+        used_columns: None,
         batch_size,
         dead_letters,
         metrics: Arc::new(JobMetrics::default()),

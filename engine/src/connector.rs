@@ -114,6 +114,9 @@ pub struct SourceContext {
     pub table: Arc<TableDef>,
     /// The physical columns to decode, in this order.
     pub schema: SchemaRef,
+    /// The columns of `schema` the query reads (by index), when known: a columnar source
+    /// (Parquet) may read only those and leave the others NULL.
+    pub used_columns: Option<Vec<usize>>,
     /// Preferred rows per batch.
     pub batch_size: usize,
     /// Where records that cannot be decoded go.

@@ -322,6 +322,7 @@ pub fn topic_table(source: &TableDef, topic: &str, exactly_once: bool) -> TableD
         columns,
         watermark: None,
         primary_key: Vec::new(),
+        partition_by: Vec::new(),
         options,
         option_locations: Default::default(),
         location: source.option_location(LATE_TOPIC_OPTION),

@@ -49,6 +49,9 @@ pub struct TableDef {
     pub columns: Vec<ColumnDef>,
     pub watermark: Option<WatermarkDef>,
     pub primary_key: Vec<String>,
+    /// `PARTITIONED BY (a, b)`: a file sink writes `a=..`/`b=..` directories, a file source
+    /// reads those columns from them.
+    pub partition_by: Vec<String>,
     /// `WITH (...)` options, keys as written.
     pub options: BTreeMap<String, String>,
     /// Where each option key was written, for error messages.

@@ -243,6 +243,7 @@ fn parse_table_body(p: &mut Parser, at: Location) -> Result<TableDef> {
         columns: vec![],
         watermark: None,
         primary_key: vec![],
+        partition_by: vec![],
         options: BTreeMap::new(),
         option_locations: HashMap::new(),
         location: at,
@@ -255,6 +256,15 @@ fn parse_table_body(p: &mut Parser, at: Location) -> Result<TableDef> {
         }
         p.expect_token(&Token::RParen).map_err(pe(at))?;
         break;
+    }
+    if p.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        let cols = p
+            .parse_parenthesized_column_list(
+                datafusion::sql::sqlparser::parser::IsOptional::Mandatory,
+                false,
+            )
+            .map_err(pe(at))?;
+        table.partition_by = cols.into_iter().map(|i| i.value).collect();
     }
     if p.parse_keyword(Keyword::WITH) {
         parse_options(p, &mut table)?;
@@ -408,6 +418,14 @@ fn check_table(t: &TableDef) -> Result<()> {
         if t.column(k).is_none() {
             return Err(PlanError::plan(
                 format!("PRIMARY KEY column `{k}` does not exist"),
+                t.location,
+            ));
+        }
+    }
+    for k in &t.partition_by {
+        if !t.column(k).is_some_and(|c| c.kind == ColumnKind::Physical) {
+            return Err(PlanError::plan(
+                format!("PARTITIONED BY column `{k}` is not a physical column of the table"),
                 t.location,
             ));
         }

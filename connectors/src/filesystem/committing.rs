@@ -30,11 +30,11 @@ const IN_PROGRESS: &str = ".inprogress";
 /// array in field order, so both forms read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pending {
-    checkpoint: u64,
-    /// The in-progress file's name.
-    in_progress: String,
+    pub(crate) checkpoint: u64,
+    /// The in-progress file's name (relative to the sink's directory).
+    pub(crate) in_progress: String,
     /// The name it is renamed to when the checkpoint completes.
-    done: String,
+    pub(crate) done: String,
 }
 
 pub(super) struct CommittingSink {
@@ -62,6 +62,7 @@ impl CommittingSink {
         let ext = match options.format {
             Format::Json => "jsonl",
             Format::Csv => "csv",
+            Format::Parquet => "parquet",
         };
         let restored = ctx.restore.as_ref().map_or(0, |r| r.checkpoint);
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
@@ -136,27 +137,33 @@ impl CommittingSink {
         pending::write(&self.pending)
     }
 
-    /// Rename the files of every checkpoint up to `checkpoint` (done ones are skipped, so this
-    /// can run again after a crash).
+    /// Rename the files of every checkpoint up to `checkpoint`.
     fn commit_up_to(&mut self, checkpoint: u64) -> Result<()> {
-        let (ready, later): (Vec<Pending>, Vec<Pending>) = self
-            .pending
-            .drain(..)
-            .partition(|p| p.checkpoint <= checkpoint);
-        self.pending = later;
-        for p in &ready {
-            let (from, to) = (self.dir.join(&p.in_progress), self.dir.join(&p.done));
-            if from.exists() {
-                std::fs::rename(&from, &to).map_err(|e| io_err("publish", &from, e))?;
-            }
-        }
-        if !ready.is_empty() {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err("sync", &self.dir, e))?;
-        }
-        Ok(())
+        publish_up_to(&self.dir, &mut self.pending, checkpoint)
     }
+}
+
+/// Rename the pending files (paths relative to `dir`) of every checkpoint up to `checkpoint`
+/// to their final names, and sync their directories; the later ones stay in `pending`. Files
+/// already renamed are skipped, so this can run again after a crash.
+pub(crate) fn publish_up_to(dir: &Path, pending: &mut Vec<Pending>, checkpoint: u64) -> Result<()> {
+    let (ready, later): (Vec<Pending>, Vec<Pending>) =
+        pending.drain(..).partition(|p| p.checkpoint <= checkpoint);
+    *pending = later;
+    let mut parents = std::collections::BTreeSet::new();
+    for p in &ready {
+        let (from, to) = (dir.join(&p.in_progress), dir.join(&p.done));
+        if from.exists() {
+            std::fs::rename(&from, &to).map_err(|e| io_err("publish", &from, e))?;
+            parents.extend(to.parent().map(Path::to_path_buf));
+        }
+    }
+    for d in parents {
+        File::open(&d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io_err("sync", &d, e))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {

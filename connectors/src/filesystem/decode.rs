@@ -256,7 +256,7 @@ impl SegmentDecoder {
     fn is_empty_line(&self, line: &[u8]) -> bool {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         match self.format {
-            Format::Json => line.trim_ascii().is_empty(),
+            Format::Json | Format::Parquet => line.trim_ascii().is_empty(),
             Format::Csv => {
                 line.is_empty() || (self.csv.allow_comments && line.first() == Some(&b'#'))
             }
@@ -373,6 +373,11 @@ fn build(
                 b = b.with_comment(b'#');
             }
             Inner::Csv(Box::new(b.build_decoder()))
+        }
+        Format::Parquet => {
+            return Err(ArrowError::InvalidArgumentError(
+                "Parquet files are not read line by line".into(),
+            ))
         }
     })
 }

@@ -1,11 +1,15 @@
-//! The `filesystem` connector: bounded JSON-lines / CSV files as a source, and a file sink.
+//! The `filesystem` connector: bounded JSON-lines, CSV and Parquet files as a source, and a
+//! file sink.
 //!
 //! This module owns what source and sink share: the option list (a table may be read and
 //! written with the same `WITH` clause), the `format` value and path handling. Reading lives in
-//! [`source`] (with chunked, line-exact decoding in `decode`), writing in [`sink`].
+//! [`source`] (with chunked, line-exact decoding in `decode`) and `parquet_source`, writing in
+//! [`sink`], `committing` and `parquet_sink`.
 
 pub(crate) mod committing;
 pub(crate) mod decode;
+pub(crate) mod parquet_sink;
+pub(crate) mod parquet_source;
 pub mod sink;
 pub mod source;
 
@@ -35,6 +39,9 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "csv.ignore-first-line",
     "json.timestamp-format.standard",
     "scan.records-per-second",
+    "parquet.compression",
+    "sink.rolling-policy.file-size",
+    "sink.rolling-policy.rollover-interval",
 ];
 
 /// The record format of the files.
@@ -42,6 +49,8 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
 pub(crate) enum Format {
     Json,
     Csv,
+    /// Columnar files (`parquet_source.rs`, `parquet_sink.rs`).
+    Parquet,
 }
 
 /// CSV settings (Flink's `csv.*` options).
@@ -123,12 +132,17 @@ fn parse_format(table: &TableDef) -> Result<Format, String> {
     {
         "json" => Format::Json,
         "csv" => Format::Csv,
+        "parquet" => Format::Parquet,
         other => {
             return Err(format!(
-                "option 'format' must be 'json' or 'csv' for connector 'filesystem', not '{other}'"
+                "option 'format' must be 'json', 'csv' or 'parquet' for connector 'filesystem', \
+                 not '{other}'"
             ))
         }
     };
+    if format == Format::Parquet {
+        parquet_sink::writer_options(table)?;
+    }
     if let Some(v) = table.option("json.timestamp-format.standard") {
         if !matches!(v.to_ascii_uppercase().as_str(), "SQL" | "ISO-8601") {
             return Err(format!(

@@ -2,7 +2,8 @@
 //!
 //! `path` names the file, or a directory (an existing one, or a path ending in `/`) in which
 //! `part-0.jsonl` / `part-0.csv` is written. Rows are appended as they arrive and flushed when
-//! the input ends; there is no commit protocol yet, so the guarantee is at-least-once.
+//! the input ends: at-least-once. A checkpointing job writes through `committing.rs`
+//! (exactly-once), and Parquet through `parquet_sink.rs`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -48,6 +49,10 @@ impl SinkFactory for FilesystemSinkFactory {
         let err = |m: String| EngineError::connector(NAME, m);
         let options = FileOptions::parse(&ctx.table).map_err(err)?;
         let tz = session_time_zone(&ctx.settings).map_err(err)?;
+        if options.format == Format::Parquet {
+            let sink = super::parquet_sink::ParquetSink::open(ctx, &options)?;
+            return Ok(Box::new(sink));
+        }
         if ctx.checkpointing {
             return Ok(Box::new(super::committing::CommittingSink::open(
                 ctx, options, tz,
@@ -78,6 +83,7 @@ fn target_file(options: &FileOptions) -> Result<PathBuf> {
     let ext = match options.format {
         Format::Json => "jsonl",
         Format::Csv => "csv",
+        Format::Parquet => "parquet",
     };
     let file = if is_dir {
         path.join(format!("part-0.{ext}"))
@@ -105,6 +111,11 @@ pub(super) fn encode_rows(
         Format::Csv => {
             let delimiter = char::from(options.csv.delimiter);
             batch_to_csv_with_delimiter(batch, tz, out, header, delimiter)?
+        }
+        Format::Parquet => {
+            return Err(EngineError::Internal(
+                "Parquet is written by the Parquet sink".into(),
+            ))
         }
     }
     Ok(())

@@ -45,6 +45,10 @@ impl SourceFactory for FilesystemSourceFactory {
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
         let options =
             FileOptions::parse(&ctx.table).map_err(|m| EngineError::connector(NAME, m))?;
+        if options.format == super::Format::Parquet {
+            let source = super::parquet_source::ParquetSource::new(ctx, &options)?;
+            return Ok(Box::new(source));
+        }
         Ok(Box::new(FileSource::new(ctx, options)?))
     }
 }

@@ -204,6 +204,11 @@ fn lines(batch: &RecordBatch, format: Format, tz: Option<chrono_tz::Tz>) -> Resu
     match format {
         Format::Json => batch_to_json_lines(batch, tz, &mut buf)?,
         Format::Csv => batch_to_csv(batch, tz, &mut buf, false)?,
+        Format::Parquet => {
+            return Err(EngineError::Internal(
+                "Kafka records are not written as Parquet".into(),
+            ))
+        }
     }
     Ok(buf
         .split(|b| *b == b'\n')

@@ -301,6 +301,7 @@ fn spawn_source(
     let sctx = SourceContext {
         table: s.table.clone(),
         schema: s.table.physical_schema(),
+        used_columns: Some(used_physical_columns(s)),
         batch_size: ctx.batch_size,
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
@@ -315,6 +316,21 @@ fn spawn_source(
     }
     ctx.job.spawn(driver.run(tx, ctx.job.cancel_receiver()));
     Ok(())
+}
+
+/// The physical columns a source's output and watermark are computed from.
+fn used_physical_columns(s: &weir_planner::stream_plan::SourceNode) -> Vec<usize> {
+    use datafusion::physical_expr::utils::collect_columns;
+    let mut exprs: Vec<usize> = s.projection.clone();
+    exprs.extend(s.watermark.as_ref().map(|w| w.1));
+    let mut used: Vec<usize> = exprs
+        .into_iter()
+        .filter_map(|j| s.columns.get(j))
+        .flat_map(|e| collect_columns(e).into_iter().map(|c| c.index()))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    used
 }
 
 /// The operator that runs `node` (any node but a source or a union).
