@@ -219,9 +219,10 @@ async fn chaos(kafka_sinks: bool) -> Result<(), String> {
     eprintln!("chaos: clean run {:.1} s", clean_ms as f64 / 1000.0);
     // Two in three kills come after the run has restored and taken a checkpoint of its own,
     // so kills spread over the whole input instead of piling up in restarts; the rest may hit
-    // a restore. The random waits add up to less than 3/5 of a clean run, so with the
-    // checkpoint waits every kill still lands mid-run.
-    let longest = (clean_ms * 3 / 5 / KILLS as u64).clamp(300, 2500);
+    // a restore. The random waits add up to less than 2/5 of a clean run, so with the
+    // checkpoint waits every kill still lands mid-run even when the clean run was slowed by
+    // other tests on the machine and the chaotic one is not.
+    let longest = (clean_ms * 2 / 5 / KILLS as u64).clamp(200, 2500);
 
     let mut kills = Vec::new();
     let t0 = Instant::now();
