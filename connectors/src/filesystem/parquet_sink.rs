@@ -96,6 +96,8 @@ pub(crate) fn writer_options(
 struct OpenPart {
     /// Relative path of the in-progress file.
     name: String,
+    /// Its number in this run (part of its final name).
+    seq: u64,
     writer: ArrowWriter<File>,
     opened: Instant,
 }
@@ -112,8 +114,8 @@ pub(super) struct ParquetSink {
     data: Vec<usize>,
     data_schema: SchemaRef,
     open: BTreeMap<String, OpenPart>,
-    /// Closed since the last barrier (checkpointing): relative in-progress names.
-    closed: Vec<String>,
+    /// Closed since the last barrier (checkpointing): relative in-progress names and numbers.
+    closed: Vec<(String, u64)>,
     pending: Vec<Pending>,
     run: String,
     seq: u64,
@@ -258,6 +260,7 @@ impl ParquetSink {
                     .map_err(|e| io_err("write", &path, e))?;
             let part = OpenPart {
                 name,
+                seq: self.seq,
                 writer,
                 opened: Instant::now(),
             };
@@ -275,24 +278,11 @@ impl ParquetSink {
             .map_err(|e| io_err("write", &path, e))?;
         file.sync_all().map_err(|e| io_err("sync", &path, e))?;
         if self.ctx.checkpointing {
-            self.closed.push(part.name);
+            self.closed.push((part.name, part.seq));
             return Ok(());
         }
-        let done = path.with_file_name(format!(
-            "part-{}-{}.parquet",
-            self.run,
-            self.seq_of(&part.name)
-        ));
+        let done = path.with_file_name(format!("part-{}-{}.parquet", self.run, part.seq));
         std::fs::rename(&path, &done).map_err(|e| io_err("publish", &path, e))
-    }
-
-    /// The sequence number in an in-progress name.
-    fn seq_of(&self, name: &str) -> String {
-        let file = name.rsplit('/').next().unwrap_or(name);
-        let stem = file
-            .trim_end_matches(IN_PROGRESS)
-            .trim_end_matches(".parquet");
-        stem.rsplit('-').next().unwrap_or("0").to_string()
     }
 
     fn close_all(&mut self) -> Result<()> {
@@ -305,9 +295,8 @@ impl ParquetSink {
     /// Close every open file; the closed files become pending for `checkpoint`.
     fn pre_commit_now(&mut self, checkpoint: u64) -> Result<String> {
         self.close_all()?;
-        for name in std::mem::take(&mut self.closed) {
-            let (dir, _) = name.rsplit_once('/').map_or(("", ""), |(d, f)| (d, f));
-            let seq = self.seq_of(&name);
+        for (name, seq) in std::mem::take(&mut self.closed) {
+            let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
             let file = format!("part-{checkpoint:08}-{}-{seq}.parquet", self.run);
             let done = match dir {
                 "" => file,
@@ -341,7 +330,8 @@ impl Sink for ParquetSink {
                 return self.close_all();
             }
             let open = std::mem::take(&mut self.open).into_values().map(|p| p.name);
-            for name in open.chain(std::mem::take(&mut self.closed)) {
+            let closed = std::mem::take(&mut self.closed).into_iter().map(|c| c.0);
+            for name in open.chain(closed) {
                 let _ = std::fs::remove_file(self.dir.join(name));
             }
             Ok(())

@@ -2,10 +2,6 @@
 //! partner comes and inserted again when its last one goes, retractions of either input, and
 //! semi and anti joins whose left rows enter and leave the result.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::ChangelogJoinOperator;
@@ -30,20 +26,7 @@ fn join_node(query: &str) -> JoinNode {
 /// One row `(k, v)` of an input with kind `kind`.
 fn row(node: &JoinNode, side: usize, kind: RowKind, k: &str, v: i64) -> StreamBatch {
     let schema = [&node.left, &node.right][side].schema();
-    // The input's columns: its key (a string) and, when it has one, its number.
-    let cols: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| -> ArrayRef {
-            match f.data_type() {
-                datafusion::arrow::datatypes::DataType::Utf8 => {
-                    Arc::new(StringArray::from(vec![k]))
-                }
-                _ => Arc::new(Int64Array::from(vec![v])),
-            }
-        })
-        .collect();
-    StreamBatch::new(RecordBatch::try_new(schema, cols).unwrap()).with_kinds(vec![kind as i8])
+    super::super::test_rows(schema, &[(k, v)]).with_kinds(vec![kind as i8])
 }
 
 /// What the operator emits for one row, as `+I x,1,x,10` lines.

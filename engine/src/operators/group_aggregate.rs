@@ -247,7 +247,6 @@ mod tests {
     use super::*;
     use crate::operators::key_index::process_clock;
     use crate::state::{encode_columns, MemoryBackend};
-    use datafusion::arrow::array::StringArray;
     use std::sync::Arc;
     use weir_planner::stream_plan::StreamNode;
 
@@ -263,20 +262,7 @@ mod tests {
 
     /// Rows `(k, v)` in the node's input columns.
     fn rows(node: &GroupAggregateNode, rows: &[(&str, i64)]) -> StreamBatch {
-        let schema = node.input.schema();
-        let cols: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| -> ArrayRef {
-                match f.data_type() {
-                    DataType::Utf8 => {
-                        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0)))
-                    }
-                    _ => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-                }
-            })
-            .collect();
-        StreamBatch::new(RecordBatch::try_new(schema, cols).unwrap())
+        crate::operators::test_rows(node.input.schema(), rows)
     }
 
     /// The counts (`n`) of the rows `op` emits for `input`.

@@ -34,3 +34,31 @@ pub(crate) fn planned<T>(sql: &str, pick: impl Fn(&weir_planner::StreamNode) -> 
         node = node.children()[0].clone();
     }
 }
+
+/// Rows `(key, number)` in the columns of `schema`, as operator tests build their input: a
+/// string column takes the key, a millisecond timestamp the number as seconds, any other
+/// column the number.
+#[cfg(test)]
+pub(crate) fn test_rows(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    rows: &[(&str, i64)],
+) -> crate::message::StreamBatch {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::DataType;
+    use std::sync::Arc;
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| -> ArrayRef {
+            match f.data_type() {
+                DataType::Utf8 => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                DataType::Timestamp(_, _) => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1 * 1000),
+                )),
+                _ => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            }
+        })
+        .collect();
+    let batch = datafusion::arrow::record_batch::RecordBatch::try_new(schema, cols).unwrap();
+    crate::message::StreamBatch::new(batch)
+}

@@ -1,11 +1,7 @@
 //! The OVER operator drops a RANGE frame's partitions once their newest row is a frame's
 //! length behind the watermark, and a key that comes back starts afresh in a reused slot.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::array::Int64Array;
 
 use super::OverAggregateOperator;
 use crate::message::{Message, StreamBatch};
@@ -24,21 +20,7 @@ fn over_node() -> weir_planner::stream_plan::OverNode {
 
 /// Rows `(key, second)` in the input's columns (the key, a number, the time).
 fn rows(node: &weir_planner::stream_plan::OverNode, rows: &[(&str, i64)]) -> StreamBatch {
-    let schema = node.input.schema();
-    let cols: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| -> ArrayRef {
-            match f.data_type() {
-                DataType::Utf8 => Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
-                DataType::Int64 => Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-                _ => Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.1 * 1000),
-                )),
-            }
-        })
-        .collect();
-    StreamBatch::new(RecordBatch::try_new(schema, cols).unwrap())
+    super::super::test_rows(node.input.schema(), rows)
 }
 
 /// The `n` column of what the operator emitted.
