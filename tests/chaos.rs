@@ -1,7 +1,8 @@
 //! The chaos tests: a real `weir run` process reading 1 million sensor records from a
 //! 3-partition topic, aggregating in tumble and session windows into exactly-once sinks
-//! (filesystem in one test, Kafka transactions in the other), is killed with SIGKILL at random moments and restarted from its checkpoint directory;
-//! the committed output must equal one clean run's, row for row.
+//! (filesystem, Kafka transactions or PostgreSQL, one test each), is killed with SIGKILL at
+//! random moments and restarted from its checkpoint directory; the committed output must equal
+//! one clean run's, row for row.
 //!
 //! The seed and kill times are printed; `WEIR_CHAOS_SEED=<n>` replays a run.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::Message;
 
 use crate::common::kafka::Broker;
-use crate::common::{wait_for, weir_bin};
+use crate::common::{postgres, wait_for, weir_bin};
 
 const RECORDS: usize = 1_000_000;
 const KILLS: usize = 5;
@@ -55,12 +56,26 @@ fn record(n: usize) -> (i32, Vec<u8>) {
     ((sensor % 3) as i32, v.into_bytes())
 }
 
-/// Where a run's two sinks write: directories (exactly-once filesystem sink) or topics
-/// (exactly-once Kafka sink).
+/// Where a run's two sinks write: directories (exactly-once filesystem sink), topics
+/// (exactly-once Kafka sink) or PostgreSQL tables (exactly-once `jdbc` sink).
 enum Out {
     Files(PathBuf),
     Topics(String),
+    Tables(String),
 }
+
+/// The sinks a chaos test writes to.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Files,
+    Kafka,
+    Postgres,
+}
+
+const PG_COLUMNS: [(&str, &str); 2] = [
+    ("tumbles", "sensor_id text, window_start timestamp(3), n bigint, avg_t double precision"),
+    ("sessions", "sensor_id text, window_start timestamp(3), window_end timestamp(3), n bigint, max_t double precision"),
+];
 
 impl Out {
     fn sink_ddl(&self, name: &str, broker: &Broker) -> String {
@@ -75,6 +90,10 @@ impl Out {
                  'sink.transactional-id-prefix' = '{prefix}-{name}'",
                 broker.bootstrap
             ),
+            Out::Tables(prefix) => format!(
+                "'connector' = 'jdbc', 'url' = '{}', 'table-name' = '{prefix}_{name}'",
+                postgres::url()
+            ),
         }
     }
 
@@ -83,6 +102,33 @@ impl Out {
         match self {
             Out::Files(dir) => committed_files(&dir.join(name)),
             Out::Topics(prefix) => committed_topic(broker, &format!("{prefix}-{name}")).await,
+            Out::Tables(prefix) => committed_table(&format!("{prefix}_{name}")).await,
+        }
+    }
+}
+
+/// Every row of a PostgreSQL table (as JSON), counted.
+async fn committed_table(table: &str) -> BTreeMap<String, usize> {
+    let pg = postgres::client().await;
+    let mut rows = BTreeMap::new();
+    for r in postgres::rows(&pg, &format!("SELECT * FROM {table}")).await {
+        *rows.entry(r.to_string()).or_insert(0) += 1;
+    }
+    rows
+}
+
+/// Create (or, with `drop`, drop) the tables of the runs `prefixes`.
+async fn pg_tables(prefixes: &[&str], drop: bool) {
+    let pg = postgres::client().await;
+    for p in prefixes {
+        for (name, columns) in PG_COLUMNS {
+            let sql = match drop {
+                true => format!("DROP TABLE IF EXISTS {p}_{name}"),
+                false => {
+                    format!("DROP TABLE IF EXISTS {p}_{name}; CREATE TABLE {p}_{name} ({columns})")
+                }
+            };
+            postgres::exec(&pg, &sql).await;
         }
     }
 }
@@ -179,7 +225,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// Run the job cleanly and under repeated SIGKILLs; the committed outputs must be equal.
-async fn chaos(kafka_sinks: bool) -> Result<(), String> {
+async fn chaos(sinks: Kind) -> Result<(), String> {
     let seed = std::env::var("WEIR_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -188,23 +234,40 @@ async fn chaos(kafka_sinks: bool) -> Result<(), String> {
     let broker = Broker::start();
     broker.create_topic("chaos", 3).await;
     let ends = broker.produce_many("chaos", RECORDS, 3, record).await;
-    let kind = if kafka_sinks { "kafka" } else { "files" };
+    let kind = match sinks {
+        Kind::Files => "files",
+        Kind::Kafka => "kafka",
+        Kind::Postgres => "postgres",
+    };
     let (clean_dir, chaos_dir) = (
         scratch(&format!("{kind}-clean")),
         scratch(&format!("{kind}-chaos")),
     );
-    let (clean, chaotic) = if kafka_sinks {
-        for t in [
-            "clean-tumbles",
-            "clean-sessions",
-            "chaos-tumbles",
-            "chaos-sessions",
-        ] {
-            broker.create_topic(t, 2).await;
+    let pg_prefixes = [
+        format!("weir_chaos_clean_{}", std::process::id()),
+        format!("weir_chaos_{}", std::process::id()),
+    ];
+    let pg_prefixes = [pg_prefixes[0].as_str(), pg_prefixes[1].as_str()];
+    let (clean, chaotic) = match sinks {
+        Kind::Kafka => {
+            for t in [
+                "clean-tumbles",
+                "clean-sessions",
+                "chaos-tumbles",
+                "chaos-sessions",
+            ] {
+                broker.create_topic(t, 2).await;
+            }
+            (Out::Topics("clean".into()), Out::Topics("chaos".into()))
         }
-        (Out::Topics("clean".into()), Out::Topics("chaos".into()))
-    } else {
-        (Out::Files(clean_dir.clone()), Out::Files(chaos_dir.clone()))
+        Kind::Files => (Out::Files(clean_dir.clone()), Out::Files(chaos_dir.clone())),
+        Kind::Postgres => {
+            pg_tables(&pg_prefixes, false).await;
+            (
+                Out::Tables(pg_prefixes[0].into()),
+                Out::Tables(pg_prefixes[1].into()),
+            )
+        }
     };
     std::fs::write(clean_dir.join("job.sql"), job(&broker, &ends, &clean)).unwrap();
     std::fs::write(chaos_dir.join("job.sql"), job(&broker, &ends, &chaotic)).unwrap();
@@ -278,6 +341,9 @@ async fn chaos(kafka_sinks: bool) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&clean_dir);
     let _ = std::fs::remove_dir_all(&chaos_dir);
+    if sinks == Kind::Postgres {
+        pg_tables(&pg_prefixes, true).await;
+    }
     Ok(())
 }
 
@@ -286,10 +352,16 @@ async fn chaos(kafka_sinks: bool) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_up_to_five_times_the_filesystem_sink_commits_a_clean_runs_rows(
 ) -> Result<(), String> {
-    chaos(false).await
+    chaos(Kind::Files).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_up_to_five_times_the_kafka_sink_commits_a_clean_runs_rows() -> Result<(), String> {
-    chaos(true).await
+    chaos(Kind::Kafka).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_up_to_five_times_the_postgres_sink_commits_a_clean_runs_rows() -> Result<(), String>
+{
+    chaos(Kind::Postgres).await
 }

@@ -24,6 +24,8 @@
 //! - `updating`: changelogs (GROUP BY, dedup, top-N, allowed lateness, TTL) and upsert-kafka.
 //! - `upserts`: rows leaving an updating result (HAVING, WHERE, top-N) become tombstones.
 //! - `api`: the embedded `Engine` API (queries, jobs, sinks, cancellation).
+//! - `jdbc`: the PostgreSQL connector against a real server: append and upsert sinks,
+//!   exactly-once across a crash, a partitioned scan, a lookup join, dropped connections.
 //! - `joins`: interval, window, regular, semi and anti joins, their late rows, refused joins.
 //! - `over`: OVER aggregates (RANGE and ROWS frames), their late rows, refused OVER windows.
 //! - `parquet`: Parquet files: every type round trip, partitioned and rolled writes, crash and
@@ -38,6 +40,7 @@ mod checkpoints;
 mod conformance;
 mod determinism;
 mod errors;
+mod jdbc;
 mod joins;
 mod kafka;
 mod kafka_keys;

@@ -1,8 +1,9 @@
 //! `weir-connectors`: the built-in sources and sinks of Weir, and the value formatting they
 //! share with the shell.
 //!
-//! Sources: `filesystem` (bounded JSON lines / CSV files), `kafka` and `datagen`. Sinks: `print`,
-//! `blackhole`, `filesystem`, `kafka` and `upsert-kafka` (updating results). Each connector lives in its own module and implements the
+//! Sources: `filesystem` (bounded JSON lines / CSV / Parquet files), `kafka`, `jdbc` (a bounded
+//! PostgreSQL read) and `datagen`. Sinks: `print`, `blackhole`, `filesystem`, `kafka`,
+//! `upsert-kafka` and `jdbc` (PostgreSQL, appending or upserting). Each connector lives in its own module and implements the
 //! factory traits of `weir_engine::connector`; [`register_defaults`] makes them known to an
 //! engine.
 
@@ -10,6 +11,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod format;
+pub mod jdbc;
 pub mod kafka;
 mod options;
 pub mod print;
@@ -34,6 +36,7 @@ use weir_engine::connector::ConnectorRegistry;
 pub use blackhole::BlackholeSinkFactory;
 pub use datagen::DatagenSourceFactory;
 pub use filesystem::{FilesystemSinkFactory, FilesystemSourceFactory};
+pub use jdbc::{JdbcLookupFactory, JdbcSinkFactory, JdbcSourceFactory};
 pub use kafka::{KafkaSinkFactory, KafkaSourceFactory, UpsertKafkaSinkFactory};
 pub use print::PrintSinkFactory;
 
@@ -42,9 +45,12 @@ pub fn register_defaults(registry: &mut ConnectorRegistry) {
     registry.register_source(Arc::new(FilesystemSourceFactory));
     registry.register_source(Arc::new(DatagenSourceFactory));
     registry.register_source(Arc::new(KafkaSourceFactory));
+    registry.register_source(Arc::new(JdbcSourceFactory));
+    registry.register_lookup(Arc::new(JdbcLookupFactory));
     registry.register_sink(Arc::new(FilesystemSinkFactory));
     registry.register_sink(Arc::new(KafkaSinkFactory));
     registry.register_sink(Arc::new(UpsertKafkaSinkFactory));
+    registry.register_sink(Arc::new(JdbcSinkFactory));
     registry.register_sink(Arc::new(PrintSinkFactory));
     registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
 }
@@ -68,6 +74,7 @@ pub fn option_keys(connector: &str) -> Vec<&'static str> {
             "value.fields-include",
         ],
         "datagen" => datagen::spec::KNOWN_OPTIONS.to_vec(),
+        "jdbc" => jdbc::option_keys(),
         "print" => print::KNOWN_OPTIONS.to_vec(),
         "blackhole" => vec!["connector"],
         _ => vec![],

@@ -192,11 +192,43 @@ pub trait SinkFactory: Send + Sync {
     }
 }
 
+/// A table read by key at processing time: the lookup side of a lookup join (`JOIN d FOR
+/// SYSTEM_TIME AS OF a.proc_time ON a.k = d.k`). The engine batches the keys and caches the
+/// answers (`lookup.cache`); a lookup source only fetches.
+pub trait LookupSource: Send {
+    /// The table's rows (in [`LookupContext::schema`]) whose key columns equal one of the rows
+    /// of `keys` (the [`LookupContext::key_columns`], in that order; distinct, none NULL), in
+    /// any order. A key without rows is simply absent.
+    fn lookup(&mut self, keys: RecordBatch) -> BoxFuture<'_, Result<RecordBatch>>;
+}
+
+/// What a lookup source needs to start.
+#[derive(Clone)]
+pub struct LookupContext {
+    /// The looked-up table's definition.
+    pub table: Arc<TableDef>,
+    /// The table's physical columns, the rows a lookup returns.
+    pub schema: SchemaRef,
+    /// The columns looked up by, in the order of the key batches' columns.
+    pub key_columns: Vec<String>,
+}
+
+/// Creates lookup sources of one connector kind.
+pub trait LookupFactory: Send + Sync {
+    /// The `'connector'` value this factory serves.
+    fn name(&self) -> &'static str;
+    /// Check the table's options; the error names the offending option.
+    fn validate(&self, table: &TableDef) -> Result<(), String>;
+    /// Start a lookup source.
+    fn create(&self, ctx: LookupContext) -> Result<Box<dyn LookupSource>>;
+}
+
 /// The connectors an engine knows, by name.
 #[derive(Clone, Default)]
 pub struct ConnectorRegistry {
     sources: BTreeMap<String, Arc<dyn SourceFactory>>,
     sinks: BTreeMap<String, Arc<dyn SinkFactory>>,
+    lookups: BTreeMap<String, Arc<dyn LookupFactory>>,
 }
 
 impl ConnectorRegistry {
@@ -213,6 +245,16 @@ impl ConnectorRegistry {
     /// Add a sink connector under its [`SinkFactory::name`], replacing one of that name.
     pub fn register_sink(&mut self, f: Arc<dyn SinkFactory>) {
         self.sinks.insert(f.name().to_string(), f);
+    }
+
+    /// Add a lookup connector under its [`LookupFactory::name`], replacing one of that name.
+    pub fn register_lookup(&mut self, f: Arc<dyn LookupFactory>) {
+        self.lookups.insert(f.name().to_string(), f);
+    }
+
+    /// The lookup connector named `name`.
+    pub fn lookup(&self, name: &str) -> Option<&Arc<dyn LookupFactory>> {
+        self.lookups.get(name)
     }
 
     /// The source connector named `name`.

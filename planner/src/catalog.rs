@@ -74,7 +74,7 @@ impl TableDef {
     /// `datagen` with `number-of-rows`. Other connectors are taken to be unbounded.
     pub fn is_bounded(&self) -> bool {
         match self.connector() {
-            Some("filesystem") => true,
+            Some("filesystem") | Some("jdbc") => true,
             Some("kafka") => self
                 .option("scan.bounded.mode")
                 .is_some_and(|m| m != "unbounded"),

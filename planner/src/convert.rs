@@ -22,6 +22,7 @@ use crate::table_sources::{StreamTableSource, WindowTvfSource};
 use crate::window_spec::WindowSpec;
 
 mod join;
+mod lookup_join;
 mod over;
 mod temporal_join;
 mod updating;

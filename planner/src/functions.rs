@@ -1,5 +1,5 @@
-//! Flink function names DataFusion lacks: `TO_TIMESTAMP_LTZ(epoch, precision)` and
-//! `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm:ss')`, and `LISTAGG(x)`'s default separator (`,`; the
+//! Flink function names DataFusion lacks: `TO_TIMESTAMP_LTZ(epoch, precision)`,
+//! `DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm:ss')`, `PROCTIME()`, and `LISTAGG(x)`'s default separator (`,`; the
 //! two-argument form is DataFusion's `STRING_AGG` under Flink's name). (`CHAR_LENGTH`, `LOWER`,
 //! `UPPER`, `CONCAT`, `ROUND`, `ABS`, ... come from DataFusion under the same names.)
 
@@ -55,7 +55,52 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ScalarUDF::new_from_impl(ToTimestampLtz::new())),
         Arc::new(ScalarUDF::new_from_impl(DateFormat::new())),
+        Arc::new(ScalarUDF::new_from_impl(Proctime::new())),
     ]
+}
+
+/// `PROCTIME()`: the processing time, a TIMESTAMP_LTZ(3) read from the clock for each batch
+/// (volatile, so it is never folded into a constant at planning). In a table's DDL,
+/// `proc_time AS PROCTIME()` gives the rows a processing-time attribute, which a lookup join's
+/// `FOR SYSTEM_TIME AS OF` names.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Proctime {
+    signature: Signature,
+}
+
+impl Proctime {
+    fn new() -> Self {
+        Self {
+            signature: Signature::exact(vec![], Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Proctime {
+    fn name(&self) -> &str {
+        "proctime"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(ltz_millis())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let values = vec![now; args.number_rows];
+        let out =
+            datafusion::arrow::array::TimestampMillisecondArray::from(values).with_timezone("UTC");
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// TIMESTAMP_LTZ(3).
+fn ltz_millis() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
 /// `TO_TIMESTAMP_LTZ(epoch, precision)`: epoch seconds (0), milliseconds (3), micro- (6) or
@@ -103,10 +148,7 @@ impl ScalarUDFImpl for ToTimestampLtz {
     }
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Timestamp(
-            TimeUnit::Millisecond,
-            Some("UTC".into()),
-        ))
+        Ok(ltz_millis())
     }
 
     fn return_field_from_args(

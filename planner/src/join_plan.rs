@@ -226,6 +226,57 @@ impl TemporalJoinNode {
     }
 }
 
+/// A lookup join: each left row with the rows of a table looked up by key when the row comes
+/// (`JOIN d FOR SYSTEM_TIME AS OF a.proc_time ON a.k = d.k`, `d` a `jdbc` table). The table is
+/// not read as a stream: the operator asks it for the keys it meets, batch by batch.
+#[derive(Debug, Clone)]
+pub struct LookupJoinNode {
+    pub left: Box<StreamNode>,
+    /// The looked-up table.
+    pub table: std::sync::Arc<crate::catalog::TableDef>,
+    /// INNER or LEFT.
+    pub kind: JoinKind,
+    pub left_keys: Vec<PhysExpr>,
+    /// The table's columns the left keys are matched to, in order.
+    pub right_keys: Vec<String>,
+    /// The table's columns in the output (after the left input's).
+    pub right_schema: SchemaRef,
+    /// The rest of the ON condition, over both inputs' columns.
+    pub filter: Option<PhysExpr>,
+    /// Output: the left input's columns, then `right_schema`'s.
+    pub schema: SchemaRef,
+    pub keys_sql: Vec<String>,
+    /// `a.proc_time` of `FOR SYSTEM_TIME AS OF a.proc_time`.
+    pub time_sql: String,
+}
+
+impl LookupJoinNode {
+    /// The EXPLAIN line.
+    pub fn describe(&self) -> String {
+        let filter = match &self.filter {
+            Some(f) => format!(" filter={f}"),
+            None => String::new(),
+        };
+        let cache = match self.table.option("lookup.cache") {
+            Some(c) if c.eq_ignore_ascii_case("partial") => format!(
+                "partial, up to {} keys",
+                self.table
+                    .option("lookup.partial-cache.max-rows")
+                    .unwrap_or("10000")
+            ),
+            _ => "none".to_string(),
+        };
+        format!(
+            "LookupJoin: {} {} keys=[{}] as of {}{filter} cache={cache} emits=each left row \
+             when it comes, with the table's rows of its key then state=none",
+            self.kind,
+            self.table.name,
+            self.keys_sql.join(", "),
+            self.time_sql
+        )
+    }
+}
+
 fn signed_duration(ns: i64) -> String {
     match ns {
         0 => "0".to_string(),

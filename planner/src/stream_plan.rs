@@ -12,7 +12,9 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::TableDef;
-pub use crate::join_plan::{IntervalBounds, JoinKind, JoinNode, JoinTime, TemporalJoinNode};
+pub use crate::join_plan::{
+    IntervalBounds, JoinKind, JoinNode, JoinTime, LookupJoinNode, TemporalJoinNode,
+};
 pub use crate::over_plan::{OverFrame, OverNode};
 use crate::window_spec::{format_duration, WindowSpec};
 
@@ -144,6 +146,7 @@ pub enum StreamNode {
     },
     Join(JoinNode),
     TemporalJoin(TemporalJoinNode),
+    LookupJoin(LookupJoinNode),
     Over(OverNode),
 }
 
@@ -159,6 +162,7 @@ impl StreamNode {
             StreamNode::Rank(r) => r.schema.clone(),
             StreamNode::Join(j) => j.schema.clone(),
             StreamNode::TemporalJoin(j) => j.schema.clone(),
+            StreamNode::LookupJoin(j) => j.schema.clone(),
             StreamNode::Over(o) => o.schema.clone(),
         }
     }
@@ -174,6 +178,7 @@ impl StreamNode {
             StreamNode::Union { inputs, .. } => inputs.iter().collect(),
             StreamNode::Join(j) => vec![&j.left, &j.right],
             StreamNode::TemporalJoin(j) => vec![&j.left, &j.right],
+            StreamNode::LookupJoin(j) => vec![&j.left],
             StreamNode::Over(o) => vec![&o.input],
         }
     }
@@ -189,6 +194,7 @@ impl StreamNode {
             StreamNode::Union { inputs, .. } => inputs.iter_mut().collect(),
             StreamNode::Join(j) => vec![&mut j.left, &mut j.right],
             StreamNode::TemporalJoin(j) => vec![&mut j.left, &mut j.right],
+            StreamNode::LookupJoin(j) => vec![&mut j.left],
             StreamNode::Over(o) => vec![&mut o.input],
         }
     }
@@ -254,6 +260,7 @@ impl StreamNode {
             StreamNode::Union { .. } => "Union".to_string(),
             StreamNode::Join(j) => j.describe(),
             StreamNode::TemporalJoin(j) => j.describe(),
+            StreamNode::LookupJoin(j) => j.describe(),
             StreamNode::Over(o) => o.describe(),
         }
     }
@@ -297,6 +304,7 @@ impl StreamNode {
             StreamNode::GroupAggregate(_) => vec![],
             StreamNode::Join(j) => j.event_time_columns(),
             StreamNode::TemporalJoin(j) => j.left.event_time_columns(),
+            StreamNode::LookupJoin(j) => j.left.event_time_columns(),
             StreamNode::Over(o) => o.input.event_time_columns(),
             StreamNode::Union { inputs, .. } => {
                 let Some(first) = inputs.first() else {

@@ -239,6 +239,7 @@ pub fn all_conformance_cases() -> Vec<PathBuf> {
 }
 
 pub mod kafka;
+pub mod postgres;
 
 /// The `weir` binary built beside this test binary (`cargo test --workspace` builds it).
 pub fn weir_bin() -> PathBuf {

@@ -85,6 +85,14 @@ metrics! {
         "Late rows an operator accepted within 'window.allowed-lateness'";
     EXPIRED_KEYS: "weir_expired_keys", Counter, OPERATOR,
         "Keys an operator dropped from its state by 'table.exec.state.ttl'";
+    LOOKUP_HITS: "weir_lookup_cache_hits", Counter, OPERATOR,
+        "Rows a lookup join answered from its cache";
+    LOOKUP_MISSES: "weir_lookup_cache_misses", Counter, OPERATOR,
+        "Rows a lookup join had to look up in the table";
+    LOOKUP_QUERIES: "weir_lookup_queries", Counter, OPERATOR,
+        "Queries a lookup join sent (one per batch with misses)";
+    LOOKUP_SECONDS: "weir_lookup_query_seconds", Counter, OPERATOR,
+        "Seconds a lookup join's queries took, in all (divide by weir_lookup_queries_total)";
     BUSY_SECONDS: "weir_operator_busy_seconds", Counter, OPERATOR,
         "Seconds an operator spent processing (a source: reading and decoding)";
     BACKPRESSURED_SECONDS: "weir_operator_backpressured_seconds", Counter, OPERATOR,

@@ -96,11 +96,17 @@ fn record_operator(c: &mut Collector, job: &str, op: &OperatorMetrics) {
         (&m::LATE_ROWS, &op.late_rows),
         (&m::LATE_UPDATES, &op.late_updates),
         (&m::EXPIRED_KEYS, &op.expired_keys),
+        (&m::LOOKUP_HITS, &op.lookup_hits),
+        (&m::LOOKUP_MISSES, &op.lookup_misses),
+        (&m::LOOKUP_QUERIES, &op.lookup_queries),
     ];
     for (metric, counter) in events {
         if let Some(n) = OperatorMetrics::event(counter) {
             c.add(metric, &labels, n as f64);
         }
+    }
+    if let Some(ns) = OperatorMetrics::event(&op.lookup_ns) {
+        c.add(&m::LOOKUP_SECONDS, &labels, ns as f64 / 1e9);
     }
     if !op.name.starts_with("source ") {
         c.set(&m::OPEN_WINDOWS, &labels, load(&op.open_windows));

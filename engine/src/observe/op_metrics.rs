@@ -54,6 +54,14 @@ pub struct OperatorMetrics {
     pub late_updates: AtomicU64,
     /// Keys the operator dropped from its state by `table.exec.state.ttl`.
     pub expired_keys: AtomicU64,
+    /// Rows a lookup join answered from its cache (see [`OperatorMetrics::event`]).
+    pub lookup_hits: AtomicU64,
+    /// Rows a lookup join looked up in the table.
+    pub lookup_misses: AtomicU64,
+    /// Lookups a lookup join sent (one per batch with misses, and one per retry).
+    pub lookup_queries: AtomicU64,
+    /// Nanoseconds the lookup join's queries took, in all.
+    pub lookup_ns: AtomicU64,
     /// When the task was created: the origin of `waiting_since`.
     epoch: Instant,
     /// Nanoseconds after `epoch` plus one when the current wait on the output channel began;
@@ -181,6 +189,10 @@ impl OperatorMetrics {
             late_rows: AtomicU64::new(NOT_COUNTED),
             late_updates: AtomicU64::new(NOT_COUNTED),
             expired_keys: AtomicU64::new(NOT_COUNTED),
+            lookup_hits: AtomicU64::new(NOT_COUNTED),
+            lookup_misses: AtomicU64::new(NOT_COUNTED),
+            lookup_queries: AtomicU64::new(NOT_COUNTED),
+            lookup_ns: AtomicU64::new(NOT_COUNTED),
             epoch: Instant::now(),
             waiting_since: AtomicU64::new(0),
             blocked_shown: AtomicU64::new(0),
@@ -292,6 +304,12 @@ impl OperatorMetrics {
     /// Add `n` to a counter.
     pub fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Add `n` to an event counter (see [`OperatorMetrics::event`]); the first call starts it.
+    pub fn add_event(counter: &AtomicU64, n: u64) {
+        let _ = counter.compare_exchange(NOT_COUNTED, 0, Ordering::Relaxed, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Count `n` rows received from input `input` (of two; the first call starts the counts).

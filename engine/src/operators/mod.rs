@@ -1,4 +1,5 @@
-//! One operator per file; each is a synchronous state machine behind [`crate::operator::Operator`].
+//! One operator per file; each is a synchronous state machine behind [`crate::operator::Operator`],
+//! except the lookup join, which awaits its lookups (see [`crate::runtime::lookup`]).
 
 pub mod changelog_join;
 mod changelog_side;
@@ -9,6 +10,8 @@ pub mod groups;
 pub mod join;
 mod join_side;
 pub mod key_index;
+pub mod lookup_cache;
+pub mod lookup_join;
 pub mod over_aggregate;
 pub mod project;
 pub mod rank;

@@ -89,6 +89,23 @@ pub(crate) fn mask(f: &PhysExpr, batch: &RecordBatch) -> Result<BooleanArray> {
         .ok_or_else(|| EngineError::Internal("a filter that is not boolean".into()))
 }
 
+/// Rows `idx` of `batch` followed by NULLs in the columns of `right`: an outer join's rows
+/// without a partner, in `schema`.
+pub(crate) fn padded_rows(
+    batch: &RecordBatch,
+    idx: &[u32],
+    right: &Schema,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
+    let own = take_rows(batch, idx)?;
+    let nulls = right
+        .fields()
+        .iter()
+        .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), idx.len()));
+    let cols: Vec<_> = own.columns().iter().cloned().chain(nulls).collect();
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
 /// The columns of a left row followed by those of a right row.
 pub(crate) fn pair_schema(left: &Schema, right: &Schema) -> SchemaRef {
     Arc::new(Schema::new(

@@ -11,14 +11,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray};
+use datafusion::arrow::array::{Array, BooleanArray};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 
 use super::row_slots::RowSlots;
-use super::rows::{emit_at, keys_converter, mask, own_watermark, pair_schema, take_rows};
+use super::rows::{
+    emit_at, keys_converter, mask, own_watermark, padded_rows, pair_schema, take_rows,
+};
 use super::window_aggregate::key_arrays;
 use crate::error::{EngineError, Result};
 use crate::late::{LateContext, LateRows};
@@ -222,15 +224,7 @@ impl TemporalJoinOperator {
     }
 
     fn padded(&self, batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {
-        let own = take_rows(batch, idx)?;
-        let nulls: Vec<ArrayRef> = self
-            .right_schema
-            .fields()
-            .iter()
-            .map(|f| new_null_array(f.data_type(), idx.len()))
-            .collect();
-        let cols = [own.columns().to_vec(), nulls].concat();
-        Ok(RecordBatch::try_new(self.schema.clone(), cols)?)
+        padded_rows(batch, idx, &self.right_schema, &self.schema)
     }
 
     fn emit(&self, batch: RecordBatch, out: &mut Vec<Message>) {

@@ -253,9 +253,47 @@ pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receive
                 .collect::<Result<Vec<_>>>()?;
             ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
         }
+        StreamNode::LookupJoin(j) => spawn_lookup_join(j, node_no, tx, ctx)?,
         _ => spawn_operator(node, build_operator(node, ctx)?, node_no, tx, ctx)?,
     }
     Ok(rx)
+}
+
+/// Start a lookup join's task: its lookup source from the table's connector, then its input.
+fn spawn_lookup_join(
+    j: &weir_planner::stream_plan::LookupJoinNode,
+    node_no: usize,
+    tx: mpsc::Sender<Message>,
+    ctx: &BuildContext,
+) -> Result<()> {
+    let connector = j.table.connector().unwrap_or_default();
+    let factory = ctx.registry.lookup(connector).ok_or_else(|| {
+        EngineError::connector(
+            connector,
+            format!("table '{}' cannot be looked up by key", j.table.name),
+        )
+    })?;
+    factory
+        .validate(&j.table)
+        .map_err(|e| EngineError::connector(connector, e))?;
+    let physical = j.table.physical_schema();
+    let source = factory.create(crate::connector::LookupContext {
+        table: j.table.clone(),
+        schema: physical.clone(),
+        key_columns: j.right_keys.clone(),
+    })?;
+    let metrics = ctx.job.register_operator(node_no, "LookupJoin");
+    let join = crate::operators::lookup_join::LookupJoin::new(
+        j.clone(),
+        source,
+        &physical,
+        metrics.clone(),
+    )?;
+    let input = spawn_node(&j.left, ctx)?;
+    ctx.job.spawn(crate::runtime::lookup::run_lookup_join(
+        join, input, tx, metrics,
+    ));
+    Ok(())
 }
 
 /// The dead-letter handling of a source table (`format.on-error`, `dead-letter.topic`),
@@ -386,7 +424,7 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
             operators::temporal_join::TemporalJoinOperator::new(j, metrics)?,
         ),
         StreamNode::Over(o) => Box::new(operators::over_aggregate::OverAggregateOperator::new(o)?),
-        StreamNode::Source(_) | StreamNode::Union { .. } => {
+        StreamNode::Source(_) | StreamNode::Union { .. } | StreamNode::LookupJoin(_) => {
             return Err(EngineError::Internal("not an operator node".into()))
         }
     })

@@ -4,6 +4,7 @@ pub mod checkpointed;
 pub mod idleness;
 pub mod inputs;
 pub mod job;
+pub mod lookup;
 pub mod partitions;
 pub mod sink;
 pub mod source;

@@ -126,11 +126,35 @@ pub(crate) fn option_rows(t: &TableDef) -> Vec<(String, String)> {
             let shown = if secret {
                 "******".to_string()
             } else {
-                v.clone()
+                mask_url(v)
             };
             (format!("'{k}'"), shown)
         })
         .collect()
+}
+
+/// `value` with the password of a URL in it masked: `postgres://u:******@h/db`,
+/// `…?password=******`. Other values come back as they are.
+pub fn mask_url(value: &str) -> String {
+    let mut out = value.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let at = out[auth_start..]
+            .find(['@', '/'])
+            .map(|i| auth_start + i)
+            .filter(|&i| out.as_bytes()[i] == b'@');
+        if let Some(at) = at {
+            if let Some(colon) = out[auth_start..at].find(':') {
+                out.replace_range(auth_start + colon + 1..at, "******");
+            }
+        }
+    }
+    if let Some(p) = out.find("password=") {
+        let start = p + "password=".len();
+        let end = out[start..].find('&').map_or(out.len(), |i| start + i);
+        out.replace_range(start..end, "******");
+    }
+    out
 }
 
 /// `HELP`: what the shell understands, on one screen.

@@ -2,7 +2,7 @@
 //! statements (DDL, SHOW, SET, EXPLAIN, INSERT planning), job control, the handles an embedding
 //! program holds, the `weir.*` system tables, and opening a job's sinks.
 
-pub(crate) mod admin;
+pub mod admin;
 pub mod engine;
 pub mod job_history;
 pub(crate) mod job_sinks;

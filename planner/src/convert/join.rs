@@ -51,6 +51,9 @@ impl Converter<'_> {
         }
         if let Some(t) = self.temporal_ref(j) {
             let rest = conjuncts.into_iter().cloned().collect();
+            if let Some(table) = super::lookup_join::lookup_table(&j.right) {
+                return self.lookup_join(j, kind, &on, rest, &t, table);
+            }
             return self.temporal_join(j, kind, &on, rest, &t);
         }
         let (left, right) = self.join_inputs(j)?;
