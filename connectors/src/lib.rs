@@ -1,16 +1,18 @@
 //! `weir-connectors`: the built-in sources and sinks of Weir, and the value formatting they
 //! share with the shell.
 //!
-//! Sources: `filesystem` (bounded JSON lines / CSV files), `kafka` and `datagen`. Sinks: `print`,
-//! `blackhole`, `filesystem`, `kafka` and `upsert-kafka` (updating results). Each connector lives in its own module and implements the
-//! factory traits of `weir_engine::connector`; [`register_defaults`] makes them known to an
-//! engine.
+//! Sources: `filesystem` (bounded JSON lines / CSV files), `kafka`, `mqtt` and `datagen`. Sinks:
+//! `print`, `blackhole`, `filesystem`, `kafka`, `mqtt` and `upsert-kafka` (updating results).
+//! Each connector lives in its own module and implements the factory traits of
+//! `weir_engine::connector`; [`register_defaults`] makes them known to an engine.
 
 pub mod blackhole;
 pub mod datagen;
 pub mod filesystem;
 pub mod format;
 pub mod kafka;
+mod lines;
+pub mod mqtt;
 mod options;
 pub mod print;
 mod timestamps;
@@ -35,6 +37,7 @@ pub use blackhole::BlackholeSinkFactory;
 pub use datagen::DatagenSourceFactory;
 pub use filesystem::{FilesystemSinkFactory, FilesystemSourceFactory};
 pub use kafka::{KafkaSinkFactory, KafkaSourceFactory, UpsertKafkaSinkFactory};
+pub use mqtt::{MqttSinkFactory, MqttSourceFactory};
 pub use print::PrintSinkFactory;
 
 /// Register every built-in connector in `registry`.
@@ -42,9 +45,11 @@ pub fn register_defaults(registry: &mut ConnectorRegistry) {
     registry.register_source(Arc::new(FilesystemSourceFactory));
     registry.register_source(Arc::new(DatagenSourceFactory));
     registry.register_source(Arc::new(KafkaSourceFactory));
+    registry.register_source(Arc::new(MqttSourceFactory));
     registry.register_sink(Arc::new(FilesystemSinkFactory));
     registry.register_sink(Arc::new(KafkaSinkFactory));
     registry.register_sink(Arc::new(UpsertKafkaSinkFactory));
+    registry.register_sink(Arc::new(MqttSinkFactory));
     registry.register_sink(Arc::new(PrintSinkFactory));
     registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
 }
@@ -67,6 +72,7 @@ pub fn option_keys(connector: &str) -> Vec<&'static str> {
             "value.format",
             "value.fields-include",
         ],
+        "mqtt" => mqtt::options::KNOWN.to_vec(),
         "datagen" => datagen::spec::KNOWN_OPTIONS.to_vec(),
         "print" => print::KNOWN_OPTIONS.to_vec(),
         "blackhole" => vec!["connector"],
@@ -97,6 +103,7 @@ mod tests {
                 "datagen",
                 "filesystem",
                 "kafka",
+                "mqtt",
                 "print",
                 "upsert-kafka"
             ]
