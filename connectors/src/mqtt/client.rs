@@ -70,7 +70,7 @@ pub(crate) fn filters(options: &MqttOptions) -> Vec<Filter> {
 /// What the source's event-loop task hands on.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    Publish(Publish),
+    Publish(Box<Publish>),
     /// A (new) connection is up; earlier unacknowledged messages will be sent again.
     Connected,
     /// The broker refused something that retrying will not fix.
@@ -133,7 +133,7 @@ pub(crate) fn spawn_source_loop(
         let mut backoff = Duration::from_millis(100);
         loop {
             let inbound = match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => Inbound::Publish(p),
+                Ok(Event::Incoming(Packet::Publish(p))) => Inbound::Publish(Box::new(p)),
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(100);
                     match client.try_subscribe_many(filters.clone()) {
