@@ -204,7 +204,7 @@ async fn mqtt_qos1_input_through_a_window_gives_exact_results() {
                 .collect();
             expected.push(json!({
                 "sensor": format!("s{s}"),
-                "window_start": format!("2024-01-01T00:{minute:02}:00.000"),
+                "window_start": format!("2024-01-01 00:{minute:02}:00.000"),
                 "c": vs.len(),
                 "s": vs.iter().sum::<i64>(),
             }));

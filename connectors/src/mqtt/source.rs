@@ -234,7 +234,7 @@ impl MqttSource {
             Inbound::Publish(p) => {
                 poll.push(&p, self.format.raw);
                 self.acks
-                    .handed((p.qos != QoS::AtMostOnce).then(|| ack_only(p)));
+                    .handed((p.qos != QoS::AtMostOnce).then(|| ack_only(*p)));
             }
             Inbound::Connected => {
                 let again = self.acks.reconnected();
