@@ -9,6 +9,8 @@
 //! - `kafka`: the Kafka connector against a real broker (tansu or `WEIR_TEST_KAFKA`).
 //! - `kafka_keys`: Kafka message keys (`key.format`, `EXCEPT_KEY`) and the `headers` column.
 //! - `kafka_recovery`: quiet partitions across `kill -9`, offsets committed to the consumer group.
+//! - `mqtt`: the MQTT connector against Mosquitto (127.0.0.1:1883): windows over QoS-1 input,
+//!   nothing lost across `kill -9`, wildcard topics, the dead-letter topic, the sink.
 //! - `late_data`: late rows reach the late-data sink table and the source's late-data topic.
 //! - `backpressure`: a slow sink bounds a real `weir run` process's memory and loses nothing.
 //! - `checkpoints`: crash and recover every golden case with checkpoints; savepoints.
@@ -48,6 +50,7 @@ mod kafka_recovery;
 mod late_data;
 mod latency;
 mod metrics_values;
+mod mqtt;
 mod observability;
 mod over;
 mod parquet;

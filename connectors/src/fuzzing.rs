@@ -187,6 +187,7 @@ fn build_source(ddl: &str) -> Box<KafkaSource> {
         dead_letters,
         metrics: Arc::new(JobMetrics::default()),
         restore: None,
+        checkpointing: false,
     };
     crate::kafka::KafkaSourceFactory
         .validate(&ctx.table)

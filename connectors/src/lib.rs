@@ -1,11 +1,11 @@
 //! `weir-connectors`: the built-in sources and sinks of Weir, and the value formatting they
 //! share with the shell.
 //!
-//! Sources: `filesystem` (bounded JSON lines / CSV / Parquet files), `kafka`, `jdbc` (a bounded
-//! PostgreSQL read) and `datagen`. Sinks: `print`, `blackhole`, `filesystem`, `kafka`,
-//! `upsert-kafka` and `jdbc` (PostgreSQL, appending or upserting). Each connector lives in its own module and implements the
-//! factory traits of `weir_engine::connector`; [`register_defaults`] makes them known to an
-//! engine.
+//! Sources: `filesystem` (bounded JSON lines / CSV / Parquet files), `kafka`, `mqtt`, `jdbc` (a
+//! bounded PostgreSQL read, and PostgreSQL lookups) and `datagen`. Sinks: `print`, `blackhole`,
+//! `filesystem`, `kafka`, `upsert-kafka` (updating results), `mqtt` and `jdbc` (PostgreSQL,
+//! appending or upserting). Each connector lives in its own module and implements the factory
+//! traits of `weir_engine::connector`; [`register_defaults`] makes them known to an engine.
 
 pub mod blackhole;
 pub mod datagen;
@@ -13,6 +13,8 @@ pub mod filesystem;
 pub mod format;
 pub mod jdbc;
 pub mod kafka;
+mod lines;
+pub mod mqtt;
 mod options;
 pub mod print;
 mod timestamps;
@@ -38,6 +40,7 @@ pub use datagen::DatagenSourceFactory;
 pub use filesystem::{FilesystemSinkFactory, FilesystemSourceFactory};
 pub use jdbc::{JdbcLookupFactory, JdbcSinkFactory, JdbcSourceFactory};
 pub use kafka::{KafkaSinkFactory, KafkaSourceFactory, UpsertKafkaSinkFactory};
+pub use mqtt::{MqttSinkFactory, MqttSourceFactory};
 pub use print::PrintSinkFactory;
 
 /// Register every built-in connector in `registry`.
@@ -45,11 +48,13 @@ pub fn register_defaults(registry: &mut ConnectorRegistry) {
     registry.register_source(Arc::new(FilesystemSourceFactory));
     registry.register_source(Arc::new(DatagenSourceFactory));
     registry.register_source(Arc::new(KafkaSourceFactory));
+    registry.register_source(Arc::new(MqttSourceFactory));
     registry.register_source(Arc::new(JdbcSourceFactory));
     registry.register_lookup(Arc::new(JdbcLookupFactory));
     registry.register_sink(Arc::new(FilesystemSinkFactory));
     registry.register_sink(Arc::new(KafkaSinkFactory));
     registry.register_sink(Arc::new(UpsertKafkaSinkFactory));
+    registry.register_sink(Arc::new(MqttSinkFactory));
     registry.register_sink(Arc::new(JdbcSinkFactory));
     registry.register_sink(Arc::new(PrintSinkFactory));
     registry.register_sink(Arc::new(BlackholeSinkFactory::new()));
@@ -73,6 +78,7 @@ pub fn option_keys(connector: &str) -> Vec<&'static str> {
             "value.format",
             "value.fields-include",
         ],
+        "mqtt" => mqtt::options::KNOWN.to_vec(),
         "datagen" => datagen::spec::KNOWN_OPTIONS.to_vec(),
         "jdbc" => jdbc::option_keys(),
         "print" => print::KNOWN_OPTIONS.to_vec(),
@@ -103,7 +109,9 @@ mod tests {
                 "blackhole",
                 "datagen",
                 "filesystem",
+                "jdbc",
                 "kafka",
+                "mqtt",
                 "print",
                 "upsert-kafka"
             ]

@@ -49,6 +49,7 @@ pub(crate) fn source_ctx(table: TableDef, on_error: OnError, batch_size: usize) 
         dead_letters,
         metrics: Arc::new(JobMetrics::default()),
         restore: None,
+        checkpointing: false,
     }
 }
 

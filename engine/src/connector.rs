@@ -125,6 +125,10 @@ pub struct SourceContext {
     pub metrics: Arc<JobMetrics>,
     /// The position [`Source::snapshot`] returned in the checkpoint this run restores from.
     pub restore: Option<String>,
+    /// The job checkpoints: [`Source::checkpoint_complete`] will be called, so a source that
+    /// acknowledges its input upstream (MQTT) may wait for it; without checkpoints it
+    /// acknowledges what it handed to the engine.
+    pub checkpointing: bool,
 }
 
 /// What a sink needs to start.

@@ -17,7 +17,7 @@ pub(crate) mod transactional;
 mod upsert;
 mod upsert_state;
 mod upsert_store;
-mod writer;
+pub(crate) mod writer;
 
 use std::collections::BTreeMap;
 

@@ -17,6 +17,8 @@ use super::super::dead_letter::Origin as DlqOrigin;
 use super::super::key::{splice_key, KeySplice};
 use super::super::metadata::RawHeaders;
 use super::{kafka_err, KafkaSource};
+use crate::kafka::NAME;
+use crate::lines::{apply_time_policy, decode_lines, line_bytes, BadRow, Timed};
 
 impl KafkaSource {
     /// Lay one message out for decoding: its value as a line of `region`, its origin in
@@ -114,27 +116,9 @@ impl KafkaSource {
     /// Decode the gathered lines; bad ones go to the dead letters with their offsets.
     pub(super) fn decode(&mut self, region: Vec<u8>, meta: Vec<LineMeta>) -> Result<SourceEvent> {
         JobMetrics::add(&self.ctx.metrics.bytes_in, region.len());
-        let mut batches = Vec::new();
-        let mut row_lines = Vec::with_capacity(meta.len());
-        let (mut pos, mut line) = (0usize, 0usize);
-        while pos < region.len() {
-            let seg = self
-                .decoder
-                .next_segment(&region[pos..])
-                .map_err(kafka_err)?;
-            let bad: Vec<usize> = seg.decoded.bad.iter().map(|b| b.index).collect();
-            for b in seg.decoded.bad {
-                self.dead_letter(b.raw, b.reason, &meta[line + b.index])?;
-            }
-            row_lines.extend(
-                (0..seg.lines as usize)
-                    .filter(|i| !bad.contains(i))
-                    .map(|i| line + i),
-            );
-            batches.extend(seg.decoded.batch);
-            pos += seg.len;
-            line += seg.lines as usize;
-        }
+        let decoded = decode_lines(&mut self.decoder, &region, NAME)?;
+        self.report_bad(decoded.bad, &region, &meta)?;
+        let (batches, mut row_lines) = (decoded.batches, decoded.row_lines);
         self.emitted += meta.len() as u64;
         if batches.is_empty() {
             return Ok(SourceEvent::Idle);
@@ -151,6 +135,16 @@ impl KafkaSource {
             row_lines,
         };
         Ok(SourceEvent::PartitionedBatch(batch, row_parts))
+    }
+
+    /// Bad lines to the dead letters, with their offsets.
+    fn report_bad(&mut self, bad: Vec<BadRow>, region: &[u8], meta: &[LineMeta]) -> Result<()> {
+        let starts: Vec<usize> = meta.iter().map(|m| m.start).collect();
+        for b in bad {
+            let raw = b.raw.unwrap_or_else(|| line_bytes(region, &starts, b.line));
+            self.dead_letter(raw, b.reason, &meta[b.line])?;
+        }
+        Ok(())
     }
 
     /// [`weir_engine::connector::Source::reject`]: rows of the last batch, traced back to their
@@ -191,28 +185,14 @@ impl KafkaSource {
         let Some(policy) = &self.time_policy else {
             return Ok(batch);
         };
-        let mut corrections = 0;
-        let (batch, bad) = policy
-            .apply(&batch, &self.ctx.schema, &mut corrections)
-            .map_err(kafka_err)?;
-        JobMetrics::add(
-            &self.ctx.metrics.timestamp_corrections,
-            corrections as usize,
-        );
-        for (row, reason) in &bad {
-            let m = &meta[row_lines[*row]];
-            let end = meta
-                .get(row_lines[*row] + 1)
-                .map_or(region.len(), |n| n.start)
-                - 1;
-            let raw = region[m.start..end].to_vec();
-            self.dead_letter(raw, reason.clone(), m)?;
-        }
-        let mut k = 0;
-        row_lines.retain(|_| {
-            k += 1;
-            bad.binary_search_by_key(&(k - 1), |b| b.0).is_err()
-        });
+        let timed = Timed {
+            policy,
+            schema: &self.ctx.schema,
+            metrics: &self.ctx.metrics,
+            name: NAME,
+        };
+        let (batch, bad) = apply_time_policy(timed, batch, row_lines)?;
+        self.report_bad(bad, region, meta)?;
         Ok(batch)
     }
 

@@ -198,8 +198,12 @@ impl RecordWriter {
     }
 }
 
-/// The lines of `batch` in `format`.
-fn lines(batch: &RecordBatch, format: Format, tz: Option<chrono_tz::Tz>) -> Result<Vec<Vec<u8>>> {
+/// The lines of `batch` in `format` (one record each; the MQTT sink's payloads too).
+pub(crate) fn lines(
+    batch: &RecordBatch,
+    format: Format,
+    tz: Option<chrono_tz::Tz>,
+) -> Result<Vec<Vec<u8>>> {
     let mut buf = Vec::new();
     match format {
         Format::Json => batch_to_json_lines(batch, tz, &mut buf)?,

@@ -344,6 +344,7 @@ fn spawn_source(
         dead_letters: dead_letters.clone(),
         metrics: metrics.clone(),
         restore: restored.as_ref().and_then(|r| r.position.clone()),
+        checkpointing: ck.is_some(),
     };
     let source = factory.create(sctx)?;
     let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
