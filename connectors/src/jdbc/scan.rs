@@ -184,46 +184,82 @@ async fn try_read_all(
         None => vec![None],
     };
     for (i, range) in ranges.into_iter().enumerate().skip(from.range) {
-        let mut skip = if i == from.range {
+        let skip = if i == from.range {
             from.rows as usize
         } else {
             0
         };
+        let read = RangeRead {
+            sql: o.sql(schema, range),
+            index: i,
+            skip,
+            fetch,
+        };
+        if !read.run(&mut client, schema, tx).await? {
+            return Ok(()); // the job stopped
+        }
+    }
+    Ok(())
+}
+
+/// One range's read through a cursor.
+struct RangeRead {
+    sql: String,
+    index: usize,
+    /// Rows already read before a restore.
+    skip: usize,
+    fetch: usize,
+}
+
+impl RangeRead {
+    /// Send the range's rows; false when the job stopped taking them.
+    async fn run(
+        mut self,
+        client: &mut tokio_postgres::Client,
+        schema: &SchemaRef,
+        tx: &mpsc::Sender<Result<Fetched>>,
+    ) -> Result<bool> {
         let t = client
             .transaction()
             .await
             .map_err(|e| pg_error("cannot begin", e))?;
-        let sql = o.sql(schema, range);
         let stmt = t
-            .prepare(&sql)
+            .prepare(&self.sql)
             .await
-            .map_err(|e| pg_error(&format!("cannot read ({sql})"), e))?;
+            .map_err(|e| pg_error(&format!("cannot read ({})", self.sql), e))?;
         let portal = t
             .bind(&stmt, &[])
             .await
             .map_err(|e| pg_error("cannot read", e))?;
         loop {
             let rows = t
-                .query_portal(&portal, fetch as i32)
+                .query_portal(&portal, self.fetch as i32)
                 .await
                 .map_err(|e| pg_error("cannot read", e))?;
             if rows.is_empty() {
                 break;
             }
-            let drop = skip.min(rows.len());
-            skip -= drop;
+            let drop = self.skip.min(rows.len());
+            self.skip -= drop;
             if drop < rows.len() {
                 let batch = to_batch(&rows[drop..], schema)?;
-                if tx.send(Ok(Fetched { range: i, batch })).await.is_err() {
-                    return Ok(()); // the job stopped
+                if tx
+                    .send(Ok(Fetched {
+                        range: self.index,
+                        batch,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return Ok(false);
                 }
             }
         }
         t.commit()
             .await
             .map_err(|e| pg_error("cannot end the read", e))?;
+        Ok(true)
     }
-    Ok(())
 }
 
 /// A running scan.

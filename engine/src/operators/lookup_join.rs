@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::compute::{
     cast, concat_batches, filter_record_batch, interleave_record_batch, take,
 };
@@ -36,6 +38,18 @@ enum Answer {
     Rows(usize),
     /// Not cached: the `i`-th key of the lookup.
     Fetch(usize),
+}
+
+/// The answers for a batch's keys, and the rows that needed the cache or the table.
+#[derive(Default)]
+struct Answers<'r> {
+    by_key: HashMap<&'r [u8], Answer>,
+    /// Rows of cached keys (then of fetched ones).
+    sets: Vec<RecordBatch>,
+    /// The first row of each key to fetch.
+    fetch: Vec<u32>,
+    hits: u64,
+    misses: u64,
 }
 
 /// A lookup join's state: the lookup table, its cache and the key encoding.
@@ -99,16 +113,33 @@ impl LookupJoin {
         let keys = self.left_keys(batch)?;
         let rows = self.converter.convert_columns(&keys)?;
         let now = Instant::now();
-        let mut sets: Vec<RecordBatch> = Vec::new();
-        let mut answers: HashMap<&[u8], Answer> = HashMap::new();
-        let mut fetch: Vec<u32> = Vec::new();
-        let (mut hits, mut misses) = (0u64, 0u64);
-        for i in 0..batch.num_rows() {
+        let mut a = self.answers(&keys, &rows, now);
+        let fetched = self.fetch(&keys, &rows, &a.fetch, now).await?;
+        let first_fetched = a.sets.len();
+        a.sets.extend(fetched);
+        let set_of_row: Vec<Option<usize>> = (0..batch.num_rows())
+            .map(|i| match a.by_key.get(rows.row(i).data()) {
+                _ if keys.iter().any(|k| k.is_null(i)) => None,
+                Some(Answer::Rows(s)) => Some(*s),
+                Some(Answer::Fetch(f)) => Some(first_fetched + f),
+                None => None,
+            })
+            .collect();
+        self.count(a.hits, a.misses);
+        self.joined(b, &a.sets, &set_of_row)
+    }
+
+    /// Where each distinct key of the batch gets its rows: the cache, or the lookup.
+    fn answers<'r>(&mut self, keys: &[ArrayRef], rows: &'r Rows, now: Instant) -> Answers<'r> {
+        let mut a = Answers::default();
+        for i in 0..rows.num_rows() {
             if keys.iter().any(|k| k.is_null(i)) {
                 continue;
             }
             let key = rows.row(i).data();
-            let answer = answers
+            let (sets, fetch) = (&mut a.sets, &mut a.fetch);
+            let answer = a
+                .by_key
                 .entry(key)
                 .or_insert_with(|| match self.cache.get(key, now) {
                     Some(r) => {
@@ -121,23 +152,11 @@ impl LookupJoin {
                     }
                 });
             match answer {
-                Answer::Rows(_) if self.config.enabled => hits += 1,
-                _ => misses += 1,
+                Answer::Rows(_) if self.config.enabled => a.hits += 1,
+                _ => a.misses += 1,
             }
         }
-        let fetched = self.fetch(&keys, &rows, &fetch, now).await?;
-        let first_fetched = sets.len();
-        sets.extend(fetched);
-        let set_of_row: Vec<Option<usize>> = (0..batch.num_rows())
-            .map(|i| match answers.get(rows.row(i).data()) {
-                _ if keys.iter().any(|k| k.is_null(i)) => None,
-                Some(Answer::Rows(s)) => Some(*s),
-                Some(Answer::Fetch(f)) => Some(first_fetched + f),
-                None => None,
-            })
-            .collect();
-        self.count(hits, misses);
-        self.joined(b, &sets, &set_of_row)
+        a
     }
 
     /// The left key columns, cast to the table's key types.
@@ -239,28 +258,13 @@ impl LookupJoin {
         sets: &[RecordBatch],
         set_of_row: &[Option<usize>],
     ) -> Result<Option<StreamBatch>> {
-        let mut left_idx: Vec<u32> = Vec::new();
-        let mut picks: Vec<(usize, usize)> = Vec::new();
-        for (i, s) in set_of_row.iter().enumerate() {
-            if let Some(s) = *s {
-                for r in 0..sets[s].num_rows() {
-                    left_idx.push(i as u32);
-                    picks.push((s, r));
-                }
-            }
-        }
         let mut parts = Vec::new();
         let mut out_idx = Vec::new();
         let mut matched = vec![false; b.batch.num_rows()];
-        if !picks.is_empty() {
-            let set_refs: Vec<&RecordBatch> = sets.iter().collect();
-            let right = interleave_record_batch(&set_refs, &picks)?;
-            let left = take_rows(&b.batch, &left_idx)?;
-            let cols = [left.columns().to_vec(), right.columns().to_vec()].concat();
-            let pairs = RecordBatch::try_new(self.node.schema.clone(), cols)?;
+        if let Some((pairs, left_idx)) = self.pairs(&b.batch, sets, set_of_row)? {
             let pass = match &self.node.filter {
                 Some(f) => mask(f, &pairs)?,
-                None => datafusion::arrow::array::BooleanArray::from(vec![true; pairs.num_rows()]),
+                None => BooleanArray::from(vec![true; pairs.num_rows()]),
             };
             for (i, ok) in left_idx.iter().zip(pass.iter()) {
                 if ok == Some(true) {
@@ -284,11 +288,39 @@ impl LookupJoin {
         let mut sb = StreamBatch::new(out);
         if let Some(w) = &b.row_watermarks {
             let taken = take(w, &UInt32Array::from(out_idx), None)?;
-            let w = taken.as_any().downcast_ref::<Int64Array>().cloned();
-            sb.row_watermarks = w;
+            sb.row_watermarks = taken.as_any().downcast_ref::<Int64Array>().cloned();
         }
         sb.ingest_ns = b.ingest_ns;
         Ok(Some(sb))
+    }
+
+    /// Each left row with each of its table rows (before the filter), and the left row of each
+    /// pair; `None` when no row has any.
+    fn pairs(
+        &self,
+        batch: &RecordBatch,
+        sets: &[RecordBatch],
+        set_of_row: &[Option<usize>],
+    ) -> Result<Option<(RecordBatch, Vec<u32>)>> {
+        let mut left_idx: Vec<u32> = Vec::new();
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        for (i, s) in set_of_row.iter().enumerate() {
+            if let Some(s) = *s {
+                for r in 0..sets[s].num_rows() {
+                    left_idx.push(i as u32);
+                    picks.push((s, r));
+                }
+            }
+        }
+        if picks.is_empty() {
+            return Ok(None);
+        }
+        let set_refs: Vec<&RecordBatch> = sets.iter().collect();
+        let right = interleave_record_batch(&set_refs, &picks)?;
+        let left = take_rows(batch, &left_idx)?;
+        let cols = [left.columns().to_vec(), right.columns().to_vec()].concat();
+        let pairs = RecordBatch::try_new(self.node.schema.clone(), cols)?;
+        Ok(Some((pairs, left_idx)))
     }
 
     fn padded(&self, batch: &RecordBatch, idx: &[u32]) -> Result<RecordBatch> {

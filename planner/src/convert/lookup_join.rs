@@ -56,6 +56,22 @@ fn key_column(e: &Expr, table: &TableDef) -> Result<String> {
     }
 }
 
+/// Refuse columns of the lookup table that are not physical (computed or metadata).
+fn physical_only(right: &datafusion::arrow::datatypes::Schema, table: &TableDef) -> Result<()> {
+    for f in right.fields() {
+        if table
+            .column(f.name())
+            .is_none_or(|c| c.kind != ColumnKind::Physical)
+        {
+            return Err(PlanError::unsupported(
+                format!("column `{}` of lookup table `{}`", f.name(), table.name),
+                "A looked-up table gives its physical columns only (no computed or metadata columns)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Converter<'_> {
     /// A lookup join of `j` into `table` (its keys `on`, the rest of its condition `rest`).
     pub(super) fn lookup_join(
@@ -74,17 +90,7 @@ impl Converter<'_> {
             ));
         }
         let right_schema = Arc::new(j.right.schema().as_arrow().clone());
-        for f in right_schema.fields() {
-            if table
-                .column(f.name())
-                .is_none_or(|c| c.kind != ColumnKind::Physical)
-            {
-                return Err(PlanError::unsupported(
-                    format!("column `{}` of lookup table `{}`", f.name(), table.name),
-                    "A looked-up table gives its physical columns only (no computed or metadata columns)",
-                ));
-            }
-        }
+        physical_only(&right_schema, &table)?;
         let left = self.convert(&j.left)?;
         if left.node.is_updating() {
             return Err(PlanError::unsupported(
