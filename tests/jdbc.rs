@@ -519,3 +519,49 @@ async fn the_postgres_example_keeps_a_per_site_table_from_a_lookup_join() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanned_table_enriches_an_endless_stream_append_only() {
+    let pg = client().await;
+    let t = unique("meta");
+    exec(
+        &pg,
+        &format!(
+            "CREATE TABLE {t} (id bigint, name text);
+         INSERT INTO {t} VALUES (1, 'one'), (2, 'two'), (3, 'three');"
+        ),
+    )
+    .await;
+    let ddl = format!(
+        "CREATE TABLE probe (k BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '200',
+           'fields.k.min' = '1', 'fields.k.max' = '4');
+         CREATE TABLE meta (id BIGINT, name STRING) WITH ({});",
+        jdbc(&t, ", 'scan.fetch-size' = '2'")
+    );
+    let e = engine(8);
+    e.execute(&ddl).await.unwrap();
+    let sql = "SELECT p.k, m.name FROM probe AS p LEFT JOIN meta AS m ON p.k = m.id";
+    let mut stream = e.query(sql).await.unwrap();
+    assert!(
+        !stream.is_updating(),
+        "the bounded side is read first: append-only"
+    );
+    let mut seen = Vec::new();
+    let all_keys = |s: &[Value]| {
+        let keys: std::collections::BTreeSet<i64> =
+            s.iter().map(|r| r["k"].as_i64().unwrap()).collect();
+        keys.len() == 4 && s.len() >= 50
+    };
+    assert!(read_until(&mut stream, &mut seen, &all_keys).await);
+    for r in &seen {
+        let expected = match r["k"].as_i64().unwrap() {
+            1 => json!("one"),
+            2 => json!("two"),
+            3 => json!("three"),
+            _ => json!(null),
+        };
+        assert_eq!(r["name"], expected, "{r}");
+    }
+    stream.job().cancel();
+    exec(&pg, &format!("DROP TABLE {t}")).await;
+}
