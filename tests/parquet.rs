@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use weir::arrow::array::{
     Int32Array, Int64Array, RecordBatch, TimestampMicrosecondArray, TimestampNanosecondArray,
 };
+use weir::arrow::datatypes::{TimeUnit, TimestampMicrosecondType, TimestampMillisecondType};
 
 use crate::checkpoints::{insert_job, run_and_crash, scratch};
 use crate::common::*;
@@ -215,6 +216,7 @@ fn foreign_rows(want: &RecordBatch) -> RecordBatch {
     };
     use weir::arrow::datatypes::{DataType, Field, Int32Type};
     let element = |t: DataType, nullable| Field::new("element", t, nullable);
+    let micros = DataType::Timestamp(TimeUnit::Microsecond, None);
     let tags: &Rows<&str> = &[
         Some(vec![Some("a"), None, Some("ç")]),
         None,
@@ -260,6 +262,10 @@ fn foreign_rows(want: &RecordBatch) -> RecordBatch {
         ),
         ("tags", string_lists(element(DataType::Utf8, true), tags)),
         (
+            "stamps",
+            primitive_lists::<TimestampMicrosecondType>(element(micros, true), &stamps()),
+        ),
+        (
             "nums",
             primitive_lists::<Int32Type>(
                 element(DataType::Int32, false),
@@ -295,8 +301,18 @@ fn foreign_rows(want: &RecordBatch) -> RecordBatch {
     ])
 }
 
+/// Microseconds in a list, read as `ARRAY<TIMESTAMP(3)>`.
+fn stamps() -> Vec<Option<Vec<Option<i64>>>> {
+    vec![
+        Some(vec![Some(1_704_067_201_123_999), None]),
+        None,
+        Some(vec![Some(-1)]),
+        Some(vec![]),
+    ]
+}
+
 const FOREIGN: &str = "id INT, bin BYTES, s STRING, ts3 TIMESTAMP(3), ts9 TIMESTAMP(9), \
-    lt6 TIMESTAMP_LTZ(6), tags ARRAY<STRING>, nums ARRAY<BIGINT>, attrs MAP<STRING, BIGINT>, \
+    lt6 TIMESTAMP_LTZ(6), tags ARRAY<STRING>, stamps ARRAY<TIMESTAMP(3)>, nums ARRAY<BIGINT>, attrs MAP<STRING, BIGINT>, \
     n BIGINT, missing STRING";
 
 /// `foreign_rows` as the `FOREIGN` table's columns hold them.
@@ -304,6 +320,14 @@ fn foreign_expected(want: &RecordBatch) -> RecordBatch {
     use weir::arrow::array::{new_null_array, StringArray, TimestampMillisecondArray};
     use weir::arrow::datatypes::{DataType, Field, Int64Type};
     let item = |t: DataType| Field::new("item", t, true);
+    let millis = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let floored: Vec<_> = stamps()
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|v| v.iter().map(|t| t.map(|t| t.div_euclid(1000))).collect())
+        })
+        .collect();
     batch(vec![
         ("id", want.column(0).clone()),
         ("bin", want.column(1).clone()),
@@ -336,6 +360,10 @@ fn foreign_expected(want: &RecordBatch) -> RecordBatch {
         ),
         ("lt6", want.column(8).clone()),
         ("tags", want.column(10).clone()),
+        (
+            "stamps",
+            primitive_lists::<TimestampMillisecondType>(item(millis), &floored),
+        ),
         (
             "nums",
             primitive_lists::<Int64Type>(
@@ -373,5 +401,38 @@ async fn parquet_files_of_other_writers_read_as_the_declared_types() {
         let src = table("src", FOREIGN, "", &d.join(name), "parquet");
         let got = query_batch(&format!("{src} SELECT * FROM src;")).await;
         assert_same_columns(name, &got, &expected);
+    }
+}
+
+#[tokio::test]
+async fn a_parquet_column_unreadable_as_declared_fails_naming_it() {
+    let d = scratch("parquet-unreadable");
+    let want = nested_rows();
+    let file = batch(vec![
+        ("id", want.column(0).clone()),
+        ("tags", want.column(7).clone()),
+    ]);
+    write_parquet(&d.join("in.parquet"), &file, false);
+    let texts = batch(vec![("id", want.column(10).clone())]);
+    write_parquet(&d.join("texts.parquet"), &texts, false);
+    for (path, columns, column, declared) in [
+        (
+            "in.parquet",
+            "id INT, tags ARRAY<STRING>",
+            "`tags`",
+            "ARRAY<STRING>",
+        ),
+        ("texts.parquet", "id INT", "`id`", "INT"),
+    ] {
+        let src = table("src", columns, "", &d.join(path), "parquet");
+        let engine = weir::Engine::new();
+        engine.set_quiet(true);
+        let stream = engine.query(&format!("{src} SELECT * FROM src;")).await;
+        let e = match stream.unwrap_or_else(|e| panic!("{e}")).collect().await {
+            Ok(_) => panic!("{path} read as {columns}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(column) && e.contains(declared), "{e}");
+        assert!(e.contains(path), "{e}");
     }
 }

@@ -7,7 +7,8 @@
 //! A timestamp read at a coarser precision is truncated to the earlier instant, as Flink does
 //! (`-1 µs` is `1969-12-31 23:59:59.999`, where Arrow's cast would round towards the epoch). A
 //! value that does not fit (an overflowing integer, text that is no number) fails the read,
-//! and so does a type that cannot be read as the declared one, naming the column and both types.
+//! and so does a type that cannot be read as the declared one (a scalar as an ARRAY, a list as
+//! a MAP), naming the column and both types.
 
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub(super) fn conform(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, Arrow
         }
         (DataType::List(_) | DataType::LargeList(_), DataType::List(field)) => list(array, field),
         (DataType::Map(_, _), DataType::Map(field, sorted)) => map(array, field, *sorted),
+        _ if from.is_nested() || to.is_nested() => {
+            Err(ArrowError::CastError(format!("a {from} is not a {to}")))
+        }
         _ if can_cast_types(from, to) => cast_exact(array, to),
         _ => Err(ArrowError::CastError(format!(
             "no cast from {from} to {to}"
