@@ -118,3 +118,24 @@ fn map(array: &ArrayRef, field: &FieldRef, sorted: bool) -> Result<ArrayRef, Arr
     )?;
     Ok(Arc::new(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+
+    use super::*;
+
+    #[test]
+    fn coarser_timestamps_floor_and_mismatches_fail() {
+        let us: ArrayRef = Arc::new(TimestampMicrosecondArray::from(vec![-1, 1_999, -1_000]));
+        let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        let out = conform(&us, &ms).unwrap();
+        assert_eq!(out.data_type(), &ms);
+        let raw = cast_exact(&out, &DataType::Int64).unwrap();
+        assert_eq!(raw.as_primitive::<Int64Type>().values(), &[-1, 1, -1]);
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+        let list = DataType::new_list(DataType::Utf8, true);
+        assert!(conform(&text, &list).is_err());
+        assert!(conform(&text, &DataType::Int64).is_err());
+    }
+}
