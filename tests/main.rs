@@ -30,7 +30,8 @@
 //!   exactly-once across a crash, a partitioned scan, a lookup join, dropped connections.
 //! - `joins`: interval, window, regular, semi and anti joins, their late rows, refused joins.
 //! - `over`: OVER aggregates (RANGE and ROWS frames), their late rows, refused OVER windows.
-//! - `parquet`: Parquet files: every type round trip, partitioned and rolled writes, crash and
+//! - `parquet`: Parquet files: every type round trip (nested and precise types too, and files
+//!   other writers lay out), partitioned and rolled writes, crash and
 //!   recovery with Parquet output.
 
 mod common;
@@ -54,6 +55,7 @@ mod mqtt;
 mod observability;
 mod over;
 mod parquet;
+mod parquet_arrays;
 mod queries;
 mod shell;
 mod sql_examples;

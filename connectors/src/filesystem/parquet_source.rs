@@ -2,7 +2,8 @@
 //! tree (`dt=2024-01-01/facility=f-1/part-0.parquet`, the partition columns' values taken from
 //! the path, as Flink does), through the `parquet` crate's Arrow reader: columns arrive as
 //! Arrow arrays, with no row conversion. Only the column chunks of the columns the query reads
-//! are read (a projection mask); the others come out NULL. Files are read in path order; the
+//! are read (a projection mask); the others come out NULL. Columns are cast to the declared
+//! types (`parquet_conform`), so files of other writers read. Files are read in path order; the
 //! checkpointed position is the file and the rows of it already read.
 
 use std::collections::VecDeque;
@@ -20,6 +21,7 @@ use weir_engine::connector::{Source, SourceContext, SourceEvent};
 use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 
+use super::parquet_conform::conform;
 use super::{FileOptions, NAME};
 
 /// Flink's name for a NULL partition value in a path.
@@ -127,13 +129,37 @@ impl ParquetSource {
                 }
                 (true, _) => new_null_array(field.data_type(), n),
                 (false, _) => match column_of(&batch.schema(), field.name()) {
-                    Some(j) if self.used[i] => cast(batch.column(j), field.data_type())?,
+                    Some(j) if self.used[i] => self.read_as_declared(batch.column(j), i)?,
                     _ => new_null_array(field.data_type(), n),
                 },
             };
             cols.push(col);
         }
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    }
+
+    /// Column `i` of the source as it is declared, from `array`, the file's column of that name.
+    fn read_as_declared(&self, array: &ArrayRef, i: usize) -> Result<ArrayRef> {
+        let field = self.ctx.schema.field(i);
+        conform(array, field.data_type()).map_err(|e| {
+            let declared = self
+                .ctx
+                .table
+                .columns
+                .iter()
+                .find(|c| c.name.eq_ignore_ascii_case(field.name()))
+                .map_or_else(|| field.data_type().to_string(), |c| c.sql_type.clone());
+            EngineError::connector(
+                NAME,
+                format!(
+                    "cannot read '{}': column `{}` is {} in the file, which cannot be read as \
+                     {declared}: {e}",
+                    self.files[self.position.file].path.display(),
+                    field.name(),
+                    array.data_type(),
+                ),
+            )
+        })
     }
 
     /// The next batch, opening files in turn; `None` after the last.
