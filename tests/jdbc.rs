@@ -393,8 +393,9 @@ async fn a_lookup_join_caches_expires_keeps_missing_keys_and_survives_a_dropped_
     exec(&pg, &format!("DROP TABLE {t}")).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_whose_connection_the_server_drops_reconnects_and_loses_nothing() {
+/// A GROUP BY into an upsert table while the server drops the sink's connection twice: with
+/// `checkpoint`, the exactly-once path (written at each checkpoint), else the at-least-once one.
+async fn dropped_connection_run(checkpoint: Option<&Path>) {
     let pg = client().await;
     let t = unique("counts");
     exec(
@@ -410,7 +411,10 @@ async fn a_sink_whose_connection_the_server_drops_reconnects_and_loses_nothing()
          INSERT INTO {weir_table} SELECT k, COUNT(*) FROM g GROUP BY k;",
         jdbc(&t, ", 'sink.buffer-flush.interval' = '50 ms'")
     );
-    let e = engine(16);
+    let e = match checkpoint {
+        Some(ck) => engine_with_memory(ck, 1 << 30),
+        None => engine(16),
+    };
     let job = e.submit(&sql).await.unwrap();
     let mut dropped = 0;
     for _ in 0..2 {
@@ -426,6 +430,14 @@ async fn a_sink_whose_connection_the_server_drops_reconnects_and_loses_nothing()
         .get(0);
     assert_eq!(total, 1200, "every row counted once in the final table");
     exec(&pg, &format!("DROP TABLE {t}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_whose_connection_the_server_drops_reconnects_and_loses_nothing() {
+    dropped_connection_run(None).await;
+    let ck = scratch("jdbc-dropped-ck");
+    dropped_connection_run(Some(&ck)).await;
+    let _ = std::fs::remove_dir_all(ck);
 }
 
 #[tokio::test]
