@@ -48,6 +48,15 @@ pub(crate) fn connect(options: &MqttOptions, manual_acks: bool) -> (AsyncClient,
     if let Some(c) = &options.credentials {
         o.set_credentials(c.username.clone(), c.password.0.clone());
     }
+    if let Some(t) = &options.tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Simple {
+                ca: t.ca.clone(),
+                alpn: None,
+                client_auth: t.client.clone(),
+            },
+        ));
+    }
     // Acknowledgements and dead letters queue here; room for a full inflight window of acks.
     let capacity = usize::from(options.max_inflight) + 1024;
     AsyncClient::new(o, capacity)
@@ -93,6 +102,8 @@ pub(crate) fn fatal(e: &ConnectionError) -> Option<String> {
             }
             _ => None,
         },
+        // A certificate the CA did not sign, a name that does not match: retrying cannot help.
+        ConnectionError::Tls(e) => Some(format!("TLS with the broker failed: {e}")),
         _ => None,
     }
 }

@@ -36,7 +36,13 @@ pub(crate) const KNOWN: &[&str] = &[
     "scan.watermark.idle-timeout",
     "sink.topic-column",
     "sink.retain",
+    "ssl.ca-file",
+    "ssl.cert-file",
+    "ssl.key-file",
 ];
+
+/// The CA bundle of the system (Debian's), trusted when `'ssl.ca-file'` is not given.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The default of `'max-inflight'`: the most unacknowledged messages MQTT allows (one per
 /// packet identifier), so acknowledgements held until a checkpoint do not throttle the input.
@@ -47,6 +53,58 @@ pub(crate) const DEFAULT_MAX_INFLIGHT: u16 = u16::MAX;
 pub(crate) struct Broker {
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// `ssl://`, `mqtts://` or `tls://`: the connection is TLS.
+    pub(crate) tls: bool,
+}
+
+/// What a TLS connection trusts and, for client authentication, presents (PEM files read
+/// when the table is planned, so a missing file is a planning error).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// The CA certificates the broker's certificate must chain to.
+    pub(crate) ca: Vec<u8>,
+    /// The client certificate and its key (`'ssl.cert-file'`, `'ssl.key-file'`).
+    pub(crate) client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TlsFiles {{ ca: {} bytes, client: {} }}",
+            self.ca.len(),
+            self.client.is_some()
+        )
+    }
+}
+
+impl TlsFiles {
+    /// The TLS settings of `table`, `None` for a plain connection (where `ssl.*` options are
+    /// refused).
+    fn parse(table: &TableDef, broker: &Broker) -> Result<Option<TlsFiles>, String> {
+        let keys = ["ssl.ca-file", "ssl.cert-file", "ssl.key-file"];
+        if !broker.tls {
+            return match keys.iter().find(|k| table.option(k).is_some()) {
+                Some(k) => Err(format!("option '{k}' needs a TLS 'url' (ssl://host:8883)")),
+                None => Ok(None),
+            };
+        }
+        let read = |key: &str, path: &str| {
+            std::fs::read(path).map_err(|e| format!("option '{key}': cannot read '{path}': {e}"))
+        };
+        let ca = match table.option("ssl.ca-file") {
+            Some(path) => read("ssl.ca-file", path)?,
+            None => read("ssl.ca-file", SYSTEM_CA_BUNDLE).map_err(|e| {
+                format!("{e} (the system's CA bundle; name the broker's CA with 'ssl.ca-file')")
+            })?,
+        };
+        let client = match (table.option("ssl.cert-file"), table.option("ssl.key-file")) {
+            (Some(c), Some(k)) => Some((read("ssl.cert-file", c)?, read("ssl.key-file", k)?)),
+            (None, None) => None,
+            _ => return Err("options 'ssl.cert-file' and 'ssl.key-file' go together".into()),
+        };
+        Ok(Some(TlsFiles { ca, client }))
+    }
 }
 
 /// A password that never shows in logs or errors.
@@ -85,6 +143,8 @@ pub(crate) struct MqttOptions {
     pub(crate) credentials: Option<Credentials>,
     pub(crate) clean_session: bool,
     pub(crate) max_inflight: u16,
+    /// Set for a TLS `url`.
+    pub(crate) tls: Option<TlsFiles>,
 }
 
 impl MqttOptions {
@@ -122,7 +182,9 @@ impl MqttOptions {
                 ))
             }
         };
+        let tls = TlsFiles::parse(table, &broker)?;
         Ok(MqttOptions {
+            tls,
             broker,
             topics,
             qos,
@@ -143,28 +205,25 @@ pub(crate) fn default_client_id(table: &str, role: &str) -> String {
     }
 }
 
-/// `tcp://host:port` or `mqtt://host:port` (port 1883 when left out).
+/// `tcp://host:port` or `mqtt://host:port` (port 1883 when left out); `ssl://`, `mqtts://`
+/// or `tls://` for TLS (port 8883 when left out).
 pub(crate) fn parse_url(url: &str) -> Result<Broker, String> {
     let bad = || {
         format!(
-            "option 'url' must look like 'tcp://host:1883' (or 'mqtt://host:1883'), not '{url}'"
+            "option 'url' must look like 'tcp://host:1883' (or 'mqtt://host:1883', or \
+             'ssl://host:8883' for TLS), not '{url}'"
         )
     };
     let (scheme, rest) = url.trim().split_once("://").ok_or_else(bad)?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "tcp" | "mqtt" => {}
-        "ssl" | "mqtts" | "tls" => {
-            return Err(format!(
-                "option 'url': TLS ('{scheme}://') is not built into Weir's mqtt connector; \
-                 use 'tcp://' or 'mqtt://' (for example through a TLS-terminating proxy)"
-            ))
-        }
+    let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "tcp" | "mqtt" => (false, 1883),
+        "ssl" | "mqtts" | "tls" => (true, 8883),
         _ => return Err(bad()),
-    }
+    };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad())?),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains(['/', '@', ' ']) || port == 0 {
@@ -173,6 +232,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Broker, String> {
     Ok(Broker {
         host: host.to_string(),
         port,
+        tls,
     })
 }
 

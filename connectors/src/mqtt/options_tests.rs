@@ -28,9 +28,11 @@ fn defaults_are_a_persistent_qos1_session_named_after_the_table() {
         o.broker,
         Broker {
             host: "127.0.0.1".into(),
-            port: 1883
+            port: 1883,
+            tls: false
         }
     );
+    assert!(o.tls.is_none());
     assert_eq!((o.qos, o.clean_session, o.max_inflight), (1, false, 65535));
     assert_eq!(o.client_id, "weir-t");
     assert_eq!(o.credentials, None);
@@ -39,24 +41,39 @@ fn defaults_are_a_persistent_qos1_session_named_after_the_table() {
 }
 
 #[test]
-fn urls_take_tcp_and_mqtt_and_refuse_tls_in_words() {
+fn urls_take_tcp_and_mqtt_and_tls_with_its_files() {
     assert_eq!(
         parse_url("mqtt://broker").unwrap(),
         Broker {
             host: "broker".into(),
-            port: 1883
+            port: 1883,
+            tls: false
         }
     );
     assert_eq!(parse_url("tcp://[::1]:1884").unwrap().port, 1884);
+    let tls = parse_url("mqtts://broker").unwrap();
+    assert_eq!((tls.port, tls.tls), (8883, true));
+    assert!(parse_url("ssl://broker:8884").unwrap().tls);
     assert_eq!(
-        parse_err(&[("url", "mqtts://broker:8883")]),
-        "option 'url': TLS ('mqtts://') is not built into Weir's mqtt connector; use 'tcp://' \
-         or 'mqtt://' (for example through a TLS-terminating proxy)"
+        parse_err(&[("url", "ssl://broker:8883"), ("ssl.ca-file", "/no/such/ca.pem")]),
+        "option 'ssl.ca-file': cannot read '/no/such/ca.pem': No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        parse_err(&[("ssl.ca-file", "/etc/hostname")]),
+        "option 'ssl.ca-file' needs a TLS 'url' (ssl://host:8883)"
+    );
+    assert_eq!(
+        parse_err(&[
+            ("url", "ssl://broker"),
+            ("ssl.ca-file", "/etc/hostname"),
+            ("ssl.cert-file", "/etc/hostname")
+        ]),
+        "options 'ssl.cert-file' and 'ssl.key-file' go together"
     );
     assert_eq!(
         parse_err(&[("url", "http://broker:1883")]),
-        "option 'url' must look like 'tcp://host:1883' (or 'mqtt://host:1883'), not \
-         'http://broker:1883'"
+        "option 'url' must look like 'tcp://host:1883' (or 'mqtt://host:1883', or \
+         'ssl://host:8883' for TLS), not 'http://broker:1883'"
     );
     for bad in [
         "broker:1883",
