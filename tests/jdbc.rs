@@ -577,3 +577,52 @@ async fn a_scanned_table_enriches_an_endless_stream_append_only() {
     stream.job().cancel();
     exec(&pg, &format!("DROP TABLE {t}")).await;
 }
+
+/// Whether the connection of a `jdbc` source with `url` is encrypted, as the server sees it.
+async fn reads_over_tls(url: &str) -> Result<bool, String> {
+    let sql = format!(
+        "CREATE TABLE s (enc BOOLEAN) WITH ('connector' = 'jdbc', 'url' = '{url}',
+           'scan.query' = 'SELECT ssl AS enc FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+         SELECT enc FROM s;"
+    );
+    let e = engine(16);
+    let stream = e.query(&sql).await.map_err(|e| e.to_string())?;
+    let rows = to_json(&stream.collect().await.map_err(|e| e.to_string())?, None);
+    Ok(rows == vec![json!({"enc": true})])
+}
+
+#[tokio::test]
+async fn connections_use_tls_as_sslmode_says() {
+    let pg = client().await;
+    let cert: String = pg
+        .query_one("SHOW ssl_cert_file", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let base = url().replacen("postgres://", "jdbc:postgresql://", 1);
+    assert!(!reads_over_tls(&format!("{base}?sslmode=disable"))
+        .await
+        .unwrap());
+    assert!(
+        reads_over_tls(&base).await.unwrap(),
+        "prefer, libpq's default, uses TLS"
+    );
+    assert!(reads_over_tls(&format!("{base}?sslmode=require"))
+        .await
+        .unwrap());
+    // The server's self-signed certificate as the CA: the chain verifies; its name is the
+    // machine's, not 127.0.0.1, so verify-full refuses it, saying why.
+    let ca = format!("{base}?sslmode=verify-ca&sslrootcert={cert}");
+    assert!(reads_over_tls(&ca).await.unwrap());
+    let full = format!("{base}?sslmode=verify-full&sslrootcert={cert}");
+    let err = reads_over_tls(&full).await.unwrap_err();
+    assert!(
+        err.contains("cannot connect") && err.contains("certificate"),
+        "{err}"
+    );
+    // By the name the certificate gives (Debian's is for `localhost`), verify-full passes.
+    let named = full.replacen("127.0.0.1", "localhost", 1);
+    if base.contains("127.0.0.1") && cert.contains("snakeoil") {
+        assert!(reads_over_tls(&named).await.unwrap(), "{named}");
+    }
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Config, NoTls};
 use weir_engine::{EngineError, Result};
 
+use super::tls::{connector, TlsMode};
 use super::NAME;
 
 /// Where and as whom to connect.
@@ -21,6 +22,10 @@ pub struct ConnectSpec {
     pub shown: String,
     /// How long to keep trying to (re)connect (`'connection.max-retry-timeout'`).
     pub retry_timeout: Duration,
+    /// `sslmode` (libpq's default, `prefer`, when the URL has none).
+    pub tls: TlsMode,
+    /// `sslrootcert`: the CA file the server's certificate must chain to.
+    pub root_cert: Option<String>,
 }
 
 impl ConnectSpec {
@@ -42,10 +47,15 @@ impl ConnectSpec {
         let mut config: Config = format!("postgresql://{base}")
             .parse()
             .map_err(|e| bad(&format!("{e}")))?;
+        let mut tls = Tls {
+            mode: TlsMode::Prefer,
+            root_cert: None,
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            apply_param(&mut config, k, v).map_err(|e| bad(&e))?;
+            apply_param(&mut config, &mut tls, k, v).map_err(|e| bad(&e))?;
         }
+        config.ssl_mode(tls.mode.ssl_mode());
         if let Some(u) = username {
             config.user(u);
         }
@@ -67,21 +77,45 @@ impl ConnectSpec {
             config,
             shown,
             retry_timeout: Duration::from_secs(60),
+            tls: tls.mode,
+            root_cert: tls.root_cert,
         })
     }
 
-    /// Open one connection; its driver runs on a spawned task until the connection ends.
+    /// Open one connection (TLS as `sslmode` says); its driver runs on a spawned task until
+    /// the connection ends.
     pub async fn connect(&self) -> Result<Client> {
-        let (client, conn) = self.config.connect(NoTls).await.map_err(|e| {
-            EngineError::connector(NAME, format!("cannot connect to {}: {e}", self.shown))
-        })?;
+        let failed = |e: tokio_postgres::Error| {
+            EngineError::connector(
+                NAME,
+                format!("cannot connect to {}: {}", self.shown, chain(&e)),
+            )
+        };
+        if self.tls == TlsMode::Disable {
+            let (client, conn) = self.config.connect(NoTls).await.map_err(failed)?;
+            self.drive(conn);
+            return Ok(client);
+        }
+        let tls = connector(self.tls, self.root_cert.as_deref())
+            .map_err(|e| EngineError::connector(NAME, e))?;
+        let (client, conn) = self.config.connect(tls).await.map_err(failed)?;
+        self.drive(conn);
+        Ok(client)
+    }
+
+    /// Run a connection's driver until the connection ends.
+    fn drive<F>(&self, conn: F)
+    where
+        F: std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+            + Send
+            + 'static,
+    {
         let shown = self.shown.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!(target: "weir::jdbc", "connection to {shown} ended: {e}");
             }
         });
-        Ok(client)
     }
 
     /// [`ConnectSpec::connect`], retried with a growing pause for up to `retry_timeout` (a
@@ -93,6 +127,8 @@ impl ConnectSpec {
             match self.connect().await {
                 Ok(c) => return Ok(c),
                 Err(e) if started.elapsed() >= self.retry_timeout => return Err(e),
+                // An untrusted certificate stays untrusted: no use retrying.
+                Err(e) if e.to_string().contains("TLS handshake") => return Err(e),
                 Err(e) => {
                     tracing::warn!(target: "weir::jdbc", "{e}; retrying in {pause:?}");
                     tokio::time::sleep(pause).await;
@@ -103,7 +139,24 @@ impl ConnectSpec {
     }
 }
 
-fn apply_param(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
+/// An error with its causes: `error performing TLS handshake: invalid peer certificate: …`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
+/// `sslmode` and `sslrootcert` from the URL.
+struct Tls {
+    mode: TlsMode,
+    root_cert: Option<String>,
+}
+
+fn apply_param(config: &mut Config, tls: &mut Tls, key: &str, value: &str) -> Result<(), String> {
     match key {
         "user" => config.user(value),
         "password" => config.password(value),
@@ -115,8 +168,19 @@ fn apply_param(config: &mut Config, key: &str, value: &str) -> Result<(), String
             config.connect_timeout(Duration::from_secs(s))
         }
         "currentSchema" => config.options(format!("-c search_path={value}")),
-        "sslmode" if value == "disable" || value == "prefer" || value == "allow" => config,
-        "sslmode" => return Err(format!("sslmode={value}: TLS is not built into Weir")),
+        "sslmode" => {
+            tls.mode = TlsMode::parse(value)?;
+            config
+        }
+        // The JDBC driver's `ssl=true` checks the certificate fully.
+        "ssl" if value == "true" => {
+            tls.mode = TlsMode::VerifyFull;
+            config
+        }
+        "sslrootcert" => {
+            tls.root_cert = Some(value.to_string());
+            config
+        }
         other => return Err(format!("unknown URL parameter '{other}'")),
     };
     Ok(())
@@ -218,8 +282,16 @@ mod tests {
             "{err}"
         );
         let err =
-            ConnectSpec::parse("postgres://h/db?sslmode=require", None, None, "t").unwrap_err();
-        assert!(err.contains("TLS"), "{err}");
+            ConnectSpec::parse("postgres://h/db?sslmode=sometimes", None, None, "t").unwrap_err();
+        assert!(err.contains("sslmode=sometimes: expected disable"), "{err}");
+        let url = "postgres://h/db?sslmode=verify-ca&sslrootcert=/ca.pem";
+        let s = ConnectSpec::parse(url, None, None, "t").unwrap();
+        assert_eq!(
+            (s.tls, s.root_cert.as_deref()),
+            (TlsMode::VerifyCa, Some("/ca.pem"))
+        );
+        let s = ConnectSpec::parse("postgres://h/db", None, None, "t").unwrap();
+        assert_eq!(s.tls, TlsMode::Prefer, "libpq's default");
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod read;
 pub mod scan;
 pub mod sink;
 mod statements;
+mod tls;
 
 use std::time::Duration;
 
