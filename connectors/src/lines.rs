@@ -3,10 +3,16 @@
 //! turns the region into Arrow; each bad line, and each row the timestamp policy drops, is
 //! handed back by its line so the source can report it with the message's origin.
 
-use datafusion::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
+
+use weir_planner::{ColumnKind, TableDef};
 
 use crate::filesystem::decode::SegmentDecoder;
 use crate::timestamps::TimePolicy;
@@ -121,6 +127,35 @@ pub(crate) fn push_payload_line(region: &mut Vec<u8>, payload: &[u8]) -> usize {
     }));
     region.push(b'\n');
     start
+}
+
+/// `batch` with the table's metadata columns appended: each column's values are what
+/// `column(key)` gives for the batch's rows (its `METADATA FROM 'key'`), cast to the declared
+/// type.
+pub(crate) fn append_metadata(
+    table: &TableDef,
+    batch: RecordBatch,
+    mut column: impl FnMut(&str) -> Result<ArrayRef>,
+) -> Result<RecordBatch> {
+    let cols = table.metadata_columns();
+    if cols.is_empty() {
+        return Ok(batch);
+    }
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
+    for c in cols {
+        let ColumnKind::Metadata { key, .. } = &c.kind else {
+            continue;
+        };
+        arrays.push(cast(&column(key)?, &c.data_type)?);
+        fields.push(Field::new(&c.name, c.data_type.clone(), true));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
 #[cfg(test)]

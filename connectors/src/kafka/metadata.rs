@@ -9,15 +9,13 @@ use datafusion::arrow::array::{
     ArrayRef, BinaryArray, BinaryBuilder, Int32Array, Int64Array, MapBuilder, StringArray,
     StringBuilder, TimestampMillisecondArray,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use rdkafka::bindings::{
     rd_kafka_header_add, rd_kafka_header_get_all, rd_kafka_headers_t, rd_kafka_resp_err_t,
 };
 use rdkafka::message::{BorrowedHeaders, Headers, OwnedHeaders};
 use weir_engine::{EngineError, Result};
-use weir_planner::{ColumnKind, TableDef};
+use weir_planner::TableDef;
 
 use super::source::{KafkaSource, LineMeta};
 use super::NAME;
@@ -169,23 +167,9 @@ pub(super) fn append(
     meta: &[LineMeta],
     src: &KafkaSource,
 ) -> Result<RecordBatch> {
-    let cols = table.metadata_columns();
-    if cols.is_empty() {
-        return Ok(batch);
-    }
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
-    for c in cols {
-        let ColumnKind::Metadata { key, .. } = &c.kind else {
-            continue;
-        };
+    crate::lines::append_metadata(table, batch, |key| {
         let rows = row_lines.iter().map(|l| &meta[*l]);
-        let a: ArrayRef = match key.as_str() {
+        Ok(match key {
             "timestamp" => Arc::new(
                 TimestampMillisecondArray::from_iter(rows.map(|m| m.timestamp))
                     .with_timezone("UTC"),
@@ -207,11 +191,8 @@ pub(super) fn append(
                     format!("no metadata key '{other}'"),
                 ))
             }
-        };
-        arrays.push(cast(&a, &c.data_type)?);
-        fields.push(Field::new(&c.name, c.data_type.clone(), true));
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+        })
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BinaryArray, BooleanArray, Int32Array, StringArray};
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
@@ -15,11 +14,12 @@ use weir_engine::connector::SourceEvent;
 use weir_engine::observe::dead_letter::{BadRecord, OnError};
 use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
-use weir_planner::{ColumnKind, TableDef};
 
 use super::options::NAME;
 use super::source::{mqtt_err, MqttSource};
-use crate::lines::{apply_time_policy, decode_lines, line_bytes, push_payload_line, BadRow, Timed};
+use crate::lines::{
+    append_metadata, apply_time_policy, decode_lines, line_bytes, push_payload_line, BadRow, Timed,
+};
 
 /// Where a line of the decode region came from.
 pub(crate) struct Line {
@@ -111,7 +111,7 @@ impl MqttSource {
         poll.row_lines = row_lines;
         let event = match batch {
             Some(b) => {
-                let b = append_metadata(&self.ctx.table, b, &poll)?;
+                let b = append_metadata(&self.ctx.table, b, |key| metadata_column(key, &poll))?;
                 JobMetrics::add(&self.ctx.metrics.rows_in, b.num_rows());
                 SourceEvent::Batch(b)
             }
@@ -206,30 +206,6 @@ impl MqttSource {
             position,
         })
     }
-}
-
-/// `batch` with the table's metadata columns appended, for the rows of `poll.row_lines`.
-fn append_metadata(table: &TableDef, batch: RecordBatch, poll: &Poll) -> Result<RecordBatch> {
-    let cols = table.metadata_columns();
-    if cols.is_empty() {
-        return Ok(batch);
-    }
-    let mut fields: Vec<Field> = batch
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut arrays: Vec<ArrayRef> = batch.columns().to_vec();
-    for c in cols {
-        let ColumnKind::Metadata { key, .. } = &c.kind else {
-            continue;
-        };
-        let a = metadata_column(key, poll)?;
-        arrays.push(cast(&a, &c.data_type)?);
-        fields.push(Field::new(&c.name, c.data_type.clone(), true));
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
 }
 
 /// The values of metadata column `key` for the rows of `poll`.
