@@ -28,13 +28,12 @@ impl LookupFactory for JdbcLookupFactory {
     }
 
     fn validate(&self, table: &TableDef) -> Result<(), String> {
-        JdbcOptions::parse(table, "lookup.max-retries")?.require_table()?;
+        JdbcOptions::parse(table)?.require_table()?;
         CacheConfig::parse(table).map(|_| ())
     }
 
     fn create(&self, ctx: LookupContext) -> Result<Box<dyn LookupSource>> {
-        let o = JdbcOptions::parse(&ctx.table, "lookup.max-retries")
-            .map_err(|e| EngineError::connector(NAME, e))?;
+        let o = JdbcOptions::parse(&ctx.table).map_err(|e| EngineError::connector(NAME, e))?;
         let table = o
             .require_table()
             .map_err(|e| EngineError::connector(NAME, e))?;

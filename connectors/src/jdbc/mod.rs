@@ -24,8 +24,6 @@ use weir_engine::connector::{check_known_options, required_option};
 use weir_planner::interval::parse_duration;
 use weir_planner::TableDef;
 
-use crate::options::number_option;
-
 pub use connect::{ConnectSpec, Connections};
 pub use lookup::JdbcLookupFactory;
 pub use scan::JdbcSourceFactory;
@@ -68,13 +66,11 @@ pub struct JdbcOptions {
     pub connect: ConnectSpec,
     /// `'table-name'`, possibly schema-qualified (`public.readings`).
     pub table_name: Option<String>,
-    /// `'sink.max-retries'` / `'lookup.max-retries'` (the part's own).
-    pub max_retries: u32,
 }
 
 impl JdbcOptions {
-    /// Parse and check the shared options; `retries_key` is the part's retry option.
-    pub fn parse(table: &TableDef, retries_key: &str) -> Result<Self, String> {
+    /// Parse and check the shared options.
+    pub fn parse(table: &TableDef) -> Result<Self, String> {
         check_known_options(table, KNOWN, &[])?;
         if let Some(d) = table.option("driver") {
             if !d.to_ascii_lowercase().contains("postgres") {
@@ -90,11 +86,9 @@ impl JdbcOptions {
             table.option("password"),
             &table.name,
         )?;
-        let max_retries = number_option::<u32>(table, retries_key)?.unwrap_or(3);
         Ok(Self {
             connect,
             table_name: table.option("table-name").map(str::to_string),
-            max_retries,
         })
     }
 
@@ -158,7 +152,7 @@ mod tests {
     #[test]
     fn options_are_checked_with_their_names() {
         let t = table(&[("connector", "jdbc")], &[]);
-        let err = JdbcOptions::parse(&t, "sink.max-retries").unwrap_err();
+        let err = JdbcOptions::parse(&t).unwrap_err();
         assert_eq!(err, "connector 'jdbc' needs the option 'url'");
         let t = table(
             &[
@@ -168,7 +162,7 @@ mod tests {
             ],
             &[],
         );
-        let err = JdbcOptions::parse(&t, "sink.max-retries").unwrap_err();
+        let err = JdbcOptions::parse(&t).unwrap_err();
         assert!(err.contains("expected jdbc:postgresql://"), "{err}");
         let t = table(
             &[
@@ -178,23 +172,24 @@ mod tests {
             ],
             &[],
         );
-        let err = JdbcOptions::parse(&t, "sink.max-retries").unwrap_err();
+        let err = JdbcOptions::parse(&t).unwrap_err();
         assert!(err.contains("PostgreSQL only"), "{err}");
         let t = table(
             &[
                 ("connector", "jdbc"),
                 ("url", "jdbc:postgresql://h/db"),
+                ("table-name", "t"),
                 ("sink.max-retries", "x"),
             ],
             &[],
         );
-        let err = JdbcOptions::parse(&t, "sink.max-retries").unwrap_err();
+        let err = sink::SinkOptions::parse(&t).unwrap_err();
         assert_eq!(err, "option 'sink.max-retries' must be a number, not 'x'");
         let t = table(
             &[("connector", "jdbc"), ("url", "x"), ("lookup.typo", "1")],
             &[],
         );
-        let err = JdbcOptions::parse(&t, "lookup.max-retries").unwrap_err();
+        let err = JdbcOptions::parse(&t).unwrap_err();
         assert!(err.starts_with("unknown option 'lookup.typo'"), "{err}");
     }
 }

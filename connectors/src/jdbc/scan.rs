@@ -46,7 +46,7 @@ struct ScanOptions {
 
 impl ScanOptions {
     fn parse(table: &TableDef) -> Result<Self, String> {
-        let jdbc = JdbcOptions::parse(table, "lookup.max-retries")?;
+        let jdbc = JdbcOptions::parse(table)?;
         let from = match (table.option("scan.query"), &jdbc.table_name) {
             (Some(q), _) => format!("({})", q.trim().trim_end_matches(';')),
             (None, Some(t)) => quote_path(t),

@@ -34,6 +34,8 @@ use crate::options::number_option;
 pub(crate) struct SinkOptions {
     pub jdbc: JdbcOptions,
     pub table_name: String,
+    /// `'sink.max-retries'`: how often a failed write is tried again.
+    pub max_retries: u32,
     /// `'sink.buffer-flush.max-rows'` (0: no row limit).
     pub max_rows: usize,
     /// `'sink.buffer-flush.interval'` (zero: no time limit).
@@ -44,7 +46,7 @@ pub(crate) struct SinkOptions {
 
 impl SinkOptions {
     pub(crate) fn parse(table: &TableDef) -> Result<Self, String> {
-        let jdbc = JdbcOptions::parse(table, "sink.max-retries")?;
+        let jdbc = JdbcOptions::parse(table)?;
         let table_name = jdbc.require_table()?.to_string();
         let exactly_once = match table.option("sink.delivery-guarantee").map(str::to_ascii_lowercase).as_deref() {
             None | Some("exactly-once") => true,
@@ -58,6 +60,7 @@ impl SinkOptions {
         Ok(Self {
             jdbc,
             table_name,
+            max_retries: number_option(table, "sink.max-retries")?.unwrap_or(3),
             max_rows: number_option(table, "sink.buffer-flush.max-rows")?.unwrap_or(100),
             interval: duration_option(table, "sink.buffer-flush.interval", Duration::from_secs(1))?,
             exactly_once,
@@ -132,7 +135,7 @@ impl Writer {
             key_names,
             key,
             target: None,
-            max_retries: options.jdbc.max_retries,
+            max_retries: options.max_retries,
             paired_update_befores: ctx.upsert_key.is_some(),
         }
     }
@@ -214,11 +217,7 @@ async fn in_transaction(
             return Ok(None);
         }
     }
-    let staged = super::statements::Staged {
-        rows: &changes.rows,
-        deletes: changes.deletes.as_deref(),
-    };
-    target.apply(client, &[staged]).await?;
+    target.apply(client, changes).await?;
     if let Some(m) = mark {
         m.record(client).await?;
     }

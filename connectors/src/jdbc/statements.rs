@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::Schema;
 use futures::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -18,6 +18,7 @@ use tokio_postgres::Client;
 use weir_engine::{EngineError, Result};
 
 use super::cells::{Cell, PgKind};
+use super::changes::Changes;
 use super::{quote_ident, quote_path, NAME};
 
 /// One column of the sink, as the target table declares it.
@@ -39,13 +40,6 @@ pub(crate) struct Target {
     /// Positions (in `columns`) of the primary key; empty for an append sink.
     key: Vec<usize>,
     stage: String,
-}
-
-/// Which rows of a staged batch to write and which to delete.
-pub(crate) struct Staged<'a> {
-    pub rows: &'a RecordBatch,
-    /// Per row: true when the row leaves (a DELETE), false when it is written.
-    pub deletes: Option<&'a [bool]>,
 }
 
 impl Target {
@@ -105,7 +99,7 @@ impl Target {
     }
 
     /// Stage `staged` and apply it to the target, in `client`'s current transaction.
-    pub(crate) async fn apply(&self, client: &Client, staged: &[Staged<'_>]) -> Result<()> {
+    pub(crate) async fn apply(&self, client: &Client, changes: &Changes) -> Result<()> {
         let op = if self.is_upsert() {
             ", weir_delete boolean"
         } else {
@@ -124,15 +118,12 @@ impl Target {
             .batch_execute(&ddl)
             .await
             .map_err(|e| pg_error("cannot create the staging table", e))?;
-        self.copy(client, staged).await?;
+        self.copy(client, changes).await?;
         client
             .batch_execute(&self.insert_sql())
             .await
             .map_err(|e| pg_error(&self.write_failed(), e))?;
-        if staged
-            .iter()
-            .any(|s| s.deletes.is_some_and(|d| d.contains(&true)))
-        {
+        if changes.deletes.as_ref().is_some_and(|d| d.contains(&true)) {
             client
                 .batch_execute(&self.delete_sql())
                 .await
@@ -141,7 +132,7 @@ impl Target {
         Ok(())
     }
 
-    async fn copy(&self, client: &Client, staged: &[Staged<'_>]) -> Result<()> {
+    async fn copy(&self, client: &Client, changes: &Changes) -> Result<()> {
         let names: Vec<&str> = self.columns.iter().map(|c| c.quoted.as_str()).collect();
         let mut types: Vec<Type> = self.columns.iter().map(|c| c.kind.pg_type()).collect();
         let mut copy = format!("COPY {} ({}", self.stage, names.join(", "));
@@ -156,26 +147,24 @@ impl Target {
             .map_err(|e| pg_error("cannot start COPY", e))?;
         let writer = BinaryCopyInWriter::new(sink, &types);
         pin_mut!(writer);
-        for s in staged {
-            let row = AtomicUsize::new(0);
-            let mut cells: Vec<RowCell> = s
-                .rows
-                .columns()
-                .iter()
-                .map(|a| RowCell::Value(a.as_ref(), &row))
-                .collect();
-            if self.is_upsert() {
-                cells.push(RowCell::Delete(s.deletes, &row));
-            }
-            let values: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as _).collect();
-            for r in 0..s.rows.num_rows() {
-                row.store(r, Ordering::Relaxed);
-                writer
-                    .as_mut()
-                    .write(&values)
-                    .await
-                    .map_err(|e| pg_error("COPY failed", e))?;
-            }
+        let row = AtomicUsize::new(0);
+        let mut cells: Vec<RowCell> = changes
+            .rows
+            .columns()
+            .iter()
+            .map(|a| RowCell::Value(a.as_ref(), &row))
+            .collect();
+        if self.is_upsert() {
+            cells.push(RowCell::Delete(changes.deletes.as_deref(), &row));
+        }
+        let values: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as _).collect();
+        for r in 0..changes.rows.num_rows() {
+            row.store(r, Ordering::Relaxed);
+            writer
+                .as_mut()
+                .write(&values)
+                .await
+                .map_err(|e| pg_error("COPY failed", e))?;
         }
         writer
             .finish()

@@ -33,6 +33,7 @@ use crate::message::StreamBatch;
 use crate::observe::op_metrics::OperatorMetrics;
 
 /// Where each distinct key of a batch gets its rows.
+#[derive(Clone, Copy)]
 enum Answer {
     /// The rows are `sets[i]`.
     Rows(usize),
@@ -44,6 +45,8 @@ enum Answer {
 #[derive(Default)]
 struct Answers<'r> {
     by_key: HashMap<&'r [u8], Answer>,
+    /// Each row's answer (`None` for a NULL key).
+    of_row: Vec<Option<Answer>>,
     /// Rows of cached keys (then of fetched ones).
     sets: Vec<RecordBatch>,
     /// The first row of each key to fetch.
@@ -117,9 +120,8 @@ impl LookupJoin {
         let fetched = self.fetch(&keys, &rows, &a.fetch, now).await?;
         let first_fetched = a.sets.len();
         a.sets.extend(fetched);
-        let set_of_row: Vec<Option<usize>> = (0..batch.num_rows())
-            .map(|i| match a.by_key.get(rows.row(i).data()) {
-                _ if keys.iter().any(|k| k.is_null(i)) => None,
+        let set_of_row: Vec<Option<usize>> = (a.of_row.iter())
+            .map(|answer| match answer {
                 Some(Answer::Rows(s)) => Some(*s),
                 Some(Answer::Fetch(f)) => Some(first_fetched + f),
                 None => None,
@@ -134,6 +136,7 @@ impl LookupJoin {
         let mut a = Answers::default();
         for i in 0..rows.num_rows() {
             if keys.iter().any(|k| k.is_null(i)) {
+                a.of_row.push(None);
                 continue;
             }
             let key = rows.row(i).data();
@@ -152,9 +155,10 @@ impl LookupJoin {
                     }
                 });
             match answer {
-                Answer::Rows(_) if self.config.enabled => a.hits += 1,
-                _ => a.misses += 1,
+                Answer::Rows(_) => a.hits += 1,
+                Answer::Fetch(_) => a.misses += 1,
             }
+            a.of_row.push(Some(*answer));
         }
         a
     }
