@@ -80,12 +80,14 @@ impl JdbcOptions {
             }
         }
         let url = required_option(table, "url")?;
-        let connect = ConnectSpec::parse(
+        let mut connect = ConnectSpec::parse(
             url,
             table.option("username"),
             table.option("password"),
             &table.name,
         )?;
+        connect.retry_timeout =
+            duration_option(table, "connection.max-retry-timeout", connect.retry_timeout)?;
         Ok(Self {
             connect,
             table_name: table.option("table-name").map(str::to_string),
@@ -191,5 +193,15 @@ mod tests {
         );
         let err = JdbcOptions::parse(&t).unwrap_err();
         assert!(err.starts_with("unknown option 'lookup.typo'"), "{err}");
+        let t = table(
+            &[
+                ("connector", "jdbc"),
+                ("url", "postgres://h/db"),
+                ("connection.max-retry-timeout", "5 s"),
+            ],
+            &[],
+        );
+        let o = JdbcOptions::parse(&t).unwrap();
+        assert_eq!(o.connect.retry_timeout, Duration::from_secs(5));
     }
 }
