@@ -111,7 +111,7 @@ pub use weir_engine::changelog;
 pub use weir_engine::checkpoint::{CheckpointConfig, CheckpointMeta, CheckpointStore};
 pub use weir_engine::connector::{
     ConnectorRegistry, Sink, SinkContext, SinkFactory, Source, SourceContext, SourceEvent,
-    SourceFactory,
+    SourceFactory, Split,
 };
 pub use weir_engine::runtime::job::JobStatus;
 pub use weir_engine::session::system_tables;

@@ -1,37 +1,44 @@
 //! Golden tests: every case in `tests/conformance/` (copied from `shared/conformance`, results
 //! computed by Apache Flink 2.2) must produce exactly Flink's rows. Updating cases (`updating_*`)
 //! run through `weir run --format json`, whose changelog (with its `op` field) is applied and
-//! must give Flink's final table. Join and OVER cases run in batches of 1, 7 and 4096 rows.
+//! must give Flink's final table. Every case runs at parallelism 1, 2 and 4, in batches of 1, 7
+//! and 4096 rows, and gives the same rows each time.
 
 use std::process::Command;
 
 use crate::common::*;
 
-/// Batch sizes a case runs with: joins and OVER aggregates (`join_*`, `over_*`) with 1, 7 and
-/// 4096 rows per batch, whose results must not differ; the other cases with one.
-fn batch_sizes(name: &str) -> &'static [usize] {
-    if name.starts_with("join_") || name.starts_with("over_") {
-        &[1, 7, 4096]
-    } else {
-        &[8192]
-    }
-}
+/// Batch sizes every case runs with; its results must not differ.
+const BATCH_SIZES: [usize; 3] = [1, 7, 4096];
+
+/// Parallelisms every case runs with; its results must not differ.
+const PARALLELISMS: [usize; 3] = [1, 2, 4];
 
 async fn run_case(name: &str) {
     let dir = root().join("tests/conformance").join(name);
     let sql = job_in_dir(&dir);
     let expected = read_jsonl(&dir.join("expected.jsonl"));
-    for batch in batch_sizes(name) {
-        let actual = run_query(&sql, *batch).await;
-        assert_same_rows(&format!("{name} in batches of {batch}"), &actual, &expected);
+    for p in PARALLELISMS {
+        for batch in BATCH_SIZES {
+            let actual = run_query_parallel(&sql, batch, p).await;
+            let run = format!("{name} at parallelism {p} in batches of {batch}");
+            assert_same_rows(&run, &actual, &expected);
+        }
     }
 }
 
-/// `weir run --format json job.sql` in the case's folder; its changelog applied.
+/// `weir run --format json job.sql` in the case's folder at each parallelism; its changelog
+/// applied.
 fn run_updating_case(name: &str) {
+    for p in PARALLELISMS {
+        run_updating_case_at(name, p);
+    }
+}
+
+fn run_updating_case_at(name: &str, p: usize) {
     let dir = root().join("tests/conformance").join(name);
     let out = Command::new(weir_bin())
-        .args(["run", "--format", "json", "job.sql"])
+        .args(["run", "--format", "json", "-p", &p.to_string(), "job.sql"])
         .current_dir(&dir)
         .output()
         .expect("weir runs");
@@ -43,7 +50,8 @@ fn run_updating_case(name: &str) {
         .collect();
     assert!(is_changelog(&changelog), "{name}: rows carry no op field");
     let expected = read_jsonl(&dir.join("expected.jsonl"));
-    assert_same_rows(name, &materialize(&changelog), &expected);
+    let run = format!("{name} at parallelism {p}");
+    assert_same_rows(&run, &materialize(&changelog), &expected);
 }
 
 /// Every folder of `tests/conformance/` is a case (adding a case is adding a folder); the

@@ -326,6 +326,8 @@ async fn a_lookup_join_caches_expires_keeps_missing_keys_and_survives_a_dropped_
            LEFT JOIN {weir_table} FOR SYSTEM_TIME AS OF p.pt AS s ON p.k = s.id"
     );
     let e = engine(8);
+    // One lookup subtask: the counts below are one cache's (each subtask has its own).
+    e.override_option("parallelism.default", "1").unwrap();
     e.execute(&ddl).await.unwrap();
     let plan = e.explain(&sql).unwrap();
     assert!(

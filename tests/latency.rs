@@ -161,7 +161,9 @@ async fn kafka_partitions_report_records_watermarks_idleness_and_unit_correction
         let text = engine.metrics_text();
         let idle = metric(&text, "weir_source_partition_idle", &["partition=\"2\""]);
         let read = metric(&text, "weir_source_records_total", &["partition=\"1\""]);
-        (idle == Some(1.0) && read == Some(5.0)).then_some(text)
+        // Partitions may be read by different subtasks: wait for partition 0 as well.
+        let first = metric(&text, "weir_source_records_total", &["partition=\"0\""]);
+        (idle == Some(1.0) && read == Some(5.0) && first == Some(10.0)).then_some(text)
     })
     .await;
     let p = |n: &str| format!("partition=\"{n}\"");

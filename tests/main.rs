@@ -30,6 +30,8 @@
 //!   exactly-once across a crash, a partitioned scan, a lookup join, dropped connections.
 //! - `joins`: interval, window, regular, semi and anti joins, their late rows, refused joins.
 //! - `over`: OVER aggregates (RANGE and ROWS frames), their late rows, refused OVER windows.
+//! - `parallel`: keyed operators as several subtasks: skewed keys, EXPLAIN's exchanges, datagen
+//!   split over subtasks, restores only at the checkpoint's parallelism.
 //! - `parquet`: Parquet files: every type round trip (nested and precise types too, and files
 //!   other writers lay out), partitioned and rolled writes, crash and
 //!   recovery with Parquet output.
@@ -54,6 +56,7 @@ mod metrics_values;
 mod mqtt;
 mod observability;
 mod over;
+mod parallel;
 mod parquet;
 mod parquet_arrays;
 mod queries;

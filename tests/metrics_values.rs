@@ -11,10 +11,13 @@ use weir::engine_metrics::{metric, Metric, Samples};
 use crate::common::*;
 use crate::observability::GatedSink;
 
-/// An engine that prints nothing.
+/// An engine that prints nothing, at parallelism 1: the values checked here are one task's
+/// (shares of its time, seconds of its run), which several subtasks would add up.
 fn engine() -> weir::Engine {
     let e = weir::Engine::new();
     e.set_quiet(true);
+    e.override_option("parallelism.default", "1")
+        .expect("parallelism");
     e
 }
 

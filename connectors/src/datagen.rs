@@ -44,8 +44,15 @@ impl SourceFactory for DatagenSourceFactory {
         DatagenSpec::parse(table).is_ok_and(|s| s.total_rows.is_some())
     }
 
+    /// Any number of subtasks: each generates its share of the rows, at its share of the rate.
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
         let spec = DatagenSpec::parse(&ctx.table).map_err(|m| EngineError::connector(NAME, m))?;
+        let share = Share::of(spec.total_rows, ctx.split);
+        let rate = spec.rows_per_second / ctx.split.count as f64;
         let mut gens = Vec::new();
         for (i, field) in ctx.schema.fields().iter().enumerate() {
             let mut f = spec.field(field.name()).cloned().ok_or_else(|| {
@@ -55,7 +62,7 @@ impl SourceFactory for DatagenSourceFactory {
             gens.push(FieldGen::new(f, i));
         }
         // At least ~10 batches a second at low rates, so rows trickle in rather than burst.
-        let per_tenth = (spec.rows_per_second / 10.0).ceil() as usize;
+        let per_tenth = (rate / 10.0).ceil() as usize;
         let batch_rows = ctx.batch_size.max(1).min(per_tenth.max(1));
         // A restarted generator continues with the row after the last one checkpointed.
         let ctx_restore = match &ctx.restore {
@@ -68,8 +75,9 @@ impl SourceFactory for DatagenSourceFactory {
         Ok(Box::new(DatagenSource {
             ctx,
             gens,
-            total: spec.total_rows,
-            rate: spec.rows_per_second,
+            total: share.rows,
+            first_row: share.first_row,
+            rate,
             batch_rows,
             emitted: ctx_restore,
             started: None,
@@ -77,12 +85,41 @@ impl SourceFactory for DatagenSourceFactory {
     }
 }
 
+/// The rows one subtask generates: a contiguous part of the sequence, so the rows of all
+/// subtasks together are the rows one source would generate.
+struct Share {
+    rows: Option<u64>,
+    first_row: u64,
+}
+
+impl Share {
+    fn of(total: Option<u64>, split: weir_engine::connector::Split) -> Self {
+        let (i, n) = (split.index as u128, split.count.max(1) as u128);
+        match total {
+            Some(t) => {
+                let at = |k: u128| (u128::from(t) * k / n) as u64;
+                Share {
+                    rows: Some(at(i + 1) - at(i)),
+                    first_row: at(i),
+                }
+            }
+            // Endless: each subtask numbers its rows in a range of its own.
+            None => Share {
+                rows: None,
+                first_row: (i as u64) << 48,
+            },
+        }
+    }
+}
+
 /// A running datagen source.
 struct DatagenSource {
     ctx: SourceContext,
     gens: Vec<FieldGen>,
-    /// Rows to produce in all; `None`: unbounded.
+    /// Rows this subtask produces in all; `None`: unbounded.
     total: Option<u64>,
+    /// The number of this subtask's first row in the whole sequence.
+    first_row: u64,
     rate: f64,
     batch_rows: usize,
     emitted: u64,
@@ -93,7 +130,7 @@ struct DatagenSource {
 impl DatagenSource {
     fn generate(&mut self, n: usize) -> Result<RecordBatch, ArrowError> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let first = self.emitted;
+        let first = self.first_row + self.emitted;
         let columns = self
             .gens
             .iter_mut()

@@ -188,6 +188,8 @@ fn build_source(ddl: &str) -> Box<KafkaSource> {
         metrics: Arc::new(JobMetrics::default()),
         restore: None,
         checkpointing: false,
+        split: Default::default(),
+        parallelism: 1,
     };
     crate::kafka::KafkaSourceFactory
         .validate(&ctx.table)

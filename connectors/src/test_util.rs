@@ -50,6 +50,8 @@ pub(crate) fn source_ctx(table: TableDef, on_error: OnError, batch_size: usize) 
         metrics: Arc::new(JobMetrics::default()),
         restore: None,
         checkpointing: false,
+        split: Default::default(),
+        parallelism: 1,
     }
 }
 

@@ -129,6 +129,12 @@ pub struct SourceContext {
     /// acknowledges its input upstream (MQTT) may wait for it; without checkpoints it
     /// acknowledges what it handed to the engine.
     pub checkpointing: bool,
+    /// The share of the table this source reads (the whole table unless its factory's
+    /// [`SourceFactory::max_splits`] allowed more than one subtask).
+    pub split: Split,
+    /// The job's parallelism: a source read by one task may decode on this many threads
+    /// (a file's lines), handing the rows out in their order.
+    pub parallelism: usize,
 }
 
 /// What a sink needs to start.
@@ -174,6 +180,27 @@ pub trait SourceFactory: Send + Sync {
     /// Keys a `METADATA FROM 'key'` column may name (none by default).
     fn metadata_keys(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// The most subtasks that can share the reading of `table`, each creating its own source
+    /// with its [`SourceContext::split`] (Kafka partitions, a generated sequence). The default,
+    /// 1, reads the table in one task.
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        1
+    }
+}
+
+/// Which share of a table a source reads: subtask `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// This subtask, from 0.
+    pub index: usize,
+    /// How many subtasks share the table.
+    pub count: usize,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
     }
 }
 
@@ -282,6 +309,14 @@ impl ConnectorRegistry {
         v.sort();
         v.dedup();
         v
+    }
+}
+
+impl weir_planner::parallel::SourceSplits for ConnectorRegistry {
+    fn splits(&self, source: &weir_planner::stream_plan::SourceNode) -> usize {
+        let connector = source.table.connector().unwrap_or_default();
+        self.source(connector)
+            .map_or(1, |f| f.max_splits(&source.table))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod interval;
 pub mod join_plan;
 pub mod options;
 pub mod over_plan;
+pub mod parallel;
 pub mod query;
 pub mod source_columns;
 pub mod stream_plan;

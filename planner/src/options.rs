@@ -45,6 +45,16 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         doc: "drop keys of updating state idle this long",
     },
     SessionOption {
+        key: "parallelism.default",
+        example: "4",
+        doc: "subtasks of each keyed operator (as weir run -p; default: one per core)",
+    },
+    SessionOption {
+        key: "pipeline.max-parallelism",
+        example: "128",
+        doc: "key groups keyed state is split into: the most subtasks a restored job can have",
+    },
+    SessionOption {
         key: "execution.checkpointing.interval",
         example: "10 s",
         doc: "how often checkpointing jobs checkpoint",
@@ -146,7 +156,7 @@ mod tests {
             closest_option("state.memory-limt"),
             Some("state.memory-limit")
         );
-        assert_eq!(closest_option("parallelism.default"), None);
+        assert_eq!(closest_option("taskmanager.numberOfTaskSlots"), None);
     }
 
     #[test]

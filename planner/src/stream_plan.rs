@@ -233,7 +233,7 @@ impl StreamNode {
         unnumbered(&format!("{} [{}]", self.describe(), input.join(", ")))
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             StreamNode::Source(s) => describe_source(s),
             StreamNode::Filter { predicate, .. } => format!("Filter: {predicate}"),

@@ -17,6 +17,9 @@ pub struct RunArgs {
     /// Override a SET option: --set key=value.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Subtasks per keyed operator (as --set parallelism.default=N; default: one per core).
+    #[arg(long, short = 'p', value_name = "N")]
+    parallelism: Option<usize>,
     /// Checkpoint into DIR (every 10 s unless 'execution.checkpointing.interval' says
     /// otherwise) and resume from the latest checkpoint found there.
     #[arg(long, value_name = "DIR")]
@@ -88,7 +91,8 @@ fn new_engine(args: &RunArgs) -> Result<weir::Engine, i32> {
             ..weir::CheckpointConfig::new(dir)
         }));
     }
-    for kv in &args.set {
+    let parallelism = args.parallelism.map(|p| format!("parallelism.default={p}"));
+    for kv in args.set.iter().chain(parallelism.iter()) {
         let Some((k, v)) = kv.split_once('=') else {
             eprintln!("error: --set takes key=value, not '{kv}'");
             return Err(2);

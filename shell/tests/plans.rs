@@ -69,16 +69,17 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-/// `weir run --dry-run` of a case, as the golden records it.
+/// `weir run --dry-run` of a case, as the golden records it, at parallelism 4 (the default is
+/// the machine's cores; a fixed one keeps the goldens the same everywhere).
 fn dry_run(case: &Case) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["run", "--dry-run", &case.file])
+        .args(["run", "--dry-run", "-p", "4", &case.file])
         .current_dir(&case.dir)
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
     format!(
-        "-- weir run --dry-run {}\n-- exit: {}\n-- stdout\n{}-- stderr\n{}",
+        "-- weir run --dry-run -p 4 {}\n-- exit: {}\n-- stdout\n{}-- stderr\n{}",
         case.file,
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout),

@@ -52,9 +52,28 @@ pub async fn run_query(sql: &str, batch_size: usize) -> Vec<Value> {
 /// Run a script whose last statement is a query, on a quiet engine, to its end; rows as JSON
 /// objects, and the job (its dead letters, its counts).
 pub async fn query_to_end(sql: &str, batch_size: usize) -> (Vec<Value>, weir::JobHandle) {
+    query_to_end_at(sql, batch_size, None).await
+}
+
+/// [`run_query`] at parallelism `p`.
+pub async fn run_query_parallel(sql: &str, batch_size: usize, p: usize) -> Vec<Value> {
+    query_to_end_at(sql, batch_size, Some(p)).await.0
+}
+
+/// [`query_to_end`] at parallelism `p` (the engine's default when `None`).
+pub async fn query_to_end_at(
+    sql: &str,
+    batch_size: usize,
+    p: Option<usize>,
+) -> (Vec<Value>, weir::JobHandle) {
     let engine = weir::Engine::new();
     engine.set_quiet(true);
     engine.set_batch_size(batch_size);
+    if let Some(p) = p {
+        engine
+            .override_option("parallelism.default", &p.to_string())
+            .expect("parallelism");
+    }
     let stream = engine
         .query(sql)
         .await

@@ -62,16 +62,29 @@ impl SourceFactory for MemoryFactory {
     fn is_bounded(&self, _t: &TableDef) -> bool {
         true
     }
-    fn create(&self, _ctx: SourceContext) -> weir::Result<Box<dyn Source>> {
-        // Each reader of the table (a self-join has two) gets the same rows.
+    /// Subtask `i` of `n` reads batches `i`, `i + n`, ... (or generates its share of the rows).
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
+    fn create(&self, ctx: SourceContext) -> weir::Result<Box<dyn Source>> {
+        // Each reader of the table (a self-join has two) gets the same rows, shared among its
+        // subtasks.
+        let weir::Split { index, count } = ctx.split;
         let source = match self.input.lock().expect("lock").as_ref() {
             Some(Input::Batches(b)) => MemorySource {
-                batches: b.clone().into_iter(),
+                batches: b
+                    .iter()
+                    .skip(index)
+                    .step_by(count)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .into_iter(),
                 lazy: None,
             },
             Some(Input::Lazy(g)) => MemorySource {
                 batches: Vec::new().into_iter(),
-                lazy: Some(g.clone()),
+                lazy: Some(g.share(index, count)),
             },
             None => MemorySource {
                 batches: Vec::new().into_iter(),
@@ -103,6 +116,15 @@ impl Generator {
             lo: 0,
             state: 0x9E37_79B9_7F4A_7C15,
         }
+    }
+
+    /// The rows of subtask `index` of `count`: a contiguous part of the sequence.
+    fn share(&self, index: usize, count: usize) -> Self {
+        let mut g = self.clone();
+        g.lo = self.rows * index / count;
+        g.rows = self.rows * (index + 1) / count;
+        g.state ^= (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        g
     }
 
     fn random(&mut self) -> u64 {
@@ -189,7 +211,13 @@ fn peak_rss_mb() -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
-async fn run(rows: usize, sensors: usize, name: &str, lazy: bool) -> weir::Result<()> {
+async fn run(
+    rows: usize,
+    sensors: usize,
+    name: &str,
+    lazy: bool,
+    parallelism: usize,
+) -> weir::Result<()> {
     let (sql, reads) = query(name).ok_or_else(|| {
         weir::EngineError::Execution(format!(
             "unknown query '{name}': tumble, filter, interval-join, window-join or over"
@@ -200,6 +228,7 @@ async fn run(rows: usize, sensors: usize, name: &str, lazy: bool) -> weir::Resul
         input: std::sync::Mutex::new(None),
     });
     engine.register_source(factory.clone());
+    engine.override_option("parallelism.default", &parallelism.to_string())?;
     engine.execute(DDL).await?;
     let schema = engine
         .catalog()
@@ -225,8 +254,9 @@ async fn run(rows: usize, sensors: usize, name: &str, lazy: bool) -> weir::Resul
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "{name}, {sensors} sensors: {rows} rows x {reads} in {secs:.3} s = {:.0} input rows/s on one core; {out} result rows, {} late",
+        "{name}, {sensors} sensors, parallelism {parallelism}: {rows} rows x {reads} in {secs:.3} s = {:.0} input rows/s ({:.0} per core); {out} result rows, {} late",
         (rows * reads) as f64 / secs,
+        (rows * reads) as f64 / secs / parallelism as f64,
         stream.job().late_rows()
     );
     if lazy {
@@ -244,11 +274,23 @@ fn main() {
     let sensors = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let name = args.next().unwrap_or_else(|| "tumble".to_string());
     let lazy = args.next().as_deref() == Some("lazy");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    if let Err(e) = rt.block_on(run(rows, sensors, &name, lazy)) {
+    // WEIR_BENCH_PARALLELISM=N: N subtasks per operator on N worker threads; unset, the whole
+    // pipeline runs on one thread (tokio's current-thread runtime), as the figures at p = 1.
+    let parallelism: usize = std::env::var("WEIR_BENCH_PARALLELISM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let rt = match parallelism {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .expect("runtime");
+    if let Err(e) = rt.block_on(run(rows, sensors, &name, lazy, parallelism)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

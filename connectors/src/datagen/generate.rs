@@ -3,7 +3,9 @@
 //! Values are produced column by column into plain vectors and wrapped (or cast) into the
 //! column's Arrow type once per batch, so generation costs no allocation per row except the text
 //! of string values. Each field has its own generator seeded from its name and position, so a
-//! column's values do not change when other columns are added.
+//! column's values do not change when other columns are added, and a row's values are a
+//! function of its row number alone (each row draws from its own point of the field's stream),
+//! so they do not depend on how many subtasks share the generation or how rows are batched.
 
 use std::sync::Arc;
 
@@ -59,13 +61,30 @@ fn seed_of(name: &str, index: usize) -> u64 {
 /// Generates the values of one column.
 pub(crate) struct FieldGen {
     spec: FieldSpec,
-    rng: Rng,
+    seed: u64,
 }
+
+/// Draws a row may take from its own stretch of the field's stream (a string of up to 4,096
+/// characters takes 256).
+const DRAWS_PER_ROW: u64 = 256;
 
 impl FieldGen {
     pub(crate) fn new(spec: FieldSpec, index: usize) -> Self {
-        let rng = Rng::new(seed_of(&spec.name, index));
-        FieldGen { spec, rng }
+        let seed = seed_of(&spec.name, index);
+        FieldGen { spec, seed }
+    }
+
+    /// The generator of row `row`'s values (`salt` apart for a second use, the NULLs).
+    fn rng_at(&self, row: u64, salt: u64) -> Rng {
+        let step = row
+            .wrapping_mul(DRAWS_PER_ROW)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Rng::new((self.seed ^ salt).wrapping_add(step))
+    }
+
+    /// One generator per row of `first_row .. first_row + n`.
+    fn rows(&self, first_row: u64, n: usize, salt: u64) -> impl Iterator<Item = Rng> + '_ {
+        (0..n as u64).map(move |i| self.rng_at(first_row + i, salt))
     }
 
     /// The next `n` values; `first_row` is the 0-based number of the first row (for
@@ -79,28 +98,30 @@ impl FieldGen {
         let values: ArrayRef = match self.spec.kind.clone() {
             FieldKind::Sequence { start, .. } => self.sequence(start, first_row, n),
             FieldKind::RandomInt { min, max } => Arc::new(Int64Array::from_iter_values(
-                (0..n).map(|_| self.rng.in_range(min, max)),
+                self.rows(first_row, n, 0).map(|mut r| r.in_range(min, max)),
             )),
-            FieldKind::RandomFloat { min, max } => {
-                Arc::new(Float64Array::from_iter_values((0..n).map(|_| {
-                    let u = self.rng.next_f64();
+            FieldKind::RandomFloat { min, max } => Arc::new(Float64Array::from_iter_values(
+                self.rows(first_row, n, 0).map(|mut r| {
+                    let u = r.next_f64();
                     min * (1.0 - u) + max * u
-                })))
-            }
+                }),
+            )),
             FieldKind::RandomBool => Arc::new(
-                (0..n)
-                    .map(|_| Some(self.rng.next_u64() & 1 == 1))
+                self.rows(first_row, n, 0)
+                    .map(|mut r| Some(r.next_u64() & 1 == 1))
                     .collect::<BooleanArray>(),
             ),
-            FieldKind::RandomString { length } => self.strings(length, n),
-            FieldKind::RandomTimestamp { max_past_ms } => self.timestamps(max_past_ms, n, now_ns),
+            FieldKind::RandomString { length } => self.strings(length, first_row, n),
+            FieldKind::RandomTimestamp { max_past_ms } => {
+                self.timestamps(max_past_ms, first_row, n, now_ns)
+            }
         };
         let values = if values.data_type() == &self.spec.data_type {
             values
         } else {
             cast(&values, &self.spec.data_type)?
         };
-        self.with_nulls(values)
+        self.with_nulls(values, first_row)
     }
 
     fn sequence(&mut self, start: i64, first_row: u64, n: usize) -> ArrayRef {
@@ -121,14 +142,14 @@ impl FieldGen {
     }
 
     /// Random lowercase hexadecimal text, as Flink's datagen makes.
-    fn strings(&mut self, length: usize, n: usize) -> ArrayRef {
+    fn strings(&mut self, length: usize, first_row: u64, n: usize) -> ArrayRef {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut b = StringBuilder::with_capacity(n, n * length);
         let mut text = String::with_capacity(length);
-        for _ in 0..n {
+        for mut rng in self.rows(first_row, n, 0) {
             text.clear();
             while text.len() < length {
-                let mut bits = self.rng.next_u64();
+                let mut bits = rng.next_u64();
                 for _ in 0..16.min(length - text.len()) {
                     text.push(HEX[(bits & 15) as usize] as char);
                     bits >>= 4;
@@ -140,7 +161,7 @@ impl FieldGen {
     }
 
     /// Times from `now - max_past` to `now`, in the column's unit.
-    fn timestamps(&mut self, max_past_ms: i64, n: usize, now_ns: i64) -> ArrayRef {
+    fn timestamps(&mut self, max_past_ms: i64, first_row: u64, n: usize, now_ns: i64) -> ArrayRef {
         let per_unit: i64 = match self.spec.data_type {
             DataType::Timestamp(TimeUnit::Second, _) => 1_000_000_000,
             DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000_000,
@@ -149,9 +170,9 @@ impl FieldGen {
         };
         let now = now_ns.div_euclid(per_unit);
         let past = max_past_ms.saturating_mul(1_000_000) / per_unit;
-        let values = (0..n).map(|_| {
+        let values = self.rows(first_row, n, 0).map(|mut rng| {
             if past > 0 {
-                now - self.rng.in_range(0, past)
+                now - rng.in_range(0, past)
             } else {
                 now
             }
@@ -160,13 +181,15 @@ impl FieldGen {
     }
 
     /// Replace a `null-rate` share of the values by NULL.
-    fn with_nulls(&mut self, values: ArrayRef) -> Result<ArrayRef, ArrowError> {
+    fn with_nulls(&mut self, values: ArrayRef, first_row: u64) -> Result<ArrayRef, ArrowError> {
         let rate = self.spec.null_rate;
         if rate <= 0.0 {
             return Ok(values);
         }
-        let valid: Vec<bool> = (0..values.len())
-            .map(|_| self.rng.next_f64() >= rate)
+        const NULLS: u64 = 0x6E75_6C6C; // "null": the NULL draws' own stream
+        let valid: Vec<bool> = self
+            .rows(first_row, values.len(), NULLS)
+            .map(|mut r| r.next_f64() >= rate)
             .collect();
         let nulls = NullBuffer::from(valid);
         let data = values.to_data().into_builder().nulls(Some(nulls)).build()?;

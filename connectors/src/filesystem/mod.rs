@@ -8,6 +8,7 @@
 
 pub(crate) mod committing;
 pub(crate) mod decode;
+pub(crate) mod parallel_decode;
 pub(crate) mod parquet_conform;
 pub(crate) mod parquet_sink;
 pub(crate) mod parquet_source;

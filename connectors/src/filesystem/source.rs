@@ -10,6 +10,9 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -20,6 +23,7 @@ use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
 use super::decode::{advance_lines, SegmentDecoder};
+use super::parallel_decode::{DecodePool, DecodedUnit, DecoderSpec, Unit};
 use super::{FileOptions, NAME};
 
 /// Bytes read from a file at a time.
@@ -101,6 +105,12 @@ struct FileSource {
     rate: Option<f64>,
     started: Option<std::time::Instant>,
     emitted: u64,
+    /// Decoder threads, when the job runs with a parallelism above 1.
+    pool: Option<DecodePool>,
+    /// With a pool: the position after the last unit handed out (the units cut after it are
+    /// still being decoded), and whether the files are all cut.
+    returned: String,
+    cut_all: bool,
 }
 
 impl FileSource {
@@ -122,9 +132,22 @@ impl FileSource {
             rate: options.rate,
             started: None,
             emitted: 0,
+            pool: None,
+            returned: String::new(),
+            cut_all: false,
         };
         if let Some(pos) = me.ctx.restore.clone() {
             me.resume(&pos)?;
+        }
+        me.returned = me.position()?;
+        if me.ctx.parallelism > 1 {
+            let spec = DecoderSpec {
+                schema: me.ctx.schema.clone(),
+                format,
+                csv: options.csv,
+                batch_size: me.ctx.batch_size,
+            };
+            me.pool = Some(DecodePool::new(me.ctx.parallelism, spec)?);
         }
         Ok(me)
     }
@@ -149,21 +172,84 @@ impl FileSource {
         Ok(())
     }
 
-    /// Decode segments until one yields rows, moving through the files; `End` after the last.
-    fn next_batch(&mut self) -> Result<SourceEvent> {
+    /// The open file with whole lines waiting, moving through the files; `None` after the last.
+    fn file_with_lines(&mut self) -> Result<Option<&mut OpenFile>> {
         loop {
             if self.current.is_none() {
                 let Some((path, name)) = self.files.pop_front() else {
-                    return Ok(SourceEvent::End);
+                    return Ok(None);
                 };
                 let skip = usize::from(self.skip_first_line);
                 self.current = Some(OpenFile::open(path, name, skip, self.chunk_bytes)?);
             }
-            let file = self.current.as_mut().expect("a file is open");
-            if !file.has_lines()? {
-                self.current = None;
-                continue;
+            if self.current.as_mut().expect("open").has_lines()? {
+                return Ok(self.current.as_mut());
             }
+            self.current = None;
+        }
+    }
+
+    /// The next `batch_size` whole lines as a unit for the decoder threads; `None` at the end.
+    fn cut(&mut self) -> Result<Option<Unit>> {
+        let batch_size = self.ctx.batch_size.max(1);
+        let Some(file) = self.file_with_lines()? else {
+            return Ok(None);
+        };
+        let (len, lines) = advance_lines(file.region(), batch_size);
+        let bytes = file.region()[..len].to_vec();
+        let (name, first_line) = (Arc::from(file.name.as_str()), file.line);
+        file.consume(len, lines);
+        Ok(Some(Unit {
+            bytes,
+            name,
+            first_line,
+            end: self.position()?,
+        }))
+    }
+
+    /// With decoder threads: keep them busy, then hand out the oldest unit's rows.
+    async fn next_parallel(&mut self) -> Result<SourceEvent> {
+        loop {
+            while !self.cut_all && self.pool.as_ref().is_some_and(|p| p.wants_more()) {
+                match self.cut()? {
+                    Some(unit) => self.pool.as_mut().expect("pool").submit(unit),
+                    None => self.cut_all = true,
+                }
+            }
+            let Some(unit) = self.pool.as_mut().expect("pool").next().await else {
+                return Ok(SourceEvent::End);
+            };
+            if let Some(batch) = self.hand_out(unit?)? {
+                return Ok(SourceEvent::Batch(batch));
+            }
+        }
+    }
+
+    /// A decoded unit's bad lines to the dead letters; its rows, if any.
+    fn hand_out(&mut self, unit: DecodedUnit) -> Result<Option<RecordBatch>> {
+        self.returned = unit.end;
+        JobMetrics::add(&self.ctx.metrics.bytes_in, unit.len);
+        for bad in unit.bad {
+            let record = BadRecord {
+                raw: bad.raw,
+                reason: bad.reason,
+                position: format!("{}:{}", unit.name, unit.first_line + bad.index as u64),
+            };
+            dead_letter(&self.ctx, self.on_error, record)?;
+        }
+        if let Some(b) = &unit.batch {
+            JobMetrics::add(&self.ctx.metrics.rows_in, b.num_rows());
+        }
+        Ok(unit.batch)
+    }
+
+    /// Decode segments until one yields rows, moving through the files; `End` after the last.
+    fn next_batch(&mut self) -> Result<SourceEvent> {
+        loop {
+            if self.file_with_lines()?.is_none() {
+                return Ok(SourceEvent::End);
+            }
+            let file = self.current.as_mut().expect("a file is open");
             let segment = self
                 .decoder
                 .next_segment(file.region())
@@ -211,7 +297,10 @@ impl Source for FileSource {
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
         async move {
             self.pace().await;
-            let event = self.next_batch()?;
+            let event = match self.pool.is_some() {
+                true => self.next_parallel().await?,
+                false => self.next_batch()?,
+            };
             if let SourceEvent::Batch(b) = &event {
                 self.emitted += b.num_rows() as u64;
             }
@@ -221,6 +310,16 @@ impl Source for FileSource {
     }
 
     fn snapshot(&mut self) -> Result<Option<String>> {
+        match self.pool.is_some() {
+            true => Ok(Some(self.returned.clone())),
+            false => self.position().map(Some),
+        }
+    }
+}
+
+impl FileSource {
+    /// The position after everything read from the files so far.
+    fn position(&self) -> Result<String> {
         let waiting = self.files.len() + usize::from(self.current.is_some());
         let index = self.total_files - waiting;
         let (offset, line) = self
@@ -232,9 +331,7 @@ impl Source for FileSource {
             offset,
             line,
         };
-        serde_json::to_string(&p)
-            .map(Some)
-            .map_err(|e| EngineError::State(e.to_string()))
+        serde_json::to_string(&p).map_err(|e| EngineError::State(e.to_string()))
     }
 }
 

@@ -52,6 +52,11 @@ impl SourceFactory for KafkaSourceFactory {
         super::metadata::KEYS
     }
 
+    /// The partitions are spread over the subtasks (one with none is idle).
+    fn max_splits(&self, _table: &TableDef) -> usize {
+        usize::MAX
+    }
+
     fn validate(&self, table: &TableDef) -> Result<(), String> {
         let options = KafkaOptions::parse(table)?;
         startup(table)?;
@@ -328,12 +333,14 @@ impl KafkaSource {
         })
         .await
         .map_err(|e| Retry::Fatal(EngineError::Internal(e.to_string())))??;
+        let parts = share(parts, self.ctx.split);
         let consumer = self.assign(consumer, parts).await?;
         self.consumer = Some(consumer);
         Ok(())
     }
 
-    /// Resolve start and end offsets, assign, and queue the partition events.
+    /// Resolve start and end offsets, assign, and queue the partition events (a subtask with
+    /// no partition is idle, or ends at once when the read is bounded).
     async fn assign(
         &mut self,
         consumer: StreamConsumer,
@@ -450,4 +457,19 @@ fn pause(consumer: &StreamConsumer, part: &Part) {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&part.topic, part.partition);
     let _ = consumer.pause(&tpl);
+}
+
+/// The partitions subtask `split.index` of `split.count` reads: every `count`-th of the topics'
+/// partitions in (topic, partition) order, so partitions spread evenly over the subtasks.
+fn share(
+    mut parts: Vec<(String, i32)>,
+    split: weir_engine::connector::Split,
+) -> Vec<(String, i32)> {
+    parts.sort();
+    parts
+        .into_iter()
+        .enumerate()
+        .filter(|(k, _)| k % split.count.max(1) == split.index)
+        .map(|(_, p)| p)
+        .collect()
 }

@@ -7,7 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Entries that describe the job rather than one task.
-const JOB_PREFIXES: [&str; 2] = ["query ", "table "];
+const JOB_PREFIXES: [&str; 3] = ["query ", "table ", "job "];
+
+/// The entry of the job's parallelism: tasks are numbered in build order, so a checkpoint's
+/// tasks are the tasks of a job at the same parallelism only.
+pub const PARALLELISM: &str = "job parallelism";
 
 /// Whether `name` is a task (`source-0`, `op-2`, `sink-1`) rather than a job entry.
 pub fn is_task(name: &str) -> bool {
@@ -19,8 +23,10 @@ pub fn is_task(name: &str) -> bool {
 /// options).
 pub(crate) fn job_layouts(
     inserts: &[crate::session::statements::PlannedInsert],
+    parallel: weir_planner::parallel::ParallelConfig,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    out.insert(PARALLELISM.to_string(), parallelism_layout(parallel));
     for i in inserts {
         let query = i.query_sql.split_whitespace().collect::<Vec<_>>().join(" ");
         out.insert(format!("query {}", i.table.name), query);
@@ -30,6 +36,38 @@ pub(crate) fn job_layouts(
         }
     }
     out
+}
+
+fn parallelism_layout(p: weir_planner::parallel::ParallelConfig) -> String {
+    format!(
+        "{} subtasks, {} key groups",
+        p.parallelism, p.max_parallelism
+    )
+}
+
+/// Refuse, even with `--allow-changed-query`, a restore at another parallelism than the
+/// checkpoint's: its tasks would receive other subtasks' state. (A checkpoint from before
+/// parallelism was recorded was taken at parallelism 1.)
+pub fn check_parallelism(
+    r: &super::CheckpointMeta,
+    job: &BTreeMap<String, String>,
+    dir: &std::path::Path,
+) -> crate::error::Result<()> {
+    let was =
+        r.layouts.get(PARALLELISM).cloned().unwrap_or_else(|| {
+            parallelism_layout(weir_planner::parallel::ParallelConfig::default())
+        });
+    let now = job.get(PARALLELISM).cloned().unwrap_or_default();
+    if r.layouts.is_empty() || was == now {
+        return Ok(());
+    }
+    Err(crate::error::EngineError::State(format!(
+        "checkpoint {} in '{}' was taken with {was}; this job runs with {now}. Restoring at \
+         another parallelism is not supported yet: run with the checkpoint's \
+         ('-p' / 'parallelism.default'), or use a new checkpoint directory",
+        r.id,
+        dir.display()
+    )))
 }
 
 fn table_layout(t: &weir_planner::TableDef) -> String {

@@ -98,7 +98,11 @@ metrics! {
     BACKPRESSURED_SECONDS: "weir_operator_backpressured_seconds", Counter, OPERATOR,
         "Seconds an operator waited on a full output channel";
     BUSY_RATIO: "weir_operator_busy_ratio", Gauge, OPERATOR,
-        "Share of the last 10 s an operator was processing";
+        "Share of the last 10 s an operator was processing (its busiest subtask's)";
+    SUBTASK_ROWS_IN: "weir_subtask_rows_in", Counter, &["job", "operator", "subtask"],
+        "Rows one subtask of an operator received (skew: one far above the others)";
+    SUBTASK_BUSY_RATIO: "weir_subtask_busy_ratio", Gauge, &["job", "operator", "subtask"],
+        "Share of the last 10 s one subtask of an operator was processing";
     BACKPRESSURED_RATIO: "weir_backpressured_ratio", Gauge, OPERATOR,
         "Share of the last 10 s an operator waited on a full output channel";
     WATERMARK_LAG: "weir_watermark_lag_seconds", Gauge, OPERATOR,

@@ -78,8 +78,14 @@ fn record_operator(c: &mut Collector, job: &str, op: &OperatorMetrics) {
         &labels,
         op.blocked_total_ns() as f64 / 1e9,
     );
-    c.set(&m::BUSY_RATIO, &labels, recent.busy);
-    c.set(&m::BACKPRESSURED_RATIO, &labels, recent.backpressured);
+    // Several subtasks: the busiest one's share (what limits the operator); each subtask's
+    // own rows and share have series of their own, so skew shows.
+    c.max(&m::BUSY_RATIO, &labels, recent.busy);
+    c.max(&m::BACKPRESSURED_RATIO, &labels, recent.backpressured);
+    let subtask = op.subtask.to_string();
+    let sub_labels = [job, name.as_str(), subtask.as_str()];
+    c.add(&m::SUBTASK_ROWS_IN, &sub_labels, load(&op.rows_in));
+    c.set(&m::SUBTASK_BUSY_RATIO, &sub_labels, recent.busy);
     let capacity = crate::runtime::job::CHANNEL_CAPACITY as f64;
     c.set(&m::CHANNEL_FILL, &labels, load(&op.queued) / capacity);
     c.add(&m::ROWS_IN, &labels, load(&op.rows_in));
@@ -109,9 +115,10 @@ fn record_operator(c: &mut Collector, job: &str, op: &OperatorMetrics) {
         c.add(&m::LOOKUP_SECONDS, &labels, ns as f64 / 1e9);
     }
     if !op.name.starts_with("source ") {
-        c.set(&m::OPEN_WINDOWS, &labels, load(&op.open_windows));
-        c.set(&m::STATE_KEYS, &labels, load(&op.state_keys));
-        c.set(&m::STATE_BYTES, &labels, load(&op.state_bytes));
+        // Summed over the operator's subtasks.
+        c.add(&m::OPEN_WINDOWS, &labels, load(&op.open_windows));
+        c.add(&m::STATE_KEYS, &labels, load(&op.state_keys));
+        c.add(&m::STATE_BYTES, &labels, load(&op.state_bytes));
     }
 }
 

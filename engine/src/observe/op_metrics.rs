@@ -23,6 +23,8 @@ use crate::observe::metrics::JobMetrics;
 pub struct OperatorMetrics {
     /// Position of the plan node in pre-order (0 is the root).
     pub node: usize,
+    /// Which of the node's subtasks this is (from 0).
+    pub subtask: usize,
     /// The operator's name (`WindowAggregate`, `Source`, ...).
     pub name: String,
     /// Rows received from the input.
@@ -172,8 +174,14 @@ pub struct StateSize {
 impl OperatorMetrics {
     /// Counters for plan node `node`.
     pub fn new(node: usize, name: &str) -> Arc<Self> {
+        Self::of_subtask(node, 0, name)
+    }
+
+    /// Counters for subtask `subtask` of plan node `node`.
+    pub fn of_subtask(node: usize, subtask: usize, name: &str) -> Arc<Self> {
         Arc::new(Self {
             node,
+            subtask,
             name: name.to_string(),
             rows_in: AtomicU64::new(0),
             rows_in_by_input: [AtomicU64::new(NOT_COUNTED), AtomicU64::new(NOT_COUNTED)],
@@ -369,19 +377,58 @@ impl<F: Future + Unpin> Future for Timed<'_, F> {
     }
 }
 
-/// EXPLAIN lines (pre-order) with each node's numbers appended.
+/// EXPLAIN lines (pre-order, `Exchange:` lines between nodes) with each node's numbers
+/// appended: for a node run by several subtasks, their totals and the busiest subtask.
 pub fn annotate(explain: &str, metrics: &[Arc<OperatorMetrics>], wall: Duration) -> String {
     let mut out = String::new();
-    for (i, line) in explain.lines().enumerate() {
+    let mut node = 0;
+    for line in explain.lines() {
         out.push_str(line);
-        if let Some(m) = metrics.iter().find(|m| m.node == i) {
-            out.push_str("  [");
-            out.push_str(&m.summary(wall));
-            out.push(']');
+        if !line.trim_start().starts_with("Exchange:") {
+            let subtasks: Vec<&OperatorMetrics> = metrics
+                .iter()
+                .filter(|m| m.node == node)
+                .map(|m| m.as_ref())
+                .collect();
+            if !subtasks.is_empty() {
+                out.push_str("  [");
+                out.push_str(&summary_of(&subtasks, wall));
+                out.push(']');
+            }
+            node += 1;
         }
         out.push('\n');
     }
     out
+}
+
+/// One subtask's summary, or several subtasks' totals and the busiest of them (skew shows as
+/// one subtask far busier than the average).
+fn summary_of(subtasks: &[&OperatorMetrics], wall: Duration) -> String {
+    if let [one] = subtasks {
+        return one.summary(wall);
+    }
+    let total = |f: fn(&OperatorMetrics) -> u64| subtasks.iter().map(|m| f(m)).sum::<u64>();
+    let rows_in = total(|m| m.rows_in.load(Ordering::Relaxed));
+    let rows_out = total(|m| m.rows_out.load(Ordering::Relaxed));
+    let busy = total(|m| m.busy_ns.load(Ordering::Relaxed));
+    let blocked = total(|m| m.blocked_total_ns());
+    let wall_ns = wall.as_nanos().max(1) as f64;
+    let (k, busiest) = subtasks
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, m)| m.busy_ns.load(Ordering::Relaxed))
+        .expect("several subtasks");
+    let busiest_ns = busiest.busy_ns.load(Ordering::Relaxed) as f64;
+    format!(
+        "{} subtasks: rows in={rows_in} out={rows_out} busy={:.1} ms backpressured={:.1} ms; \
+         busiest subtask {k}: rows in={} busy={:.0}%",
+        subtasks.len(),
+        busy as f64 / 1e6,
+        blocked as f64 / 1e6,
+        busiest.rows_in.load(Ordering::Relaxed),
+        100.0 * busiest_ns / wall_ns,
+    )
 }
 
 #[cfg(test)]

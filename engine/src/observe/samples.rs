@@ -161,6 +161,14 @@ impl Collector {
         *self.entry(metric, labels) = Value::Number(v);
     }
 
+    /// Raise the series of `metric` with `labels` to `v` if it is below (the busiest of
+    /// several subtasks).
+    pub fn max(&mut self, metric: &'static Metric, labels: &[&str], v: f64) {
+        if let Value::Number(n) = self.entry(metric, labels) {
+            *n = n.max(v);
+        }
+    }
+
     /// Set the histogram series of `metric` with `labels`.
     pub fn histogram(&mut self, metric: &'static Metric, labels: &[&str], h: LatencyHistogram) {
         *self.entry(metric, labels) = Value::Histogram(h);

@@ -62,6 +62,8 @@ pub struct WindowAggregateOperator {
     spill: Option<SpillTo>,
     n_keys: usize,
     watermark: i64,
+    /// The last watermark sent downstream (intermediate ones included), so none goes back.
+    emitted_watermark: i64,
     /// Allowed lateness and early firing (updating results).
     updates: WindowUpdates,
     /// Retained (fired) windows changed since the last snapshot.
@@ -169,6 +171,7 @@ impl WindowAggregateOperator {
             spill: None,
             n_keys: types.len(),
             watermark: i64::MIN,
+            emitted_watermark: i64::MIN,
             updates: WindowUpdates::new(node.emit),
             late_dirty: BTreeSet::new(),
             schema: node.schema.clone(),
@@ -440,7 +443,8 @@ impl Operator for WindowAggregateOperator {
             let Some(key) = mem.into_iter().chain(disk).min() else {
                 break;
             };
-            if fire_time_ns(key.0, &self.time) > self.watermark {
+            let fires_at = fire_time_ns(key.0, &self.time);
+            if fires_at > self.watermark {
                 break;
             }
             match self.windows.remove(&key) {
@@ -450,11 +454,19 @@ impl Operator for WindowAggregateOperator {
                 }
                 None => self.fire_spilled(key, out)?,
             }
+            // Several windows firing at once (a jump of the watermark, the end of the input):
+            // each window's rows are followed by the watermark that fires it, so what comes
+            // after (a sink merging subtasks) sees them in window order.
+            if fires_at < watermark && fires_at > self.emitted_watermark {
+                self.emitted_watermark = fires_at;
+                out.push(Message::Watermark(fires_at));
+            }
         }
         if self.updates.is_updating() {
             self.expire_retained();
             self.flush_updates(out)?;
         }
+        self.emitted_watermark = self.emitted_watermark.max(watermark);
         out.push(Message::Watermark(watermark));
         Ok(())
     }

@@ -62,13 +62,33 @@ impl Idleness {
     fn went_idle(&mut self, i: usize) -> Vec<(usize, Message)> {
         self.idle[i] = true;
         if (0..self.wms.len()).all(|j| self.idle[j] || self.ended[j]) {
-            return vec![(i, Message::Idle)];
+            // Every input is idle: the watermark moves to the highest of theirs (Flink's rule),
+            // so what the last active input passed fires before the task goes quiet.
+            let mut out = self.raise_idle_to_highest();
+            out.push((i, Message::Idle));
+            return out;
         }
         self.follow()
     }
 
     /// The watermarks the idle inputs take: the smallest of the active inputs' (not the final
     /// one of inputs that ended: an idle input still has rows to come).
+    fn raise_idle_to_highest(&mut self) -> Vec<(usize, Message)> {
+        let highest = (0..self.wms.len())
+            .filter(|j| !self.ended[*j])
+            .map(|j| self.wms[j])
+            .max()
+            .unwrap_or(WATERMARK_MIN);
+        let mut out = Vec::new();
+        for j in 0..self.wms.len() {
+            if self.idle[j] && self.wms[j] < highest {
+                self.wms[j] = highest;
+                out.push((j, Message::Watermark(highest)));
+            }
+        }
+        out
+    }
+
     fn follow(&mut self) -> Vec<(usize, Message)> {
         let active = (0..self.wms.len())
             .filter(|j| !self.idle[*j] && !self.ended[*j])

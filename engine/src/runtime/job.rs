@@ -24,6 +24,7 @@ use crate::operators;
 use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
 use crate::runtime::inputs::Inputs;
 use crate::runtime::source::SourceDriver;
+use crate::runtime::union::Merge;
 use crate::window::kernels::TimeContext;
 use weir_planner::stream_plan::{SourceNode, StreamNode, TimeInfo};
 
@@ -97,8 +98,10 @@ impl JobShared {
 
     /// Counters for the task of plan node `node`.
     pub fn register_operator(&self, node: usize, name: &str) -> Arc<OperatorMetrics> {
-        let m = OperatorMetrics::new(node, name);
-        self.operators.lock().expect("lock").push(m.clone());
+        let mut ops = self.operators.lock().expect("lock");
+        let subtask = ops.iter().filter(|m| m.node == node).count();
+        let m = OperatorMetrics::of_subtask(node, subtask, name);
+        ops.push(m.clone());
         m
     }
 
@@ -237,33 +240,142 @@ pub struct BuildContext<'a> {
     pub next_node: std::cell::Cell<usize>,
     /// Where the operators' late rows go.
     pub late: crate::late::LateRouting,
+    /// How parallel the job runs (`parallelism.default`, `pipeline.max-parallelism`).
+    pub parallel: weir_planner::parallel::ParallelConfig,
 }
 
-/// Spawn the tasks of `node` and return the channel of its output.
+impl BuildContext<'_> {
+    /// How many subtasks run each node and how they are connected.
+    pub fn shape(&self) -> weir_planner::parallel::Shape<'_> {
+        weir_planner::parallel::Shape {
+            config: self.parallel,
+            sources: self.registry,
+        }
+    }
+}
+
+/// Spawn the tasks of `node` and return the channel of its output: its subtasks' outputs
+/// merged into one (a sink's or a query's input).
 pub fn spawn_node(node: &StreamNode, ctx: &BuildContext) -> Result<mpsc::Receiver<Message>> {
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let outputs = spawn_subtasks(node, ctx)?;
+    // A bounded job with watermarks gives its output in watermark-epoch order, so it does not
+    // depend on scheduling; others as it comes (holding rows for a watermark would delay them
+    // for as long as an input is quiet, or to the end when there is none).
+    let timed = node.sources().iter().all(|s| s.watermark.is_some());
+    let how = match node.is_bounded() && timed {
+        true => Merge::Ordered,
+        false => Merge::Subtasks,
+    };
+    Ok(merge(outputs, how, ctx))
+}
+
+/// Spawn the subtasks of `node` (and, first, of its inputs); one output channel per subtask.
+pub fn spawn_subtasks(
+    node: &StreamNode,
+    ctx: &BuildContext,
+) -> Result<Vec<mpsc::Receiver<Message>>> {
     let node_no = ctx.next_node.get();
     ctx.next_node.set(node_no + 1);
+    let p = ctx.shape().parallelism(node);
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..p).map(|_| mpsc::channel(CHANNEL_CAPACITY)).unzip();
     match node {
-        StreamNode::Source(s) => spawn_source(node, s, node_no, tx, ctx)?,
-        StreamNode::Union { inputs, .. } => {
-            let rxs = inputs
-                .iter()
-                .map(|i| spawn_node(i, ctx))
-                .collect::<Result<Vec<_>>>()?;
-            ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
+        StreamNode::Source(s) => {
+            for (i, tx) in txs.into_iter().enumerate() {
+                spawn_source(node, s, Subtask::new(node_no, i, p), tx, ctx)?;
+            }
         }
-        StreamNode::LookupJoin(j) => spawn_lookup_join(j, node_no, tx, ctx)?,
-        _ => spawn_operator(node, build_operator(node, ctx)?, node_no, tx, ctx)?,
+        StreamNode::Union { inputs, .. } => {
+            let mut per_subtask: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
+            for i in 0..inputs.len() {
+                for (k, rx) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
+                    per_subtask[k].push(rx);
+                }
+            }
+            for (rxs, tx) in per_subtask.into_iter().zip(txs) {
+                ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
+            }
+        }
+        StreamNode::LookupJoin(j) => spawn_lookup_join(j, node_no, txs, ctx)?,
+        _ => spawn_operators(node, node_no, txs, ctx)?,
     }
-    Ok(rx)
+    Ok(rxs)
 }
 
-/// Start a lookup join's task: its lookup source from the table's connector, then its input.
+/// One subtask of a plan node.
+#[derive(Debug, Clone, Copy)]
+pub struct Subtask {
+    /// The node's pre-order number (EXPLAIN ANALYZE).
+    pub node: usize,
+    /// Which subtask, from 0.
+    pub index: usize,
+    /// How many subtasks run the node.
+    pub count: usize,
+}
+
+impl Subtask {
+    fn new(node: usize, index: usize, count: usize) -> Self {
+        Self { node, index, count }
+    }
+}
+
+/// The channels subtask `k` (of `p`) of `node` reads input `i` from, one list entry per
+/// subtask: the input's subtasks connected by the exchange the plan chose.
+fn connect_input(
+    node: &StreamNode,
+    i: usize,
+    p: usize,
+    ctx: &BuildContext,
+) -> Result<Vec<mpsc::Receiver<Message>>> {
+    use crate::runtime::exchange::{run_router, KeyRouting, Route, Router};
+    use weir_planner::parallel::Exchange;
+    let outputs = spawn_subtasks(node.children()[i], ctx)?;
+    let route = match ctx.shape().exchange(node, i) {
+        Exchange::Forward => return Ok(outputs),
+        Exchange::Single => return Ok(vec![merge(outputs, Merge::Subtasks, ctx)]),
+        Exchange::Hash(keys) => Some(keys),
+        Exchange::Rebalance => None,
+    };
+    let mut inputs: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
+    for (j, rx) in outputs.into_iter().enumerate() {
+        let mut txs = Vec::with_capacity(p);
+        for input in inputs.iter_mut() {
+            let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+            txs.push(tx);
+            input.push(rx);
+        }
+        let route = match &route {
+            Some(keys) => Route::Hash(KeyRouting::new(keys.clone(), ctx.parallel)),
+            None => Route::Rebalance { next: j % p },
+        };
+        ctx.job.spawn(run_router(rx, txs, Router::new(route, p)));
+    }
+    let merged = inputs
+        .into_iter()
+        .map(|rxs| merge(rxs, Merge::Subtasks, ctx));
+    Ok(merged.collect())
+}
+
+/// One channel carrying `rxs` merged (the minimum watermark, aligned barriers, one end).
+fn merge(
+    mut rxs: Vec<mpsc::Receiver<Message>>,
+    how: Merge,
+    ctx: &BuildContext,
+) -> mpsc::Receiver<Message> {
+    if rxs.len() == 1 {
+        return rxs.pop().expect("one");
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    ctx.job
+        .spawn(crate::runtime::union::run_merge(rxs, tx, how));
+    rx
+}
+
+/// Start a lookup join's subtasks: each its lookup source from the table's connector, beside
+/// its input's subtask.
 fn spawn_lookup_join(
     j: &weir_planner::stream_plan::LookupJoinNode,
     node_no: usize,
-    tx: mpsc::Sender<Message>,
+    txs: Vec<mpsc::Sender<Message>>,
     ctx: &BuildContext,
 ) -> Result<()> {
     let connector = j.table.connector().unwrap_or_default();
@@ -277,22 +389,28 @@ fn spawn_lookup_join(
         .validate(&j.table)
         .map_err(|e| EngineError::connector(connector, e))?;
     let physical = j.table.physical_schema();
-    let source = factory.create(crate::connector::LookupContext {
-        table: j.table.clone(),
-        schema: physical.clone(),
-        key_columns: j.right_keys.clone(),
-    })?;
-    let metrics = ctx.job.register_operator(node_no, "LookupJoin");
-    let join = crate::operators::lookup_join::LookupJoin::new(
-        j.clone(),
-        source,
-        &physical,
-        metrics.clone(),
-    )?;
-    let input = spawn_node(&j.left, ctx)?;
-    ctx.job.spawn(crate::runtime::lookup::run_lookup_join(
-        join, input, tx, metrics,
-    ));
+    let mut joins = Vec::with_capacity(txs.len());
+    for _ in &txs {
+        let source = factory.create(crate::connector::LookupContext {
+            table: j.table.clone(),
+            schema: physical.clone(),
+            key_columns: j.right_keys.clone(),
+        })?;
+        let metrics = ctx.job.register_operator(node_no, "LookupJoin");
+        let join = crate::operators::lookup_join::LookupJoin::new(
+            j.clone(),
+            source,
+            &physical,
+            metrics.clone(),
+        )?;
+        joins.push((join, metrics));
+    }
+    let inputs = spawn_subtasks(&j.left, ctx)?;
+    for (((join, metrics), input), tx) in joins.into_iter().zip(inputs).zip(txs) {
+        ctx.job.spawn(crate::runtime::lookup::run_lookup_join(
+            join, input, tx, metrics,
+        ));
+    }
     Ok(())
 }
 
@@ -316,7 +434,7 @@ fn source_dead_letters(s: &SourceNode, connector: &str, ctx: &BuildContext) -> R
 fn spawn_source(
     node: &StreamNode,
     s: &SourceNode,
-    node_no: usize,
+    subtask: Subtask,
     tx: mpsc::Sender<Message>,
     ctx: &BuildContext,
 ) -> Result<()> {
@@ -345,11 +463,16 @@ fn spawn_source(
         metrics: metrics.clone(),
         restore: restored.as_ref().and_then(|r| r.position.clone()),
         checkpointing: ck.is_some(),
+        split: crate::connector::Split {
+            index: subtask.index,
+            count: subtask.count,
+        },
+        parallelism: ctx.parallel.parallelism,
     };
     let source = factory.create(sctx)?;
     let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
     let label = format!("source {}", s.table.name);
-    driver.set_op_metrics(ctx.job.register_operator(node_no, &label));
+    driver.set_op_metrics(ctx.job.register_operator(subtask.node, &label));
     if let Some(ck) = ck {
         driver.set_checkpointing(ck, restored.as_ref());
     }
@@ -431,40 +554,48 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
     })
 }
 
-/// Start the task that runs `op` for `node`: its checkpoint part, late-data output, metrics,
-/// and its input (spawned first, recursively).
-fn spawn_operator(
+/// Start the subtasks that run `node`'s operator: each its operator, checkpoint part,
+/// late-data output and metrics; then its inputs (spawned first, recursively) through their
+/// exchanges.
+fn spawn_operators(
     node: &StreamNode,
-    mut op: Box<dyn Operator>,
     node_no: usize,
-    tx: mpsc::Sender<Message>,
+    txs: Vec<mpsc::Sender<Message>>,
     ctx: &BuildContext,
 ) -> Result<()> {
-    let ck = match &ctx.checkpointing {
-        Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(
-            c,
-            op.as_mut(),
-            node.state_layout(),
-        )?),
-        _ => None,
-    };
-    let late = match op.late_rows() {
-        Some(rows) => ctx.late.output_for(node)?.inspect(|_| rows.keep()),
-        None => None,
-    };
-    let m = ctx.job.register_operator(node_no, op.name());
-    let inputs = node
-        .children()
-        .into_iter()
-        .map(|c| spawn_node(c, ctx))
-        .collect::<Result<Vec<_>>>()?;
-    let task = OperatorTask {
-        metrics: m,
-        job: ctx.job.metrics.clone(),
-        late,
-    };
-    ctx.job
-        .spawn(run_operator(op, Inputs::new(inputs), tx, ck, task));
+    let mut parts = Vec::with_capacity(txs.len());
+    for _ in &txs {
+        let mut op = build_operator(node, ctx)?;
+        let ck = match &ctx.checkpointing {
+            Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(
+                c,
+                op.as_mut(),
+                node.state_layout(),
+            )?),
+            _ => None,
+        };
+        let late = match op.late_rows() {
+            Some(rows) => ctx.late.output_for(node)?.inspect(|_| rows.keep()),
+            None => None,
+        };
+        let task = OperatorTask {
+            metrics: ctx.job.register_operator(node_no, op.name()),
+            job: ctx.job.metrics.clone(),
+            late,
+        };
+        parts.push((op, ck, task));
+    }
+    let p = txs.len();
+    let mut inputs: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
+    for i in 0..node.children().len() {
+        for (k, rx) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
+            inputs[k].push(rx);
+        }
+    }
+    for (((op, ck, task), rxs), tx) in parts.into_iter().zip(inputs).zip(txs) {
+        ctx.job
+            .spawn(run_operator(op, Inputs::new(rxs), tx, ck, task));
+    }
     Ok(())
 }
 

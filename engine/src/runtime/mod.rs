@@ -1,10 +1,12 @@
 //! The job runtime: tasks, channels, sources, sinks.
 
 pub mod checkpointed;
+pub mod exchange;
 pub mod idleness;
 pub mod inputs;
 pub mod job;
 pub mod lookup;
+pub mod ordered;
 pub mod partitions;
 pub mod sink;
 pub mod source;

@@ -168,6 +168,12 @@ impl SourceDriver {
             let msgs = match event {
                 SourceEvent::Batch(b) => self.timed_prepare(b, None)?,
                 SourceEvent::PartitionedBatch(b, parts) => self.timed_prepare(b, Some(parts))?,
+                // A subtask given no partition (more subtasks than partitions) is idle from the
+                // start, so it never holds the watermark back (as Flink).
+                SourceEvent::Partitions(ids) if ids.is_empty() && !self.idle => {
+                    self.idle = true;
+                    vec![Message::Idle]
+                }
                 SourceEvent::Partitions(ids) => {
                     self.partitions.declare(&ids, Instant::now());
                     vec![]

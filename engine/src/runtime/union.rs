@@ -10,16 +10,43 @@ use crate::checkpoint::aligner::{Aligner, Step};
 use crate::error::Result;
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
 use crate::runtime::idleness::Idleness;
+use crate::runtime::ordered::EpochOrder;
 
 /// Merge `inputs` into `tx`, aligning checkpoint barriers across them. An input that delivered
 /// the barrier being aligned is not read until the others have: its bounded channel fills and
 /// its producer waits, so alignment costs no memory here.
 pub async fn run_union(
+    inputs: Vec<mpsc::Receiver<Message>>,
+    tx: mpsc::Sender<Message>,
+) -> Result<()> {
+    run_merge(inputs, tx, Merge::Union).await
+}
+
+/// How [`run_merge`] treats the rows of its inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// UNION ALL of different streams: rows pass in arrival order, each row's watermark
+    /// limited by the other inputs'.
+    Union,
+    /// The subtasks of one input, for an operator's subtask: rows pass in arrival order and
+    /// keep their own watermarks (computed over the whole input by its source).
+    Subtasks,
+    /// The subtasks of one input, for a sink or a query: as `Subtasks`, but in watermark-epoch
+    /// and subtask order ([`EpochOrder`]), so the output does not depend on scheduling.
+    Ordered,
+}
+
+/// Merge channels into one: the minimum watermark, aligned barriers, one end; rows as `merge`
+/// says.
+pub async fn run_merge(
     mut inputs: Vec<mpsc::Receiver<Message>>,
     tx: mpsc::Sender<Message>,
+    merge: Merge,
 ) -> Result<()> {
     let n = inputs.len();
     let mut u = Union {
+        clamp: merge == Merge::Union,
+        order: (merge == Merge::Ordered).then(|| EpochOrder::new(n)),
         wms: vec![WATERMARK_MIN; n],
         ended: vec![false; n],
         current: WATERMARK_MIN,
@@ -42,7 +69,7 @@ pub async fn run_union(
             let out = match u.aligner.on_message(i, m) {
                 Step::Process(m) => u.process(i, m),
                 Step::Held => vec![],
-                Step::Aligned(b) => vec![Message::Barrier(b)],
+                Step::Aligned(b) => u.flushed(Message::Barrier(b)),
             };
             for m in out {
                 if tx.send(m).await.is_err() {
@@ -50,7 +77,9 @@ pub async fn run_union(
                 }
             }
             if u.ended.iter().all(|e| *e) {
-                let _ = tx.send(Message::EndOfStream).await;
+                for m in u.flushed(Message::EndOfStream) {
+                    let _ = tx.send(m).await;
+                }
                 return Ok(());
             }
             next = u.aligner.released();
@@ -87,6 +116,10 @@ pub(crate) async fn next_message(
 }
 
 struct Union {
+    /// Limit each row's watermark by the other inputs' (a union of different streams).
+    clamp: bool,
+    /// Hold rows to give them in watermark-epoch order (a sink's merge of subtasks).
+    order: Option<EpochOrder>,
     wms: Vec<i64>,
     ended: Vec<bool>,
     current: i64,
@@ -100,30 +133,64 @@ impl Union {
         let given = self.idleness.on_message(i, m);
         given
             .into_iter()
-            .filter_map(|(j, m)| self.given(j, m))
+            .flat_map(|(j, m)| self.given(j, m))
             .collect()
     }
 
+    /// The rows held for ordering, then `m` (a barrier or the end).
+    fn flushed(&mut self, m: Message) -> Vec<Message> {
+        let mut out = self.order.as_mut().map(|o| o.flush()).unwrap_or_default();
+        out.push(m);
+        out
+    }
+
     /// What one message given for input `i` (see [`Idleness`]) becomes downstream.
-    fn given(&mut self, i: usize, m: Message) -> Option<Message> {
+    fn given(&mut self, i: usize, m: Message) -> Vec<Message> {
         match m {
-            Message::Batch(b) => Some(Message::Batch(clamp(b, i, &self.wms))),
+            Message::Batch(b) => match (&mut self.order, self.clamp) {
+                (Some(o), _) => {
+                    o.hold(i, b);
+                    vec![]
+                }
+                (None, true) => vec![Message::Batch(clamp(b, i, &self.wms))],
+                (None, false) => vec![Message::Batch(b)],
+            },
             Message::Watermark(w) => {
                 self.wms[i] = self.wms[i].max(w);
-                let min = *self.wms.iter().min().unwrap_or(&WATERMARK_MAX);
-                (min > self.current).then(|| {
-                    self.current = min;
-                    Message::Watermark(min)
-                })
+                if let Some(o) = &mut self.order {
+                    o.close(i, w);
+                }
+                self.advanced()
             }
-            Message::Barrier(b) => Some(Message::Barrier(b)),
-            Message::Idle => Some(Message::Idle),
+            Message::Barrier(b) => vec![Message::Barrier(b)],
+            Message::Idle => vec![Message::Idle],
             Message::EndOfStream => {
                 self.ended[i] = true;
                 self.wms[i] = WATERMARK_MAX;
-                None
+                if let Some(o) = &mut self.order {
+                    o.close(i, WATERMARK_MAX);
+                }
+                self.advanced()
             }
         }
+    }
+
+    /// The merged watermark, when it advanced, after the rows it releases.
+    fn advanced(&mut self) -> Vec<Message> {
+        let min = *self.wms.iter().min().unwrap_or(&WATERMARK_MAX);
+        if min <= self.current {
+            return vec![];
+        }
+        self.current = min;
+        let mut out = self
+            .order
+            .as_mut()
+            .map(|o| o.release(min))
+            .unwrap_or_default();
+        if min != WATERMARK_MAX || !self.ended.iter().all(|e| *e) {
+            out.push(Message::Watermark(min));
+        }
+        out
     }
 }
 

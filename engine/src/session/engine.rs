@@ -317,7 +317,14 @@ impl Engine {
         let Some(stream) = plan.stream else {
             return Ok(Output::Text("a constant query has no operators".into()));
         };
-        let tree = stream.root.explain();
+        let tree = {
+            let g = self.lock();
+            let shape = weir_planner::parallel::Shape {
+                config: parallel_config(&g.settings)?,
+                sources: &g.registry,
+            };
+            shape.explain(&stream.root)
+        };
         let started = std::time::Instant::now();
         let Output::Stream(rows) = self.start_query(stream)? else {
             return Err(EngineError::Internal(
@@ -556,8 +563,10 @@ fn checkpointing(
     }
     let store = CheckpointStore::open(&config.dir)?;
     let restored = store.latest()?;
-    let job = crate::checkpoint::layout::job_layouts(inserts);
+    let parallel = parallel_config(&g.settings)?;
+    let job = crate::checkpoint::layout::job_layouts(inserts, parallel);
     if let Some(r) = &restored {
+        crate::checkpoint::layout::check_parallelism(r, &job, &config.dir)?;
         check_restore(r, &job, &config)?;
         if !g.quiet {
             tracing::info!(
@@ -646,5 +655,14 @@ fn build_ctx<'a>(g: &'a Inner, job: &'a Arc<JobShared>) -> Result<BuildContext<'
         checkpointing: None,
         next_node: std::cell::Cell::new(0),
         late: crate::late::LateRouting::new(&g.catalog, &g.settings)?,
+        parallel: parallel_config(&g.settings)?,
     })
+}
+
+/// `parallelism.default` and `pipeline.max-parallelism` of the session.
+pub(crate) fn parallel_config(
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<weir_planner::parallel::ParallelConfig> {
+    weir_planner::parallel::ParallelConfig::from_settings(settings)
+        .map_err(|m| EngineError::Plan(PlanError::plan(&m, Default::default())))
 }

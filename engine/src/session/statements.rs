@@ -152,6 +152,16 @@ pub(crate) fn check_option_value(k: &str, v: &str) -> Result<()> {
             Location::default(),
         ));
     }
+    if ["parallelism.default", "pipeline.max-parallelism"].contains(&k) {
+        // Alone: whether the two fit together is checked when a job is planned.
+        let mut alone = std::collections::BTreeMap::from([(
+            "parallelism.default".to_string(),
+            "1".to_string(),
+        )]);
+        alone.insert(k.to_string(), v.to_string());
+        weir_planner::parallel::ParallelConfig::from_settings(&alone)
+            .map_err(|m| plan_err(m, Location::default()))?;
+    }
     Ok(())
 }
 
@@ -428,13 +438,17 @@ fn describe(g: &Inner, name: &str, at: Location) -> Result<Output> {
 
 /// EXPLAIN of a query or INSERT: the operator tree.
 pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
+    let shape = weir_planner::parallel::Shape {
+        config: crate::session::engine::parallel_config(&g.settings)?,
+        sources: &g.registry,
+    };
     match s {
         Statement::Query(q) => {
             let p = plan_query(g, q)?;
             Ok(match p.stream {
                 Some(plan) => format!(
-                    "== Streaming plan ==\nSink: stdout\n{}",
-                    indent(&plan.root.explain())
+                    "== Streaming plan ==\n{}",
+                    shape.explain_sink("Sink: stdout", &plan.root)
                 ),
                 None => format!(
                     "== Batch plan (no tables) ==\n{}",
@@ -446,12 +460,12 @@ pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
             let inserts = plan_inserts(g, s)?;
             let mut out = String::from("== Streaming plan ==\n");
             for i in inserts {
-                out.push_str(&format!(
-                    "Sink: {} (connector={})\n",
+                let header = format!(
+                    "Sink: {} (connector={})",
                     i.table.name,
                     i.table.connector().unwrap_or("?")
-                ));
-                out.push_str(&indent(&i.plan.root.explain()));
+                );
+                out.push_str(&shape.explain_sink(&header, &i.plan.root));
             }
             Ok(out)
         }
@@ -460,10 +474,6 @@ pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
             Location::default(),
         )),
     }
-}
-
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}\n")).collect()
 }
 
 /// A planned INSERT: the target table and the query's plan.

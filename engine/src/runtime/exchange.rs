@@ -1,0 +1,282 @@
+//! The exchange between an input's subtasks and an operator's subtasks.
+//!
+//! A router task reads one input subtask's channel and deals its batches out to the operator's
+//! subtasks: by key for a hash exchange (each row's key, in Arrow's row format, is hashed with
+//! xxHash64 into a key group, and the key group's owner gets the row), in turn for a rebalance.
+//! A batch is split with one `take` per piece, columns, per-row watermarks and row kinds alike,
+//! so rows keep the watermark they were judged by at the source and lateness is decided as at
+//! parallelism 1. Watermarks, barriers, idleness and the end of stream go to every subtask, so
+//! each subtask's inputs (one channel per input subtask, merged by [`super::union::run_merge`])
+//! take the minimum watermark and align barriers over all of them. The hash is fixed (it never
+//! changes between versions or processes), because checkpoints store state by key group.
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::buffer::ScalarBuffer;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use tokio::sync::mpsc;
+use weir_planner::parallel::ParallelConfig;
+use weir_planner::stream_plan::PhysExpr;
+
+use crate::error::Result;
+use crate::message::{Message, StreamBatch};
+
+/// The seed of the key hash; fixed, since checkpoints keep state by key group.
+const KEY_HASH_SEED: u64 = 0x5745_4952; // "WEIR"
+
+/// How a router deals rows out.
+pub enum Route {
+    /// To the subtask owning each row's key group.
+    Hash(KeyRouting),
+    /// Whole batches to the subtasks in turn.
+    Rebalance {
+        /// The subtask the next batch goes to.
+        next: usize,
+    },
+}
+
+/// The keys of a hash exchange and the key groups they fall into.
+pub struct KeyRouting {
+    keys: Vec<PhysExpr>,
+    converter: Option<RowConverter>,
+    config: ParallelConfig,
+}
+
+impl KeyRouting {
+    /// Route by `keys` (evaluated over the input's rows) into `config`'s key groups.
+    pub fn new(keys: Vec<PhysExpr>, config: ParallelConfig) -> Self {
+        Self {
+            keys,
+            converter: None,
+            config,
+        }
+    }
+
+    /// The key group of each row.
+    pub fn key_groups(&mut self, batch: &RecordBatch) -> Result<Vec<u32>> {
+        let cols: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .map(|k| k.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<datafusion::error::Result<_>>()?;
+        if self.converter.is_none() {
+            let fields = cols.iter().map(|c| SortField::new(c.data_type().clone()));
+            self.converter = Some(RowConverter::new(fields.collect())?);
+        }
+        let rows = self
+            .converter
+            .as_ref()
+            .expect("converter")
+            .convert_columns(&cols)?;
+        Ok(rows
+            .iter()
+            .map(|r| self.config.key_group(key_hash(r.as_ref())) as u32)
+            .collect())
+    }
+}
+
+/// The hash of a key's row-format bytes (stable across processes and versions).
+pub fn key_hash(key: &[u8]) -> u64 {
+    twox_hash::XxHash64::oneshot(KEY_HASH_SEED, key)
+}
+
+/// Deals the batches of one input subtask out to `outputs` operator subtasks.
+pub struct Router {
+    route: Route,
+    outputs: usize,
+}
+
+impl Router {
+    /// A router to `outputs` subtasks.
+    pub fn new(route: Route, outputs: usize) -> Self {
+        Self { route, outputs }
+    }
+
+    /// The pieces of `b` and the subtask each goes to (no empty pieces).
+    pub fn split(&mut self, b: StreamBatch) -> Result<Vec<(usize, StreamBatch)>> {
+        let p = self.outputs;
+        match &mut self.route {
+            Route::Rebalance { next } => {
+                let to = *next;
+                *next = (*next + 1) % p;
+                Ok(vec![(to, b)])
+            }
+            Route::Hash(keys) => {
+                let groups = keys.key_groups(&b.batch)?;
+                let owners: Vec<u32> = groups
+                    .iter()
+                    .map(|g| keys.config.subtask_of(*g as usize, p) as u32)
+                    .collect();
+                split_by_owner(&b, &owners, p)
+            }
+        }
+    }
+}
+
+/// Split `b` by the subtask of each row (`owners[i]` < `p`), keeping row order within each
+/// piece. A batch whose rows all go to one subtask is passed on whole.
+pub fn split_by_owner(
+    b: &StreamBatch,
+    owners: &[u32],
+    p: usize,
+) -> Result<Vec<(usize, StreamBatch)>> {
+    if let Some(&first) = owners.first() {
+        if owners.iter().all(|o| *o == first) {
+            return Ok(vec![(first as usize, b.clone())]);
+        }
+    }
+    let mut rows: Vec<Vec<u32>> = vec![Vec::new(); p];
+    for (i, o) in owners.iter().enumerate() {
+        rows[*o as usize].push(i as u32);
+    }
+    let mut out = Vec::new();
+    for (to, idx) in rows.into_iter().enumerate() {
+        if !idx.is_empty() {
+            out.push((to, take_rows(b, &UInt32Array::from(idx))?));
+        }
+    }
+    Ok(out)
+}
+
+/// The rows `idx` of `b`, with their watermarks and kinds.
+fn take_rows(b: &StreamBatch, idx: &UInt32Array) -> Result<StreamBatch> {
+    let cols = b
+        .batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), idx, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let batch = RecordBatch::try_new(b.batch.schema(), cols)?;
+    let row_watermarks = match &b.row_watermarks {
+        Some(w) => Some(
+            take(w, idx, None)?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("int64")
+                .clone(),
+        ),
+        None => None,
+    };
+    let kinds = b
+        .kinds
+        .as_ref()
+        .map(|k| ScalarBuffer::from_iter(idx.values().iter().map(|i| k[*i as usize])));
+    Ok(StreamBatch {
+        batch,
+        row_watermarks,
+        kinds,
+        ingest_ns: b.ingest_ns,
+    })
+}
+
+/// Read one input subtask's messages and deal them out to the operator's subtasks: batches by
+/// the route, everything else to all of them. Ends after the end of stream, or when every
+/// operator subtask has gone.
+pub async fn run_router(
+    mut rx: mpsc::Receiver<Message>,
+    txs: Vec<mpsc::Sender<Message>>,
+    mut router: Router,
+) -> Result<()> {
+    while let Some(m) = rx.recv().await {
+        let end = matches!(m, Message::EndOfStream);
+        match m {
+            Message::Batch(b) if b.num_rows() > 0 => {
+                for (to, piece) in router.split(b)? {
+                    // A subtask that has gone (the job is stopping) just stops receiving.
+                    let _ = txs[to].send(Message::Batch(piece)).await;
+                }
+            }
+            Message::Batch(_) => {}
+            other => {
+                let mut open = false;
+                for tx in &txs {
+                    open |= tx.send(other.clone()).await.is_ok();
+                }
+                if !open {
+                    return Ok(());
+                }
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+
+    fn batch(keys: &[&str]) -> StreamBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, true)]));
+        let col = Arc::new(StringArray::from(keys.to_vec()));
+        let b = RecordBatch::try_new(schema, vec![col]).unwrap();
+        let wm = Int64Array::from_iter_values(0..keys.len() as i64);
+        StreamBatch::with_row_watermarks(b, wm).with_kinds(vec![0i8; keys.len()])
+    }
+
+    fn keys_of(b: &StreamBatch) -> Vec<String> {
+        let c = b
+            .batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        c.iter().map(|v| v.unwrap_or("∅").to_string()).collect()
+    }
+
+    fn router(p: usize) -> Router {
+        let config = ParallelConfig {
+            parallelism: p,
+            max_parallelism: 128,
+        };
+        let keys = KeyRouting::new(vec![Arc::new(Column::new("k", 0))], config);
+        Router::new(Route::Hash(keys), p)
+    }
+
+    #[test]
+    fn a_key_always_reaches_the_same_subtask_with_its_watermarks_in_order() {
+        let mut r = router(4);
+        let keys = ["a", "b", "c", "a", "d", "b", "e", "a"];
+        let pieces = r.split(batch(&keys)).unwrap();
+        let mut owner = std::collections::HashMap::new();
+        let mut total = 0;
+        for (to, piece) in &pieces {
+            let wm = piece.row_watermarks.as_ref().unwrap();
+            assert!(
+                wm.values().windows(2).all(|w| w[0] < w[1]),
+                "row order kept"
+            );
+            for (k, w) in keys_of(piece).iter().zip(wm.values()) {
+                assert_eq!(keys[*w as usize], k, "each row keeps its own watermark");
+                assert_eq!(*owner.entry(k.clone()).or_insert(*to), *to, "{k} split");
+            }
+            assert_eq!(piece.kinds.as_ref().unwrap().len(), piece.num_rows());
+            total += piece.num_rows();
+        }
+        assert_eq!(total, keys.len());
+        // Another batch, another router: the same owners.
+        for (to, piece) in router(4).split(batch(&["e", "d", "c"])).unwrap() {
+            for k in keys_of(&piece) {
+                assert_eq!(owner[&k], to);
+            }
+        }
+    }
+
+    #[test]
+    fn the_key_hash_is_fixed() {
+        // Checkpoints keep state by key group: the hash must never change.
+        assert_eq!(key_hash(b"sensor-1"), 0x4fe2_b17b_91cf_97b9);
+        let a = key_hash(b"sensor-1");
+        assert_eq!(a, key_hash(b"sensor-1"));
+        assert_ne!(a, key_hash(b"sensor-2"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Data parallelism: how many subtasks run each plan node, and how rows travel between them.
+//!
+//! Every node runs as one or more subtasks. A keyed operator (GROUP BY keys, join keys,
+//! PARTITION BY) reads its input through a hash exchange: each row's key is hashed into one of
+//! `max_parallelism` key groups, and subtask `i` of `p` owns the contiguous range of key groups
+//! `g` with `g * p / max_parallelism == i` (Flink's rule), so every row of a key meets the same
+//! subtask and a later run can re-split the same key groups over another number of subtasks.
+//! Stateless operators run beside their input (forward); an operator without keys runs once
+//! (single). The decisions are pure functions of the plan and the configuration, so EXPLAIN
+//! shows exactly what runs.
+
+use std::fmt::Write;
+use std::ops::Range;
+
+use crate::stream_plan::{PhysExpr, SourceNode, StreamNode};
+
+/// `parallelism.default` when a job does not set it: one subtask per core.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `pipeline.max-parallelism` when a job does not set it: the number of key groups.
+pub const DEFAULT_MAX_PARALLELISM: usize = 128;
+
+/// The largest `pipeline.max-parallelism` (key groups are numbered in 15 bits, as Flink's).
+pub const MAX_KEY_GROUPS: usize = 32_768;
+
+/// How parallel a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParallelConfig {
+    /// Subtasks of each keyed operator (`parallelism.default`).
+    pub parallelism: usize,
+    /// Key groups (`pipeline.max-parallelism`): the most subtasks a keyed operator can have.
+    pub max_parallelism: usize,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+        }
+    }
+}
+
+impl ParallelConfig {
+    /// Read `parallelism.default` and `pipeline.max-parallelism` from the session's options.
+    pub fn from_settings(
+        settings: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        let number = |key: &str, default: usize| -> Result<usize, String> {
+            match settings.get(key) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(format!(
+                        "'{key}' must be a whole number of at least 1, not '{v}'"
+                    )),
+                },
+            }
+        };
+        let max_parallelism = number("pipeline.max-parallelism", DEFAULT_MAX_PARALLELISM)?;
+        if max_parallelism > MAX_KEY_GROUPS {
+            return Err(format!(
+                "'pipeline.max-parallelism' is at most {MAX_KEY_GROUPS}, not {max_parallelism}"
+            ));
+        }
+        // One subtask per core, but never more than there are key groups unless asked for.
+        let cores = default_parallelism().min(max_parallelism);
+        let parallelism = number("parallelism.default", cores)?;
+        if parallelism > max_parallelism {
+            return Err(format!(
+                "'parallelism.default' ({parallelism}) is more than 'pipeline.max-parallelism' \
+                 ({max_parallelism}): each subtask needs at least one key group"
+            ));
+        }
+        Ok(Self {
+            parallelism,
+            max_parallelism,
+        })
+    }
+
+    /// The key group a key hash falls into.
+    pub fn key_group(&self, hash: u64) -> usize {
+        (hash % self.max_parallelism as u64) as usize
+    }
+
+    /// The subtask (of `p`) owning key group `group`.
+    pub fn subtask_of(&self, group: usize, p: usize) -> usize {
+        group * p / self.max_parallelism
+    }
+
+    /// The contiguous key groups subtask `i` of `p` owns.
+    pub fn key_groups_of(&self, i: usize, p: usize) -> Range<usize> {
+        let max = self.max_parallelism;
+        // The smallest g with g * p / max >= i, for i and i + 1.
+        let first = |i: usize| (i * max).div_ceil(p);
+        first(i)..first(i + 1)
+    }
+}
+
+/// How rows travel from an input's subtasks to an operator's subtasks.
+#[derive(Debug, Clone)]
+pub enum Exchange {
+    /// Subtask `i` of the input feeds subtask `i` (same parallelism, no shuffle).
+    Forward,
+    /// Each row goes to the subtask owning its key's key group.
+    Hash(Vec<PhysExpr>),
+    /// Every input subtask feeds the operator's one subtask.
+    Single,
+    /// Whole batches are dealt to the operator's subtasks in turn (no key to respect).
+    Rebalance,
+}
+
+impl Exchange {
+    /// The EXPLAIN text; `None` for a forward exchange, which is not shown.
+    fn describe(&self) -> Option<String> {
+        match self {
+            Exchange::Forward => None,
+            Exchange::Hash(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                Some(format!("hash [{}]", keys.join(", ")))
+            }
+            Exchange::Single => Some("single".into()),
+            Exchange::Rebalance => Some("rebalance".into()),
+        }
+    }
+}
+
+/// How many subtasks can read a source table; the engine answers from its connectors (Kafka
+/// partitions and the datagen sequence are split, a file is read by one task).
+pub trait SourceSplits {
+    /// The most subtasks that can share the reading of `source` (1: it is read as one).
+    fn splits(&self, source: &SourceNode) -> usize;
+}
+
+/// Every source is read by one task.
+pub struct Unsplit;
+
+impl SourceSplits for Unsplit {
+    fn splits(&self, _source: &SourceNode) -> usize {
+        1
+    }
+}
+
+/// The parallel shape of a plan: the configuration and the sources' splits.
+#[derive(Clone, Copy)]
+pub struct Shape<'a> {
+    pub config: ParallelConfig,
+    pub sources: &'a dyn SourceSplits,
+}
+
+impl Shape<'_> {
+    /// How many subtasks run `node`.
+    pub fn parallelism(&self, node: &StreamNode) -> usize {
+        let p = self.config.parallelism;
+        match node {
+            StreamNode::Source(s) => self.sources.splits(s).clamp(1, p),
+            StreamNode::Union { inputs, .. } => inputs
+                .iter()
+                .map(|i| self.parallelism(i))
+                .max()
+                .unwrap_or(1),
+            _ => match keys(node, 0) {
+                Some(k) if k.is_empty() => 1,
+                Some(_) => p,
+                None => node.children().first().map_or(1, |c| self.parallelism(c)),
+            },
+        }
+    }
+
+    /// How input `i` of `node` reaches its subtasks.
+    pub fn exchange(&self, node: &StreamNode, i: usize) -> Exchange {
+        let input = node.children()[i];
+        let (mine, theirs) = (self.parallelism(node), self.parallelism(input));
+        match keys(node, i) {
+            Some(k) if !k.is_empty() && mine > 1 => Exchange::Hash(k),
+            _ if mine == theirs => Exchange::Forward,
+            _ if mine == 1 => Exchange::Single,
+            _ => Exchange::Rebalance,
+        }
+    }
+
+    /// EXPLAIN's operator tree with each node's parallelism and the exchanges between them.
+    pub fn explain(&self, root: &StreamNode) -> String {
+        let mut out = String::new();
+        self.explain_into(root, &mut out, 0);
+        out
+    }
+
+    /// EXPLAIN of a sink (`header`, which runs once) fed by `root`'s subtasks.
+    pub fn explain_sink(&self, header: &str, root: &StreamNode) -> String {
+        let mut out = format!("{header} [parallelism 1]\n");
+        match self.parallelism(root) {
+            1 => self.explain_into(root, &mut out, 1),
+            _ => {
+                out.push_str("  Exchange: single\n");
+                self.explain_into(root, &mut out, 2);
+            }
+        }
+        out
+    }
+
+    fn explain_into(&self, node: &StreamNode, out: &mut String, depth: usize) {
+        let pad = "  ".repeat(depth);
+        let p = self.parallelism(node);
+        let _ = writeln!(out, "{pad}{} [parallelism {p}]", node.describe());
+        for (i, c) in node.children().into_iter().enumerate() {
+            match self.exchange(node, i).describe() {
+                Some(e) => {
+                    let _ = writeln!(out, "{pad}  Exchange: {e}");
+                    self.explain_into(c, out, depth + 2);
+                }
+                None => self.explain_into(c, out, depth + 1),
+            }
+        }
+    }
+}
+
+/// The keys input `i` of a keyed operator is partitioned by (empty: the operator has no key
+/// and runs once); `None` for an operator that is not keyed.
+pub fn keys(node: &StreamNode, i: usize) -> Option<Vec<PhysExpr>> {
+    match node {
+        StreamNode::WindowAggregate(a) => Some(
+            a.group_exprs
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| {
+                    ![a.window_start, a.window_end].contains(j) && Some(*j) != a.window_time
+                })
+                .map(|(_, (e, _))| e.clone())
+                .collect(),
+        ),
+        StreamNode::GroupAggregate(a) => {
+            Some(a.group_exprs.iter().map(|(e, _)| e.clone()).collect())
+        }
+        StreamNode::Rank(r) => Some(r.partition.clone()),
+        StreamNode::Over(o) => Some(o.partition.clone()),
+        StreamNode::Join(j) => Some(match i {
+            0 => j.left_keys.clone(),
+            _ => j.right_keys.clone(),
+        }),
+        StreamNode::TemporalJoin(j) => Some(match i {
+            0 => j.left_keys.clone(),
+            _ => j.right_keys.clone(),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(p: usize, max: usize) -> ParallelConfig {
+        ParallelConfig {
+            parallelism: p,
+            max_parallelism: max,
+        }
+    }
+
+    #[test]
+    fn each_subtask_owns_a_contiguous_range_and_every_group_has_one_owner() {
+        for max in [1, 7, 128, 1000] {
+            for p in 1..=max.min(20) {
+                let c = config(p, max);
+                let mut next = 0;
+                for i in 0..p {
+                    let r = c.key_groups_of(i, p);
+                    assert_eq!(r.start, next, "p={p} max={max} subtask {i}");
+                    assert!(!r.is_empty(), "p={p} max={max}: subtask {i} owns no group");
+                    for g in r.clone() {
+                        assert_eq!(c.subtask_of(g, p), i);
+                    }
+                    next = r.end;
+                }
+                assert_eq!(next, max);
+            }
+        }
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let s = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let c = ParallelConfig::from_settings(&s(&[("parallelism.default", "4")])).unwrap();
+        assert_eq!(c, config(4, 128));
+        let e = ParallelConfig::from_settings(&s(&[("parallelism.default", "0")])).unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = ParallelConfig::from_settings(&s(&[
+            ("parallelism.default", "8"),
+            ("pipeline.max-parallelism", "4"),
+        ]))
+        .unwrap_err();
+        assert!(e.contains("key group"), "{e}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Parallelism: keyed operators run as several subtasks, rows routed by key; results do not
+//! depend on the parallelism (the conformance cases check every case at 1, 2 and 4).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// A JSON-lines file of `rows` readings, half of them from one sensor (`hot`), the rest spread
+/// over 50 others, 10 ms apart and up to 3 s out of order; its path.
+fn skewed_file(name: &str, rows: usize) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-parallel-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("in.jsonl");
+    let mut text = String::new();
+    for i in 0..rows {
+        let sensor = match i % 2 {
+            0 => "hot".to_string(),
+            _ => format!("s{}", (i / 2) % 50),
+        };
+        let jitter = (i * 7919 % 3000) as i64;
+        let ms = 1_704_067_200_000 + i as i64 * 10 - jitter;
+        let ts = chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        let ts = ts.format("%Y-%m-%d %H:%M:%S%.3f");
+        text.push_str(&format!(
+            "{{\"sensor\":\"{sensor}\",\"v\":{},\"ts\":\"{ts}\"}}\n",
+            i % 97
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tumble_sql(path: &std::path::Path) -> String {
+    format!(
+        "CREATE TABLE r (sensor STRING, v BIGINT, ts TIMESTAMP(3),
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         SELECT sensor, TUMBLE_START(ts, INTERVAL '10' SECOND) AS ws, COUNT(*) AS n,
+           SUM(v) AS total, MAX(v) AS top
+         FROM r GROUP BY sensor, TUMBLE(ts, INTERVAL '10' SECOND);",
+        path.display()
+    )
+}
+
+fn sorted(mut rows: Vec<Value>) -> Vec<Value> {
+    rows.sort_by_key(|v| v.to_string());
+    rows
+}
+
+#[tokio::test]
+async fn a_key_with_half_the_rows_gives_the_same_windows_at_every_parallelism() {
+    let path = skewed_file("skew", 20_000);
+    let sql = tumble_sql(&path);
+    let (reference, job) = query_to_end_at(&sql, 512, Some(1)).await;
+    let reference = sorted(reference);
+    let counted: i64 = reference.iter().map(|r| r["n"].as_i64().unwrap()).sum();
+    let late = job.late_rows() as i64;
+    assert_eq!(counted + late, 20_000, "every row counted or late");
+    assert!(late > 0, "the file has late rows, so lateness is exercised");
+    for p in [2, 3, 4] {
+        let (rows, job) = query_to_end_at(&sql, 512, Some(p)).await;
+        assert_same_rows(&format!("parallelism {p}"), &sorted(rows), &reference);
+        assert_eq!(job.late_rows() as i64, late, "late rows at parallelism {p}");
+    }
+}
+
+#[tokio::test]
+async fn explain_shows_each_operators_parallelism_and_its_exchanges() {
+    let engine = weir::Engine::new();
+    engine.set_quiet(true);
+    let path = skewed_file("explain", 10);
+    let ddl = tumble_sql(&path);
+    let (ddl, query) = ddl.split_once(";").unwrap();
+    engine.execute(ddl).await.unwrap();
+    engine
+        .execute("SET 'parallelism.default' = '3'")
+        .await
+        .unwrap();
+    let mut out = engine.execute(&format!("EXPLAIN {query}")).await.unwrap();
+    let Some(weir::Output::Text(text)) = out.pop() else {
+        panic!("EXPLAIN gives text")
+    };
+    assert!(
+        text.contains("WindowAggregate") && text.contains("[parallelism 3]"),
+        "{text}"
+    );
+    assert!(text.contains("Exchange: hash [sensor"), "{text}");
+    assert!(
+        text.contains("Source: r (connector=filesystem") && text.contains("[parallelism 1]"),
+        "a file is read by one task: {text}"
+    );
+    match engine.execute("SET 'parallelism.default' = '0'").await {
+        Err(e) => assert!(e.to_string().contains("at least 1"), "{e}"),
+        Ok(_) => panic!("parallelism 0 accepted"),
+    }
+}
+
+#[tokio::test]
+async fn a_generated_table_has_the_same_rows_however_many_subtasks_generate_it() {
+    let sql = "CREATE TABLE g (id BIGINT, code STRING, x DOUBLE, k INT)
+         WITH ('connector' = 'datagen', 'number-of-rows' = '5000',
+               'rows-per-second' = '100000000', 'fields.id.kind' = 'sequence',
+               'fields.id.start' = '1', 'fields.id.end' = '5000', 'fields.code.length' = '6',
+               'fields.k.min' = '0', 'fields.k.max' = '9');
+         SELECT id, code, x, k FROM g;";
+    let reference = sorted(run_query_parallel(sql, 700, 1).await);
+    assert_eq!(reference.len(), 5000);
+    for p in [2, 3] {
+        let rows = sorted(run_query_parallel(sql, 700, p).await);
+        assert_same_rows(&format!("datagen at parallelism {p}"), &rows, &reference);
+    }
+    let grouped = "CREATE TABLE g (k INT) WITH ('connector' = 'datagen',
+         'number-of-rows' = '3000', 'rows-per-second' = '100000000',
+         'fields.k.min' = '0', 'fields.k.max' = '9');
+         SELECT k, COUNT(*) AS n FROM g GROUP BY k;";
+    let at = |rows: Vec<Value>| sorted(final_table(&rows));
+    let one = at(run_query_parallel(grouped, 100, 1).await);
+    let three = at(run_query_parallel(grouped, 100, 3).await);
+    assert_same_rows("GROUP BY over datagen", &three, &one);
+}
+
+#[test]
+fn a_checkpoint_restores_only_at_its_parallelism() {
+    let path = skewed_file("restore", 2_000);
+    let dir = std::env::temp_dir().join(format!("weir-parallel-ck-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let job = dir.join("job.sql");
+    std::fs::create_dir_all(&dir).unwrap();
+    let insert = format!(
+        "CREATE TABLE out (sensor STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT, top BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         INSERT INTO out {}",
+        dir.join("out").display(),
+        tumble_sql(&path).split_once(";").unwrap().1
+    );
+    std::fs::write(
+        &job,
+        tumble_sql(&path).split_once(";").unwrap().0.to_string() + ";" + &insert,
+    )
+    .unwrap();
+    let ck = dir.join("ck");
+    let run = |p: &str| {
+        Command::new(weir_bin())
+            .args(["run", "-q", "-p", p, "--checkpoint-dir"])
+            .arg(&ck)
+            .arg(&job)
+            .output()
+            .expect("weir runs")
+    };
+    let first = run("2");
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let again = run("3");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success(),
+        "a restore at parallelism 3 must be refused"
+    );
+    assert!(
+        err.contains("2 subtasks") && err.contains("3 subtasks"),
+        "the refusal names both parallelisms: {err}"
+    );
+    let same = run("2");
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+}
