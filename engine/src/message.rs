@@ -71,6 +71,38 @@ impl StreamBatch {
         self.batch.num_rows()
     }
 
+    /// The rows at `idx`, in that order, with their watermarks and kinds.
+    pub fn take(
+        &self,
+        idx: &datafusion::arrow::array::UInt32Array,
+    ) -> datafusion::arrow::error::Result<StreamBatch> {
+        use datafusion::arrow::compute::take;
+        let cols = self
+            .batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), idx, None))
+            .collect::<datafusion::arrow::error::Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(self.batch.schema(), cols)?;
+        let row_watermarks = match &self.row_watermarks {
+            Some(w) => take(w, idx, None)?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned(),
+            None => None,
+        };
+        let kinds = self
+            .kinds
+            .as_ref()
+            .map(|k| ScalarBuffer::from_iter(idx.values().iter().map(|i| k[*i as usize])));
+        Ok(StreamBatch {
+            batch,
+            row_watermarks,
+            kinds,
+            ingest_ns: self.ingest_ns,
+        })
+    }
+
     /// Keep the rows where `mask` is true, in both the batch and the watermark column.
     pub fn filter(&self, mask: &BooleanArray) -> datafusion::arrow::error::Result<StreamBatch> {
         let batch = datafusion::arrow::compute::filter_record_batch(&self.batch, mask)?;

@@ -10,9 +10,7 @@
 //! take the minimum watermark and align barriers over all of them. The hash is fixed (it never
 //! changes between versions or processes), because checkpoints store state by key group.
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
-use datafusion::arrow::buffer::ScalarBuffer;
-use datafusion::arrow::compute::take;
+use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use tokio::sync::mpsc;
@@ -53,8 +51,8 @@ impl KeyRouting {
         }
     }
 
-    /// The key group of each row.
-    pub fn key_groups(&mut self, batch: &RecordBatch) -> Result<Vec<u32>> {
+    /// The subtask (of `p`) owning each row's key group.
+    pub fn owners(&mut self, batch: &RecordBatch, p: usize) -> Result<Vec<u32>> {
         let cols: Vec<ArrayRef> = self
             .keys
             .iter()
@@ -69,9 +67,10 @@ impl KeyRouting {
             .as_ref()
             .expect("converter")
             .convert_columns(&cols)?;
+        let config = self.config;
         Ok(rows
             .iter()
-            .map(|r| self.config.key_group(key_hash(r.as_ref())) as u32)
+            .map(|r| config.subtask_of(config.key_group(key_hash(r.as_ref())), p) as u32)
             .collect())
     }
 }
@@ -103,11 +102,7 @@ impl Router {
                 Ok(vec![(to, b)])
             }
             Route::Hash(keys) => {
-                let groups = keys.key_groups(&b.batch)?;
-                let owners: Vec<u32> = groups
-                    .iter()
-                    .map(|g| keys.config.subtask_of(*g as usize, p) as u32)
-                    .collect();
+                let owners = keys.owners(&b.batch, p)?;
                 split_by_owner(&b, &owners, p)
             }
         }
@@ -133,41 +128,10 @@ pub fn split_by_owner(
     let mut out = Vec::new();
     for (to, idx) in rows.into_iter().enumerate() {
         if !idx.is_empty() {
-            out.push((to, take_rows(b, &UInt32Array::from(idx))?));
+            out.push((to, b.take(&UInt32Array::from(idx))?));
         }
     }
     Ok(out)
-}
-
-/// The rows `idx` of `b`, with their watermarks and kinds.
-fn take_rows(b: &StreamBatch, idx: &UInt32Array) -> Result<StreamBatch> {
-    let cols = b
-        .batch
-        .columns()
-        .iter()
-        .map(|c| take(c.as_ref(), idx, None))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let batch = RecordBatch::try_new(b.batch.schema(), cols)?;
-    let row_watermarks = match &b.row_watermarks {
-        Some(w) => Some(
-            take(w, idx, None)?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .expect("int64")
-                .clone(),
-        ),
-        None => None,
-    };
-    let kinds = b
-        .kinds
-        .as_ref()
-        .map(|k| ScalarBuffer::from_iter(idx.values().iter().map(|i| k[*i as usize])));
-    Ok(StreamBatch {
-        batch,
-        row_watermarks,
-        kinds,
-        ingest_ns: b.ingest_ns,
-    })
 }
 
 /// Read one input subtask's messages and deal them out to the operator's subtasks: batches by
@@ -209,7 +173,7 @@ pub async fn run_router(
 mod tests {
     use std::sync::Arc;
 
-    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_expr::expressions::Column;
 

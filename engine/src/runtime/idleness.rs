@@ -79,14 +79,7 @@ impl Idleness {
             .map(|j| self.wms[j])
             .max()
             .unwrap_or(WATERMARK_MIN);
-        let mut out = Vec::new();
-        for j in 0..self.wms.len() {
-            if self.idle[j] && self.wms[j] < highest {
-                self.wms[j] = highest;
-                out.push((j, Message::Watermark(highest)));
-            }
-        }
-        out
+        self.raise_idle_to(highest)
     }
 
     fn follow(&mut self) -> Vec<(usize, Message)> {
@@ -94,9 +87,14 @@ impl Idleness {
             .filter(|j| !self.idle[*j] && !self.ended[*j])
             .map(|j| self.wms[j])
             .min();
-        let Some(target) = active else {
-            return vec![];
-        };
+        match active {
+            Some(target) => self.raise_idle_to(target),
+            None => vec![],
+        }
+    }
+
+    /// Move every idle input below `target` up to it.
+    fn raise_idle_to(&mut self, target: i64) -> Vec<(usize, Message)> {
         let mut out = Vec::new();
         for j in 0..self.wms.len() {
             if self.idle[j] && self.wms[j] < target {

@@ -284,14 +284,8 @@ pub fn spawn_subtasks(
                 spawn_source(node, s, Subtask::new(node_no, i, p), tx, ctx)?;
             }
         }
-        StreamNode::Union { inputs, .. } => {
-            let mut per_subtask: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
-            for i in 0..inputs.len() {
-                for (k, rx) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
-                    per_subtask[k].push(rx);
-                }
-            }
-            for (rxs, tx) in per_subtask.into_iter().zip(txs) {
+        StreamNode::Union { .. } => {
+            for (rxs, tx) in subtask_inputs(node, p, ctx)?.into_iter().zip(txs) {
                 ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
             }
         }
@@ -316,6 +310,21 @@ impl Subtask {
     fn new(node: usize, index: usize, count: usize) -> Self {
         Self { node, index, count }
     }
+}
+
+/// Each of `p` subtasks' input channels: one per input of `node`, in input order.
+fn subtask_inputs(
+    node: &StreamNode,
+    p: usize,
+    ctx: &BuildContext,
+) -> Result<Vec<Vec<mpsc::Receiver<Message>>>> {
+    let mut inputs: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
+    for i in 0..node.children().len() {
+        for (k, rx) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
+            inputs[k].push(rx);
+        }
+    }
+    Ok(inputs)
 }
 
 /// The channels subtask `k` (of `p`) of `node` reads input `i` from, one list entry per
@@ -585,13 +594,7 @@ fn spawn_operators(
         };
         parts.push((op, ck, task));
     }
-    let p = txs.len();
-    let mut inputs: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
-    for i in 0..node.children().len() {
-        for (k, rx) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
-            inputs[k].push(rx);
-        }
-    }
+    let inputs = subtask_inputs(node, txs.len(), ctx)?;
     for (((op, ck, task), rxs), tx) in parts.into_iter().zip(inputs).zip(txs) {
         ctx.job
             .spawn(run_operator(op, Inputs::new(rxs), tx, ck, task));
