@@ -160,11 +160,8 @@ fn job(broker: &Broker, ends: &str, out: &Out) -> String {
 }
 
 pub(crate) fn start(job: &Path, ckpt: &Path) -> Child {
-    // At parallelism 1: the kill schedule is calibrated on one task's speed (a job at the
-    // default parallelism can end before the third kill lands). Recovery at parallelism 2 is
-    // covered by the checkpoint and recovery tests, which run at the default.
     Command::new(weir_bin())
-        .args(["run", "-q", "-p", "1", "--checkpoint-dir"])
+        .args(["run", "-q", "--checkpoint-dir"])
         .arg(ckpt)
         .arg(job)
         .stdout(Stdio::null())

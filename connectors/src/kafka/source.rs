@@ -89,6 +89,10 @@ impl KafkaSource {
         let reset = Reset::parse(ctx.table.option("properties.auto.offset.reset")).map_err(err)?;
         let end = bounded(&ctx.table).map_err(err)?;
         let rate = number_option::<f64>(&ctx.table, "scan.records-per-second").map_err(err)?;
+        // The table's rate, shared by the subtasks reading it.
+        let rate = rate
+            .filter(|r| *r > 0.0)
+            .map(|r| r / ctx.split.count.max(1) as f64);
         let time_policy = TimePolicy::parse(&ctx.table, &ctx.schema).map_err(err)?;
         let splice = KeyOptions::parse(&ctx.table).map_err(err)?.splice();
         let keep_headers = has_metadata(&ctx.table, "headers");
@@ -117,7 +121,7 @@ impl KafkaSource {
             start,
             reset,
             end,
-            rate: rate.filter(|r| *r > 0.0),
+            rate,
             decoder,
             time_policy,
             keep_keys,
