@@ -42,7 +42,7 @@ impl Rng {
 /// Record `n`: sensor `n % 1000`, 1 ms of event time apart with up to 3 s of disorder (inside
 /// the 5 s watermark delay, so no row is late in any run), and every sensor silent for 15 s of
 /// each 100 s so that sessions close.
-fn record(n: usize) -> (i32, Vec<u8>) {
+pub(crate) fn record(n: usize) -> (i32, Vec<u8>) {
     let sensor = n % 1000;
     let step = n + (n / 85_000) * 15_000;
     let ts = 1_704_067_200_000i64 + step as i64 - (n as i64 * 7919 % 3000);
@@ -58,7 +58,7 @@ fn record(n: usize) -> (i32, Vec<u8>) {
 
 /// Where a run's two sinks write: directories (exactly-once filesystem sink), topics
 /// (exactly-once Kafka sink) or PostgreSQL tables (exactly-once `jdbc` sink).
-enum Out {
+pub(crate) enum Out {
     Files(PathBuf),
     Topics(String),
     Tables(String),
@@ -98,7 +98,7 @@ impl Out {
     }
 
     /// Committed rows of one sink, counted (a multiset).
-    async fn committed(&self, name: &str, broker: &Broker) -> BTreeMap<String, usize> {
+    pub(crate) async fn committed(&self, name: &str, broker: &Broker) -> BTreeMap<String, usize> {
         match self {
             Out::Files(dir) => committed_files(&dir.join(name)),
             Out::Topics(prefix) => committed_topic(broker, &format!("{prefix}-{name}")).await,
@@ -133,15 +133,16 @@ async fn pg_tables(prefixes: &[&str], drop: bool) {
     }
 }
 
-fn job(broker: &Broker, ends: &str, out: &Out) -> String {
+/// The chaos job reading `topic` at `rate` records per second (shared by its source subtasks).
+pub(crate) fn job(broker: &Broker, topic: &str, rate: u32, ends: &str, out: &Out) -> String {
     format!(
         "SET 'execution.checkpointing.interval' = '300 ms';
          CREATE TABLE readings (sensor_id STRING, temperature DOUBLE, ts TIMESTAMP(3),
            WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-         WITH ('connector' = 'kafka', 'topic' = 'chaos', 'format' = 'json',
+         WITH ('connector' = 'kafka', 'topic' = '{topic}', 'format' = 'json',
                'properties.bootstrap.servers' = '{}', 'scan.startup.mode' = 'earliest-offset',
                'scan.bounded.mode' = 'specific-offsets', 'scan.bounded.specific-offsets' = '{ends}',
-               'scan.records-per-second' = '150000');
+               'scan.records-per-second' = '{rate}');
          CREATE TABLE tumbles (sensor_id STRING, window_start TIMESTAMP(3), n BIGINT, avg_t DOUBLE)
          WITH ({});
          CREATE TABLE sessions (sensor_id STRING, window_start TIMESTAMP(3),
@@ -160,8 +161,15 @@ fn job(broker: &Broker, ends: &str, out: &Out) -> String {
 }
 
 pub(crate) fn start(job: &Path, ckpt: &Path) -> Child {
+    start_with(job, ckpt, &[])
+}
+
+/// `weir run` of `job` checkpointing into `ckpt`, with `args` (`-p 4`) too.
+pub(crate) fn start_with(job: &Path, ckpt: &Path, args: &[&str]) -> Child {
     Command::new(weir_bin())
-        .args(["run", "-q", "--checkpoint-dir"])
+        .args(["run", "-q"])
+        .args(args)
+        .arg("--checkpoint-dir")
         .arg(ckpt)
         .arg(job)
         .stdout(Stdio::null())
@@ -185,7 +193,7 @@ pub(crate) fn committed_files(dir: &Path) -> BTreeMap<String, usize> {
 }
 
 /// Every record value of `topic` a `read_committed` reader sees, counted.
-async fn committed_topic(broker: &Broker, topic: &str) -> BTreeMap<String, usize> {
+pub(crate) async fn committed_topic(broker: &Broker, topic: &str) -> BTreeMap<String, usize> {
     let consumer = broker.reader(topic, 2, &[("isolation.level", "read_committed")]);
     let mut rows = BTreeMap::new();
     while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
@@ -222,6 +230,32 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Whether both sinks of `other` committed exactly the rows of `clean` (as multisets); what
+/// differs when not.
+pub(crate) async fn same_output(clean: &Out, other: &Out, broker: &Broker) -> Result<(), String> {
+    for sink in ["tumbles", "sessions"] {
+        let a = clean.committed(sink, broker).await;
+        let b = other.committed(sink, broker).await;
+        if a.is_empty() {
+            return Err(format!("{sink}: the clean run wrote nothing"));
+        }
+        if a != b {
+            let only = |x: &BTreeMap<String, usize>, y: &BTreeMap<String, usize>| {
+                let rows = x.iter().filter(|(k, n)| y.get(*k) != Some(n));
+                rows.take(5)
+                    .map(|(k, n)| format!("{n}x {k}"))
+                    .collect::<Vec<_>>()
+            };
+            return Err(format!(
+                "{sink} differs: clean-only {:?}, other-only {:?}",
+                only(&a, &b),
+                only(&b, &a)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Run the job cleanly and under repeated SIGKILLs; the committed outputs must be equal.
@@ -269,8 +303,9 @@ async fn chaos(sinks: Kind) -> Result<(), String> {
             )
         }
     };
-    std::fs::write(clean_dir.join("job.sql"), job(&broker, &ends, &clean)).unwrap();
-    std::fs::write(chaos_dir.join("job.sql"), job(&broker, &ends, &chaotic)).unwrap();
+    let job = |out: &Out| job(&broker, "chaos", 150_000, &ends, out);
+    std::fs::write(clean_dir.join("job.sql"), job(&clean)).unwrap();
+    std::fs::write(chaos_dir.join("job.sql"), job(&chaotic)).unwrap();
     let t_clean = Instant::now();
     let status = start(&clean_dir.join("job.sql"), &clean_dir.join("ckpt"))
         .wait()
@@ -317,28 +352,9 @@ async fn chaos(sinks: Kind) -> Result<(), String> {
     if kills.len() < MIN_KILLS {
         return Err(format!("only {} kills landed (seed {seed})", kills.len()));
     }
-    for sink in ["tumbles", "sessions"] {
-        let a = clean.committed(sink, &broker).await;
-        let b = chaotic.committed(sink, &broker).await;
-        if a.is_empty() {
-            return Err(format!("{sink}: the clean run wrote nothing"));
-        }
-        if a != b {
-            let missing: Vec<_> = a
-                .iter()
-                .filter(|(k, n)| b.get(*k) != Some(n))
-                .take(5)
-                .collect();
-            let extra: Vec<_> = b
-                .iter()
-                .filter(|(k, n)| a.get(*k) != Some(n))
-                .take(5)
-                .collect();
-            return Err(format!(
-                "{sink} differs (seed {seed}, kills {kills:?}): clean-only {missing:?}, chaos-only {extra:?}"
-            ));
-        }
-    }
+    same_output(&clean, &chaotic, &broker)
+        .await
+        .map_err(|e| format!("{e} (seed {seed}, kills {kills:?})"))?;
     let _ = std::fs::remove_dir_all(&clean_dir);
     let _ = std::fs::remove_dir_all(&chaos_dir);
     if sinks == Kind::Postgres {

@@ -99,16 +99,31 @@ async fn crash_and_recover(case: &str) {
 }
 
 async fn crash_and_recover_with_memory(case: &str, tag: &str, memory_limit: usize) {
+    crash_and_restore_at(case, tag, memory_limit, None).await;
+}
+
+/// Crash at the first parallelism of `rescale` (the default without), restore at the second.
+async fn crash_and_restore_at(
+    case: &str,
+    tag: &str,
+    memory_limit: usize,
+    rescale: Option<(usize, usize)>,
+) {
     let name = format!("{case}{tag}");
     let (out, ckpt) = (
         scratch(&format!("{name}-out")),
         scratch(&format!("{name}-ck")),
     );
     let sql = insert_job(case, &out).await;
-    let (crashed, spilled_before) = run_and_crash(&sql, &ckpt, 3, memory_limit).await;
+    let at = |p: usize| format!("SET 'parallelism.default' = '{p}';\n{sql}");
+    let (first, then) = match rescale {
+        Some((from, to)) => (at(from), at(to)),
+        None => (sql.clone(), sql.clone()),
+    };
+    let (crashed, spilled_before) = run_and_crash(&first, &ckpt, 3, memory_limit).await;
     let before = committed_rows(&out).len();
     let job = engine_with_memory(&ckpt, memory_limit)
-        .submit(&sql)
+        .submit(&then)
         .await
         .unwrap();
     job.wait().await.unwrap();
@@ -176,6 +191,28 @@ spilled!(spilled_late_rows_dropped, "late_rows_dropped");
 spilled!(spilled_session_group, "session_group");
 spilled!(spilled_session_tvf, "session_tvf");
 spilled!(spilled_join_interval_inner, "join_interval_inner");
+
+/// Crashed at one parallelism and restored at another: each key's state moves to the subtask
+/// its rows now reach (windows, sessions, joins, OVER, spilled windows), and the committed rows
+/// are still Flink's.
+macro_rules! rescaled {
+    ($name:ident, $case:literal, $from:literal => $to:literal, $memory:expr) => {
+        #[tokio::test]
+        async fn $name() {
+            let tag = format!("-p{}-p{}", $from, $to);
+            crash_and_restore_at($case, &tag, $memory, Some(($from, $to))).await;
+        }
+    };
+}
+
+rescaled!(rescaled_tumble_tvf_3_to_1, "tumble_tvf", 3 => 1, 1 << 30);
+rescaled!(rescaled_hop_group_1_to_4, "hop_group", 1 => 4, 1 << 30);
+rescaled!(rescaled_session_group_2_to_3, "session_group", 2 => 3, 1 << 30);
+rescaled!(rescaled_join_interval_inner_3_to_2, "join_interval_inner", 3 => 2, 1 << 30);
+rescaled!(rescaled_join_temporal_versioned_2_to_4, "join_temporal_versioned", 2 => 4, 1 << 30);
+rescaled!(rescaled_over_range_avg_4_to_1, "over_range_avg", 4 => 1, 1 << 30);
+rescaled!(rescaled_spilled_cumulate_tvf_2_to_3, "cumulate_tvf", 2 => 3, 1024);
+rescaled!(rescaled_spilled_session_tvf_3_to_2, "session_tvf", 3 => 2, 1024);
 
 #[tokio::test]
 async fn stop_with_savepoint_then_resume() {

@@ -31,7 +31,9 @@
 //! - `joins`: interval, window, regular, semi and anti joins, their late rows, refused joins.
 //! - `over`: OVER aggregates (RANGE and ROWS frames), their late rows, refused OVER windows.
 //! - `parallel`: keyed operators as several subtasks: skewed keys, EXPLAIN's exchanges, datagen
-//!   split over subtasks, restores only at the checkpoint's parallelism.
+//!   split over subtasks, checkpoints restored at another parallelism (not other key groups).
+//! - `rescale`: a Kafka job killed at parallelism 2, resumed at 4 and then 1, into exactly-once
+//!   Kafka sinks: its output equals a clean run's.
 //! - `parquet`: Parquet files: every type round trip (nested and precise types too, and files
 //!   other writers lay out), partitioned and rolled writes, crash and
 //!   recovery with Parquet output.
@@ -60,6 +62,7 @@ mod parallel;
 mod parquet;
 mod parquet_arrays;
 mod queries;
+mod rescale;
 mod shell;
 mod sql_examples;
 mod stop;

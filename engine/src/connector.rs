@@ -187,6 +187,22 @@ pub trait SourceFactory: Send + Sync {
     fn max_splits(&self, _table: &TableDef) -> usize {
         1
     }
+    /// One position for a subtask of a job restored at another parallelism, from the
+    /// positions every subtask of the checkpoint saved ([`Source::snapshot`]; `None`: a
+    /// subtask saved none): each new subtask starts from it and reads only its own share. The
+    /// default refuses: a source whose shares cannot be redrawn restores only at its
+    /// checkpoint's parallelism.
+    fn merge_positions(
+        &self,
+        table: &TableDef,
+        _positions: &[Option<String>],
+    ) -> Result<Option<String>, String> {
+        Err(format!(
+            "table '{}' ({}) restores only at the parallelism its checkpoint was taken at",
+            table.name,
+            self.name()
+        ))
+    }
 }
 
 /// Which share of a table a source reads: subtask `index` of `count`.

@@ -85,6 +85,13 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// How the operator's state divides by key, so that a checkpoint taken at one parallelism
+    /// restores at another (see [`crate::state::rescale`]); `None` (the default): it restores
+    /// only at the checkpoint's parallelism.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        None
+    }
+
     /// Load the state a previous run's [`Operator::snapshot`] wrote (before any message).
     fn restore(&mut self, _state: &dyn StateBackend) -> Result<()> {
         Ok(())

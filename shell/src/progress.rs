@@ -81,15 +81,24 @@ pub fn progress_line(jobs: &[weir::JobHandle], last_in: &mut u64) -> String {
 }
 
 /// ` | busiest 3:WindowAggregate 80% | backpressured 60%`: the operator with the largest busy
-/// share over the last 10 s, and the largest backpressured share (nothing without operators).
+/// share over the last 10 s (` (subtask 1 of 2)` when it runs as several), and the largest
+/// backpressured share (nothing without operators).
 fn load(s: &Samples) -> String {
-    let Some(busy) = s.max_where(&metric::BUSY_RATIO, |_| true) else {
+    let Some(busy) = s.max_where(&metric::SUBTASK_BUSY_RATIO, |_| true) else {
         return String::new();
+    };
+    let operator = busy.label("operator").unwrap_or_default();
+    let of = s
+        .of(&metric::SUBTASK_BUSY_RATIO)
+        .filter(|x| x.label("operator") == Some(operator))
+        .count();
+    let which = match of {
+        1 => String::new(),
+        n => format!(" (subtask {} of {n})", busy.label("subtask").unwrap_or("?")),
     };
     let blocked = s.max_where(&metric::BACKPRESSURED_RATIO, |_| true);
     format!(
-        " | busiest {} {:.0}% | backpressured {:.0}%",
-        busy.label("operator").unwrap_or_default(),
+        " | busiest {operator}{which} {:.0}% | backpressured {:.0}%",
         100.0 * busy.number(),
         100.0 * blocked.map_or(0.0, |x| x.number())
     )

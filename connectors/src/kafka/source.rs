@@ -57,6 +57,27 @@ impl SourceFactory for KafkaSourceFactory {
         usize::MAX
     }
 
+    /// Every subtask's offsets in one map (each new subtask seeks its own partitions in it).
+    /// A subtask's position also carries the offsets it was restored with, so a partition may
+    /// appear twice after an earlier rescale: offsets only grow, and the larger one is the
+    /// partition's reader's.
+    fn merge_positions(
+        &self,
+        _table: &TableDef,
+        positions: &[Option<String>],
+    ) -> Result<Option<String>, String> {
+        let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+        let mut any = false;
+        for text in positions.iter().flatten() {
+            any = true;
+            for (tp, offset) in parse_positions(text).map_err(|e| e.to_string())? {
+                let o = merged.entry(tp).or_insert(offset);
+                *o = (*o).max(offset);
+            }
+        }
+        Ok(any.then(|| serde_json::to_string(&merged).expect("offsets serialise")))
+    }
+
     fn validate(&self, table: &TableDef) -> Result<(), String> {
         let options = KafkaOptions::parse(table)?;
         startup(table)?;

@@ -9,8 +9,8 @@ use std::fmt;
 /// Entries that describe the job rather than one task.
 const JOB_PREFIXES: [&str; 3] = ["query ", "table ", "job "];
 
-/// The entry of the job's parallelism: tasks are numbered in build order, so a checkpoint's
-/// tasks are the tasks of a job at the same parallelism only.
+/// The entry of the job's parallelism and key groups: a checkpoint restores at another
+/// parallelism (its subtasks' state divided anew), but only with the same key groups.
 pub const PARALLELISM: &str = "job parallelism";
 
 /// Whether `name` is a task (`source-0`, `op-2`, `sink-1`) rather than a job entry.
@@ -45,29 +45,54 @@ fn parallelism_layout(p: weir_planner::parallel::ParallelConfig) -> String {
     )
 }
 
-/// Refuse, even with `--allow-changed-query`, a restore at another parallelism than the
-/// checkpoint's: its tasks would receive other subtasks' state. (A checkpoint from before
-/// parallelism was recorded was taken at parallelism 1.)
-pub fn check_parallelism(
+/// The key groups of a [`PARALLELISM`] entry.
+fn key_groups(entry: &str) -> Option<&str> {
+    entry.split_once(", ").map(|(_, groups)| groups)
+}
+
+/// Refuse, even with `--allow-changed-query`, a restore with other key groups
+/// (`pipeline.max-parallelism`) than the checkpoint's: keyed state is divided by key group.
+/// Another parallelism is fine. (A checkpoint from before parallelism was recorded was taken
+/// with the default key groups.)
+pub fn check_key_groups(
     r: &super::CheckpointMeta,
     job: &BTreeMap<String, String>,
     dir: &std::path::Path,
 ) -> crate::error::Result<()> {
-    let was =
-        r.layouts.get(PARALLELISM).cloned().unwrap_or_else(|| {
-            parallelism_layout(weir_planner::parallel::ParallelConfig::default())
-        });
+    let default = || parallelism_layout(weir_planner::parallel::ParallelConfig::default());
+    let was = r.layouts.get(PARALLELISM).cloned().unwrap_or_else(default);
     let now = job.get(PARALLELISM).cloned().unwrap_or_default();
-    if r.layouts.is_empty() || was == now {
+    if r.layouts.is_empty() || key_groups(&was) == key_groups(&now) {
         return Ok(());
     }
     Err(crate::error::EngineError::State(format!(
-        "checkpoint {} in '{}' was taken with {was}; this job runs with {now}. Restoring at \
-         another parallelism is not supported yet: run with the checkpoint's \
-         ('-p' / 'parallelism.default'), or use a new checkpoint directory",
+        "checkpoint {} in '{}' was taken with {was}; this job runs with {now}. Keyed state is \
+         kept by key group, so 'pipeline.max-parallelism' must stay as it was; use a new \
+         checkpoint directory to change it",
         r.id,
         dir.display()
     )))
+}
+
+/// A task name's node and subtask: `op-2.1` is subtask 1 of `op-2`; `op-2` is the node's
+/// only task.
+pub fn node_of(name: &str) -> (&str, Option<usize>) {
+    match name.rsplit_once('.') {
+        Some((node, i)) if is_task(name) => match i.parse() {
+            Ok(i) => (node, Some(i)),
+            Err(_) => (name, None),
+        },
+        _ => (name, None),
+    }
+}
+
+/// Layouts with each node's subtasks as one entry (its subtasks share one layout), for
+/// comparing jobs at different parallelism.
+pub fn by_node(layouts: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    layouts
+        .iter()
+        .map(|(n, l)| (node_of(n).0.to_string(), l.clone()))
+        .collect()
 }
 
 fn table_layout(t: &weir_planner::TableDef) -> String {
@@ -148,6 +173,32 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn subtasks_of_a_node_compare_as_the_node() {
+        assert_eq!(node_of("op-2.1"), ("op-2", Some(1)));
+        assert_eq!(node_of("op-2"), ("op-2", None));
+        assert_eq!(node_of("table db.t"), ("table db.t", None));
+        let at2 = map(&[("op-2.0", "W"), ("op-2.1", "W"), ("sink-3", "out")]);
+        let at1 = map(&[("op-2", "W"), ("sink-3", "out")]);
+        assert_eq!(by_node(&at2), at1);
+        assert!(changes(&by_node(&at2), &by_node(&at1), is_task).is_empty());
+        let meta = |p: &str| super::super::CheckpointMeta {
+            id: 3,
+            fingerprint: String::new(),
+            finished: false,
+            snapshots: BTreeMap::new(),
+            layouts: map(&[(PARALLELISM, p)]),
+        };
+        let job = map(&[(PARALLELISM, "4 subtasks, 128 key groups")]);
+        let dir = std::path::Path::new("/ck");
+        assert!(check_key_groups(&meta("2 subtasks, 128 key groups"), &job, dir).is_ok());
+        let err = check_key_groups(&meta("2 subtasks, 64 key groups"), &job, dir).unwrap_err();
+        assert!(
+            err.to_string().contains("'pipeline.max-parallelism'"),
+            "{err}"
+        );
     }
 
     #[test]

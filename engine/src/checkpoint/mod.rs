@@ -62,6 +62,43 @@ impl CheckpointConfig {
     }
 }
 
+/// Which of its node's subtasks a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSlot {
+    /// The subtask, from 0.
+    pub index: usize,
+    /// How many subtasks run the node.
+    pub count: usize,
+}
+
+impl TaskSlot {
+    /// The only task of its node.
+    pub const SINGLE: TaskSlot = TaskSlot { index: 0, count: 1 };
+}
+
+/// Where a task's state comes from on restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// Nowhere: the task starts empty.
+    Nothing,
+    /// The checkpoint's task of the same name.
+    Same,
+    /// Every subtask of the node in the checkpoint, taken at another parallelism: the task
+    /// takes its share (keyed state by key group, source positions merged).
+    Rescale(Vec<OldTask>),
+}
+
+/// A subtask of the restored checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldTask {
+    /// Its task name.
+    pub name: String,
+    /// Which subtask it was.
+    pub index: usize,
+    /// How many subtasks ran its node.
+    pub count: usize,
+}
+
 /// Why a barrier is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerKind {
@@ -138,6 +175,8 @@ pub struct Checkpointing {
     /// The job's entries and every registered task's state layout (see [`layout`]).
     layouts: Mutex<BTreeMap<String, String>>,
     next_task: AtomicU32,
+    /// The number of the node whose subtasks are registering.
+    node_task: AtomicU32,
     stats: Mutex<Vec<CheckpointStats>>,
     failures: std::sync::atomic::AtomicU64,
 }
@@ -163,6 +202,7 @@ impl Checkpointing {
             participants: Mutex::new(Vec::new()),
             layouts: Mutex::new(job_layouts),
             next_task: AtomicU32::new(0),
+            node_task: AtomicU32::new(0),
             stats: Mutex::new(Vec::new()),
             failures: std::sync::atomic::AtomicU64::new(0),
         }
@@ -191,13 +231,24 @@ impl Checkpointing {
         v.push(s);
     }
 
-    /// Name a task that takes part in checkpoints (`source-0`, `op-2`, `sink-1`); names follow
-    /// the plan's build order, so the same query gives the same names on restart. `layout` is
-    /// what its saved state depends on: restored state goes only to a task whose layout is
-    /// unchanged.
-    pub fn register(&self, kind: &str, layout: String) -> String {
-        let n = self.next_task.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{kind}-{n}");
+    /// Name a task that takes part in checkpoints (`source-0`, `op-2`, `sink-1`; subtask 1
+    /// of a node run by several is `op-2.1`); names follow the plan's build order, one number
+    /// per node whatever the parallelism, so the same query gives the same names on restart.
+    /// A node's subtasks register one after another, index 0 first. `layout` is what its saved
+    /// state depends on: restored state goes only to a task whose layout is unchanged.
+    pub fn register(&self, kind: &str, layout: String, slot: TaskSlot) -> String {
+        let n = match slot.index {
+            0 => {
+                let n = self.next_task.fetch_add(1, Ordering::Relaxed);
+                self.node_task.store(n, Ordering::Relaxed);
+                n
+            }
+            _ => self.node_task.load(Ordering::Relaxed),
+        };
+        let name = match slot.count {
+            1 => format!("{kind}-{n}"),
+            _ => format!("{kind}-{n}.{}", slot.index),
+        };
         self.participants.lock().expect("lock").push(name.clone());
         self.layouts
             .lock()
@@ -212,13 +263,50 @@ impl Checkpointing {
     }
 
     /// Tasks whose layout differs from the restored checkpoint's (none when the checkpoint
-    /// predates layouts).
+    /// predates layouts), compared node by node: a node may run as more or fewer subtasks.
     pub fn task_changes(&self) -> Vec<layout::Change> {
         match &self.restored {
-            Some(r) if !r.layouts.is_empty() => {
-                layout::changes(&r.layouts, &self.layouts(), layout::is_task)
-            }
+            Some(r) if !r.layouts.is_empty() => layout::changes(
+                &layout::by_node(&r.layouts),
+                &layout::by_node(&self.layouts()),
+                layout::is_task,
+            ),
             _ => Vec::new(),
+        }
+    }
+
+    /// Where task `name` (subtask `slot`) takes its state from in the restored checkpoint.
+    pub fn restore_plan(&self, name: &str, slot: TaskSlot) -> Restore {
+        let Some(r) = &self.restored else {
+            return Restore::Nothing;
+        };
+        if r.layouts.is_empty() {
+            return Restore::Same; // a checkpoint of a version before parallelism
+        }
+        let ours = self.layouts.lock().expect("lock").get(name).cloned();
+        let (node, _) = layout::node_of(name);
+        let old: Vec<OldTask> = r
+            .layouts
+            .iter()
+            .filter(|(_, l)| Some(*l) == ours.as_ref())
+            .filter_map(|(n, _)| match layout::node_of(n) {
+                (base, index) if base == node => Some((n.clone(), index.unwrap_or(0))),
+                _ => None,
+            })
+            .map(|(name, index)| OldTask {
+                name,
+                index,
+                count: 0,
+            })
+            .collect();
+        // The node ran as `count` subtasks: as many as now, each restores its own (the same
+        // name); otherwise every new subtask takes its share of all of them.
+        let count = old.len();
+        match count {
+            0 => Restore::Nothing,
+            _ if count == slot.count && old.iter().any(|t| t.name == name) => Restore::Same,
+            _ if count == slot.count => Restore::Nothing,
+            _ => Restore::Rescale(old.into_iter().map(|t| OldTask { count, ..t }).collect()),
         }
     }
 
@@ -281,5 +369,69 @@ impl Checkpointing {
 
     pub(crate) fn mark_committed(&self, id: u64) {
         self.committed.send_replace(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Handles restoring a checkpoint whose node `op-1` ran as `was` subtasks.
+    fn restoring(was: usize) -> Checkpointing {
+        let dir = std::env::temp_dir().join(format!("weir-plan-{}-{was}", std::process::id()));
+        let mut layouts: BTreeMap<String, String> = BTreeMap::new();
+        for i in 0..was {
+            let name = match was {
+                1 => "op-1".to_string(),
+                _ => format!("op-1.{i}"),
+            };
+            layouts.insert(name, "W".into());
+        }
+        layouts.insert("sink-0".into(), "out".into());
+        let meta = CheckpointMeta {
+            id: 4,
+            fingerprint: String::new(),
+            finished: false,
+            snapshots: BTreeMap::new(),
+            layouts,
+        };
+        let store = CheckpointStore::open(&dir).unwrap();
+        Checkpointing::new(
+            CheckpointConfig::new(&dir),
+            store,
+            Some(meta),
+            BTreeMap::new(),
+        )
+    }
+
+    fn plans(ck: &Checkpointing, count: usize, layout: &str) -> Vec<Restore> {
+        let _sink = ck.register("sink", "out".into(), TaskSlot::SINGLE);
+        (0..count)
+            .map(|index| {
+                let slot = TaskSlot { index, count };
+                let name = ck.register("op", layout.into(), slot);
+                ck.restore_plan(&name, slot)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_subtask_restores_its_own_state_or_a_share_of_every_old_subtasks() {
+        let same = plans(&restoring(2), 2, "W");
+        assert_eq!(same, [Restore::Same, Restore::Same]);
+        // Subtask 0 exists at both parallelisms, yet it must take its share of both.
+        let more = plans(&restoring(2), 4, "W");
+        let old: Vec<(String, usize, usize)> = match &more[0] {
+            Restore::Rescale(old) => old
+                .iter()
+                .map(|t| (t.name.clone(), t.index, t.count))
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(old, [("op-1.0".into(), 0, 2), ("op-1.1".into(), 1, 2)]);
+        assert!(more.iter().all(|p| matches!(p, Restore::Rescale(_))));
+        let fewer = plans(&restoring(4), 1, "W");
+        assert!(matches!(&fewer[0], Restore::Rescale(old) if old.len() == 4));
+        assert_eq!(plans(&restoring(2), 4, "changed")[0], Restore::Nothing);
     }
 }

@@ -402,6 +402,26 @@ pub fn annotate(explain: &str, metrics: &[Arc<OperatorMetrics>], wall: Duration)
     out
 }
 
+/// The task busiest since the job started and its share of the time `wall`: `3:WindowAggregate
+/// 41%`, with `subtask 1 of 2` when its node runs as several (`SHOW JOBS`).
+pub fn busiest(tasks: &[Arc<OperatorMetrics>], wall: Duration) -> Option<String> {
+    let top = tasks
+        .iter()
+        .max_by_key(|m| m.busy_ns.load(Ordering::Relaxed))?;
+    let share = top.busy_ns.load(Ordering::Relaxed) as f64 / wall.as_nanos().max(1) as f64;
+    let of = tasks.iter().filter(|m| m.node == top.node).count();
+    let which = match of {
+        1 => String::new(),
+        n => format!(" subtask {} of {n}", top.subtask),
+    };
+    Some(format!(
+        "{}:{}{which} {:.0}%",
+        top.node,
+        top.name,
+        100.0 * share.min(1.0)
+    ))
+}
+
 /// One subtask's summary, or several subtasks' totals and the busiest of them (skew shows as
 /// one subtask far busier than the average).
 fn summary_of(subtasks: &[&OperatorMetrics], wall: Duration) -> String {
@@ -434,6 +454,24 @@ fn summary_of(subtasks: &[&OperatorMetrics], wall: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busiest_task_names_its_subtask_when_its_node_has_several() {
+        let src = OperatorMetrics::new(0, "source r");
+        let a = OperatorMetrics::of_subtask(1, 0, "WindowAggregate");
+        let b = OperatorMetrics::of_subtask(1, 1, "WindowAggregate");
+        src.busy_ns.store(100_000_000, Ordering::Relaxed);
+        a.busy_ns.store(200_000_000, Ordering::Relaxed);
+        b.busy_ns.store(700_000_000, Ordering::Relaxed);
+        let wall = Duration::from_secs(1);
+        let tasks = [src.clone(), a, b];
+        assert_eq!(
+            busiest(&tasks, wall).unwrap(),
+            "1:WindowAggregate subtask 1 of 2 70%"
+        );
+        assert_eq!(busiest(&[src], wall).unwrap(), "0:source r 10%");
+        assert_eq!(busiest(&[], wall), None);
+    }
 
     #[test]
     fn rate_over_the_last_ten_seconds() {

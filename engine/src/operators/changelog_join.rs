@@ -361,6 +361,13 @@ impl Operator for ChangelogJoinOperator {
         Ok(())
     }
 
+    /// Each input's rows split by its join key.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        Some(crate::state::rescale::StateShape {
+            rules: self.sides.iter().map(|s| s.state_rule()).collect(),
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         for s in &mut self.sides {
             s.restore(state, &self.converter)?;

@@ -146,6 +146,14 @@ impl ChangelogSide {
         (self.held.len() as u64, bytes as u64)
     }
 
+    /// How the side's entry divides by key: its rows (and match counts) by the side's key.
+    pub fn state_rule(&self) -> crate::state::rescale::Rule {
+        crate::state::rescale::Rule::Columns {
+            prefix: self.name.to_vec(),
+            key: crate::state::rescale::KeyOf::Exprs(self.keys.clone()),
+        }
+    }
+
     /// Write every held row and its match count.
     pub fn snapshot(&self, state: &mut dyn StateBackend) -> Result<()> {
         let all: Vec<&Held> = self.held.values().flat_map(|k| &k.rows).collect();

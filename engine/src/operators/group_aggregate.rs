@@ -189,6 +189,17 @@ impl Operator for GroupAggregateOperator {
         group_state::write(state, &view, changed)
     }
 
+    /// One entry per group, under its key.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{Rule, StateShape};
+        Some(StateShape {
+            rules: vec![Rule::KeyRow {
+                prefix: group_state::KEY_PREFIX.to_vec(),
+                skip: 0,
+            }],
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         if self.restore_legacy(state)? {
             self.dirty.all(); // the next checkpoint writes per-key entries

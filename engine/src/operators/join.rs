@@ -509,6 +509,19 @@ impl Operator for JoinOperator {
         Ok(())
     }
 
+    /// Each input's held rows split by its join key.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{KeyOf, Rule, StateShape};
+        let side = |i: usize, prefix: &[u8]| Rule::Slots {
+            prefix: prefix.to_vec(),
+            key: KeyOf::Exprs(self.inputs[i].keys.clone()),
+            matched: self.sides[i].tracks_matches(),
+        };
+        Some(StateShape {
+            rules: vec![side(0, b"L"), side(1, b"R")],
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         let bounds = self.bounds;
         for side in 0..2 {

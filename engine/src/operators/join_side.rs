@@ -257,6 +257,11 @@ impl JoinSide {
         }
     }
 
+    /// Whether the side records which rows matched (the outer side of an outer join).
+    pub fn tracks_matches(&self) -> bool {
+        self.matched.is_some()
+    }
+
     /// Keys held.
     pub fn keys(&self) -> usize {
         self.index.len()

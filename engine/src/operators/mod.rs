@@ -16,7 +16,7 @@ pub mod over_aggregate;
 pub mod project;
 pub mod rank;
 pub mod retract;
-mod row_slots;
+pub(crate) mod row_slots;
 mod rows;
 pub mod session_aggregate;
 pub mod spill;

@@ -521,6 +521,19 @@ impl Operator for OverAggregateOperator {
         state.put(FRAMES, &encode_columns(&cols)?)
     }
 
+    /// Waiting rows and frames split by partition key (the frames' last column, the key's
+    /// bytes, is not read: the partition expressions are evaluated over the rows).
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{KeyOf, Rule, StateShape};
+        let columns = |prefix: &[u8]| Rule::Columns {
+            prefix: prefix.to_vec(),
+            key: KeyOf::Exprs(self.partition.clone()),
+        };
+        Some(StateShape {
+            rules: vec![columns(PENDING), columns(FRAMES)],
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         if let Some(bytes) = state.get(FRAMES)? {
             let mut cols = decode_columns(&bytes)?;

@@ -281,6 +281,17 @@ impl Operator for RankOperator {
         keys.write(state, changed, |g| blob(&self.parts[g]))
     }
 
+    /// One entry per partition, under its key.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{Rule, StateShape};
+        Some(StateShape {
+            rules: vec![Rule::KeyRow {
+                prefix: KEY_PREFIX.to_vec(),
+                skip: 0,
+            }],
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         self.restore_legacy(state)?;
         group_state::read_prefix(state, KEY_PREFIX, |chunk| {

@@ -355,6 +355,23 @@ impl Operator for SessionAggregateOperator {
         self.rows.snapshot(state)
     }
 
+    /// Held rows split by key, the watermark the smallest.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{KeyOf, Rule, StateShape};
+        Some(StateShape {
+            rules: vec![
+                Rule::MinI64 {
+                    key: b"m/watermark".to_vec(),
+                },
+                Rule::Slots {
+                    prefix: Vec::new(),
+                    key: KeyOf::Exprs(self.key_exprs.clone()),
+                    matched: false,
+                },
+            ],
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         for r in self.rows.restore(state)? {
             self.readmit(r.slot, &r.batch, &r.live)?;

@@ -368,6 +368,24 @@ impl Operator for TemporalJoinOperator {
         state.put(WAITING, &encode_columns(waiting.columns())?)
     }
 
+    /// The versions split by the right key, the waiting rows by the left key.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{KeyOf, Rule, StateShape};
+        Some(StateShape {
+            rules: vec![
+                Rule::Slots {
+                    prefix: b"V".to_vec(),
+                    key: KeyOf::Exprs(self.keys[1].clone()),
+                    matched: false,
+                },
+                Rule::Columns {
+                    prefix: WAITING.to_vec(),
+                    key: KeyOf::Exprs(self.keys[0].clone()),
+                },
+            ],
+        })
+    }
+
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {
         let spill = self.versions.pause_spilling();
         let restored = self.versions.restore(state);

@@ -204,6 +204,7 @@ impl WindowAggregateOperator {
         }
         let rows = self.converter.convert_columns(keys)?;
         if self.spilled.contains(&key) {
+            self.settle(key)?;
             let sp = self.spill.as_ref().expect("spilled windows have a backend");
             let mut state = sp.state.lock().expect("state lock");
             sp.spill
@@ -249,8 +250,22 @@ impl WindowAggregateOperator {
         }
     }
 
+    /// A window both spilled and in memory (restored at another parallelism from subtasks
+    /// that had and had not spilled it; their keys differ): its groups in memory join the
+    /// spilled ones, so that updates and firing see each group once.
+    fn settle(&mut self, key: (i64, i64)) -> Result<()> {
+        let (Some(sp), Some(table)) = (&self.spill, self.windows.remove(&key)) else {
+            return Ok(());
+        };
+        let mut state = sp.state.lock().expect("state lock");
+        sp.spill.spill(&mut **state, key, table, &self.converter)?;
+        self.dirty.insert(key);
+        Ok(())
+    }
+
     /// Fire a spilled window, chunk by chunk.
     fn fire_spilled(&mut self, key: (i64, i64), out: &mut Vec<Message>) -> Result<()> {
+        self.settle(key)?;
         self.spilled.remove(&key);
         let Some(sp) = &self.spill else { return Ok(()) };
         let mut state = sp.state.lock().expect("state lock");
@@ -447,6 +462,9 @@ impl Operator for WindowAggregateOperator {
             if fires_at > self.watermark {
                 break;
             }
+            if self.spilled.contains(&key) {
+                self.settle(key)?;
+            }
             match self.windows.remove(&key) {
                 Some(table) => {
                     self.dirty.insert(key);
@@ -520,6 +538,36 @@ impl Operator for WindowAggregateOperator {
             self.snapshot_updates(state)?;
         }
         Ok(())
+    }
+
+    /// Windows' groups split by key (keys first in a window's columns; at their group
+    /// positions in emitted rows), spilled groups by key, the watermark the smallest.
+    fn state_shape(&self) -> Option<crate::state::rescale::StateShape> {
+        use crate::state::rescale::{KeyOf, Rule, StateShape};
+        let keys = KeyOf::Columns((0..self.n_keys).collect());
+        let emitted = self.layout.iter().enumerate();
+        let emitted = emitted.filter(|(_, l)| matches!(l, GroupCol::Key(_)));
+        let columns = |prefix: &[u8], key: KeyOf| Rule::Columns {
+            prefix: prefix.to_vec(),
+            key,
+        };
+        Some(StateShape {
+            rules: vec![
+                Rule::MinI64 {
+                    key: WATERMARK_KEY.to_vec(),
+                },
+                columns(b"w/", keys.clone()),
+                columns(b"f/", keys),
+                columns(b"e/", KeyOf::Columns(emitted.map(|(i, _)| i).collect())),
+                Rule::KeyRow {
+                    prefix: b"s/".to_vec(),
+                    skip: 16,
+                },
+                Rule::Shared {
+                    prefix: b"m/spilled/".to_vec(),
+                },
+            ],
+        })
     }
 
     fn restore(&mut self, state: &dyn StateBackend) -> Result<()> {

@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::checkpoint::{Checkpointing, Event, Trigger};
+use crate::checkpoint::{Checkpointing, Event, OldTask, Restore, TaskSlot, Trigger};
 use crate::error::{EngineError, Result};
 use crate::operator::Operator;
+use crate::state::rescale::Owned;
 use crate::state::{RocksBackend, SharedState};
+use weir_planner::parallel::ParallelConfig;
 
 /// What a source saved in a checkpoint (stored as JSON).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,16 +84,19 @@ pub struct SourceCheckpoint {
     pub triggers: watch::Receiver<Option<Trigger>>,
     /// The newest complete checkpoint.
     pub committed: watch::Receiver<u64>,
+    /// Which subtask of its node this source is.
+    slot: TaskSlot,
     /// Positions this source acknowledged, by checkpoint id, until that checkpoint completes.
     positions: std::collections::VecDeque<(u64, Option<String>)>,
 }
 
 impl SourceCheckpoint {
-    /// Register a new source task (whose state depends on `layout`) with the job's
-    /// checkpoints.
-    pub fn new(ck: &Arc<Checkpointing>, layout: String) -> Self {
+    /// Register a new source task, subtask `slot` of its node (whose state depends on
+    /// `layout`), with the job's checkpoints.
+    pub fn new(ck: &Arc<Checkpointing>, layout: String, slot: TaskSlot) -> Self {
         Self {
-            name: ck.register("source", layout),
+            slot,
+            name: ck.register("source", layout, slot),
             ck: ck.clone(),
             triggers: ck.triggers(),
             committed: ck.committed(),
@@ -99,11 +104,42 @@ impl SourceCheckpoint {
         }
     }
 
-    /// What this source saved in the checkpoint the job restores from.
-    pub fn restored(&self) -> Option<Result<SourceSnapshot>> {
-        self.ck
-            .restored_snapshot(&self.name)
-            .map(SourceSnapshot::from_json)
+    /// What this source saved in the checkpoint the job restores from. Restored at another
+    /// parallelism, every old subtask's position is merged into one by `merge` (the
+    /// connector's [`crate::connector::SourceFactory::merge_positions`]) and the watermark is
+    /// the smallest of theirs; the per-partition watermarks start afresh.
+    pub fn restored(&self, merge: MergePositions) -> Option<Result<SourceSnapshot>> {
+        match self.ck.restore_plan(&self.name, self.slot) {
+            Restore::Nothing => None,
+            Restore::Same => self
+                .ck
+                .restored_snapshot(&self.name)
+                .map(SourceSnapshot::from_json),
+            Restore::Rescale(old) => Some(self.merged(&old, merge)),
+        }
+    }
+
+    fn merged(&self, old: &[OldTask], merge: MergePositions) -> Result<SourceSnapshot> {
+        let r = self.ck.restored.as_ref().expect("restoring");
+        let mut snapshots = Vec::with_capacity(old.len());
+        for t in old {
+            let text = r.snapshots.get(&t.name).ok_or_else(|| {
+                EngineError::State(format!("checkpoint {} lacks source task {}", r.id, t.name))
+            })?;
+            snapshots.push(SourceSnapshot::from_json(text)?);
+        }
+        let positions: Vec<Option<String>> = snapshots.iter().map(|s| s.position.clone()).collect();
+        let position = merge(&positions).map_err(EngineError::State)?;
+        Ok(SourceSnapshot {
+            version: SourceSnapshot::VERSION,
+            position,
+            partitions: Vec::new(),
+            watermark: snapshots
+                .iter()
+                .map(|s| s.watermark)
+                .min()
+                .unwrap_or(i64::MIN),
+        })
     }
 
     /// A trigger that arrived since the last call.
@@ -157,6 +193,11 @@ impl SourceCheckpoint {
     }
 }
 
+/// How a source's connector merges its subtasks' positions (see
+/// [`crate::connector::SourceFactory::merge_positions`]).
+pub type MergePositions<'a> =
+    &'a dyn Fn(&[Option<String>]) -> std::result::Result<Option<String>, String>;
+
 /// A stateful operator's part in checkpoints: its RocksDB instance and its task name.
 pub struct OperatorCheckpoint {
     name: String,
@@ -165,14 +206,36 @@ pub struct OperatorCheckpoint {
 }
 
 impl OperatorCheckpoint {
-    /// Open the operator's state (from the restored checkpoint, if any) and load it into `op`.
-    pub fn open(ck: &Arc<Checkpointing>, op: &mut dyn Operator, layout: String) -> Result<Self> {
-        let name = ck.register("op", layout);
-        let restore = ck.restored_state_dir(&name);
-        let backend = RocksBackend::open(&ck.store.work_dir().join(&name), restore.as_deref())?;
+    /// Open the operator's state (from the restored checkpoint, if any) and load it into `op`,
+    /// subtask `slot` of its node; restored at another parallelism, the state of the key
+    /// groups `parallel` gives it is gathered from every old subtask (see
+    /// [`crate::state::rescale`]).
+    pub fn open(
+        ck: &Arc<Checkpointing>,
+        op: &mut dyn Operator,
+        layout: String,
+        slot: TaskSlot,
+        parallel: ParallelConfig,
+    ) -> Result<Self> {
+        let name = ck.register("op", layout, slot);
+        let work = ck.store.work_dir().join(&name);
+        let (backend, restored) = match ck.restore_plan(&name, slot) {
+            Restore::Same => {
+                let dir = ck.restored_state_dir(&name);
+                (RocksBackend::open(&work, dir.as_deref())?, dir.is_some())
+            }
+            Restore::Rescale(old) => {
+                let owned = Owned {
+                    groups: parallel.key_groups_of(slot.index, slot.count),
+                    config: parallel,
+                };
+                (rescaled(ck, &*op, &name, &old, &owned)?, true)
+            }
+            Restore::Nothing => (RocksBackend::open(&work, None)?, false),
+        };
         let backend: SharedState = Arc::new(Mutex::new(Box::new(backend)));
         op.attach_state(backend.clone(), ck.config.memory_limit)?;
-        if restore.is_some() {
+        if restored {
             op.restore(backend.lock().expect("state lock").as_ref())?;
         }
         Ok(Self {
@@ -223,6 +286,47 @@ impl OperatorCheckpoint {
         .await
         .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?
     }
+}
+
+/// Task `name`'s state gathered from the old subtasks `old` whose key groups meet `owned`:
+/// each is opened from its checkpoint in a scratch directory, read, and removed.
+fn rescaled(
+    ck: &Checkpointing,
+    op: &dyn Operator,
+    name: &str,
+    old: &[OldTask],
+    owned: &Owned,
+) -> Result<RocksBackend> {
+    let shape = op.state_shape().ok_or_else(|| {
+        EngineError::State(format!(
+            "{} ({name}) cannot divide its state among another number of subtasks yet: \
+             restore at the parallelism the checkpoint was taken at",
+            op.name()
+        ))
+    })?;
+    let r = ck.restored.as_ref().expect("restoring");
+    let work = ck.store.work_dir();
+    let mut sources = Vec::new();
+    for t in old {
+        let theirs = owned.config.key_groups_of(t.index, t.count);
+        let dir = ck.store.checkpoint_dir(r.id).join(&t.name);
+        if theirs.start < owned.groups.end && owned.groups.start < theirs.end && dir.exists() {
+            let scratch = work.join(format!("{name}-from-{}", t.name));
+            sources.push((RocksBackend::open(&scratch, Some(&dir))?, scratch));
+        }
+    }
+    let mut backend = RocksBackend::open(&work.join(name), None)?;
+    let refs: Vec<&dyn crate::state::StateBackend> = sources
+        .iter()
+        .map(|(b, _)| b as &dyn crate::state::StateBackend)
+        .collect();
+    crate::state::rescale::gather(&shape, &refs, owned, &mut backend)?;
+    drop(refs);
+    for (b, scratch) in sources {
+        drop(b);
+        let _ = std::fs::remove_dir_all(scratch);
+    }
+    Ok(backend)
 }
 
 #[cfg(test)]

@@ -62,17 +62,33 @@ impl KeyRouting {
             let fields = cols.iter().map(|c| SortField::new(c.data_type().clone()));
             self.converter = Some(RowConverter::new(fields.collect())?);
         }
-        let rows = self
-            .converter
-            .as_ref()
-            .expect("converter")
-            .convert_columns(&cols)?;
+        let converter = self.converter.as_ref().expect("converter");
         let config = self.config;
-        Ok(rows
-            .iter()
-            .map(|r| config.subtask_of(config.key_group(key_hash(r.as_ref())), p) as u32)
+        Ok(groups_of(converter, &cols, config)?
+            .into_iter()
+            .map(|g| config.subtask_of(g, p) as u32)
             .collect())
     }
+}
+
+/// The key group of each row whose key is `cols` (as the keyed exchange routes it; the
+/// rescaling of state divides it the same way).
+pub fn key_groups(cols: &[ArrayRef], config: ParallelConfig) -> Result<Vec<usize>> {
+    let fields = cols.iter().map(|c| SortField::new(c.data_type().clone()));
+    let converter = RowConverter::new(fields.collect())?;
+    groups_of(&converter, cols, config)
+}
+
+fn groups_of(
+    converter: &RowConverter,
+    cols: &[ArrayRef],
+    config: ParallelConfig,
+) -> Result<Vec<usize>> {
+    let rows = converter.convert_columns(cols)?;
+    Ok(rows
+        .iter()
+        .map(|r| config.key_group(key_hash(r.as_ref())))
+        .collect())
 }
 
 /// The hash of a key's row-format bytes (stable across processes and versions).

@@ -13,20 +13,19 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::Checkpointing;
-use crate::connector::{ConnectorRegistry, SourceContext};
+use crate::connector::ConnectorRegistry;
 use crate::error::{EngineError, Result};
 use crate::message::Message;
-use crate::observe::dead_letter::{DeadLetters, OnError};
+use crate::observe::dead_letter::DeadLetters;
 use crate::observe::metrics::JobMetrics;
 use crate::observe::op_metrics::OperatorMetrics;
 use crate::operator::Operator;
 use crate::operators;
-use crate::runtime::checkpointed::{OperatorCheckpoint, SourceCheckpoint};
+use crate::runtime::checkpointed::OperatorCheckpoint;
 use crate::runtime::inputs::Inputs;
-use crate::runtime::source::SourceDriver;
 use crate::runtime::union::Merge;
 use crate::window::kernels::TimeContext;
-use weir_planner::stream_plan::{SourceNode, StreamNode, TimeInfo};
+use weir_planner::stream_plan::{StreamNode, TimeInfo};
 
 /// Messages in flight between two operators.
 pub const CHANNEL_CAPACITY: usize = 16;
@@ -281,7 +280,7 @@ pub fn spawn_subtasks(
     match node {
         StreamNode::Source(s) => {
             for (i, tx) in txs.into_iter().enumerate() {
-                spawn_source(node, s, Subtask::new(node_no, i, p), tx, ctx)?;
+                super::job_source::spawn_source(node, s, Subtask::new(node_no, i, p), tx, ctx)?;
             }
         }
         StreamNode::Union { .. } => {
@@ -309,6 +308,14 @@ pub struct Subtask {
 impl Subtask {
     fn new(node: usize, index: usize, count: usize) -> Self {
         Self { node, index, count }
+    }
+
+    /// Which of its node's subtasks it is, for checkpoints.
+    pub(crate) fn slot(&self) -> crate::checkpoint::TaskSlot {
+        crate::checkpoint::TaskSlot {
+            index: self.index,
+            count: self.count,
+        }
     }
 }
 
@@ -423,87 +430,6 @@ fn spawn_lookup_join(
     Ok(())
 }
 
-/// The dead-letter handling of a source table (`format.on-error`, `dead-letter.topic`),
-/// registered with the job.
-fn source_dead_letters(s: &SourceNode, connector: &str, ctx: &BuildContext) -> Result<DeadLetters> {
-    let has_destination = s.table.option("dead-letter.topic").is_some();
-    let on_error = OnError::parse_with_default(s.table.option("format.on-error"), has_destination)
-        .map_err(|m| EngineError::connector(connector, m))?;
-    let dead_letters = DeadLetters::new(on_error);
-    dead_letters.set_quiet(ctx.quiet);
-    ctx.job
-        .dead_letters
-        .lock()
-        .expect("lock")
-        .push(dead_letters.clone());
-    Ok(dead_letters)
-}
-
-/// Start a source task: its connector, dead letters, metrics and checkpoint part.
-fn spawn_source(
-    node: &StreamNode,
-    s: &SourceNode,
-    subtask: Subtask,
-    tx: mpsc::Sender<Message>,
-    ctx: &BuildContext,
-) -> Result<()> {
-    let connector = s.table.connector().unwrap_or("");
-    let factory = ctx.registry.source(connector).ok_or_else(|| {
-        EngineError::connector(s.table.connector().unwrap_or("?"), "unknown connector")
-    })?;
-    let dead_letters = source_dead_letters(s, factory.name(), ctx)?;
-    ctx.job
-        .source_names
-        .lock()
-        .expect("lock")
-        .push(s.table.name.clone());
-    let ck = ctx
-        .checkpointing
-        .as_ref()
-        .map(|c| SourceCheckpoint::new(c, node.state_layout()));
-    let restored = ck.as_ref().and_then(|c| c.restored()).transpose()?;
-    let metrics = ctx.job.metrics.clone();
-    let sctx = SourceContext {
-        table: s.table.clone(),
-        schema: s.table.physical_schema(),
-        used_columns: Some(used_physical_columns(s)),
-        batch_size: ctx.batch_size,
-        dead_letters: dead_letters.clone(),
-        metrics: metrics.clone(),
-        restore: restored.as_ref().and_then(|r| r.position.clone()),
-        checkpointing: ck.is_some(),
-        split: crate::connector::Split {
-            index: subtask.index,
-            count: subtask.count,
-        },
-        parallelism: ctx.parallel.parallelism,
-    };
-    let source = factory.create(sctx)?;
-    let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
-    let label = format!("source {}", s.table.name);
-    driver.set_op_metrics(ctx.job.register_operator(subtask.node, &label));
-    if let Some(ck) = ck {
-        driver.set_checkpointing(ck, restored.as_ref());
-    }
-    ctx.job.spawn(driver.run(tx, ctx.job.cancel_receiver()));
-    Ok(())
-}
-
-/// The physical columns a source's output and watermark are computed from.
-fn used_physical_columns(s: &weir_planner::stream_plan::SourceNode) -> Vec<usize> {
-    use datafusion::physical_expr::utils::collect_columns;
-    let mut exprs: Vec<usize> = s.projection.clone();
-    exprs.extend(s.watermark.as_ref().map(|w| w.1));
-    let mut used: Vec<usize> = exprs
-        .into_iter()
-        .filter_map(|j| s.columns.get(j))
-        .flat_map(|e| collect_columns(e).into_iter().map(|c| c.index()))
-        .collect();
-    used.sort_unstable();
-    used.dedup();
-    used
-}
-
 /// The operator that runs `node` (any node but a source or a union).
 fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Operator>> {
     let metrics = ctx.job.metrics.clone();
@@ -573,13 +499,16 @@ fn spawn_operators(
     ctx: &BuildContext,
 ) -> Result<()> {
     let mut parts = Vec::with_capacity(txs.len());
-    for _ in &txs {
+    for i in 0..txs.len() {
         let mut op = build_operator(node, ctx)?;
+        let slot = Subtask::new(node_no, i, txs.len()).slot();
         let ck = match &ctx.checkpointing {
             Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(
                 c,
                 op.as_mut(),
                 node.state_layout(),
+                slot,
+                ctx.parallel,
             )?),
             _ => None,
         };

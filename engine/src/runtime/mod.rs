@@ -5,6 +5,7 @@ pub mod exchange;
 pub mod idleness;
 pub mod inputs;
 pub mod job;
+mod job_source;
 pub mod lookup;
 pub mod ordered;
 pub mod partitions;

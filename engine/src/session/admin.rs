@@ -29,8 +29,9 @@ pub(crate) fn string_table(names: &[&str], rows: Vec<Vec<String>>) -> Output {
     Output::Table(schema, vec![batch])
 }
 
-/// `SHOW JOBS`: one row per job kept (running, and the last ended ones), then a row that says
-/// how many ended jobs were dropped, if any.
+/// `SHOW JOBS`: one row per job kept (running, and the last ended ones), with the task busiest
+/// since it started (which subtask, when its operator runs as several: skew shows there),
+/// then a row that says how many ended jobs were dropped, if any.
 pub(crate) fn show_jobs(g: &mut Inner) -> Output {
     g.jobs.prune();
     let mut rows: Vec<Vec<String>> = g
@@ -49,12 +50,14 @@ pub(crate) fn show_jobs(g: &mut Inner) -> Output {
                 JobMetrics::get(&m.rows_out).to_string(),
                 crate::observe::metrics::format_watermark(wm),
                 j.last_checkpoint().map_or("-".into(), |c| c.to_string()),
+                crate::observe::op_metrics::busiest(&j.operator_metrics(), j.uptime())
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     let dropped = g.jobs.dropped();
     if dropped > 0 {
-        let mut note = vec![String::new(); 8];
+        let mut note = vec![String::new(); 9];
         note[0] = "-".into();
         note[1] = format!("({dropped} older ended jobs dropped)");
         rows.push(note);
@@ -68,6 +71,7 @@ pub(crate) fn show_jobs(g: &mut Inner) -> Output {
         "rows out",
         "watermark",
         "last checkpoint",
+        "busiest task",
     ];
     string_table(&names, rows)
 }

@@ -566,7 +566,7 @@ fn checkpointing(
     let parallel = parallel_config(&g.settings)?;
     let job = crate::checkpoint::layout::job_layouts(inserts, parallel);
     if let Some(r) = &restored {
-        crate::checkpoint::layout::check_parallelism(r, &job, &config.dir)?;
+        crate::checkpoint::layout::check_key_groups(r, &job, &config.dir)?;
         check_restore(r, &job, &config)?;
         if !g.quiet {
             tracing::info!(
@@ -588,12 +588,12 @@ fn check_restore(
     job: &std::collections::BTreeMap<String, String>,
     config: &CheckpointConfig,
 ) -> Result<()> {
-    use crate::checkpoint::layout::{changes, is_task, refusal};
+    use crate::checkpoint::layout::{changes, is_task, refusal, PARALLELISM};
     if config.allow_changed_query {
         return Ok(());
     }
     let dir = config.dir.display().to_string();
-    let changed = changes(&r.layouts, job, |n| !is_task(n));
+    let changed = changes(&r.layouts, job, |n| !is_task(n) && n != PARALLELISM);
     if r.layouts.is_empty() && r.fingerprint != crate::checkpoint::layout::fingerprint_of(job) {
         return Err(EngineError::State(format!(
             "checkpoint directory '{dir}' holds checkpoint {} of a different query; use a new \

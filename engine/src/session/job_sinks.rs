@@ -54,7 +54,11 @@ pub(crate) fn open_sink(
         ))
     })?;
     let sink_ck = ck.map(|c| SinkCheckpoint {
-        name: c.register("sink", sink_layout(table)),
+        name: c.register(
+            "sink",
+            sink_layout(table),
+            crate::checkpoint::TaskSlot::SINGLE,
+        ),
         ck: c.clone(),
         cancel: job.cancel_receiver(),
     });

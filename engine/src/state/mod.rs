@@ -8,6 +8,7 @@
 //! what changed since the previous checkpoint costs I/O.
 
 mod memory;
+pub mod rescale;
 mod rocks;
 
 use std::path::Path;

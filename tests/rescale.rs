@@ -1,0 +1,91 @@
+//! Rescaling across crashes: the chaos job (tumble and session windows per sensor over a
+//! 3-partition topic, into exactly-once Kafka sinks) is checkpointed at parallelism 2 and killed with
+//! SIGKILL, restored at parallelism 4 and killed again, then restored at parallelism 1 and run
+//! to the end. Its committed output must equal one clean run's, row for row: each restore
+//! divided the windows' state among the new subtasks by key group and merged the source
+//! subtasks' offsets.
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use crate::chaos::{job, latest_checkpoint, record, same_output, start, start_with, Out};
+use crate::common::kafka::Broker;
+use crate::common::wait_for;
+
+/// About four minutes of event time over 1000 sensors (see [`record`]): some 4000 one-minute
+/// tumbles and the sessions around two silences, read at 40,000 records/s (6 s a run).
+const RECORDS: usize = 240_000;
+
+fn start_at(job: &Path, ckpt: &Path, p: &str) -> Child {
+    start_with(job, ckpt, &["-p", p])
+}
+
+/// The parallelism checkpoint `id` in `dir` was taken at (its `job parallelism` entry).
+fn parallelism_of(dir: &Path, id: u64) -> String {
+    let meta = dir.join(format!("chk-{id:08}")).join("_metadata");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    meta["layouts"]["job parallelism"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Let the run take `n` checkpoints of its own after `from`, then SIGKILL it; the checkpoint
+/// the next run restores from.
+async fn kill_after_checkpoints(child: &mut Child, ckpt: &Path, from: Option<u64>, n: u64) -> u64 {
+    let want = from.unwrap_or(0) + n;
+    let reached = wait_for(Duration::from_secs(120), "checkpoints", async || {
+        if child.try_wait().unwrap().is_some() {
+            return Some(false);
+        }
+        (latest_checkpoint(ckpt).unwrap_or(0) >= want).then_some(true)
+    })
+    .await;
+    assert!(reached, "the job ended before it could be killed mid-run");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    latest_checkpoint(ckpt).expect("a checkpoint")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-rescale-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_at_parallelism_2_resumes_at_4_then_1_with_a_clean_runs_output() {
+    let broker = Broker::start();
+    broker.create_topic("rescale", 3).await;
+    let ends = broker.produce_many("rescale", RECORDS, 3, record).await;
+    for t in ["tumbles", "sessions"] {
+        broker.create_topic(&format!("clean-{t}"), 2).await;
+        broker.create_topic(&format!("scaled-{t}"), 2).await;
+    }
+    let (clean, scaled) = (scratch("clean"), scratch("scaled"));
+    let (clean_out, scaled_out) = (Out::Topics("clean".into()), Out::Topics("scaled".into()));
+    let job = |out: &Out| job(&broker, "rescale", 40_000, &ends, out);
+    std::fs::write(clean.join("job.sql"), job(&clean_out)).unwrap();
+    std::fs::write(scaled.join("job.sql"), job(&scaled_out)).unwrap();
+    let status = start(&clean.join("job.sql"), &clean.join("ckpt"))
+        .wait()
+        .unwrap();
+    assert!(status.success(), "clean run: {status}");
+
+    let (file, ckpt) = (scaled.join("job.sql"), scaled.join("ckpt"));
+    let mut run = start_at(&file, &ckpt, "2");
+    let at2 = kill_after_checkpoints(&mut run, &ckpt, None, 3).await;
+    assert_eq!(parallelism_of(&ckpt, at2), "2 subtasks, 128 key groups");
+    let mut run = start_at(&file, &ckpt, "4");
+    let at4 = kill_after_checkpoints(&mut run, &ckpt, Some(at2), 3).await;
+    assert_eq!(parallelism_of(&ckpt, at4), "4 subtasks, 128 key groups");
+    let status = start_at(&file, &ckpt, "1").wait().unwrap();
+    assert!(status.success(), "the run at parallelism 1: {status}");
+    if let Err(e) = same_output(&clean_out, &scaled_out, &broker).await {
+        panic!("{e}");
+    }
+    let _ = std::fs::remove_dir_all(&clean);
+    let _ = std::fs::remove_dir_all(&scaled);
+}
