@@ -13,3 +13,4 @@ pub mod sink;
 pub mod source;
 pub mod throttle;
 pub mod union;
+pub mod watermark_expr;

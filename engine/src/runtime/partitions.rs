@@ -136,29 +136,42 @@ impl PartitionWatermarks {
     }
 
     /// The source watermark: the minimum over active partitions (`MAX` when all ended,
-    /// unchanged-by-idle when every live partition is idle).
+    /// unchanged-by-idle when every live partition is idle). Allocation-free: it runs for every
+    /// row that raises a partition's watermark.
     pub fn current(&self, now: Instant) -> i64 {
-        let live: Vec<&Partition> = self.parts.values().filter(|p| !p.ended).collect();
-        if live.is_empty() {
+        let mut live = self.parts.values().filter(|p| !p.ended).peekable();
+        if live.peek().is_none() {
             return if self.parts.is_empty() {
                 WATERMARK_MIN
             } else {
                 WATERMARK_MAX
             };
         }
-        let active = live
-            .iter()
-            .filter(|p| !self.is_idle(p, now))
-            .map(|p| p.watermark)
-            .min();
-        match active {
-            Some(m) => m,
-            // Everything idle: the watermark may advance to the largest seen.
-            None => live
-                .iter()
-                .map(|p| p.watermark)
-                .max()
-                .unwrap_or(WATERMARK_MIN),
+        let (mut active, mut largest) = (None::<i64>, WATERMARK_MIN);
+        for p in live {
+            largest = largest.max(p.watermark);
+            if !self.is_idle(p, now) {
+                active = Some(active.map_or(p.watermark, |m| m.min(p.watermark)));
+            }
+        }
+        // Everything idle: the watermark may advance to the largest seen.
+        active.unwrap_or(largest)
+    }
+
+    /// The watermark of the source's only partition, `id`, while it is live: then the source
+    /// watermark is that partition's, so a batch's row watermarks are a running maximum
+    /// without looking the partition up per row.
+    pub fn only_live(&self, id: u32) -> Option<i64> {
+        match (self.parts.len(), self.parts.get(&id)) {
+            (1, Some(p)) if !p.ended => Some(p.watermark),
+            _ => None,
+        }
+    }
+
+    /// Set the only partition's watermark (see [`PartitionWatermarks::only_live`]).
+    pub fn set_only(&mut self, id: u32, wm: i64) {
+        if let Some(p) = self.parts.get_mut(&id) {
+            p.watermark = p.watermark.max(wm);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -25,6 +25,7 @@ use crate::observe::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::operators::project::project;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
 use crate::runtime::partitions::PartitionWatermarks;
+use crate::runtime::watermark_expr::{WatermarkExpr, WatermarkValues};
 use crate::window::kernels::to_ns;
 use weir_planner::stream_plan::SourceNode;
 
@@ -47,6 +48,8 @@ pub struct SourceDriver {
     op_metrics: Option<Arc<OperatorMetrics>>,
     /// Records sent downstream per partition, and each partition's metrics label.
     counts: BTreeMap<u32, (u64, String)>,
+    /// The watermark expression (a fixed delay recognised) and the rowtime column.
+    wm: Option<(WatermarkExpr, usize)>,
 }
 
 impl SourceDriver {
@@ -69,7 +72,12 @@ impl SourceDriver {
             .and_then(|v| weir_planner::interval::parse_duration(v).ok())
             .filter(|ns| *ns > 0)
             .map(|ns| std::time::Duration::from_nanos(ns as u64));
+        let wm = node
+            .watermark
+            .clone()
+            .map(|(e, rowtime)| (WatermarkExpr::new(e), rowtime));
         Self {
+            wm,
             node,
             source,
             dead_letters,
@@ -270,7 +278,7 @@ impl SourceDriver {
         }
         let ingest_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         let full = project(&decoded, &self.node.columns, &self.node.table.schema())?;
-        let Some((wm_expr, rowtime)) = self.node.watermark.clone() else {
+        let Some((wm_expr, rowtime)) = self.wm.clone() else {
             self.count_partitions(full.num_rows(), parts.as_deref());
             self.publish_partitions();
             let out = full.project(&self.node.projection)?;
@@ -284,7 +292,7 @@ impl SourceDriver {
         }
         self.count_partitions(full.num_rows(), parts.as_deref());
         self.idle = false;
-        let wm = wm_expr.evaluate(&full)?.into_array(full.num_rows())?;
+        let wm = wm_expr.evaluate(&full)?;
         let before = self.row_watermarks(&wm, parts.as_deref())?;
         self.publish_partitions();
         let out = full.project(&self.node.projection)?;
@@ -351,29 +359,56 @@ impl SourceDriver {
     }
 
     /// The source watermark before each row, advancing the partitions' watermarks row by row.
-    fn row_watermarks(&mut self, wm: &ArrayRef, parts: Option<&[u32]>) -> Result<Int64Array> {
-        let unit = match wm.data_type() {
+    fn row_watermarks(
+        &mut self,
+        values: &WatermarkValues,
+        parts: Option<&[u32]>,
+    ) -> Result<Int64Array> {
+        let unit = match values.values.data_type() {
             DataType::Timestamp(u, _) => *u,
             _ => TimeUnit::Nanosecond,
         };
-        let wm = cast(wm, &DataType::Int64)?;
+        let delay = values.delay_ns;
+        let wm = cast(&values.values, &DataType::Int64)?;
         let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
         let now = Instant::now();
         match parts {
             Some(p) => p.iter().for_each(|id| self.partitions.touch(*id, now)),
             None => self.partitions.touch(0, now),
         }
+        if let (None, Some(part_wm)) = (parts, self.partitions.only_live(0)) {
+            return Ok(self.running_max(wm, (unit, delay), part_wm));
+        }
         let mut before = Vec::with_capacity(wm.len());
         for i in 0..wm.len() {
             before.push(self.watermark);
             if wm.is_valid(i) {
                 let part = parts.map_or(0, |p| p[i]);
-                if self.partitions.advance(part, to_ns(wm.value(i), unit)) {
+                let ns = to_ns(wm.value(i), unit).saturating_sub(delay);
+                if self.partitions.advance(part, ns) {
                     self.watermark = self.watermark.max(self.partitions.current(now));
                 }
             }
         }
         Ok(Int64Array::from(before))
+    }
+
+    /// Row watermarks of a source with one partition: each row's is the source watermark
+    /// before it, which is the running maximum of the values so far (one pass, no lookups).
+    fn running_max(&mut self, wm: &Int64Array, at: (TimeUnit, i64), part_wm: i64) -> Int64Array {
+        let (unit, delay) = at;
+        let (mut part, mut source) = (part_wm, self.watermark);
+        let mut before = Vec::with_capacity(wm.len());
+        for i in 0..wm.len() {
+            before.push(source);
+            if wm.is_valid(i) {
+                part = part.max(to_ns(wm.value(i), unit).saturating_sub(delay));
+                source = source.max(part);
+            }
+        }
+        self.partitions.set_only(0, part);
+        self.watermark = source;
+        Int64Array::from(before)
     }
 
     fn drop_null_time(
