@@ -138,7 +138,7 @@ impl SourceCheckpoint {
                 .iter()
                 .map(|s| s.watermark)
                 .min()
-                .unwrap_or(i64::MIN),
+                .unwrap_or(crate::message::WATERMARK_MIN),
         })
     }
 

@@ -167,13 +167,6 @@ impl PartitionWatermarks {
             _ => None,
         }
     }
-
-    /// Set the only partition's watermark (see [`PartitionWatermarks::only_live`]).
-    pub fn set_only(&mut self, id: u32, wm: i64) {
-        if let Some(p) = self.parts.get_mut(&id) {
-            p.watermark = p.watermark.max(wm);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -406,7 +406,7 @@ impl SourceDriver {
                 source = source.max(part);
             }
         }
-        self.partitions.set_only(0, part);
+        self.partitions.advance(0, part);
         self.watermark = source;
         Int64Array::from(before)
     }

@@ -111,20 +111,33 @@ pub fn i64_from_key(b: &[u8]) -> Option<i64> {
     Some((u64::from_be_bytes(arr) ^ (1 << 63)) as i64)
 }
 
-/// Columns as Arrow IPC stream bytes (how operators store batches of state).
-pub fn encode_columns(cols: &[datafusion::arrow::array::ArrayRef]) -> Result<Vec<u8>> {
+/// Columns as a batch whose fields are named by position (`c0`, `c1`, ...), as state stores
+/// them; expressions address columns by index, so they evaluate over it.
+pub fn positional_batch(
+    cols: &[datafusion::arrow::array::ArrayRef],
+) -> Result<datafusion::arrow::record_batch::RecordBatch> {
     use datafusion::arrow::datatypes::{Field, Schema};
-    use datafusion::arrow::ipc::writer::StreamWriter;
     use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
     let fields: Vec<Field> = cols
         .iter()
         .enumerate()
         .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
         .collect();
-    let schema = std::sync::Arc::new(Schema::new(fields));
     let rows = cols.first().map_or(0, |c| c.len());
     let opts = RecordBatchOptions::new().with_row_count(Some(rows));
-    let batch = RecordBatch::try_new_with_options(schema.clone(), cols.to_vec(), &opts)?;
+    let schema = std::sync::Arc::new(Schema::new(fields));
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        cols.to_vec(),
+        &opts,
+    )?)
+}
+
+/// Columns as Arrow IPC stream bytes (how operators store batches of state).
+pub fn encode_columns(cols: &[datafusion::arrow::array::ArrayRef]) -> Result<Vec<u8>> {
+    use datafusion::arrow::ipc::writer::StreamWriter;
+    let batch = positional_batch(cols)?;
+    let schema = batch.schema();
     let mut out = Vec::new();
     let mut w = StreamWriter::try_new(&mut out, &schema)?;
     w.write(&batch)?;

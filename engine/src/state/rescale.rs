@@ -13,16 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{concat, filter, take};
-use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use weir_planner::parallel::ParallelConfig;
 use weir_planner::stream_plan::PhysExpr;
 
-use super::{decode_columns, encode_columns, StateBackend};
+use super::{decode_columns, encode_columns, positional_batch, StateBackend};
 use crate::error::{EngineError, Result};
 use crate::runtime::exchange::key_groups;
 
@@ -87,9 +84,10 @@ pub enum Rule {
 impl Rule {
     fn prefixes(&self) -> Vec<Vec<u8>> {
         match self {
-            Rule::KeyRow { prefix, .. } | Rule::Columns { prefix, .. } => vec![prefix.clone()],
-            Rule::Shared { prefix } => vec![prefix.clone()],
-            Rule::MinI64 { key } => vec![key.clone()],
+            Rule::KeyRow { prefix, .. }
+            | Rule::Columns { prefix, .. }
+            | Rule::Shared { prefix }
+            | Rule::MinI64 { key: prefix } => vec![prefix.clone()],
             Rule::Slots {
                 prefix, matched, ..
             } => {
@@ -136,29 +134,13 @@ fn key_columns(cols: &[ArrayRef], key: &KeyOf) -> Result<Vec<ArrayRef>> {
             .map(|i| cols.get(*i).cloned().ok_or_else(missing))
             .collect(),
         KeyOf::Exprs(exprs) => {
-            let batch = untyped_batch(cols)?;
+            let batch = positional_batch(cols)?;
             exprs
                 .iter()
                 .map(|e| Ok(e.evaluate(&batch)?.into_array(batch.num_rows())?))
                 .collect()
         }
     }
-}
-
-/// Columns as a batch with positional names (expressions address columns by index).
-fn untyped_batch(cols: &[ArrayRef]) -> Result<RecordBatch> {
-    let fields: Vec<Field> = cols
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-        .collect();
-    let rows = cols.first().map_or(0, |c| c.len());
-    let opts = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields)),
-        cols.to_vec(),
-        &opts,
-    )?)
 }
 
 /// Gather into `into` the entries of `old` (every old subtask's state whose key groups meet
