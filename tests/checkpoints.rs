@@ -115,6 +115,12 @@ async fn crash_and_restore_at(
         scratch(&format!("{name}-ck")),
     );
     let sql = insert_job(case, &out).await;
+    // Rescaled jobs read their files in segments of 16 KB, so positions and segment maxima
+    // are redistributed too.
+    let sql = match rescale {
+        Some(_) => in_segments(&sql, "16kb"),
+        None => sql,
+    };
     let at = |p: usize| format!("SET 'parallelism.default' = '{p}';\n{sql}");
     let (first, then) = match rescale {
         Some((from, to)) => (at(from), at(to)),

@@ -66,6 +66,32 @@ async fn a_key_with_half_the_rows_gives_the_same_windows_at_every_parallelism() 
     }
 }
 
+/// The file and a directory holding its lines in five files, read in segments of 8 KB by
+/// several subtasks: the windows and the late rows of a single reader.
+#[tokio::test]
+async fn files_read_in_segments_by_several_subtasks_have_the_late_rows_of_one_reader() {
+    let path = skewed_file("segments", 20_000);
+    let dir = path.with_file_name("parts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, part) in lines.chunks(4_000).enumerate() {
+        std::fs::write(dir.join(format!("part-{i}.jsonl")), part.join("\n") + "\n").unwrap();
+    }
+    let (reference, job) = query_to_end_at(&tumble_sql(&path), 512, Some(1)).await;
+    let (reference, late) = (sorted(reference), job.late_rows());
+    assert!(late > 0, "the file has late rows, so lateness is exercised");
+    for input in [&path, &dir] {
+        let sql = in_segments(&tumble_sql(input), "8kb");
+        for p in [2, 3] {
+            let (rows, job) = query_to_end_at(&sql, 512, Some(p)).await;
+            let run = format!("{} at parallelism {p}", input.display());
+            assert_same_rows(&run, &sorted(rows), &reference);
+            assert_eq!(job.late_rows(), late, "late rows: {run}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn explain_shows_each_operators_parallelism_and_its_exchanges() {
     let engine = weir::Engine::new();

@@ -189,7 +189,6 @@ fn build_source(ddl: &str) -> Box<KafkaSource> {
         restore: None,
         checkpointing: false,
         split: Default::default(),
-        parallelism: 1,
     };
     crate::kafka::KafkaSourceFactory
         .validate(&ctx.table)

@@ -51,7 +51,6 @@ pub(crate) fn source_ctx(table: TableDef, on_error: OnError, batch_size: usize) 
         restore: None,
         checkpointing: false,
         split: Default::default(),
-        parallelism: 1,
     }
 }
 

@@ -30,6 +30,15 @@ pub enum SourceEvent {
     Partitions(Vec<u32>),
     /// A partition has no more data (a bounded read reached its end offset).
     PartitionEnd(u32),
+    /// The batches that follow are segment `n` of one ordered stream that the source's
+    /// subtasks read every `count`-th segment of (a file cut into byte ranges, a directory's
+    /// files): rows get the watermarks of a single reader (`runtime/segments.rs`). The engine
+    /// answers checkpoints but reads nothing more until every earlier segment is read, so the
+    /// position [`Source::snapshot`] gives here must be the segment's start.
+    SegmentStart(u64),
+    /// Segment `n` has no more rows (also said, without a start, of a segment a restored
+    /// position shows was already read).
+    SegmentEnd(u64),
     /// Nothing is available right now (an unbounded source waiting for data).
     Idle,
     /// A bounded source is finished.
@@ -132,9 +141,6 @@ pub struct SourceContext {
     /// The share of the table this source reads (the whole table unless its factory's
     /// [`SourceFactory::max_splits`] allowed more than one subtask).
     pub split: Split,
-    /// The job's parallelism: a source read by one task may decode on this many threads
-    /// (a file's lines), handing the rows out in their order.
-    pub parallelism: usize,
 }
 
 /// What a sink needs to start.

@@ -15,6 +15,15 @@ pub fn job_in_dir(dir: &Path) -> String {
     absolutize_paths(&sql, dir)
 }
 
+/// `sql` with its filesystem tables read in segments of `size` (`'source.split-size'`), so that
+/// at a parallelism above 1 several subtasks share each file.
+pub fn in_segments(sql: &str, size: &str) -> String {
+    sql.replace(
+        "'connector' = 'filesystem',",
+        &format!("'connector' = 'filesystem', 'source.split-size' = '{size}',"),
+    )
+}
+
 pub fn absolutize_paths(sql: &str, dir: &Path) -> String {
     let mut out = String::new();
     let mut rest = sql;

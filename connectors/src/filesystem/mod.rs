@@ -8,12 +8,14 @@
 
 pub(crate) mod committing;
 pub(crate) mod decode;
-pub(crate) mod parallel_decode;
 pub(crate) mod parquet_conform;
 pub(crate) mod parquet_sink;
 pub(crate) mod parquet_source;
 pub mod sink;
 pub mod source;
+pub(crate) mod split;
+pub(crate) mod split_source;
+pub(crate) mod units;
 
 use std::path::PathBuf;
 
@@ -41,6 +43,7 @@ pub(crate) const KNOWN_OPTIONS: &[&str] = &[
     "csv.ignore-first-line",
     "json.timestamp-format.standard",
     "scan.records-per-second",
+    "source.split-size",
     "parquet.compression",
     "sink.rolling-policy.file-size",
     "sink.rolling-policy.rollover-interval",
@@ -75,6 +78,8 @@ pub(crate) struct FileOptions {
     pub on_error: OnError,
     /// `scan.records-per-second`: replay a file at a fixed pace.
     pub rate: Option<f64>,
+    /// `source.split-size`: the bytes per segment when several subtasks share the files.
+    pub split_bytes: u64,
 }
 
 impl FileOptions {
@@ -102,12 +107,14 @@ impl FileOptions {
         let on_error = OnError::parse(table.option("format.on-error"))?;
         let rate = crate::options::number_option::<f64>(table, "scan.records-per-second")?
             .filter(|r| *r > 0.0);
+        let split_bytes = split::split_bytes(table)?;
         Ok(FileOptions {
             path,
             format,
             csv,
             on_error,
             rate,
+            split_bytes,
         })
     }
 

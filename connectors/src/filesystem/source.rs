@@ -5,14 +5,14 @@
 //! for files of any size; the decoder takes about `batch_size` rows at a time from the whole
 //! lines waiting (see `decode`). Line numbers are counted exactly (1-based, blank lines
 //! included) so a bad record is reported as `path:line`; blank lines decode to nothing.
+//!
+//! Read by several subtasks (and restored from their positions), the files are cut into
+//! segments that the subtasks share (`split.rs`, `split_source.rs`); read by one, as a stream.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use datafusion::arrow::record_batch::RecordBatch;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -23,7 +23,9 @@ use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
 use super::decode::{advance_lines, SegmentDecoder};
-use super::parallel_decode::{DecodePool, DecodedUnit, DecoderSpec, Unit};
+use super::split::{SegmentPlan, SplitPosition};
+use super::split_source::SplitSource;
+use super::units::DecoderSpec;
 use super::{FileOptions, NAME};
 
 /// Bytes read from a file at a time.
@@ -46,6 +48,41 @@ impl SourceFactory for FilesystemSourceFactory {
         true
     }
 
+    /// JSON-lines and CSV files are shared by any number of subtasks, in segments
+    /// (`split.rs`); Parquet files are read by one.
+    fn max_splits(&self, table: &TableDef) -> usize {
+        match FileOptions::parse(table).map(|o| o.format) {
+            Ok(super::Format::Parquet) => 1,
+            _ => usize::MAX,
+        }
+    }
+
+    /// One reader's position stays as it is (a restore cuts it into segments); the positions
+    /// of several subtasks that read segments merge into one.
+    fn merge_positions(
+        &self,
+        _table: &TableDef,
+        positions: &[Option<String>],
+    ) -> Result<Option<String>, String> {
+        let given: Vec<&String> = positions.iter().flatten().collect();
+        match given.as_slice() {
+            [] => return Ok(None),
+            [one] if serde_json::from_str::<FilePosition>(one).is_ok() => {
+                return Ok(Some(one.to_string()))
+            }
+            _ => {}
+        }
+        let parsed = given
+            .iter()
+            .map(|p| serde_json::from_str::<SplitPosition>(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("unreadable filesystem position: {e}"))?;
+        let merged = SplitPosition::merge(&parsed)?;
+        serde_json::to_string(&merged)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
         let options =
             FileOptions::parse(&ctx.table).map_err(|m| EngineError::connector(NAME, m))?;
@@ -53,8 +90,53 @@ impl SourceFactory for FilesystemSourceFactory {
             let source = super::parquet_source::ParquetSource::new(ctx, &options)?;
             return Ok(Box::new(source));
         }
+        let split = ctx
+            .restore
+            .as_deref()
+            .map(serde_json::from_str::<SplitPosition>);
+        if ctx.split.count > 1 || matches!(split, Some(Ok(_))) {
+            return split_source(ctx, &options);
+        }
         Ok(Box::new(FileSource::new(ctx, options)?))
     }
+}
+
+/// A subtask's share of the files, in segments, from where the restored position says.
+fn split_source(ctx: SourceContext, options: &FileOptions) -> Result<Box<dyn Source>> {
+    let plan = SegmentPlan::new(list_files(options)?, options.split_bytes)?;
+    let restored = match ctx.restore.as_deref() {
+        None => SplitPosition {
+            split_bytes: plan.split_bytes,
+            ..Default::default()
+        },
+        Some(text) => match serde_json::from_str::<SplitPosition>(text) {
+            Ok(p) => p,
+            Err(_) => {
+                let p: FilePosition = serde_json::from_str(text).map_err(|e| {
+                    EngineError::State(format!("unreadable filesystem position ({e}): '{text}'"))
+                })?;
+                SplitPosition::from_single(&plan, p.file, p.offset)?
+            }
+        },
+    };
+    if restored.split_bytes != plan.split_bytes {
+        return Err(EngineError::connector(
+            NAME,
+            format!(
+                "option 'source.split-size' is {} bytes but the checkpoint cut the files into \
+                 segments of {} bytes: restore with the same value",
+                plan.split_bytes, restored.split_bytes
+            ),
+        ));
+    }
+    let spec = DecoderSpec {
+        schema: ctx.schema.clone(),
+        format: options.format,
+        csv: options.csv,
+        batch_size: ctx.batch_size,
+    };
+    let source = SplitSource::new(ctx, plan, restored, (spec, options.on_error, options.rate))?;
+    Ok(Box::new(source))
 }
 
 /// The files behind `options.path`: the file itself, or the regular files of the directory
@@ -105,12 +187,6 @@ struct FileSource {
     rate: Option<f64>,
     started: Option<std::time::Instant>,
     emitted: u64,
-    /// Decoder threads, when the job runs with a parallelism above 1.
-    pool: Option<DecodePool>,
-    /// With a pool: the position after the last unit handed out (the units cut after it are
-    /// still being decoded), and whether the files are all cut.
-    returned: String,
-    cut_all: bool,
 }
 
 impl FileSource {
@@ -132,22 +208,9 @@ impl FileSource {
             rate: options.rate,
             started: None,
             emitted: 0,
-            pool: None,
-            returned: String::new(),
-            cut_all: false,
         };
         if let Some(pos) = me.ctx.restore.clone() {
             me.resume(&pos)?;
-        }
-        me.returned = me.position()?;
-        if me.ctx.parallelism > 1 {
-            let spec = DecoderSpec {
-                schema: me.ctx.schema.clone(),
-                format,
-                csv: options.csv,
-                batch_size: me.ctx.batch_size,
-            };
-            me.pool = Some(DecodePool::new(me.ctx.parallelism, spec)?);
         }
         Ok(me)
     }
@@ -187,60 +250,6 @@ impl FileSource {
             }
             self.current = None;
         }
-    }
-
-    /// The next `batch_size` whole lines as a unit for the decoder threads; `None` at the end.
-    fn cut(&mut self) -> Result<Option<Unit>> {
-        let batch_size = self.ctx.batch_size.max(1);
-        let Some(file) = self.file_with_lines()? else {
-            return Ok(None);
-        };
-        let (len, lines) = advance_lines(file.region(), batch_size);
-        let bytes = file.region()[..len].to_vec();
-        let (name, first_line) = (Arc::from(file.name.as_str()), file.line);
-        file.consume(len, lines);
-        Ok(Some(Unit {
-            bytes,
-            name,
-            first_line,
-            end: self.position()?,
-        }))
-    }
-
-    /// With decoder threads: keep them busy, then hand out the oldest unit's rows.
-    async fn next_parallel(&mut self) -> Result<SourceEvent> {
-        loop {
-            while !self.cut_all && self.pool.as_ref().is_some_and(|p| p.wants_more()) {
-                match self.cut()? {
-                    Some(unit) => self.pool.as_mut().expect("pool").submit(unit),
-                    None => self.cut_all = true,
-                }
-            }
-            let Some(unit) = self.pool.as_mut().expect("pool").next().await else {
-                return Ok(SourceEvent::End);
-            };
-            if let Some(batch) = self.hand_out(unit?)? {
-                return Ok(SourceEvent::Batch(batch));
-            }
-        }
-    }
-
-    /// A decoded unit's bad lines to the dead letters; its rows, if any.
-    fn hand_out(&mut self, unit: DecodedUnit) -> Result<Option<RecordBatch>> {
-        self.returned = unit.end;
-        JobMetrics::add(&self.ctx.metrics.bytes_in, unit.len);
-        for bad in unit.bad {
-            let record = BadRecord {
-                raw: bad.raw,
-                reason: bad.reason,
-                position: format!("{}:{}", unit.name, unit.first_line + bad.index as u64),
-            };
-            dead_letter(&self.ctx, self.on_error, record)?;
-        }
-        if let Some(b) = &unit.batch {
-            JobMetrics::add(&self.ctx.metrics.rows_in, b.num_rows());
-        }
-        Ok(unit.batch)
     }
 
     /// Decode segments until one yields rows, moving through the files; `End` after the last.
@@ -285,7 +294,7 @@ impl FileSource {
 }
 
 /// Hand a bad record to the dead letters, or stop with it under `'format.on-error' = 'fail'`.
-fn dead_letter(ctx: &SourceContext, on_error: OnError, record: BadRecord) -> Result<()> {
+pub(crate) fn dead_letter(ctx: &SourceContext, on_error: OnError, record: BadRecord) -> Result<()> {
     if on_error == OnError::Fail {
         let msg = format!("bad record at {}: {}", record.position, record.reason);
         return Err(EngineError::Execution(msg));
@@ -297,10 +306,7 @@ impl Source for FileSource {
     fn next(&mut self) -> BoxFuture<'_, Result<SourceEvent>> {
         async move {
             self.pace().await;
-            let event = match self.pool.is_some() {
-                true => self.next_parallel().await?,
-                false => self.next_batch()?,
-            };
+            let event = self.next_batch()?;
             if let SourceEvent::Batch(b) = &event {
                 self.emitted += b.num_rows() as u64;
             }
@@ -310,10 +316,7 @@ impl Source for FileSource {
     }
 
     fn snapshot(&mut self) -> Result<Option<String>> {
-        match self.pool.is_some() {
-            true => Ok(Some(self.returned.clone())),
-            false => self.position().map(Some),
-        }
+        self.position().map(Some)
     }
 }
 
@@ -346,18 +349,19 @@ struct FilePosition {
     line: u64,
 }
 
-/// One file being read: a buffer of whole lines not yet decoded, and where they are.
-struct OpenFile {
+/// One file being read (or a byte range of it): a buffer of whole lines not yet decoded, and
+/// where they are.
+pub(crate) struct OpenFile {
     file: File,
     /// The file's name in record positions.
-    name: String,
+    pub(crate) name: String,
     buf: Vec<u8>,
     /// The first byte of `buf` not yet handed out.
     start: usize,
     /// The end of the whole lines in `buf` (after a `\n`).
     complete: usize,
-    /// The 1-based line number of `buf[start]`.
-    line: u64,
+    /// The 1-based line number of `buf[start]` (counted from the range's start for a range).
+    pub(crate) line: u64,
     eof: bool,
     /// Header lines still to skip.
     skip_lines: usize,
@@ -366,6 +370,8 @@ struct OpenFile {
     read: u64,
     /// `buf` ends with a line end supplied at the end of the file (not read from it).
     appended: bool,
+    /// The file offset where reading stops (the end of a range; `u64::MAX` for the file).
+    limit: u64,
 }
 
 impl OpenFile {
@@ -386,11 +392,28 @@ impl OpenFile {
             chunk_bytes,
             read: 0,
             appended: false,
+            limit: u64::MAX,
         })
     }
 
+    /// Bytes `start..end` of a file (`start` at a line start); header lines are skipped only
+    /// from the file's start.
+    pub(crate) fn open_range(
+        path: PathBuf,
+        name: String,
+        (start, end): (u64, u64),
+        skip_header: bool,
+        chunk_bytes: usize,
+    ) -> Result<Self> {
+        let skip = usize::from(skip_header && start == 0);
+        let mut f = OpenFile::open(path, name, skip, chunk_bytes)?;
+        f.seek(start, 1)?;
+        f.limit = end;
+        Ok(f)
+    }
+
     /// The file offset of the first byte not yet decoded.
-    fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         let from_file = self.buf.len() - usize::from(self.appended);
         self.read - from_file.saturating_sub(self.start) as u64
     }
@@ -409,7 +432,7 @@ impl OpenFile {
     /// Make sure whole lines are waiting in [`Self::region`] (skipping header lines first);
     /// false at the end of the file. A short tail of a chunk is topped up with the next one
     /// first, so that batches do not come out small at chunk boundaries.
-    fn has_lines(&mut self) -> Result<bool> {
+    pub(crate) fn has_lines(&mut self) -> Result<bool> {
         loop {
             let waiting = self.complete - self.start;
             let enough = self.eof || waiting >= self.chunk_bytes / 4;
@@ -430,12 +453,12 @@ impl OpenFile {
     }
 
     /// The whole lines read and not yet decoded.
-    fn region(&self) -> &[u8] {
+    pub(crate) fn region(&self) -> &[u8] {
         &self.buf[self.start..self.complete]
     }
 
     /// `len` bytes holding `lines` line ends were decoded.
-    fn consume(&mut self, len: usize, lines: u64) {
+    pub(crate) fn consume(&mut self, len: usize, lines: u64) {
         self.start += len;
         self.line += lines;
     }
@@ -446,14 +469,15 @@ impl OpenFile {
         self.buf.drain(..self.start);
         self.start = 0;
         self.buf.reserve(self.chunk_bytes);
+        let want = (self.chunk_bytes as u64).min(self.limit.saturating_sub(self.read));
         let read = (&mut self.file)
-            .take(self.chunk_bytes as u64)
+            .take(want)
             .read_to_end(&mut self.buf)
             .map_err(|e| {
                 EngineError::connector(NAME, format!("cannot read '{}': {e}", self.name))
             })?;
         self.read += read as u64;
-        if read < self.chunk_bytes {
+        if (read as u64) < want || self.read >= self.limit {
             self.eof = true;
             if self.buf.last().is_some_and(|b| *b != b'\n') {
                 self.buf.push(b'\n');

@@ -385,3 +385,119 @@ async fn csv_unbalanced_quote_spoils_only_its_line() {
     assert_eq!(positions, vec![format!("{p}:2")]);
     std::fs::remove_file(path).unwrap();
 }
+
+/// Every event of `source` until its end: (segment, rows) of each batch, segment ends, and the
+/// position after the first `stop_after` batches (when given).
+async fn segments_of(
+    source: &mut dyn Source,
+    stop_after: Option<usize>,
+) -> (Vec<(u64, Vec<i32>)>, Vec<u64>, Option<String>) {
+    let (mut rows, mut ends, mut current) = (Vec::new(), Vec::new(), None);
+    loop {
+        match source.next().await.unwrap() {
+            SourceEvent::SegmentStart(n) => current = Some(n),
+            SourceEvent::SegmentEnd(n) => ends.push(n),
+            SourceEvent::Batch(b) => {
+                let n: Vec<i32> = b.column(0).as_primitive::<Int32Type>().values().to_vec();
+                rows.push((current.expect("a batch inside a segment"), n));
+                if Some(rows.len()) == stop_after {
+                    return (rows, ends, source.snapshot().unwrap());
+                }
+            }
+            SourceEvent::End => return (rows, ends, None),
+            _ => {}
+        }
+    }
+}
+
+/// A directory of two CSV files with headers and bad lines, cut into segments of 16 bytes.
+fn split_dir() -> (PathBuf, Vec<(&'static str, &'static str)>) {
+    let dir = temp_path("split");
+    std::fs::create_dir_all(&dir).unwrap();
+    let a: String = std::iter::once("n\n".to_string())
+        .chain((1..=40).map(|i| {
+            if i == 33 {
+                "bad\n".into()
+            } else {
+                format!("{i}\n")
+            }
+        }))
+        .collect();
+    std::fs::write(dir.join("a.csv"), a).unwrap();
+    std::fs::write(dir.join("b.csv"), "n\n41\n42\n").unwrap();
+    let opts = vec![
+        ("connector", "filesystem"),
+        ("format", "csv"),
+        ("csv.ignore-first-line", "true"),
+        ("source.split-size", "16b"),
+    ];
+    (dir, opts)
+}
+
+#[tokio::test]
+async fn subtasks_share_the_files_in_segments_with_exact_bad_line_origins() {
+    let (dir, mut opts) = split_dir();
+    let p = dir.display().to_string();
+    opts.push(("path", p.as_str()));
+    let (mut all, mut bad) = (Vec::new(), Vec::new());
+    for index in 0..3 {
+        let mut ctx = source_ctx(table(&opts, &[("n", DataType::Int32)]), OnError::Skip, 2);
+        ctx.split = weir_engine::connector::Split { index, count: 3 };
+        let dead = ctx.dead_letters.clone();
+        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
+        let (rows, ends, _) = segments_of(source.as_mut(), None).await;
+        assert!(
+            ends.iter().all(|n| *n % 3 == index as u64),
+            "{index}: {ends:?}"
+        );
+        all.extend(rows);
+        bad.extend(dead.records().into_iter().map(|r| r.position));
+    }
+    all.sort_by_key(|(segment, _)| *segment);
+    let values: Vec<i32> = all.into_iter().flat_map(|(_, n)| n).collect();
+    let expected: Vec<i32> = (1..=42).filter(|i| *i != 33).collect();
+    assert_eq!(values, expected, "in segment order, the rows of one reader");
+    assert_eq!(bad, vec![format!("{p}/a.csv:34")], "header line + 33");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_split_position_resumes_at_the_same_line_even_at_another_parallelism() {
+    let (dir, mut opts) = split_dir();
+    let p = dir.display().to_string();
+    opts.push(("path", p.as_str()));
+    let ctx_of = |index, count, restore: Option<String>| {
+        let mut ctx = source_ctx(table(&opts, &[("n", DataType::Int32)]), OnError::Skip, 2);
+        ctx.split = weir_engine::connector::Split { index, count };
+        ctx.restore = restore;
+        ctx
+    };
+    // Two subtasks each stop after three batches; their positions merge into one that a
+    // single reader and then three subtasks resume from.
+    let mut first = Vec::new();
+    let mut positions = Vec::new();
+    for index in 0..2 {
+        let mut source = FilesystemSourceFactory
+            .create(ctx_of(index, 2, None))
+            .unwrap();
+        let (rows, _, pos) = segments_of(source.as_mut(), Some(3)).await;
+        first.extend(rows.into_iter().flat_map(|(_, n)| n));
+        positions.push(pos);
+    }
+    let t = table(&opts, &[("n", DataType::Int32)]);
+    let merged = FilesystemSourceFactory
+        .merge_positions(&t, &positions)
+        .unwrap();
+    let mut rest = Vec::new();
+    for index in 0..3 {
+        let ctx = ctx_of(index, 3, merged.clone());
+        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
+        let (rows, _, _) = segments_of(source.as_mut(), None).await;
+        rest.extend(rows.into_iter().flat_map(|(_, n)| n));
+    }
+    let mut all: Vec<i32> = first.into_iter().chain(rest).collect();
+    all.sort_unstable();
+    let expected: Vec<i32> = (1..=42).filter(|i| *i != 33).collect();
+    assert_eq!(all, expected, "every row once across the restore");
+    std::fs::remove_dir_all(dir).unwrap();
+}

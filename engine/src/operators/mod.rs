@@ -19,6 +19,7 @@ pub mod retract;
 pub(crate) mod row_slots;
 mod rows;
 pub mod session_aggregate;
+mod session_pending;
 pub mod spill;
 pub mod temporal_join;
 pub mod window_aggregate;

@@ -192,6 +192,9 @@ impl RowSlots {
     /// The rows `picks` name (slot, row), in that order, in one batch; spilled slots are read
     /// back from the backend.
     pub fn gather(&self, picks: &[(u32, u32)]) -> Result<RecordBatch> {
+        if picks.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
         let mut at: BTreeMap<u32, usize> = BTreeMap::new();
         let mut batches: Vec<RecordBatch> = Vec::new();
         let mut idx = Vec::with_capacity(picks.len());
@@ -426,6 +429,7 @@ mod tests {
         );
         assert_eq!(again.slots(), 2);
         assert_eq!(values(&again.gather(&[(a, 0)]).unwrap()), vec![1]);
+        assert_eq!(again.gather(&[]).unwrap().num_rows(), 0, "nothing picked");
         // A spilled slot was written when it spilled; the snapshot does not write it again.
         let mut state = shared.lock().unwrap();
         state.delete(&slot_key(b"", ROWS, a)).unwrap();

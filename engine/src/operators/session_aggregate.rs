@@ -18,6 +18,7 @@ use datafusion::arrow::row::{RowConverter, Rows};
 
 use super::groups::{key_converter, output_batch, AggregateSet, GroupTable};
 use super::row_slots::RowSlots;
+use super::session_pending::PendingRows;
 use super::window_aggregate::{key_arrays, key_types, layout, ts_values, GroupCol};
 use crate::error::Result;
 use crate::late::{LateContext, LateRows};
@@ -95,6 +96,8 @@ pub struct SessionAggregateOperator {
     legacy_rows: bool,
     /// Late rows dropped: counted, and kept for the late-data destination.
     late: LateRows,
+    /// Rows waiting for the watermark to pass their row watermarks (`session_pending`).
+    pending: PendingRows,
 }
 
 impl SessionAggregateOperator {
@@ -133,6 +136,7 @@ impl SessionAggregateOperator {
             metrics,
             legacy_rows: false,
             late: LateRows::default(),
+            pending: PendingRows::default(),
         })
     }
 
@@ -185,6 +189,61 @@ impl SessionAggregateOperator {
         let times = ts_values(&self.start_expr.evaluate(batch)?.into_array(n)?)?;
         let keys = key_arrays(&self.key_exprs, batch)?;
         Ok((times, self.converter.convert_columns(&keys)?))
+    }
+
+    /// Each row first fires its key's sessions that the watermark at that row (`row_wms`, else
+    /// the operator's) has passed, as a job reading one row at a time would have, so the
+    /// result does not depend on how rows are batched; then it opens a session or joins (and
+    /// merges) open ones, or is late.
+    fn admit_rows(
+        &mut self,
+        b: &RecordBatch,
+        row_wms: Option<&Int64Array>,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let n = b.num_rows();
+        let (times, key_rows) = self.times_and_keys(b)?;
+        let slot = self.rows.next_slot();
+        let (mut kept, mut late, mut picks) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            if times.is_null(i) {
+                continue;
+            }
+            let t = times.value(i);
+            let row_wm = row_wms.map_or(self.watermark, |w| w.value(i));
+            let ks = self
+                .keys
+                .entry(key_rows.row(i).as_ref().into())
+                .or_default();
+            ks.fire(row_wm, &self.time, &mut picks);
+            let (s, e) = merged(&ks.sessions, t, self.gap);
+            if fire_time_ns(e, &self.time) <= row_wm {
+                late.push(MissedWindow {
+                    row: i as u32,
+                    start: Some(s),
+                    end: Some(e),
+                });
+                continue;
+            }
+            ks.admit((s, e), slot, kept.len() as u32, t);
+            kept.push(i as u32);
+        }
+        let cx = LateContext {
+            operator: "SessionWindowAggregate",
+            reason: "the session the row belongs to had fired",
+            unit: self.time.unit,
+        };
+        self.late.push(b, &late, &cx)?;
+        let count = kept.len();
+        if count > 0 {
+            // Only the rows a session holds stay buffered (not late or NULL-time ones).
+            let rows = match count == n {
+                true => b.clone(),
+                false => take_record_batch(b, &UInt32Array::from(kept))?,
+            };
+            self.rows.add(rows, &self.metrics)?;
+        }
+        self.emit(picks, out)
     }
 
     /// Hold again the rows a checkpoint kept (`live` of `batch`, in slot `slot`).
@@ -242,62 +301,26 @@ impl Operator for SessionAggregateOperator {
         "SessionWindowAggregate"
     }
 
-    /// Each row first fires its key's sessions that the watermark at that row has passed (as
-    /// a job reading one row at a time would have), so the result does not depend on how rows
-    /// are batched; then it opens a session or joins (and merges) open ones, or is late.
+    /// Rows with row watermarks wait for the watermark (`session_pending`); others (an input
+    /// without them) are taken at once.
     fn process_batch(&mut self, batch: StreamBatch, out: &mut Vec<Message>) -> Result<()> {
-        let b = &batch.batch;
-        let n = b.num_rows();
-        let (times, key_rows) = self.times_and_keys(b)?;
-        let slot = self.rows.next_slot();
-        let (mut kept, mut late, mut picks) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..n {
-            if times.is_null(i) {
-                continue;
+        match batch.row_watermarks {
+            Some(wms) => {
+                self.pending.push(batch.batch, wms);
+                Ok(())
             }
-            let t = times.value(i);
-            let row_wm = batch
-                .row_watermarks
-                .as_ref()
-                .map_or(i64::MIN, |w| w.value(i))
-                .max(self.watermark);
-            let ks = self
-                .keys
-                .entry(key_rows.row(i).as_ref().into())
-                .or_default();
-            ks.fire(row_wm, &self.time, &mut picks);
-            let (s, e) = merged(&ks.sessions, t, self.gap);
-            if fire_time_ns(e, &self.time) <= row_wm {
-                late.push(MissedWindow {
-                    row: i as u32,
-                    start: Some(s),
-                    end: Some(e),
-                });
-                continue;
-            }
-            ks.admit((s, e), slot, kept.len() as u32, t);
-            kept.push(i as u32);
+            None => self.admit_rows(&batch.batch, None, out),
         }
-        let cx = LateContext {
-            operator: "SessionWindowAggregate",
-            reason: "the session the row belongs to had fired",
-            unit: self.time.unit,
-        };
-        self.late.push(b, &late, &cx)?;
-        let count = kept.len();
-        if count > 0 {
-            // Only the rows a session holds stay buffered (not late or NULL-time ones).
-            let rows = match count == n {
-                true => b.clone(),
-                false => take_record_batch(b, &UInt32Array::from(kept))?,
-            };
-            self.rows.add(rows, &self.metrics)?;
-        }
-        self.emit(picks, out)
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
+        let schema = self.input_schema.clone();
+        let start = self.start_expr.clone();
+        let times = |b: &RecordBatch| ts_values(&start.evaluate(b)?.into_array(b.num_rows())?);
+        if let Some(due) = self.pending.due(self.watermark, &schema, times)? {
+            self.admit_rows(&due.batch, Some(&due.watermarks), out)?;
+        }
         self.fire(out)?;
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -337,7 +360,7 @@ impl Operator for SessionAggregateOperator {
                     + ks.rows.capacity() * size_of::<(u32, u32, i64)>()
             })
             .sum();
-        let batches = self.rows.memory_bytes();
+        let batches = self.rows.memory_bytes() + self.pending.memory_bytes();
         StateSize {
             open_windows: self.keys.values().map(|ks| ks.sessions.len() as u64).sum(),
             keys: self.keys.len() as u64,
@@ -349,6 +372,7 @@ impl Operator for SessionAggregateOperator {
     /// watermark (sessions are rebuilt from the rows' times on restore).
     fn snapshot(&mut self, state: &mut dyn StateBackend) -> Result<()> {
         state.put(b"m/watermark", &self.watermark.to_be_bytes())?;
+        state.put(PENDING, &self.pending.encode(&self.input_schema)?)?;
         if std::mem::take(&mut self.legacy_rows) {
             state.delete(LEGACY_ROWS)?;
         }
@@ -362,6 +386,10 @@ impl Operator for SessionAggregateOperator {
             rules: vec![
                 Rule::MinI64 {
                     key: b"m/watermark".to_vec(),
+                },
+                Rule::Columns {
+                    prefix: PENDING.to_vec(),
+                    key: KeyOf::Exprs(self.key_exprs.clone()),
                 },
                 Rule::Slots {
                     prefix: Vec::new(),
@@ -387,6 +415,9 @@ impl Operator for SessionAggregateOperator {
             r?;
             self.legacy_rows = true;
         }
+        if let Some(bytes) = state.get(PENDING)? {
+            self.pending.restore(&bytes, &self.input_schema)?;
+        }
         if let Some(wm) = state.get(b"m/watermark")? {
             let wm: [u8; 8] = wm.as_slice().try_into().unwrap_or(i64::MIN.to_be_bytes());
             self.watermark = i64::from_be_bytes(wm);
@@ -394,6 +425,9 @@ impl Operator for SessionAggregateOperator {
         Ok(())
     }
 }
+
+/// The rows waiting for the watermark, as Arrow columns with their row watermarks last.
+const PENDING: &[u8] = b"q/pending";
 
 /// Where checkpoints before incremental session state kept every held row.
 const LEGACY_ROWS: &[u8] = b"rows";

@@ -6,6 +6,7 @@
 //! late or on time exactly as in a run without failures. An operator's snapshot is its state
 //! backend's checkpoint directory, named after the task.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 use crate::checkpoint::{Checkpointing, Event, OldTask, Restore, TaskSlot, Trigger};
 use crate::error::{EngineError, Result};
 use crate::operator::Operator;
+use crate::runtime::segments::SegmentMax;
 use crate::state::rescale::Owned;
 use crate::state::{RocksBackend, SharedState};
 use weir_planner::parallel::ParallelConfig;
@@ -31,6 +33,9 @@ pub struct SourceSnapshot {
     pub partitions: Vec<PartitionSnapshot>,
     /// The source watermark.
     pub watermark: i64,
+    /// The segments of an ordered stream this subtask read (`runtime/segments.rs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segments: BTreeMap<u64, SegmentMax>,
 }
 
 fn version_1() -> u32 {
@@ -106,8 +111,9 @@ impl SourceCheckpoint {
 
     /// What this source saved in the checkpoint the job restores from. Restored at another
     /// parallelism, every old subtask's position is merged into one by `merge` (the
-    /// connector's [`crate::connector::SourceFactory::merge_positions`]) and the watermark is
-    /// the smallest of theirs; the per-partition watermarks start afresh.
+    /// connector's [`crate::connector::SourceFactory::merge_positions`]), the watermark is
+    /// the smallest of theirs, the segments they read are all known to each new subtask, and
+    /// the per-partition watermarks start afresh.
     pub fn restored(&self, merge: MergePositions) -> Option<Result<SourceSnapshot>> {
         match self.ck.restore_plan(&self.name, self.slot) {
             Restore::Nothing => None,
@@ -130,10 +136,17 @@ impl SourceCheckpoint {
         }
         let positions: Vec<Option<String>> = snapshots.iter().map(|s| s.position.clone()).collect();
         let position = merge(&positions).map_err(EngineError::State)?;
+        let mut segments = BTreeMap::new();
+        for (id, seg) in snapshots.iter().flat_map(|s| &s.segments) {
+            let known: &mut SegmentMax = segments.entry(*id).or_insert(*seg);
+            known.max = known.max.max(seg.max);
+            known.ended |= seg.ended;
+        }
         Ok(SourceSnapshot {
             version: SourceSnapshot::VERSION,
             position,
             partitions: Vec::new(),
+            segments,
             watermark: snapshots
                 .iter()
                 .map(|s| s.watermark)
@@ -336,6 +349,7 @@ mod snapshot_tests {
     #[test]
     fn a_source_snapshot_of_either_version_reads_back() {
         let s = SourceSnapshot {
+            segments: BTreeMap::new(),
             version: SourceSnapshot::VERSION,
             position: Some("{\"t/0\":5}".into()),
             partitions: vec![PartitionSnapshot {

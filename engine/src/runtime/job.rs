@@ -279,8 +279,10 @@ pub fn spawn_subtasks(
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..p).map(|_| mpsc::channel(CHANNEL_CAPACITY)).unzip();
     match node {
         StreamNode::Source(s) => {
+            let board = Arc::new(crate::runtime::segments::SegmentBoard::default());
             for (i, tx) in txs.into_iter().enumerate() {
-                super::job_source::spawn_source(node, s, Subtask::new(node_no, i, p), tx, ctx)?;
+                let subtask = Subtask::new(node_no, i, p);
+                super::job_source::spawn_source(node, s, subtask, tx, board.clone(), ctx)?;
             }
         }
         StreamNode::Union { .. } => {

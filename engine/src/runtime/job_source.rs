@@ -2,6 +2,8 @@
 //! dead-letter handling, metrics and part in checkpoints (its position restored, or merged from
 //! every old subtask when the job restores at another parallelism).
 
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use weir_planner::stream_plan::{SourceNode, StreamNode};
 
@@ -11,6 +13,7 @@ use crate::message::Message;
 use crate::observe::dead_letter::{DeadLetters, OnError};
 use crate::runtime::checkpointed::SourceCheckpoint;
 use crate::runtime::job::{BuildContext, Subtask};
+use crate::runtime::segments::SegmentBoard;
 use crate::runtime::source::SourceDriver;
 
 /// The dead-letter handling of a source table (`format.on-error`, `dead-letter.topic`),
@@ -29,12 +32,14 @@ fn source_dead_letters(s: &SourceNode, connector: &str, ctx: &BuildContext) -> R
     Ok(dead_letters)
 }
 
-/// Start a source task: its connector, dead letters, metrics and checkpoint part.
+/// Start a source task: its connector, dead letters, metrics and checkpoint part; `board` is
+/// shared by the node's subtasks (segments of one ordered stream, `runtime/segments.rs`).
 pub(crate) fn spawn_source(
     node: &StreamNode,
     s: &SourceNode,
     subtask: Subtask,
     tx: mpsc::Sender<Message>,
+    board: Arc<SegmentBoard>,
     ctx: &BuildContext,
 ) -> Result<()> {
     let connector = s.table.connector().unwrap_or("");
@@ -68,10 +73,10 @@ pub(crate) fn spawn_source(
             index: subtask.index,
             count: subtask.count,
         },
-        parallelism: ctx.parallel.parallelism,
     };
     let source = factory.create(sctx)?;
     let mut driver = SourceDriver::new(s.clone(), source, dead_letters, metrics);
+    driver.set_segment_board(board);
     let label = format!("source {}", s.table.name);
     driver.set_op_metrics(ctx.job.register_operator(subtask.node, &label));
     if let Some(ck) = ck {

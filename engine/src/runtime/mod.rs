@@ -9,6 +9,7 @@ mod job_source;
 pub mod lookup;
 pub mod ordered;
 pub mod partitions;
+pub mod segments;
 pub mod sink;
 pub mod source;
 pub mod throttle;

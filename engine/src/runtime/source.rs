@@ -25,6 +25,7 @@ use crate::observe::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::operators::project::project;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
 use crate::runtime::partitions::PartitionWatermarks;
+use crate::runtime::segments::{SegmentBoard, SubtaskSegments};
 use crate::runtime::watermark_expr::{WatermarkExpr, WatermarkValues};
 use crate::window::kernels::to_ns;
 use weir_planner::stream_plan::SourceNode;
@@ -50,6 +51,10 @@ pub struct SourceDriver {
     counts: BTreeMap<u32, (u64, String)>,
     /// The watermark expression (a fixed delay recognised) and the rowtime column.
     wm: Option<(WatermarkExpr, usize)>,
+    /// The segments of an ordered stream this subtask reads, and the board its node's
+    /// subtasks share (`runtime/segments.rs`).
+    segments: SubtaskSegments,
+    board: Arc<SegmentBoard>,
 }
 
 impl SourceDriver {
@@ -88,7 +93,14 @@ impl SourceDriver {
             ck: None,
             op_metrics: None,
             counts: BTreeMap::new(),
+            segments: SubtaskSegments::default(),
+            board: Arc::new(SegmentBoard::default()),
         }
+    }
+
+    /// Share `board` with the node's other subtasks (they read one ordered stream's segments).
+    pub fn set_segment_board(&mut self, board: Arc<SegmentBoard>) {
+        self.board = board;
     }
 
     /// Take part in checkpoints, resuming the watermarks of `restored`.
@@ -96,6 +108,7 @@ impl SourceDriver {
         if let Some(r) = restored {
             self.partitions.restore(&r.partitions, Instant::now());
             self.watermark = r.watermark;
+            self.segments.restore(&r.segments, &self.board);
         }
         self.ck = Some(ck);
     }
@@ -111,6 +124,7 @@ impl SourceDriver {
             position: self.source.snapshot()?,
             partitions: self.partitions.snapshot(),
             watermark: self.watermark,
+            segments: self.segments.snapshot(),
         };
         ck.ack(t.id, &snapshot);
         let _ = tx
@@ -198,6 +212,17 @@ impl SourceDriver {
                     self.publish_partitions();
                     msgs
                 }
+                SourceEvent::SegmentStart(n) => {
+                    if self.enter_segment(n, &tx, &mut cancel).await? {
+                        return Ok(());
+                    }
+                    vec![]
+                }
+                SourceEvent::SegmentEnd(n) => {
+                    let max = self.segments.end(n);
+                    self.board.post(n, max);
+                    vec![]
+                }
                 SourceEvent::End => return self.on_end(&tx, &mut cancel).await,
             };
             for m in msgs {
@@ -217,6 +242,40 @@ impl SourceDriver {
                     om.watermark
                         .store(self.watermark, std::sync::atomic::Ordering::Relaxed);
                 }
+            }
+        }
+    }
+
+    /// Start segment `n` once every earlier segment is read, answering checkpoint triggers
+    /// while waiting (the other subtasks may need this one's barrier to go on). Rows of the
+    /// segment start from the earlier segments' maximum. True when a trigger ended the source.
+    async fn enter_segment(
+        &mut self,
+        n: u64,
+        tx: &mpsc::Sender<Message>,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        self.segments.start(n);
+        let mut complete = self.board.subscribe();
+        loop {
+            if let Some(prefix) = self.board.prefix(n) {
+                self.watermark = self.watermark.max(prefix);
+                return Ok(false);
+            }
+            let trigger = async {
+                match self.ck.as_mut() {
+                    Some(ck) => ck.next_trigger().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.changed() => return Err(EngineError::Cancelled),
+                t = trigger => match t {
+                    Some(t) if self.on_trigger(t, tx).await? => return Ok(true),
+                    _ => {}
+                },
+                _ = complete.changed() => {}
             }
         }
     }
@@ -376,8 +435,16 @@ impl SourceDriver {
             Some(p) => p.iter().for_each(|id| self.partitions.touch(*id, now)),
             None => self.partitions.touch(0, now),
         }
+        if let (None, Some((n, seg_wm))) = (parts, self.segments.current) {
+            let (before, part) = self.running_max(wm, (unit, delay), seg_wm);
+            self.segments.current = Some((n, part));
+            self.partitions.advance(0, self.watermark);
+            return Ok(before);
+        }
         if let (None, Some(part_wm)) = (parts, self.partitions.only_live(0)) {
-            return Ok(self.running_max(wm, (unit, delay), part_wm));
+            let (before, part) = self.running_max(wm, (unit, delay), part_wm);
+            self.partitions.advance(0, part);
+            return Ok(before);
         }
         let mut before = Vec::with_capacity(wm.len());
         for i in 0..wm.len() {
@@ -393,9 +460,15 @@ impl SourceDriver {
         Ok(Int64Array::from(before))
     }
 
-    /// Row watermarks of a source with one partition: each row's is the source watermark
-    /// before it, which is the running maximum of the values so far (one pass, no lookups).
-    fn running_max(&mut self, wm: &Int64Array, at: (TimeUnit, i64), part_wm: i64) -> Int64Array {
+    /// Row watermarks of a source with one partition (or in one segment): each row's is the
+    /// source watermark before it, which is the running maximum of the values so far (one
+    /// pass, no lookups). Also the partition's (segment's) new maximum.
+    fn running_max(
+        &mut self,
+        wm: &Int64Array,
+        at: (TimeUnit, i64),
+        part_wm: i64,
+    ) -> (Int64Array, i64) {
         let (unit, delay) = at;
         let (mut part, mut source) = (part_wm, self.watermark);
         let mut before = Vec::with_capacity(wm.len());
@@ -406,9 +479,8 @@ impl SourceDriver {
                 source = source.max(part);
             }
         }
-        self.partitions.advance(0, part);
         self.watermark = source;
-        Int64Array::from(before)
+        (Int64Array::from(before), part)
     }
 
     fn drop_null_time(
