@@ -114,12 +114,73 @@ async fn explain_shows_each_operators_parallelism_and_its_exchanges() {
     );
     assert!(text.contains("Exchange: hash [sensor"), "{text}");
     assert!(
-        text.contains("Source: r (connector=filesystem") && text.contains("[parallelism 1]"),
-        "a file is read by one task: {text}"
+        text.contains("    LocalWindowAggregate [parallelism 3]"),
+        "the window aggregation pre-aggregates before its exchange: {text}"
     );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("Source: r (connector=filesystem") && l.contains("[parallelism 3]")),
+        "a file is read in segments by every subtask: {text}"
+    );
+    engine
+        .execute("SET 'table.optimizer.agg-phase-strategy' = 'ONE_PHASE'")
+        .await
+        .unwrap();
+    let mut out = engine.execute(&format!("EXPLAIN {query}")).await.unwrap();
+    let Some(weir::Output::Text(text)) = out.pop() else {
+        panic!("EXPLAIN gives text")
+    };
+    assert!(!text.contains("LocalWindowAggregate"), "ONE_PHASE: {text}");
+    match engine
+        .execute("SET 'table.optimizer.agg-phase-strategy' = 'SOMETIMES'")
+        .await
+    {
+        Err(e) => assert!(e.to_string().contains("ONE_PHASE"), "{e}"),
+        Ok(_) => panic!("an unknown strategy accepted"),
+    }
     match engine.execute("SET 'parallelism.default' = '0'").await {
         Err(e) => assert!(e.to_string().contains("at least 1"), "{e}"),
         Ok(_) => panic!("parallelism 0 accepted"),
+    }
+}
+
+/// HOP and CUMULATE windows with AVG, MIN over strings, COUNT(DISTINCT) and FILTER: the rows
+/// of one task whether the window aggregation pre-aggregates before its exchange
+/// (TWO_PHASE; the values are small integers, so AVG's DOUBLE sums are exact) or takes the
+/// rows whole (ONE_PHASE, and the default here: AVG's state is a DOUBLE sum), at every batch
+/// size.
+#[tokio::test]
+async fn pre_aggregated_windows_equal_those_of_one_task() {
+    let path = skewed_file("two-phase", 12_000);
+    let ddl = tumble_sql(&path);
+    let (ddl, _) = ddl.split_once(";").unwrap();
+    for window in [
+        "HOP(TABLE r, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '15' SECOND)",
+        "CUMULATE(TABLE r, DESCRIPTOR(ts), INTERVAL '4' SECOND, INTERVAL '12' SECOND)",
+    ] {
+        let query = format!(
+            "{ddl}; SELECT sensor, window_start, window_end, COUNT(*) AS n, SUM(v) AS total,
+               AVG(v) AS mean, MIN(CAST(v AS STRING)) AS lo, COUNT(DISTINCT v % 7) AS kinds,
+               COUNT(*) FILTER (WHERE v > 50) AS high
+             FROM TABLE({window}) GROUP BY sensor, window_start, window_end;"
+        );
+        let (reference, job) = query_to_end_at(&query, 512, Some(1)).await;
+        let (reference, late) = (sorted(reference), job.late_rows());
+        assert!(reference.len() > 1_000, "{} windows", reference.len());
+        let phase = |p: &str| format!("SET 'table.optimizer.agg-phase-strategy' = '{p}'; {query}");
+        let runs = [
+            (query.clone(), "default"),
+            (phase("TWO_PHASE"), "two-phase"),
+            (phase("ONE_PHASE"), "one-phase"),
+        ];
+        for (sql, how) in &runs {
+            for batch in [7, 4096] {
+                let (rows, job) = query_to_end_at(sql, batch, Some(3)).await;
+                let run = format!("{window}, {how}, batch size {batch}");
+                assert_same_rows(&run, &sorted(rows), &reference);
+                assert_eq!(job.late_rows(), late, "late rows: {run}");
+            }
+        }
     }
 }
 

@@ -72,6 +72,11 @@ impl LateRows {
         self.count
     }
 
+    /// Count `n` more late rows that cannot be kept (they were folded into partial rows).
+    pub fn add_count(&mut self, n: u64) {
+        self.count += n;
+    }
+
     /// Count the rows `missed[i].row` of `input` as late and keep them (when collecting): the
     /// input's columns, then the reason, the window each missed and the operator.
     pub fn push(

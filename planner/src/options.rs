@@ -55,6 +55,11 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         doc: "key groups keyed state is split into: the most subtasks a restored job can have",
     },
     SessionOption {
+        key: "table.optimizer.agg-phase-strategy",
+        example: "ONE_PHASE",
+        doc: "AUTO (default), TWO_PHASE or ONE_PHASE: pre-aggregation before a window's exchange",
+    },
+    SessionOption {
         key: "execution.checkpointing.interval",
         example: "10 s",
         doc: "how often checkpointing jobs checkpoint",

@@ -32,6 +32,23 @@ pub struct ParallelConfig {
     pub parallelism: usize,
     /// Key groups (`pipeline.max-parallelism`): the most subtasks a keyed operator can have.
     pub max_parallelism: usize,
+    /// Whether window aggregations behind a hash exchange pre-aggregate each batch before it
+    /// (`table.optimizer.agg-phase-strategy`; one phase with a `table.exec.late-data.sink`,
+    /// since late rows must reach it whole).
+    pub agg_phase: AggPhase,
+}
+
+/// `table.optimizer.agg-phase-strategy`, as Flink names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggPhase {
+    /// Two phases where every aggregate merges exactly (results are then the same as one
+    /// phase's to the last digit): COUNT, MIN and MAX, and SUM and AVG of exact numbers.
+    Auto,
+    /// Never pre-aggregate.
+    OnePhase,
+    /// Pre-aggregate wherever it applies; sums of `DOUBLE` may then differ in the last digits
+    /// with the batching.
+    TwoPhase,
 }
 
 impl Default for ParallelConfig {
@@ -39,6 +56,7 @@ impl Default for ParallelConfig {
         Self {
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
+            agg_phase: AggPhase::Auto,
         }
     }
 }
@@ -77,6 +95,7 @@ impl ParallelConfig {
         Ok(Self {
             parallelism,
             max_parallelism,
+            agg_phase: agg_phase(settings)?,
         })
     }
 
@@ -98,6 +117,55 @@ impl ParallelConfig {
         first(i)..first(i + 1)
     }
 }
+
+/// `table.optimizer.agg-phase-strategy` (Flink's option): `AUTO` (the default), `ONE_PHASE` or
+/// `TWO_PHASE`. A job with a late-data sink runs one phase, so that a row the global step finds
+/// late can be written there whole.
+fn agg_phase(settings: &std::collections::BTreeMap<String, String>) -> Result<AggPhase, String> {
+    let strategy = settings
+        .get(AGG_PHASE_STRATEGY)
+        .map(|v| v.trim().to_ascii_uppercase());
+    let phase = match strategy.as_deref() {
+        None | Some("AUTO") => AggPhase::Auto,
+        Some("TWO_PHASE") => AggPhase::TwoPhase,
+        Some("ONE_PHASE") => AggPhase::OnePhase,
+        Some(other) => {
+            return Err(format!(
+                "'{AGG_PHASE_STRATEGY}' is AUTO, ONE_PHASE or TWO_PHASE, not '{other}'"
+            ))
+        }
+    };
+    match settings.contains_key("table.exec.late-data.sink") {
+        true => Ok(AggPhase::OnePhase),
+        false => Ok(phase),
+    }
+}
+
+/// Whether every aggregate of `a` merges partial states exactly, whatever the grouping of
+/// rows into partial states: COUNT, MIN and MAX always, SUM and AVG when their state holds no
+/// floating-point number (a `DOUBLE` sum depends on the order of additions).
+fn merges_exactly(a: &crate::stream_plan::WindowAggregateNode) -> bool {
+    use datafusion::arrow::datatypes::DataType;
+    a.aggregates.iter().all(|agg| {
+        let name = agg.fun().name().to_ascii_lowercase();
+        let float = agg.state_fields().map_or(true, |fields| {
+            fields.iter().any(|f| {
+                matches!(
+                    f.data_type(),
+                    DataType::Float16 | DataType::Float32 | DataType::Float64
+                )
+            })
+        });
+        match name.as_str() {
+            "count" | "min" | "max" => true,
+            "sum" | "avg" => !float,
+            _ => false,
+        }
+    })
+}
+
+/// The option choosing whether aggregations pre-aggregate before their exchange.
+pub const AGG_PHASE_STRATEGY: &str = "table.optimizer.agg-phase-strategy";
 
 /// How rows travel from an input's subtasks to an operator's subtasks.
 #[derive(Debug, Clone)]
@@ -181,6 +249,29 @@ impl Shape<'_> {
         }
     }
 
+    /// Whether `node` is a window aggregation whose input subtasks pre-aggregate each batch
+    /// before the hash exchange (local-global): TUMBLE, HOP or CUMULATE, results that are
+    /// final (no allowed lateness or early firing), and no late-data topic on its sources,
+    /// since late rows folded into partial rows could not be written out.
+    pub fn pre_aggregates(&self, node: &StreamNode) -> bool {
+        let StreamNode::WindowAggregate(a) = node else {
+            return false;
+        };
+        let wanted = match self.config.agg_phase {
+            AggPhase::OnePhase => false,
+            AggPhase::TwoPhase => true,
+            AggPhase::Auto => merges_exactly(a),
+        };
+        wanted
+            && !a.spec.is_session()
+            && !a.emit.is_updating()
+            && matches!(self.exchange(node, 0), Exchange::Hash(_))
+            && node
+                .sources()
+                .iter()
+                .all(|s| s.table.option("late-data.topic").is_none())
+    }
+
     /// EXPLAIN's operator tree with each node's parallelism and the exchanges between them.
     pub fn explain(&self, root: &StreamNode) -> String {
         let mut out = String::new();
@@ -207,6 +298,12 @@ impl Shape<'_> {
         let _ = writeln!(out, "{pad}{} [parallelism {p}]", node.describe());
         for (i, c) in node.children().into_iter().enumerate() {
             match self.exchange(node, i).describe() {
+                Some(e) if self.pre_aggregates(node) => {
+                    let _ = writeln!(out, "{pad}  Exchange: {e}");
+                    let q = self.parallelism(c);
+                    let _ = writeln!(out, "{pad}    LocalWindowAggregate [parallelism {q}]");
+                    self.explain_into(c, out, depth + 3);
+                }
                 Some(e) => {
                     let _ = writeln!(out, "{pad}  Exchange: {e}");
                     self.explain_into(c, out, depth + 2);
@@ -256,6 +353,7 @@ mod tests {
         ParallelConfig {
             parallelism: p,
             max_parallelism: max,
+            agg_phase: AggPhase::Auto,
         }
     }
 
@@ -289,6 +387,15 @@ mod tests {
         };
         let c = ParallelConfig::from_settings(&s(&[("parallelism.default", "4")])).unwrap();
         assert_eq!(c, config(4, 128));
+        let one = ParallelConfig::from_settings(&s(&[(AGG_PHASE_STRATEGY, "one_phase")])).unwrap();
+        assert_eq!(one.agg_phase, AggPhase::OnePhase);
+        let late = s(&[("table.exec.late-data.sink", "late")]);
+        assert_eq!(
+            ParallelConfig::from_settings(&late).unwrap().agg_phase,
+            AggPhase::OnePhase
+        );
+        let e = ParallelConfig::from_settings(&s(&[(AGG_PHASE_STRATEGY, "three")])).unwrap_err();
+        assert!(e.contains("ONE_PHASE"), "{e}");
         let e = ParallelConfig::from_settings(&s(&[("parallelism.default", "0")])).unwrap_err();
         assert!(e.contains("at least 1"), "{e}");
         let e = ParallelConfig::from_settings(&s(&[

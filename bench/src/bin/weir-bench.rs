@@ -229,6 +229,16 @@ async fn run(
     });
     engine.register_source(factory.clone());
     engine.override_option("parallelism.default", &parallelism.to_string())?;
+    // WEIR_BENCH_SET='key=value,...': session options for A/B runs (e.g.
+    // table.optimizer.agg-phase-strategy=ONE_PHASE).
+    for kv in std::env::var("WEIR_BENCH_SET")
+        .unwrap_or_default()
+        .split(',')
+    {
+        if let Some((k, v)) = kv.split_once('=') {
+            engine.override_option(k.trim(), v.trim())?;
+        }
+    }
     engine.execute(DDL).await?;
     let schema = engine
         .catalog()
@@ -280,7 +290,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let rt = match parallelism {
+    // WEIR_BENCH_THREADS=T: the runtime's worker threads when not the parallelism (1: all
+    // subtasks on the current thread, to separate the cost of the subtasks from threading).
+    let threads: usize = std::env::var("WEIR_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(parallelism);
+    let rt = match threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),

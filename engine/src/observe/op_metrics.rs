@@ -384,7 +384,9 @@ pub fn annotate(explain: &str, metrics: &[Arc<OperatorMetrics>], wall: Duration)
     let mut node = 0;
     for line in explain.lines() {
         out.push_str(line);
-        if !line.trim_start().starts_with("Exchange:") {
+        // Exchanges and the local step of a window aggregation run in routers, not nodes.
+        let t = line.trim_start();
+        if !t.starts_with("Exchange:") && !t.starts_with("LocalWindowAggregate") {
             let subtasks: Vec<&OperatorMetrics> = metrics
                 .iter()
                 .filter(|m| m.node == node)

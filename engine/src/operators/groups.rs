@@ -1,10 +1,14 @@
 //! Grouped aggregation state: key rows -> group index -> DataFusion accumulators.
 //!
-//! Keys are encoded once per batch with Arrow's row format and interned in a hash map (one
-//! allocation per *new* group, none per row). Aggregates use DataFusion's `GroupsAccumulator`
-//! where the function has one, and per-group `Accumulator`s otherwise (e.g. DISTINCT).
+//! Keys are encoded once per batch with Arrow's row format and interned in a hash table of
+//! (hash, group) pairs whose bytes live in the table's own rows (nothing allocated per key).
+//! Aggregates use DataFusion's `GroupsAccumulator` where the function has one, and per-group
+//! `Accumulator`s otherwise (e.g. DISTINCT).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, UInt32Array};
@@ -88,6 +92,31 @@ impl AggInput {
     }
 }
 
+/// What a batch brings to a group table: input rows' aggregate inputs, or partial states
+/// (one row per group, every aggregate's state columns) from a local pre-aggregation.
+pub enum Contribution {
+    /// The aggregates' evaluated inputs, one entry per aggregate.
+    Rows(Vec<AggInput>),
+    /// Every aggregate's state columns, in order.
+    States(Vec<ArrayRef>),
+}
+
+impl Contribution {
+    /// The same contribution restricted to `rows`.
+    pub fn take(&self, rows: &UInt32Array) -> Result<Contribution> {
+        Ok(match self {
+            Contribution::Rows(inputs) => {
+                Contribution::Rows(inputs.iter().map(|x| x.take(rows)).collect::<Result<_>>()?)
+            }
+            Contribution::States(cols) => Contribution::States(
+                cols.iter()
+                    .map(|c| take(c, rows, None))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+}
+
 enum AggState {
     Groups(Box<dyn GroupsAccumulator>),
     /// One accumulator per group, for functions without a groups accumulator.
@@ -96,7 +125,9 @@ enum AggState {
 
 /// Groups and their accumulators (one window's worth, or one session firing).
 pub struct GroupTable {
-    keys: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
+    /// (hash of the key's row bytes, group) per group; the bytes stay in `rows` alone.
+    keys: HashTable<(u64, u32)>,
+    hasher: foldhash::fast::FixedState,
     rows: Rows,
     states: Vec<AggState>,
     aggs: Arc<AggregateSet>,
@@ -113,7 +144,8 @@ impl GroupTable {
             .collect::<Result<Vec<_>>>()?;
         let rows = converter.empty_rows(64, 1024);
         Ok(Self {
-            keys: HashMap::default(),
+            keys: HashTable::new(),
+            hasher: foldhash::fast::FixedState::default(),
             rows,
             states,
             aggs,
@@ -126,24 +158,60 @@ impl GroupTable {
         self.rows.num_rows()
     }
 
-    /// Add `inputs` (aligned with `keys`) into the groups named by `keys`.
-    pub fn update(&mut self, keys: &Rows, inputs: &[AggInput]) -> Result<()> {
-        let mut group_idx = std::mem::take(&mut self.scratch);
+    /// The group of each key in `keys` (new groups appended) into `group_idx`. A new group
+    /// costs its bytes in `rows` and a slot in the index, nothing allocated per key.
+    fn intern(&mut self, keys: &Rows, group_idx: &mut Vec<usize>) {
         group_idx.clear();
         group_idx.reserve(keys.num_rows());
         for row in keys.iter() {
-            let bytes = row.as_ref();
-            let g = match self.keys.get(bytes) {
-                Some(g) => *g,
-                None => {
-                    let g = self.rows.num_rows() as u32;
-                    self.keys.insert(bytes.into(), g);
-                    self.rows.push(row);
-                    g
-                }
-            };
-            group_idx.push(g as usize);
+            group_idx.push(self.group_of(row) as usize);
         }
+    }
+
+    /// The group of `row`, added when new.
+    fn group_of(&mut self, row: datafusion::arrow::row::Row<'_>) -> u32 {
+        let bytes = row.as_ref();
+        let h = self.hasher.hash_one(bytes);
+        let rows = &self.rows;
+        let same = |e: &(u64, u32)| e.0 == h && rows.row(e.1 as usize).as_ref() == bytes;
+        if let Some((_, g)) = self.keys.find(h, same) {
+            return *g;
+        }
+        let g = self.rows.num_rows() as u32;
+        self.keys.insert_unique(h, (h, g), |e| e.0);
+        self.rows.push(row);
+        g
+    }
+
+    /// The groups the last [`GroupTable::update`] or [`GroupTable::merge_rows`] added each
+    /// row to, in row order.
+    pub fn last_groups(&self) -> &[usize] {
+        &self.scratch
+    }
+
+    /// Merge partial state rows (every aggregate's state columns, as
+    /// [`GroupTable::into_columns`] gives them after the keys) into the groups of `keys`.
+    pub fn merge_rows(&mut self, keys: &Rows, states: &[ArrayRef]) -> Result<()> {
+        let mut group_idx = std::mem::take(&mut self.scratch);
+        self.intern(keys, &mut group_idx);
+        let merged = self.merge_states(states, &group_idx);
+        self.scratch = group_idx;
+        merged
+    }
+
+    /// Add what `input` brings (rows or partial states, aligned with `keys`) into the groups
+    /// named by `keys`.
+    pub fn add(&mut self, keys: &Rows, input: &Contribution) -> Result<()> {
+        match input {
+            Contribution::Rows(inputs) => self.update(keys, inputs),
+            Contribution::States(states) => self.merge_rows(keys, states),
+        }
+    }
+
+    /// Add `inputs` (aligned with `keys`) into the groups named by `keys`.
+    pub fn update(&mut self, keys: &Rows, inputs: &[AggInput]) -> Result<()> {
+        let mut group_idx = std::mem::take(&mut self.scratch);
+        self.intern(keys, &mut group_idx);
         let total = self.rows.num_rows();
         for (i, state) in self.states.iter_mut().enumerate() {
             let input = &inputs[i];
@@ -205,6 +273,23 @@ impl GroupTable {
         Ok((self.rows, cols))
     }
 
+    /// [`GroupTable::into_columns`] that leaves the table empty and ready for more groups,
+    /// keeping its index's capacity and its accumulators (for a table refilled per batch).
+    pub fn drain(&mut self, converter: &RowConverter) -> Result<(Rows, Vec<ArrayRef>)> {
+        let n = self.num_groups();
+        let fresh = converter.empty_rows(n, self.rows.size());
+        let rows = std::mem::replace(&mut self.rows, fresh);
+        let mut cols = converter.convert_rows(&rows)?;
+        for (state, agg) in self.states.iter_mut().zip(&self.aggs.aggregates) {
+            cols.extend(take_state(state, agg, n)?);
+            if let AggState::Rows(accs) = state {
+                accs.clear();
+            }
+        }
+        self.keys.clear();
+        Ok((rows, cols))
+    }
+
     /// A table from the columns [`GroupTable::snapshot`] produced (`n_keys` key columns first).
     pub fn restore(
         converter: &RowConverter,
@@ -215,8 +300,7 @@ impl GroupTable {
         let mut t = GroupTable::new(converter, aggs.clone())?;
         let rows = converter.convert_columns(&cols[..n_keys])?;
         for row in rows.iter() {
-            t.keys.insert(row.as_ref().into(), t.rows.num_rows() as u32);
-            t.rows.push(row);
+            t.group_of(row);
         }
         let n = t.rows.num_rows();
         let mut at = n_keys;
@@ -240,7 +324,7 @@ impl GroupTable {
 
     /// Approximate bytes held: key rows, the key index and the accumulators.
     pub fn memory_size(&self) -> usize {
-        let keys = self.rows.size() + self.keys.capacity() * 40;
+        let keys = self.rows.size() + self.keys.capacity() * 16;
         let accs: usize = self
             .states
             .iter()

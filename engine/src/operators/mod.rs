@@ -24,6 +24,7 @@ pub mod spill;
 pub mod temporal_join;
 pub mod window_aggregate;
 pub mod window_assign;
+pub mod window_local;
 pub mod window_updates;
 
 /// The first node `pick` accepts in the plan of `sql` (a CREATE TABLE, then a query), from the

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::row::{RowConverter, Rows};
 
-use super::groups::{key_converter, state_types, AggInput, AggregateSet, GroupTable};
+use super::groups::{key_converter, state_types, AggregateSet, Contribution, GroupTable};
 use crate::error::Result;
 use crate::state::{i64_from_key, i64_key, StateBackend};
 
@@ -103,11 +103,11 @@ impl Spill {
         state: &mut dyn StateBackend,
         win: (i64, i64),
         rows: &Rows,
-        inputs: &[AggInput],
+        input: &Contribution,
         keys: &RowConverter,
     ) -> Result<()> {
         let mut partial = GroupTable::new(keys, self.aggs.clone())?;
-        partial.update(rows, inputs)?;
+        partial.add(rows, input)?;
         let prefix = window_prefix(win);
         let storage: Vec<Vec<u8>> = partial
             .key_rows()

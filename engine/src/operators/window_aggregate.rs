@@ -14,8 +14,9 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 
-use super::groups::{key_converter, output_batch, AggInput, AggregateSet, GroupTable};
+use super::groups::{key_converter, output_batch, AggregateSet, Contribution, GroupTable};
 use super::spill::Spill;
+use super::window_local::PartialLayout;
 use super::window_updates::WindowUpdates;
 use crate::error::Result;
 use crate::late::{LateContext, LateRows};
@@ -74,6 +75,45 @@ pub struct WindowAggregateOperator {
     late_updates: u64,
     /// Late rows dropped: counted, and kept for the late-data destination.
     late: LateRows,
+    /// The input is partial rows of a local pre-aggregation, laid out so.
+    partial: Option<PartialLayout>,
+}
+
+/// A batch's windows (end, start per row), keys and contribution.
+pub(crate) struct Windowed {
+    pub starts: Int64Array,
+    pub ends: Int64Array,
+    pub keys: Vec<ArrayRef>,
+    pub input: Contribution,
+}
+
+/// Call `f` for each window of `w`, in window order, with the window (end, start), its rows
+/// (`None`: the whole batch is one window), and their keys and contribution.
+pub(crate) fn for_each_window(
+    w: &Windowed,
+    mut f: impl FnMut((i64, i64), Option<&UInt32Array>, &[ArrayRef], &Contribution) -> Result<()>,
+) -> Result<()> {
+    let (s, e) = (w.starts.values(), w.ends.values());
+    if s.is_empty() {
+        return Ok(());
+    }
+    if s.iter().all(|v| *v == s[0]) && e.iter().all(|v| *v == e[0]) {
+        return f((e[0], s[0]), None, &w.keys, &w.input);
+    }
+    let mut parts: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
+    for i in 0..s.len() {
+        parts.entry((e[i], s[i])).or_default().push(i as u32);
+    }
+    for (window, rows) in parts {
+        let idx = UInt32Array::from(rows);
+        let keys: Vec<ArrayRef> = w
+            .keys
+            .iter()
+            .map(|c| take(c, &idx, None))
+            .collect::<Result<_, _>>()?;
+        f(window, Some(&idx), &keys, &w.input.take(&idx)?)?;
+    }
+    Ok(())
 }
 
 /// Row `row` missed the window `key` (end, start).
@@ -178,7 +218,17 @@ impl WindowAggregateOperator {
             metrics,
             late_updates: 0,
             late: LateRows::default(),
+            partial: None,
         })
+    }
+
+    /// The global step of a local-global aggregation: the input is the partial rows of
+    /// [`super::window_local::LocalWindowAggregate`], whose states are merged.
+    pub fn with_partial_input(mut self) -> Result<Self> {
+        let keys = self.key_exprs.len();
+        let states = super::groups::state_types(&self.aggs)?.len();
+        self.partial = Some(PartialLayout { keys, states });
+        Ok(self)
     }
 
     /// Add rows to the window `key` (end, start); `false` when they were dropped as late.
@@ -186,7 +236,7 @@ impl WindowAggregateOperator {
         &mut self,
         key: (i64, i64),
         keys: &[ArrayRef],
-        inputs: &[AggInput],
+        input: &Contribution,
     ) -> Result<bool> {
         let n = keys[0].len();
         if fire_time_ns(key.0, &self.time) <= self.watermark {
@@ -194,7 +244,7 @@ impl WindowAggregateOperator {
             let Some(t) = self.updates.late_table(key) else {
                 return Ok(false); // counted when the caller passes the rows to `late`
             };
-            t.update(&rows, inputs)?;
+            t.add(&rows, input)?;
             self.late_dirty.insert(key);
             self.late_updates += n as u64;
             return Ok(true);
@@ -208,7 +258,7 @@ impl WindowAggregateOperator {
             let sp = self.spill.as_ref().expect("spilled windows have a backend");
             let mut state = sp.state.lock().expect("state lock");
             sp.spill
-                .update(&mut **state, key, &rows, inputs, &self.converter)?;
+                .update(&mut **state, key, &rows, input, &self.converter)?;
             return Ok(true);
         }
         self.dirty.insert(key);
@@ -219,7 +269,7 @@ impl WindowAggregateOperator {
                 self.windows.entry(key).or_insert(t)
             }
         };
-        table.update(&rows, inputs)?;
+        table.add(&rows, input)?;
         self.enforce_limit()?;
         Ok(true)
     }
@@ -393,41 +443,58 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
+    /// A batch's windows, keys and what it adds: its rows' aggregate inputs, or, from a
+    /// local pre-aggregation, partial states.
+    fn windowed(&self, b: &RecordBatch) -> Result<Windowed> {
+        if let Some(p) = self.partial {
+            let col = |i: usize| b.column(i).clone();
+            return Ok(Windowed {
+                starts: ts_values(&col(PartialLayout::START))?,
+                ends: ts_values(&col(PartialLayout::END))?,
+                keys: p.key_range().map(col).collect(),
+                input: Contribution::States(p.state_range().map(col).collect()),
+            });
+        }
+        let n = b.num_rows();
+        let eval = |e: &PhysExpr| -> Result<ArrayRef> { Ok(e.evaluate(b)?.into_array(n)?) };
+        Ok(Windowed {
+            starts: ts_values(&eval(&self.group_exprs[self.start])?)?,
+            ends: ts_values(&eval(&self.group_exprs[self.end])?)?,
+            keys: key_arrays(&self.key_exprs, b)?,
+            input: Contribution::Rows(self.aggs.evaluate_inputs(b)?),
+        })
+    }
+
     fn apply_batch(&mut self, batch: &StreamBatch) -> Result<()> {
         let b = &batch.batch;
         let n = b.num_rows();
-        let eval = |e: &PhysExpr| -> Result<ArrayRef> { Ok(e.evaluate(b)?.into_array(n)?) };
-        let starts = ts_values(&eval(&self.group_exprs[self.start])?)?;
-        let ends = ts_values(&eval(&self.group_exprs[self.end])?)?;
-        let keys = key_arrays(&self.key_exprs, b)?;
-        let inputs = self.aggs.evaluate_inputs(b)?;
-        let (s, e) = (starts.values(), ends.values());
+        let w = self.windowed(b)?;
         let mut missed = Vec::new();
-        if n > 0 && s.iter().all(|v| *v == s[0]) && e.iter().all(|v| *v == e[0]) {
-            if !self.update_window((e[0], s[0]), &keys, &inputs)? {
-                missed.extend((0..n).map(|i| missed_window(i, (e[0], s[0]))));
+        for_each_window(&w, |window, rows, keys, input| {
+            if !self.update_window(window, keys, input)? {
+                match rows {
+                    None => missed.extend((0..n).map(|i| missed_window(i, window))),
+                    Some(idx) => missed.extend(
+                        idx.values()
+                            .iter()
+                            .map(|i| missed_window(*i as usize, window)),
+                    ),
+                }
             }
-            return self.keep_late(b, &missed);
-        }
-        let mut parts: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
-        for i in 0..n {
-            parts.entry((e[i], s[i])).or_default().push(i as u32);
-        }
-        for (key, rows) in parts {
-            let idx = UInt32Array::from(rows);
-            let k: Vec<ArrayRef> = keys
-                .iter()
-                .map(|c| take(c, &idx, None))
-                .collect::<Result<_, _>>()?;
-            let inp: Vec<AggInput> = inputs.iter().map(|x| x.take(&idx)).collect::<Result<_>>()?;
-            if !self.update_window(key, &k, &inp)? {
-                missed.extend(idx.values().iter().map(|i| missed_window(*i as usize, key)));
-            }
-        }
+            Ok(())
+        })?;
         self.keep_late(b, &missed)
     }
 
     fn keep_late(&mut self, input: &RecordBatch, missed: &[MissedWindow]) -> Result<()> {
+        if let Some(p) = self.partial {
+            // Partial rows stand for input rows that are gone: count those (the planner
+            // pre-aggregates only where late rows have no destination to be written to).
+            let counts = ts_values(input.column(p.count()))?;
+            let late: i64 = missed.iter().map(|m| counts.value(m.row as usize)).sum();
+            self.late.add_count(late.max(0) as u64);
+            return Ok(());
+        }
         let cx = LateContext {
             operator: "WindowAggregate",
             reason: "the row's window had fired",

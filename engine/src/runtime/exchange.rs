@@ -9,16 +9,19 @@
 //! each subtask's inputs (one channel per input subtask, merged by [`super::union::run_merge`])
 //! take the minimum watermark and align barriers over all of them. The hash is fixed (it never
 //! changes between versions or processes), because checkpoints store state by key group.
+//! Before a window aggregation the router may fold each batch into partial rows first
+//! ([`crate::operators::window_local`]), and routes those by the same hash.
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use tokio::sync::mpsc;
 use weir_planner::parallel::ParallelConfig;
 use weir_planner::stream_plan::PhysExpr;
 
 use crate::error::Result;
 use crate::message::{Message, StreamBatch};
+use crate::operators::window_local::LocalWindowAggregate;
 
 /// The seed of the key hash; fixed, since checkpoints keep state by key group.
 const KEY_HASH_SEED: u64 = 0x5745_4952; // "WEIR"
@@ -27,6 +30,9 @@ const KEY_HASH_SEED: u64 = 0x5745_4952; // "WEIR"
 pub enum Route {
     /// To the subtask owning each row's key group.
     Hash(KeyRouting),
+    /// Each batch folded into partial rows per (window, key) first, then those by key (the
+    /// local step of a local-global window aggregation).
+    PreAggregated(Box<LocalWindowAggregate>, KeyRouting),
     /// Whole batches to the subtasks in turn.
     Rebalance {
         /// The subtask the next batch goes to.
@@ -68,6 +74,18 @@ impl KeyRouting {
             .into_iter()
             .map(|g| config.subtask_of(g, p) as u32)
             .collect())
+    }
+}
+
+impl KeyRouting {
+    /// The subtask (of `p`) owning each key of `rows`, keys already in row format (made with
+    /// the default sort options from the key columns' types, as [`KeyRouting::owners`] makes
+    /// them).
+    pub fn owners_of_rows(&self, rows: &Rows, p: usize) -> Vec<u32> {
+        let config = self.config;
+        rows.iter()
+            .map(|r| config.subtask_of(config.key_group(key_hash(r.as_ref())), p) as u32)
+            .collect()
     }
 }
 
@@ -120,6 +138,14 @@ impl Router {
             Route::Hash(keys) => {
                 let owners = keys.owners(&b.batch, p)?;
                 split_by_owner(&b, &owners, p)
+            }
+            Route::PreAggregated(local, keys) => {
+                let mut out = Vec::new();
+                for part in local.partials(&b)? {
+                    let owners = keys.owners_of_rows(&part.keys, p);
+                    out.extend(split_by_owner(&part.batch, &owners, p)?);
+                }
+                Ok(out)
             }
         }
     }
@@ -217,6 +243,7 @@ mod tests {
         let config = ParallelConfig {
             parallelism: p,
             max_parallelism: 128,
+            agg_phase: weir_planner::parallel::AggPhase::Auto,
         };
         let keys = KeyRouting::new(vec![Arc::new(Column::new("k", 0))], config);
         Router::new(Route::Hash(keys), p)

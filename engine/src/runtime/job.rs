@@ -361,9 +361,13 @@ fn connect_input(
             txs.push(tx);
             input.push(rx);
         }
-        let route = match &route {
-            Some(keys) => Route::Hash(KeyRouting::new(keys.clone(), ctx.parallel)),
-            None => Route::Rebalance { next: j % p },
+        let route = match (&route, node) {
+            (Some(keys), StreamNode::WindowAggregate(a)) if ctx.shape().pre_aggregates(node) => {
+                let local = crate::operators::window_local::LocalWindowAggregate::new(a);
+                Route::PreAggregated(Box::new(local), KeyRouting::new(keys.clone(), ctx.parallel))
+            }
+            (Some(keys), _) => Route::Hash(KeyRouting::new(keys.clone(), ctx.parallel)),
+            (None, _) => Route::Rebalance { next: j % p },
         };
         ctx.job.spawn(run_router(rx, txs, Router::new(route, p)));
     }
@@ -454,11 +458,15 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
             )?)
         }
         StreamNode::WindowAggregate(a) => {
-            Box::new(operators::window_aggregate::WindowAggregateOperator::new(
+            let op = operators::window_aggregate::WindowAggregateOperator::new(
                 a,
                 time_context(&a.time)?,
                 metrics,
-            )?)
+            )?;
+            match ctx.shape().pre_aggregates(node) {
+                true => Box::new(op.with_partial_input()?),
+                false => Box::new(op),
+            }
         }
         StreamNode::GroupAggregate(a) => {
             Box::new(operators::group_aggregate::GroupAggregateOperator::new(

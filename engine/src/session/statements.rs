@@ -152,7 +152,12 @@ pub(crate) fn check_option_value(k: &str, v: &str) -> Result<()> {
             Location::default(),
         ));
     }
-    if ["parallelism.default", "pipeline.max-parallelism"].contains(&k) {
+    let parallel = [
+        "parallelism.default",
+        "pipeline.max-parallelism",
+        weir_planner::parallel::AGG_PHASE_STRATEGY,
+    ];
+    if parallel.contains(&k) {
         // Alone: whether the two fit together is checked when a job is planned.
         let mut alone = std::collections::BTreeMap::from([(
             "parallelism.default".to_string(),

@@ -15,6 +15,7 @@ fn config() -> ParallelConfig {
     ParallelConfig {
         parallelism: 1,
         max_parallelism: MAX,
+        agg_phase: weir_planner::parallel::AggPhase::Auto,
     }
 }
 
