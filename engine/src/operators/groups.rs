@@ -192,11 +192,7 @@ impl GroupTable {
     /// Merge partial state rows (every aggregate's state columns, as
     /// [`GroupTable::into_columns`] gives them after the keys) into the groups of `keys`.
     pub fn merge_rows(&mut self, keys: &Rows, states: &[ArrayRef]) -> Result<()> {
-        let mut group_idx = std::mem::take(&mut self.scratch);
-        self.intern(keys, &mut group_idx);
-        let merged = self.merge_states(states, &group_idx);
-        self.scratch = group_idx;
-        merged
+        self.with_groups(keys, |t, groups| t.merge_states(states, groups))
     }
 
     /// Add what `input` brings (rows or partial states, aligned with `keys`) into the groups
@@ -210,21 +206,36 @@ impl GroupTable {
 
     /// Add `inputs` (aligned with `keys`) into the groups named by `keys`.
     pub fn update(&mut self, keys: &Rows, inputs: &[AggInput]) -> Result<()> {
+        self.with_groups(keys, |t, groups| t.accumulate(inputs, groups))
+    }
+
+    /// Intern `keys`, then run `f` with each row's group (kept for [`GroupTable::last_groups`]).
+    fn with_groups(
+        &mut self,
+        keys: &Rows,
+        f: impl FnOnce(&mut Self, &[usize]) -> Result<()>,
+    ) -> Result<()> {
         let mut group_idx = std::mem::take(&mut self.scratch);
         self.intern(keys, &mut group_idx);
+        let done = f(self, &group_idx);
+        self.scratch = group_idx;
+        done
+    }
+
+    /// Feed `inputs` to the accumulators, row `i` to group `group_idx[i]`.
+    fn accumulate(&mut self, inputs: &[AggInput], group_idx: &[usize]) -> Result<()> {
         let total = self.rows.num_rows();
         for (i, state) in self.states.iter_mut().enumerate() {
             let input = &inputs[i];
             match state {
                 AggState::Groups(acc) => {
-                    acc.update_batch(&input.args, &group_idx, input.filter.as_ref(), total)?
+                    acc.update_batch(&input.args, group_idx, input.filter.as_ref(), total)?
                 }
                 AggState::Rows(accs) => {
-                    update_rows(accs, &self.aggs.aggregates[i], &group_idx, input, total)?
+                    update_rows(accs, &self.aggs.aggregates[i], group_idx, input, total)?
                 }
             }
         }
-        self.scratch = group_idx;
         Ok(())
     }
 
@@ -265,12 +276,7 @@ impl GroupTable {
     /// [`GroupTable::snapshot`] of a table that is done with: its key rows and the columns,
     /// without rebuilding the accumulators.
     pub fn into_columns(mut self, converter: &RowConverter) -> Result<(Rows, Vec<ArrayRef>)> {
-        let n = self.num_groups();
-        let mut cols = converter.convert_rows(&self.rows)?;
-        for (state, agg) in self.states.iter_mut().zip(&self.aggs.aggregates) {
-            cols.extend(take_state(state, agg, n)?);
-        }
-        Ok((self.rows, cols))
+        self.drain(converter)
     }
 
     /// [`GroupTable::into_columns`] that leaves the table empty and ready for more groups,

@@ -69,15 +69,10 @@ impl KeyRouting {
             self.converter = Some(RowConverter::new(fields.collect())?);
         }
         let converter = self.converter.as_ref().expect("converter");
-        let config = self.config;
-        Ok(groups_of(converter, &cols, config)?
-            .into_iter()
-            .map(|g| config.subtask_of(g, p) as u32)
-            .collect())
+        let rows = converter.convert_columns(&cols)?;
+        Ok(self.owners_of_rows(&rows, p))
     }
-}
 
-impl KeyRouting {
     /// The subtask (of `p`) owning each key of `rows`, keys already in row format (made with
     /// the default sort options from the key columns' types, as [`KeyRouting::owners`] makes
     /// them).
