@@ -262,3 +262,66 @@ fn a_checkpoint_restores_at_another_parallelism_but_not_with_other_key_groups() 
         "the refusal names both: {err}"
     );
 }
+
+/// The counts EXPLAIN ANALYZE gives each operator line (`in=`, `out=`), in plan order.
+fn analyzed_counts(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("in=") || l.contains("out="))
+        .map(|l| {
+            let words = l.split(|c: char| c.is_whitespace() || c == ',');
+            let counts = words.filter(|w| w.starts_with("in=") || w.starts_with("out="));
+            counts.collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+/// Filters, projections and window assignment run inside their input's task (operator
+/// chaining, the default) or each in its own (`pipeline.operator-chaining` = false): the same
+/// rows, late rows and per-operator counts either way.
+#[tokio::test]
+async fn chained_operators_give_the_rows_and_counts_of_separate_tasks() {
+    let path = skewed_file("chain", 6_000);
+    let (ddl, _) = tumble_sql(&path)
+        .split_once(";")
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
+    let ddl =
+        format!("{ddl}; CREATE VIEW f AS SELECT sensor, v * 2 AS w, ts FROM r WHERE v % 3 <> 0");
+    let query = "SELECT sensor, window_start, COUNT(*) AS n, SUM(w) AS total
+         FROM TABLE(TUMBLE(TABLE f, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY sensor, window_start, window_end";
+    let mut runs = Vec::new();
+    for chaining in ["false", "true"] {
+        let sql = format!("{ddl}; SET 'pipeline.operator-chaining' = '{chaining}'; {query};");
+        let (rows, job) = query_to_end_at(&sql, 256, Some(2)).await;
+        let engine = weir::Engine::new();
+        engine.set_quiet(true);
+        engine.execute(&format!("{ddl};")).await.unwrap();
+        for set in [
+            "SET 'parallelism.default' = '2'".to_string(),
+            format!("SET 'pipeline.operator-chaining' = '{chaining}'"),
+        ] {
+            engine.execute(&set).await.unwrap();
+        }
+        let out = engine
+            .execute(&format!("EXPLAIN ANALYZE {query}"))
+            .await
+            .unwrap();
+        let Some(weir::Output::Text(text)) = out.into_iter().last() else {
+            panic!("EXPLAIN ANALYZE prints text");
+        };
+        let counts = analyzed_counts(&text);
+        assert!(counts.len() >= 4, "{text}");
+        runs.push((sorted(rows), job.late_rows(), counts, text));
+    }
+    let (unchained, chained) = (&runs[0], &runs[1]);
+    assert!(unchained.0.len() > 100, "{} windows", unchained.0.len());
+    assert_same_rows("chained against separate tasks", &chained.0, &unchained.0);
+    assert_eq!(chained.1, unchained.1, "late rows");
+    assert_eq!(chained.2, unchained.2, "{}\n{}", chained.3, unchained.3);
+    let bad = "SET 'pipeline.operator-chaining' = 'sometimes'";
+    match weir::Engine::new().execute(bad).await {
+        Err(e) => assert!(e.to_string().contains("true or false"), "{e}"),
+        Ok(_) => panic!("chaining 'sometimes' accepted"),
+    }
+}

@@ -217,39 +217,50 @@ async fn allowed_lateness_updates_a_fired_window_once_then_drops() {
         at(0, 40, 32), // late beyond the bound: dropped
     ];
     let dir = input("lateness", &rows);
-    let sql = format!(
-        "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
-         SET 'window.allowed-lateness' = '1 min';
-         SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
-         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
-         GROUP BY k, window_start, window_end;",
-        dir.join("input.jsonl").display()
-    );
-    let engine = weir::Engine::new();
-    engine.set_quiet(true);
-    engine.set_batch_size(1);
-    let stream = engine.query(&sql).await.unwrap();
-    let job = stream.job().clone();
-    let log = to_json(&stream.collect().await.unwrap(), None);
-    let w = |m: u32| format!("2024-01-01T00:{m:02}:00.000");
-    let expected_log = vec![
-        json!({"op": "+I", "k": "a", "window_start": w(0), "n": 2, "total": 3}),
-        json!({"op": "-U", "k": "a", "window_start": w(0), "n": 2, "total": 3}),
-        json!({"op": "+U", "k": "a", "window_start": w(0), "n": 3, "total": 11}),
-        json!({"op": "+I", "k": "a", "window_start": w(1), "n": 1, "total": 4}),
-        json!({"op": "+I", "k": "a", "window_start": w(2), "n": 1, "total": 16}),
-    ];
-    assert_eq!(log.len(), expected_log.len(), "{log:#?}");
-    for (got, want) in log.iter().zip(&expected_log) {
-        assert_same_rows(
-            "lateness changelog",
-            std::slice::from_ref(got),
-            std::slice::from_ref(want),
+    // The row at 0:30 comes after the watermark reached 1:30, so it is an update of the fired
+    // window whether or not the watermark message came first (batching) and whatever the
+    // other source subtasks and channels have delivered (parallelism, timing).
+    for (batch, p) in [(1, 1), (1, 2), (4096, 1), (4096, 2), (7, 4)] {
+        let sql = format!(
+            "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+             SET 'window.allowed-lateness' = '1 min';
+             SET 'parallelism.default' = '{p}';
+             SELECT k, window_start, COUNT(*) AS n, SUM(v) AS total
+             FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+             GROUP BY k, window_start, window_end;",
+            dir.join("input.jsonl").display()
+        );
+        let engine = weir::Engine::new();
+        engine.set_quiet(true);
+        engine.set_batch_size(batch);
+        let stream = engine.query(&sql).await.unwrap();
+        let job = stream.job().clone();
+        let log = to_json(&stream.collect().await.unwrap(), None);
+        let w = |m: u32| format!("2024-01-01T00:{m:02}:00.000");
+        let expected_log = vec![
+            json!({"op": "+I", "k": "a", "window_start": w(0), "n": 2, "total": 3}),
+            json!({"op": "-U", "k": "a", "window_start": w(0), "n": 2, "total": 3}),
+            json!({"op": "+U", "k": "a", "window_start": w(0), "n": 3, "total": 11}),
+            json!({"op": "+I", "k": "a", "window_start": w(1), "n": 1, "total": 4}),
+            json!({"op": "+I", "k": "a", "window_start": w(2), "n": 1, "total": 16}),
+        ];
+        let case = format!("batch size {batch}, parallelism {p}");
+        assert_eq!(log.len(), expected_log.len(), "{case}: {log:#?}");
+        for (got, want) in log.iter().zip(&expected_log) {
+            assert_same_rows(&case, std::slice::from_ref(got), std::slice::from_ref(want));
+        }
+        assert_eq!(
+            job.late_rows(),
+            1,
+            "{case}: the row past the bound is counted"
+        );
+        assert_eq!(
+            weir::engine_metrics::get(&job.metrics().late_updates),
+            1,
+            "{case}"
         );
     }
-    assert_eq!(job.late_rows(), 1, "the row past the bound is counted");
-    assert_eq!(weir::engine_metrics::get(&job.metrics().late_updates), 1);
 }
 
 #[tokio::test]

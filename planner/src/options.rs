@@ -60,6 +60,11 @@ pub const SESSION_OPTIONS: &[SessionOption] = &[
         doc: "AUTO (default), TWO_PHASE or ONE_PHASE: pre-aggregation before a window's exchange",
     },
     SessionOption {
+        key: "pipeline.operator-chaining",
+        example: "false",
+        doc: "run filters, projections and window assignment inside their input's task (default true)",
+    },
+    SessionOption {
         key: "execution.checkpointing.interval",
         example: "10 s",
         doc: "how often checkpointing jobs checkpoint",

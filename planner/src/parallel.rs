@@ -36,6 +36,9 @@ pub struct ParallelConfig {
     /// (`table.optimizer.agg-phase-strategy`; one phase with a `table.exec.late-data.sink`,
     /// since late rows must reach it whole).
     pub agg_phase: AggPhase,
+    /// Whether stateless operators run inside their input's task (`pipeline.operator-chaining`,
+    /// Flink's option; on by default).
+    pub chaining: bool,
 }
 
 /// `table.optimizer.agg-phase-strategy`, as Flink names it.
@@ -57,6 +60,7 @@ impl Default for ParallelConfig {
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             agg_phase: AggPhase::Auto,
+            chaining: true,
         }
     }
 }
@@ -96,6 +100,7 @@ impl ParallelConfig {
             parallelism,
             max_parallelism,
             agg_phase: agg_phase(settings)?,
+            chaining: flag(settings, OPERATOR_CHAINING, true)?,
         })
     }
 
@@ -162,6 +167,23 @@ fn merges_exactly(a: &crate::stream_plan::WindowAggregateNode) -> bool {
             _ => false,
         }
     })
+}
+
+/// The option turning operator chaining off (`false`), as Flink's.
+pub const OPERATOR_CHAINING: &str = "pipeline.operator-chaining";
+
+/// A `true`/`false` option; `default` when it is not set.
+fn flag(
+    settings: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    default: bool,
+) -> Result<bool, String> {
+    match settings.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if v == "true" => Ok(true),
+        Some(v) if v == "false" => Ok(false),
+        Some(v) => Err(format!("'{key}' is true or false, not '{v}'")),
+    }
 }
 
 /// The option choosing whether aggregations pre-aggregate before their exchange.
@@ -272,6 +294,16 @@ impl Shape<'_> {
                 .all(|s| s.table.option("late-data.topic").is_none())
     }
 
+    /// Whether `node` runs inside its input's task (operator chaining): a stateless operator
+    /// (filter, projection, window assignment) whose one input comes forward.
+    pub fn chains(&self, node: &StreamNode) -> bool {
+        let stateless = matches!(
+            node,
+            StreamNode::Filter { .. } | StreamNode::Project { .. } | StreamNode::WindowAssign(_)
+        );
+        self.config.chaining && stateless && matches!(self.exchange(node, 0), Exchange::Forward)
+    }
+
     /// EXPLAIN's operator tree with each node's parallelism and the exchanges between them.
     pub fn explain(&self, root: &StreamNode) -> String {
         let mut out = String::new();
@@ -354,6 +386,7 @@ mod tests {
             parallelism: p,
             max_parallelism: max,
             agg_phase: AggPhase::Auto,
+            chaining: true,
         }
     }
 

@@ -29,6 +29,8 @@ use crate::state::{
 use crate::window::kernels::{fire_time_ns, window_time, MissedWindow, TimeContext};
 use weir_planner::stream_plan::{PhysExpr, WindowAggregateNode};
 
+mod updates;
+
 /// Which output column a group expression is.
 #[derive(Clone, Copy)]
 pub(crate) enum GroupCol {
@@ -77,6 +79,8 @@ pub struct WindowAggregateOperator {
     late: LateRows,
     /// The input is partial rows of a local pre-aggregation, laid out so.
     partial: Option<PartialLayout>,
+    /// The input's schema (rows held for a window that is about to fire).
+    input_schema: SchemaRef,
 }
 
 /// A batch's windows (end, start per row), keys and contribution.
@@ -219,6 +223,7 @@ impl WindowAggregateOperator {
             late_updates: 0,
             late: LateRows::default(),
             partial: None,
+            input_schema: node.input.schema(),
         })
     }
 
@@ -348,101 +353,6 @@ impl WindowAggregateOperator {
 }
 
 impl WindowAggregateOperator {
-    /// Fire a window held in memory: its rows, or with updating results, the changes against
-    /// what it emitted early (and keep it for late rows when lateness is allowed).
-    fn fire(
-        &mut self,
-        key: (i64, i64),
-        mut table: GroupTable,
-        out: &mut Vec<Message>,
-    ) -> Result<()> {
-        if !self.updates.is_updating() {
-            let batch = self.emit(key, table)?;
-            if batch.num_rows() > 0 {
-                out.push(Message::Batch(StreamBatch::new(batch)));
-            }
-            return Ok(());
-        }
-        if self.updates.config.allowed_lateness_ns > 0 {
-            self.late_dirty.insert(key);
-            let rows = self.current(key, &mut table)?;
-            self.updates.emit(key, rows, out)?;
-            self.updates.fired(key, Some(table));
-        } else {
-            let rows = self.emit(key, table)?;
-            self.updates.emit(key, rows, out)?;
-            self.updates.fired(key, None);
-        }
-        Ok(())
-    }
-
-    /// A window's rows as they stand, leaving its table usable.
-    fn current(&self, key: (i64, i64), table: &mut GroupTable) -> Result<RecordBatch> {
-        let cols = table.snapshot(&self.converter)?;
-        let copy = GroupTable::restore(&self.converter, self.aggs.clone(), &cols, self.n_keys)?;
-        self.emit(key, copy)
-    }
-
-    /// Re-emit windows that late rows changed, and open windows when an early firing is due.
-    fn flush_updates(&mut self, out: &mut Vec<Message>) -> Result<()> {
-        for key in self.updates.take_refire() {
-            if let Some(mut t) = self.updates.retained.remove(&key) {
-                let rows = self.current(key, &mut t)?;
-                self.updates.retained.insert(key, t);
-                self.updates.emit(key, rows, out)?;
-            }
-        }
-        if !self.updates.early_due() {
-            return Ok(());
-        }
-        for key in std::mem::take(&mut self.updates.early_dirty) {
-            if let Some(mut t) = self.windows.remove(&key) {
-                let rows = self.current(key, &mut t)?;
-                self.windows.insert(key, t);
-                self.updates.emit(key, rows, out)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn expire_retained(&mut self) {
-        let (time, wm) = (&self.time, self.watermark);
-        let lateness = self.updates.config.allowed_lateness_ns;
-        let gone = self
-            .updates
-            .expire(|k| fire_time_ns(k.0, time).saturating_add(lateness) <= wm);
-        self.late_dirty.extend(gone);
-    }
-
-    /// Retained windows that changed, and every window's last emitted rows.
-    fn snapshot_updates(&mut self, state: &mut dyn StateBackend) -> Result<()> {
-        for key in std::mem::take(&mut self.late_dirty) {
-            let k = prefixed(b"f/", key);
-            match self.updates.retained.get_mut(&key) {
-                Some(t) => state.put(&k, &encode_columns(&t.snapshot(&self.converter)?)?)?,
-                None => state.delete(&k)?,
-            }
-        }
-        state.delete_prefix(b"e/")?;
-        for (key, rows) in self.updates.emitted() {
-            state.put(&prefixed(b"e/", *key), &encode_columns(rows.columns())?)?;
-        }
-        Ok(())
-    }
-
-    fn restore_updates(&mut self, state: &dyn StateBackend) -> Result<()> {
-        for (k, v) in state.scan(b"f/")? {
-            let cols = decode_columns(&v)?;
-            let t = GroupTable::restore(&self.converter, self.aggs.clone(), &cols, self.n_keys)?;
-            self.updates.retained.insert(parse_key(&k)?, t);
-        }
-        for (k, v) in state.scan(b"e/")? {
-            let rows = RecordBatch::try_new(self.schema.clone(), decode_columns(&v)?)?;
-            self.updates.restore_emitted(parse_key(&k)?, rows);
-        }
-        Ok(())
-    }
-
     /// A batch's windows, keys and what it adds: its rows' aggregate inputs, or, from a
     /// local pre-aggregation, partial states.
     fn windowed(&self, b: &RecordBatch) -> Result<Windowed> {
@@ -465,8 +375,22 @@ impl WindowAggregateOperator {
         })
     }
 
+    /// Add a batch's rows to their windows; with allowed lateness, rows whose row watermark
+    /// has already reached their window's firing time wait for it to fire.
     fn apply_batch(&mut self, batch: &StreamBatch) -> Result<()> {
-        let b = &batch.batch;
+        match (
+            &batch.row_watermarks,
+            self.updates.config.allowed_lateness_ns > 0,
+        ) {
+            (Some(wms), true) if self.partial.is_none() => {
+                let now = self.hold_early_late(&batch.batch, wms)?;
+                self.apply_rows(&now)
+            }
+            _ => self.apply_rows(&batch.batch),
+        }
+    }
+
+    fn apply_rows(&mut self, b: &RecordBatch) -> Result<()> {
         let n = b.num_rows();
         let w = self.windowed(b)?;
         let mut missed = Vec::new();
@@ -539,6 +463,7 @@ impl Operator for WindowAggregateOperator {
                 }
                 None => self.fire_spilled(key, out)?,
             }
+            self.release_held(key, out)?;
             // Several windows firing at once (a jump of the watermark, the end of the input):
             // each window's rows are followed by the watermark that fires it, so what comes
             // after (a sink merging subtasks) sees them in window order.
@@ -548,6 +473,12 @@ impl Operator for WindowAggregateOperator {
             }
         }
         if self.updates.is_updating() {
+            // Rows held for windows that had no rows of their own to fire: late, dropped.
+            let time = &self.time;
+            let wm = self.watermark;
+            for key in self.updates.held_windows(|k| fire_time_ns(k.0, time) <= wm) {
+                self.release_held(key, out)?;
+            }
             self.expire_retained();
             self.flush_updates(out)?;
         }
@@ -624,7 +555,8 @@ impl Operator for WindowAggregateOperator {
                     key: WATERMARK_KEY.to_vec(),
                 },
                 columns(b"w/", keys.clone()),
-                columns(b"f/", keys),
+                columns(b"f/", keys.clone()),
+                columns(b"h/", keys),
                 columns(b"e/", KeyOf::Columns(emitted.map(|(i, _)| i).collect())),
                 Rule::KeyRow {
                     prefix: b"s/".to_vec(),

@@ -6,6 +6,13 @@
 //! (`+I` for a group the late row created). With `window.early-fire.delay` open windows emit
 //! their partial rows every delay of processing time, and the final firing is an update of them.
 //! Both diff against the rows last emitted per window, which this module keeps.
+//!
+//! A row is late for a window when its row watermark (the watermark of the rows before it at
+//! its source) has reached the window's firing time, even if the operator's watermark (the
+//! minimum over its input channels) has not fired the window yet: another source subtask may
+//! be behind, or the watermark may be in the next message. Such rows are held per window and
+//! applied as late rows right after the window fires, so whether a row is part of the first
+//! firing or an update does not depend on parallelism, batching or timing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -31,6 +38,8 @@ pub(crate) struct WindowUpdates {
     /// Open windows changed since the last early firing.
     pub early_dirty: BTreeSet<Key>,
     next_early: Option<Instant>,
+    /// Rows late for a window that has not fired yet, applied once it has.
+    held: BTreeMap<Key, Vec<RecordBatch>>,
 }
 
 impl WindowUpdates {
@@ -45,6 +54,7 @@ impl WindowUpdates {
             refire: BTreeSet::new(),
             early_dirty: BTreeSet::new(),
             next_early,
+            held: BTreeMap::new(),
         }
     }
 
@@ -125,6 +135,28 @@ impl WindowUpdates {
             self.emitted.remove(k);
         }
         gone
+    }
+
+    /// Hold `rows`, late for window `key`, until it fires.
+    pub fn hold(&mut self, key: Key, rows: RecordBatch) {
+        if rows.num_rows() > 0 {
+            self.held.entry(key).or_default().push(rows);
+        }
+    }
+
+    /// The rows held for window `key`, taken out.
+    pub fn take_held(&mut self, key: Key) -> Vec<RecordBatch> {
+        self.held.remove(&key).unwrap_or_default()
+    }
+
+    /// The windows with held rows whose firing time `fired` says has come.
+    pub fn held_windows(&self, fired: impl Fn(Key) -> bool) -> Vec<Key> {
+        self.held.keys().copied().filter(|k| fired(*k)).collect()
+    }
+
+    /// Every window's held rows.
+    pub fn held(&self) -> &BTreeMap<Key, Vec<RecordBatch>> {
+        &self.held
     }
 
     pub fn emitted(&self) -> &BTreeMap<Key, RecordBatch> {

@@ -1,13 +1,14 @@
 //! The exchange between an input's subtasks and an operator's subtasks.
 //!
-//! A router task reads one input subtask's channel and deals its batches out to the operator's
-//! subtasks: by key for a hash exchange (each row's key, in Arrow's row format, is hashed with
-//! xxHash64 into a key group, and the key group's owner gets the row), in turn for a rebalance.
+//! A router, at the end of an input subtask's output ([`crate::runtime::chain`]), deals that
+//! subtask's batches out to the operator's subtasks: by key for a hash exchange (each row's
+//! key, in Arrow's row format, is hashed with xxHash64 into a key group, and the key group's
+//! owner gets the row), in turn for a rebalance.
 //! A batch is split with one `take` per piece, columns, per-row watermarks and row kinds alike,
 //! so rows keep the watermark they were judged by at the source and lateness is decided as at
 //! parallelism 1. Watermarks, barriers, idleness and the end of stream go to every subtask, so
-//! each subtask's inputs (one channel per input subtask, merged by [`super::union::run_merge`])
-//! take the minimum watermark and align barriers over all of them. The hash is fixed (it never
+//! each subtask's input (one channel per input subtask, merged by the reading task's
+//! [`super::inputs::Inputs`]) takes the minimum watermark and aligns barriers over all of them. The hash is fixed (it never
 //! changes between versions or processes), because checkpoints store state by key group.
 //! Before a window aggregation the router may fold each batch into partial rows first
 //! ([`crate::operators::window_local`]), and routes those by the same hash.
@@ -15,12 +16,11 @@
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use tokio::sync::mpsc;
 use weir_planner::parallel::ParallelConfig;
 use weir_planner::stream_plan::PhysExpr;
 
 use crate::error::Result;
-use crate::message::{Message, StreamBatch};
+use crate::message::StreamBatch;
 use crate::operators::window_local::LocalWindowAggregate;
 
 /// The seed of the key hash; fixed, since checkpoints keep state by key group.
@@ -171,41 +171,6 @@ pub fn split_by_owner(
     Ok(out)
 }
 
-/// Read one input subtask's messages and deal them out to the operator's subtasks: batches by
-/// the route, everything else to all of them. Ends after the end of stream, or when every
-/// operator subtask has gone.
-pub async fn run_router(
-    mut rx: mpsc::Receiver<Message>,
-    txs: Vec<mpsc::Sender<Message>>,
-    mut router: Router,
-) -> Result<()> {
-    while let Some(m) = rx.recv().await {
-        let end = matches!(m, Message::EndOfStream);
-        match m {
-            Message::Batch(b) if b.num_rows() > 0 => {
-                for (to, piece) in router.split(b)? {
-                    // A subtask that has gone (the job is stopping) just stops receiving.
-                    let _ = txs[to].send(Message::Batch(piece)).await;
-                }
-            }
-            Message::Batch(_) => {}
-            other => {
-                let mut open = false;
-                for tx in &txs {
-                    open |= tx.send(other.clone()).await.is_ok();
-                }
-                if !open {
-                    return Ok(());
-                }
-            }
-        }
-        if end {
-            break;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -239,6 +204,7 @@ mod tests {
             parallelism: p,
             max_parallelism: 128,
             agg_phase: weir_planner::parallel::AggPhase::Auto,
+            chaining: true,
         };
         let keys = KeyRouting::new(vec![Arc::new(Column::new("k", 0))], config);
         Router::new(Route::Hash(keys), p)

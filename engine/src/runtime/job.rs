@@ -1,9 +1,12 @@
 //! A running job: the task graph built from a stream plan, its metrics, its error and its
 //! cancellation.
 //!
-//! Every plan node becomes one task that owns an operator (or a connector) and talks to its
-//! neighbours only through bounded channels of [`Message`]s, so a slow sink slows the sources
-//! down instead of filling memory. The first task to fail records the error and cancels the job.
+//! Every subtask of a plan node becomes one task that owns an operator (or a connector) and
+//! talks to its neighbours only through bounded channels of [`Message`]s, so a slow sink slows
+//! the sources down instead of filling memory. Stateless operators whose input comes forward
+//! are chained into their input's task instead ([`crate::runtime::chain`]), and an exchange's
+//! router runs at the end of each input subtask's task. The first task to fail records the
+//! error and cancels the job.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +24,10 @@ use crate::observe::metrics::JobMetrics;
 use crate::observe::op_metrics::OperatorMetrics;
 use crate::operator::Operator;
 use crate::operators;
+use crate::runtime::chain::{Link, Output};
 use crate::runtime::checkpointed::OperatorCheckpoint;
 use crate::runtime::inputs::Inputs;
+pub use crate::runtime::task::{run_operator, OperatorTask};
 use crate::runtime::union::Merge;
 use crate::window::kernels::TimeContext;
 use weir_planner::stream_plan::{StreamNode, TimeInfo};
@@ -273,27 +278,81 @@ pub fn spawn_subtasks(
     node: &StreamNode,
     ctx: &BuildContext,
 ) -> Result<Vec<mpsc::Receiver<Message>>> {
-    let node_no = ctx.next_node.get();
-    ctx.next_node.set(node_no + 1);
     let p = ctx.shape().parallelism(node);
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..p).map(|_| mpsc::channel(CHANNEL_CAPACITY)).unzip();
+    spawn_into(node, txs.into_iter().map(Output::channel).collect(), ctx)?;
+    Ok(rxs)
+}
+
+/// Spawn the subtasks of `node` (and, first, of its inputs), subtask `i` writing into
+/// `outputs[i]`. A node that chains ([`Shape::chains`]) gets no task: its operator joins the
+/// outputs of its input's subtasks.
+///
+/// [`Shape::chains`]: weir_planner::parallel::Shape::chains
+fn spawn_into(node: &StreamNode, outputs: Vec<Output>, ctx: &BuildContext) -> Result<()> {
+    let node_no = ctx.next_node.get();
+    ctx.next_node.set(node_no + 1);
+    let p = outputs.len();
     match node {
         StreamNode::Source(s) => {
             let board = Arc::new(crate::runtime::segments::SegmentBoard::default());
-            for (i, tx) in txs.into_iter().enumerate() {
+            for (i, out) in outputs.into_iter().enumerate() {
                 let subtask = Subtask::new(node_no, i, p);
-                super::job_source::spawn_source(node, s, subtask, tx, board.clone(), ctx)?;
+                super::job_source::spawn_source(node, s, subtask, out, board.clone(), ctx)?;
             }
         }
         StreamNode::Union { .. } => {
-            for (rxs, tx) in subtask_inputs(node, p, ctx)?.into_iter().zip(txs) {
-                ctx.job.spawn(crate::runtime::union::run_union(rxs, tx));
+            for (inputs, out) in subtask_inputs(node, p, ctx)?.into_iter().zip(outputs) {
+                let rxs = inputs
+                    .into_iter()
+                    .map(|channels| merge(channels, Merge::Subtasks, ctx));
+                ctx.job.spawn(crate::runtime::union::run_merge(
+                    rxs.collect(),
+                    out,
+                    Merge::Union,
+                ));
             }
         }
-        StreamNode::LookupJoin(j) => spawn_lookup_join(j, node_no, txs, ctx)?,
-        _ => spawn_operators(node, node_no, txs, ctx)?,
+        StreamNode::LookupJoin(j) => spawn_lookup_join(j, node_no, outputs, ctx)?,
+        _ if ctx.shape().chains(node) => chain_into(node, node_no, outputs, ctx)?,
+        _ => spawn_operators(node, node_no, outputs, ctx)?,
     }
-    Ok(rxs)
+    Ok(())
+}
+
+/// Chain `node`'s operator (stateless, its input forward) into its input's subtasks: each
+/// of `outputs` runs it first.
+fn chain_into(
+    node: &StreamNode,
+    node_no: usize,
+    mut outputs: Vec<Output>,
+    ctx: &BuildContext,
+) -> Result<()> {
+    for out in outputs.iter_mut() {
+        let mut op = build_operator(node, ctx)?;
+        let task = operator_task(node, node_no, op.as_mut(), ctx)?;
+        out.chain_before(Link::new(op, task));
+    }
+    spawn_into(node.children()[0], outputs, ctx)
+}
+
+/// The counters and late-data output of one subtask of `node`, which runs `op`.
+fn operator_task(
+    node: &StreamNode,
+    node_no: usize,
+    op: &mut dyn Operator,
+    ctx: &BuildContext,
+) -> Result<OperatorTask> {
+    // An operator keeps the late rows it drops only when they have somewhere to go.
+    let late = match op.late_rows() {
+        Some(rows) => ctx.late.output_for(node)?.inspect(|_| rows.keep()),
+        None => None,
+    };
+    Ok(OperatorTask {
+        metrics: ctx.job.register_operator(node_no, op.name()),
+        job: ctx.job.metrics.clone(),
+        late,
+    })
 }
 
 /// One subtask of a plan node.
@@ -321,40 +380,46 @@ impl Subtask {
     }
 }
 
-/// Each of `p` subtasks' input channels: one per input of `node`, in input order.
+/// Each of `p` subtasks' inputs, in input order: for each, the channels it arrives on (one
+/// per subtask of the input before an exchange, merged by the reading task).
 fn subtask_inputs(
     node: &StreamNode,
     p: usize,
     ctx: &BuildContext,
-) -> Result<Vec<Vec<mpsc::Receiver<Message>>>> {
+) -> Result<Vec<Vec<Vec<mpsc::Receiver<Message>>>>> {
     let mut inputs: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
     for i in 0..node.children().len() {
-        for (k, rx) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
-            inputs[k].push(rx);
+        for (k, channels) in connect_input(node, i, p, ctx)?.into_iter().enumerate() {
+            inputs[k].push(channels);
         }
     }
     Ok(inputs)
 }
 
-/// The channels subtask `k` (of `p`) of `node` reads input `i` from, one list entry per
-/// subtask: the input's subtasks connected by the exchange the plan chose.
+/// The channels each subtask (of `p`) of `node` reads input `i` from: the input's subtasks
+/// connected by the exchange the plan chose. A hash or rebalance exchange's router runs in
+/// each input subtask's task, at the end of its output.
 fn connect_input(
     node: &StreamNode,
     i: usize,
     p: usize,
     ctx: &BuildContext,
-) -> Result<Vec<mpsc::Receiver<Message>>> {
-    use crate::runtime::exchange::{run_router, KeyRouting, Route, Router};
+) -> Result<Vec<Vec<mpsc::Receiver<Message>>>> {
+    use crate::runtime::exchange::{KeyRouting, Route, Router};
     use weir_planner::parallel::Exchange;
-    let outputs = spawn_subtasks(node.children()[i], ctx)?;
+    let input = node.children()[i];
     let route = match ctx.shape().exchange(node, i) {
-        Exchange::Forward => return Ok(outputs),
-        Exchange::Single => return Ok(vec![merge(outputs, Merge::Subtasks, ctx)]),
+        Exchange::Forward => {
+            let outputs = spawn_subtasks(input, ctx)?;
+            return Ok(outputs.into_iter().map(|rx| vec![rx]).collect());
+        }
+        Exchange::Single => return Ok(vec![spawn_subtasks(input, ctx)?]),
         Exchange::Hash(keys) => Some(keys),
         Exchange::Rebalance => None,
     };
     let mut inputs: Vec<Vec<_>> = (0..p).map(|_| Vec::new()).collect();
-    for (j, rx) in outputs.into_iter().enumerate() {
+    let mut outputs = Vec::new();
+    for j in 0..ctx.shape().parallelism(input) {
         let mut txs = Vec::with_capacity(p);
         for input in inputs.iter_mut() {
             let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
@@ -369,12 +434,10 @@ fn connect_input(
             (Some(keys), _) => Route::Hash(KeyRouting::new(keys.clone(), ctx.parallel)),
             (None, _) => Route::Rebalance { next: j % p },
         };
-        ctx.job.spawn(run_router(rx, txs, Router::new(route, p)));
+        outputs.push(Output::routed(Router::new(route, p), txs));
     }
-    let merged = inputs
-        .into_iter()
-        .map(|rxs| merge(rxs, Merge::Subtasks, ctx));
-    Ok(merged.collect())
+    spawn_into(input, outputs, ctx)?;
+    Ok(inputs)
 }
 
 /// One channel carrying `rxs` merged (the minimum watermark, aligned barriers, one end).
@@ -387,8 +450,11 @@ fn merge(
         return rxs.pop().expect("one");
     }
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    ctx.job
-        .spawn(crate::runtime::union::run_merge(rxs, tx, how));
+    ctx.job.spawn(crate::runtime::union::run_merge(
+        rxs,
+        Output::channel(tx),
+        how,
+    ));
     rx
 }
 
@@ -397,7 +463,7 @@ fn merge(
 fn spawn_lookup_join(
     j: &weir_planner::stream_plan::LookupJoinNode,
     node_no: usize,
-    txs: Vec<mpsc::Sender<Message>>,
+    outputs: Vec<Output>,
     ctx: &BuildContext,
 ) -> Result<()> {
     let connector = j.table.connector().unwrap_or_default();
@@ -411,8 +477,8 @@ fn spawn_lookup_join(
         .validate(&j.table)
         .map_err(|e| EngineError::connector(connector, e))?;
     let physical = j.table.physical_schema();
-    let mut joins = Vec::with_capacity(txs.len());
-    for _ in &txs {
+    let mut joins = Vec::with_capacity(outputs.len());
+    for _ in &outputs {
         let source = factory.create(crate::connector::LookupContext {
             table: j.table.clone(),
             schema: physical.clone(),
@@ -428,9 +494,9 @@ fn spawn_lookup_join(
         joins.push((join, metrics));
     }
     let inputs = spawn_subtasks(&j.left, ctx)?;
-    for (((join, metrics), input), tx) in joins.into_iter().zip(inputs).zip(txs) {
+    for (((join, metrics), input), out) in joins.into_iter().zip(inputs).zip(outputs) {
         ctx.job.spawn(crate::runtime::lookup::run_lookup_join(
-            join, input, tx, metrics,
+            join, input, out, metrics,
         ));
     }
     Ok(())
@@ -505,13 +571,13 @@ fn build_operator(node: &StreamNode, ctx: &BuildContext) -> Result<Box<dyn Opera
 fn spawn_operators(
     node: &StreamNode,
     node_no: usize,
-    txs: Vec<mpsc::Sender<Message>>,
+    outputs: Vec<Output>,
     ctx: &BuildContext,
 ) -> Result<()> {
-    let mut parts = Vec::with_capacity(txs.len());
-    for i in 0..txs.len() {
+    let mut parts = Vec::with_capacity(outputs.len());
+    for i in 0..outputs.len() {
         let mut op = build_operator(node, ctx)?;
-        let slot = Subtask::new(node_no, i, txs.len()).slot();
+        let slot = Subtask::new(node_no, i, outputs.len()).slot();
         let ck = match &ctx.checkpointing {
             Some(c) if op.is_stateful() => Some(OperatorCheckpoint::open(
                 c,
@@ -522,21 +588,13 @@ fn spawn_operators(
             )?),
             _ => None,
         };
-        let late = match op.late_rows() {
-            Some(rows) => ctx.late.output_for(node)?.inspect(|_| rows.keep()),
-            None => None,
-        };
-        let task = OperatorTask {
-            metrics: ctx.job.register_operator(node_no, op.name()),
-            job: ctx.job.metrics.clone(),
-            late,
-        };
+        let task = operator_task(node, node_no, op.as_mut(), ctx)?;
         parts.push((op, ck, task));
     }
-    let inputs = subtask_inputs(node, txs.len(), ctx)?;
-    for (((op, ck, task), rxs), tx) in parts.into_iter().zip(inputs).zip(txs) {
+    let inputs = subtask_inputs(node, outputs.len(), ctx)?;
+    for (((op, ck, task), rxs), out) in parts.into_iter().zip(inputs).zip(outputs) {
         ctx.job
-            .spawn(run_operator(op, Inputs::new(rxs), tx, ck, task));
+            .spawn(run_operator(op, Inputs::merged(rxs), out, ck, task));
     }
     Ok(())
 }
@@ -570,118 +628,4 @@ pub fn time_context(t: &TimeInfo) -> Result<TimeContext> {
         None => None,
     };
     Ok(TimeContext { unit: t.unit, tz })
-}
-
-/// How often an operator's state size is measured (it may walk the whole state).
-const STATE_SIZE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// The counters an operator's task updates: its own and its job's.
-pub struct OperatorTask {
-    /// The task's counters.
-    pub metrics: Arc<OperatorMetrics>,
-    /// The job's counters (late rows, late updates and expired keys add up there).
-    pub job: Arc<JobMetrics>,
-    /// Where the operator's late rows go, when the job has a late-data destination.
-    pub late: Option<crate::late::LateOutput>,
-}
-
-/// Feed an operator its inputs, in order, and forward what it produces.
-pub async fn run_operator(
-    mut op: Box<dyn Operator>,
-    mut inputs: Inputs,
-    tx: mpsc::Sender<Message>,
-    mut ck: Option<OperatorCheckpoint>,
-    task: OperatorTask,
-) -> Result<()> {
-    let metrics = task.metrics.clone();
-    let mut out = Vec::new();
-    // The latest ingestion time among the input batches, stamped on the outputs.
-    let mut ingest_ns = 0;
-    let mut sized: Option<Instant> = None;
-    while let Some((i, m)) = inputs.next().await {
-        let end = matches!(m, Message::EndOfStream);
-        let marker = matches!(m, Message::Barrier(_) | Message::EndOfStream).then(|| m.clone());
-        let started = std::time::Instant::now();
-        match m {
-            Message::Batch(b) => {
-                ingest_ns = ingest_ns.max(b.ingest_ns);
-                OperatorMetrics::add(&metrics.rows_in, b.num_rows());
-                if inputs.len() == 2 {
-                    metrics.add_input_rows(i, b.num_rows());
-                }
-                op.process_input(i, b, &mut out)?
-            }
-            Message::Watermark(w) => {
-                op.on_input_watermark(i, w, &mut out)?;
-                metrics
-                    .watermark
-                    .store(w, std::sync::atomic::Ordering::Relaxed);
-            }
-            Message::Barrier(b) => {
-                if let Some(ck) = ck.as_mut() {
-                    ck.snapshot(op.as_mut(), b.checkpoint_id).await?;
-                }
-                out.push(Message::Barrier(b))
-            }
-            Message::EndOfStream => {
-                op.on_end(&mut out)?;
-                out.push(Message::EndOfStream);
-            }
-            // Every input is idle: so is the operator's output.
-            Message::Idle => out.push(Message::Idle),
-        }
-        report(op.as_ref(), &task, &mut sized, end);
-        OperatorMetrics::add_time(&metrics.busy_ns, started);
-        if let Some(late) = &task.late {
-            if !send_late(op.as_mut(), late, marker).await? {
-                return Ok(());
-            }
-        }
-        for mut m in out.drain(..) {
-            if let Message::Batch(b) = &mut m {
-                OperatorMetrics::add(&metrics.rows_out, b.num_rows());
-                if b.ingest_ns == 0 {
-                    b.ingest_ns = ingest_ns;
-                }
-            }
-            if metrics.send(&tx, m).await.is_err() {
-                return Ok(());
-            }
-        }
-        if end {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// Send the late rows the operator dropped, then the barrier or end of stream it passed (so the
-/// late-data sink aligns checkpoints with the rest of the job). `false` once the sink is gone.
-async fn send_late(
-    op: &mut dyn Operator,
-    late: &crate::late::LateOutput,
-    marker: Option<Message>,
-) -> Result<bool> {
-    let batches = op.late_rows().map(|l| l.take()).unwrap_or_default();
-    let mut messages = Vec::with_capacity(batches.len() + 1);
-    for b in batches {
-        let b = crate::late::conform(&b, &late.schema)?;
-        messages.push(Message::Batch(crate::message::StreamBatch::new(b)));
-    }
-    messages.extend(marker);
-    for m in messages {
-        if late.tx.send(m).await.is_err() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// After a message: the operator's counts, and its state size when due (or at the end).
-fn report(op: &dyn Operator, task: &OperatorTask, sized: &mut Option<Instant>, end: bool) {
-    if op.is_stateful() && (end || sized.is_none_or(|t| t.elapsed() >= STATE_SIZE_EVERY)) {
-        task.metrics.set_state(op.state_size());
-        *sized = Some(Instant::now());
-    }
-    task.metrics.set_counts(op.counts(), &task.job);
 }

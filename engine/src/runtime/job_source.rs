@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use weir_planner::stream_plan::{SourceNode, StreamNode};
 
 use crate::connector::SourceContext;
 use crate::error::{EngineError, Result};
-use crate::message::Message;
 use crate::observe::dead_letter::{DeadLetters, OnError};
+use crate::runtime::chain::Output;
 use crate::runtime::checkpointed::SourceCheckpoint;
 use crate::runtime::job::{BuildContext, Subtask};
 use crate::runtime::segments::SegmentBoard;
@@ -38,7 +37,7 @@ pub(crate) fn spawn_source(
     node: &StreamNode,
     s: &SourceNode,
     subtask: Subtask,
-    tx: mpsc::Sender<Message>,
+    tx: Output,
     board: Arc<SegmentBoard>,
     ctx: &BuildContext,
 ) -> Result<()> {

@@ -15,14 +15,16 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::observe::op_metrics::OperatorMetrics;
 use crate::operators::lookup_join::LookupJoin;
+use crate::runtime::chain::Output;
 
-/// Join the batches of `input` and send them on `tx` until the input ends.
+/// Join the batches of `input` and pass them to `output` until the input ends.
 pub async fn run_lookup_join(
     mut join: LookupJoin,
     mut input: mpsc::Receiver<Message>,
-    tx: mpsc::Sender<Message>,
+    mut output: Output,
     metrics: Arc<OperatorMetrics>,
 ) -> Result<()> {
+    output.sent_by(metrics.clone());
     while let Some(m) = input.recv().await {
         let end = matches!(m, Message::EndOfStream);
         let out = match m {
@@ -47,7 +49,7 @@ pub async fn run_lookup_join(
             }
             other => other,
         };
-        if metrics.send(&tx, out).await.is_err() || end {
+        if !output.send(out).await? || end {
             break;
         }
     }

@@ -1,5 +1,6 @@
 //! The job runtime: tasks, channels, sources, sinks.
 
+pub mod chain;
 pub mod checkpointed;
 pub mod exchange;
 pub mod idleness;
@@ -12,6 +13,7 @@ pub mod partitions;
 pub mod segments;
 pub mod sink;
 pub mod source;
+pub mod task;
 pub mod throttle;
 pub mod union;
 pub mod watermark_expr;

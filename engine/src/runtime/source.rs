@@ -13,7 +13,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch, is_not_null};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::checkpoint::{Trigger, TriggerKind};
 use crate::connector::{Source, SourceEvent};
@@ -23,6 +23,7 @@ use crate::observe::dead_letter::{BadRecord, DeadLetters};
 use crate::observe::metrics::JobMetrics;
 use crate::observe::op_metrics::{OperatorMetrics, PartitionStat, Timed};
 use crate::operators::project::project;
+use crate::runtime::chain::Output;
 use crate::runtime::checkpointed::{SourceCheckpoint, SourceSnapshot};
 use crate::runtime::partitions::PartitionWatermarks;
 use crate::runtime::segments::{SegmentBoard, SubtaskSegments};
@@ -115,7 +116,7 @@ impl SourceDriver {
 
     /// Answer a checkpoint trigger: acknowledge with the position and send the barrier after
     /// the rows already sent. True when the source must end now (final checkpoint, savepoint).
-    async fn on_trigger(&mut self, t: Trigger, tx: &mpsc::Sender<Message>) -> Result<bool> {
+    async fn on_trigger(&mut self, t: Trigger, tx: &mut Output) -> Result<bool> {
         let Some(ck) = self.ck.as_mut() else {
             return Ok(false);
         };
@@ -127,27 +128,22 @@ impl SourceDriver {
             segments: self.segments.snapshot(),
         };
         ck.ack(t.id, &snapshot);
-        let _ = tx
-            .send(Message::Barrier(Barrier {
-                checkpoint_id: t.id,
-            }))
-            .await;
+        tx.send(Message::Barrier(Barrier {
+            checkpoint_id: t.id,
+        }))
+        .await?;
         if t.kind == TriggerKind::Periodic {
             return Ok(false);
         }
-        let _ = tx.send(Message::EndOfStream).await;
+        tx.send(Message::EndOfStream).await?;
         Ok(true)
     }
 
     /// The input is exhausted. With checkpoints, stay to answer triggers until the final one.
-    async fn on_end(
-        &mut self,
-        tx: &mpsc::Sender<Message>,
-        cancel: &mut watch::Receiver<bool>,
-    ) -> Result<()> {
-        let _ = tx.send(Message::Watermark(WATERMARK_MAX)).await;
+    async fn on_end(&mut self, tx: &mut Output, cancel: &mut watch::Receiver<bool>) -> Result<()> {
+        tx.send(Message::Watermark(WATERMARK_MAX)).await?;
         let Some(ck) = self.ck.as_mut() else {
-            let _ = tx.send(Message::EndOfStream).await;
+            tx.send(Message::EndOfStream).await?;
             return Ok(());
         };
         ck.ended();
@@ -166,14 +162,13 @@ impl SourceDriver {
     }
 
     /// Run until the source ends, the job is cancelled, or downstream goes away.
-    pub async fn run(
-        mut self,
-        tx: mpsc::Sender<Message>,
-        mut cancel: watch::Receiver<bool>,
-    ) -> Result<()> {
+    pub async fn run(mut self, mut tx: Output, mut cancel: watch::Receiver<bool>) -> Result<()> {
+        if let Some(om) = &self.op_metrics {
+            tx.sent_by(om.clone());
+        }
         loop {
             if let Some(t) = self.ck.as_mut().and_then(|c| c.take_trigger()) {
-                if self.on_trigger(t, &tx).await? {
+                if self.on_trigger(t, &mut tx).await? {
                     return Ok(());
                 }
             }
@@ -213,7 +208,7 @@ impl SourceDriver {
                     msgs
                 }
                 SourceEvent::SegmentStart(n) => {
-                    if self.enter_segment(n, &tx, &mut cancel).await? {
+                    if self.enter_segment(n, &mut tx, &mut cancel).await? {
                         return Ok(());
                     }
                     vec![]
@@ -223,18 +218,14 @@ impl SourceDriver {
                     self.board.post(n, max);
                     vec![]
                 }
-                SourceEvent::End => return self.on_end(&tx, &mut cancel).await,
+                SourceEvent::End => return self.on_end(&mut tx, &mut cancel).await,
             };
             for m in msgs {
                 let rows = match &m {
                     Message::Batch(b) => b.num_rows(),
                     _ => 0,
                 };
-                let sent = match &self.op_metrics {
-                    Some(om) => om.send(&tx, m).await,
-                    None => tx.send(m).await,
-                };
-                if sent.is_err() {
+                if !tx.send(m).await? {
                     return Ok(());
                 }
                 if let Some(om) = &self.op_metrics {
@@ -252,7 +243,7 @@ impl SourceDriver {
     async fn enter_segment(
         &mut self,
         n: u64,
-        tx: &mpsc::Sender<Message>,
+        tx: &mut Output,
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<bool> {
         self.segments.start(n);

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use crate::checkpoint::aligner::{Aligner, Step};
 use crate::error::Result;
 use crate::message::{Message, StreamBatch, WATERMARK_MAX, WATERMARK_MIN};
+use crate::runtime::chain::Output;
 use crate::runtime::idleness::Idleness;
 use crate::runtime::ordered::EpochOrder;
 
@@ -19,7 +20,7 @@ pub async fn run_union(
     inputs: Vec<mpsc::Receiver<Message>>,
     tx: mpsc::Sender<Message>,
 ) -> Result<()> {
-    run_merge(inputs, tx, Merge::Union).await
+    run_merge(inputs, Output::channel(tx), Merge::Union).await
 }
 
 /// How [`run_merge`] treats the rows of its inputs.
@@ -40,19 +41,11 @@ pub enum Merge {
 /// says.
 pub async fn run_merge(
     mut inputs: Vec<mpsc::Receiver<Message>>,
-    tx: mpsc::Sender<Message>,
+    mut output: Output,
     merge: Merge,
 ) -> Result<()> {
     let n = inputs.len();
-    let mut u = Union {
-        clamp: merge == Merge::Union,
-        order: (merge == Merge::Ordered).then(|| EpochOrder::new(n)),
-        wms: vec![WATERMARK_MIN; n],
-        ended: vec![false; n],
-        current: WATERMARK_MIN,
-        aligner: Aligner::new(n),
-        idleness: Idleness::new(n),
-    };
+    let mut u = Union::new(n, merge);
     let mut closed = vec![false; n];
     let mut start = 0;
     loop {
@@ -72,13 +65,13 @@ pub async fn run_merge(
                 Step::Aligned(b) => u.flushed(Message::Barrier(b)),
             };
             for m in out {
-                if tx.send(m).await.is_err() {
+                if !output.send(m).await? {
                     return Ok(());
                 }
             }
-            if u.ended.iter().all(|e| *e) {
+            if u.all_ended() {
                 for m in u.flushed(Message::EndOfStream) {
-                    let _ = tx.send(m).await;
+                    output.send(m).await?;
                 }
                 return Ok(());
             }
@@ -115,7 +108,8 @@ pub(crate) async fn next_message(
     .await
 }
 
-struct Union {
+/// The merge of several channels into one, as decisions: what each message becomes.
+pub(crate) struct Union {
     /// Limit each row's watermark by the other inputs' (a union of different streams).
     clamp: bool,
     /// Hold rows to give them in watermark-epoch order (a sink's merge of subtasks).
@@ -128,8 +122,26 @@ struct Union {
 }
 
 impl Union {
-    /// What one message from input `i` becomes downstream.
-    fn process(&mut self, i: usize, m: Message) -> Vec<Message> {
+    /// A merge of `n` channels whose rows `merge` treats.
+    pub(crate) fn new(n: usize, merge: Merge) -> Self {
+        Self {
+            clamp: merge == Merge::Union,
+            order: (merge == Merge::Ordered).then(|| EpochOrder::new(n)),
+            wms: vec![WATERMARK_MIN; n],
+            ended: vec![false; n],
+            current: WATERMARK_MIN,
+            aligner: Aligner::new(n),
+            idleness: Idleness::new(n),
+        }
+    }
+
+    /// Whether every channel has ended.
+    pub(crate) fn all_ended(&self) -> bool {
+        self.ended.iter().all(|e| *e)
+    }
+
+    /// What one message from input `i` becomes downstream (barriers aligned already).
+    pub(crate) fn process(&mut self, i: usize, m: Message) -> Vec<Message> {
         let given = self.idleness.on_message(i, m);
         given
             .into_iter()
@@ -138,7 +150,7 @@ impl Union {
     }
 
     /// The rows held for ordering, then `m` (a barrier or the end).
-    fn flushed(&mut self, m: Message) -> Vec<Message> {
+    pub(crate) fn flushed(&mut self, m: Message) -> Vec<Message> {
         let mut out = self.order.as_mut().map(|o| o.flush()).unwrap_or_default();
         out.push(m);
         out

@@ -156,6 +156,7 @@ pub(crate) fn check_option_value(k: &str, v: &str) -> Result<()> {
         "parallelism.default",
         "pipeline.max-parallelism",
         weir_planner::parallel::AGG_PHASE_STRATEGY,
+        weir_planner::parallel::OPERATOR_CHAINING,
     ];
     if parallel.contains(&k) {
         // Alone: whether the two fit together is checked when a job is planned.

@@ -16,6 +16,7 @@ fn config() -> ParallelConfig {
         parallelism: 1,
         max_parallelism: MAX,
         agg_phase: weir_planner::parallel::AggPhase::Auto,
+        chaining: true,
     }
 }
 
