@@ -10,9 +10,6 @@
 //! switch between them. Each chained operator keeps its own metrics (rows, busy time,
 //! watermark, late rows) and its late-data output, so EXPLAIN ANALYZE and the metrics read as
 //! before.
-//!
-//! A producer that does not take an [`Output`] (a union, a lookup join) gets a channel whose
-//! messages a small task pumps into it ([`Output::into_sender`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,7 +21,6 @@ use crate::message::Message;
 use crate::observe::op_metrics::OperatorMetrics;
 use crate::operator::Operator;
 use crate::runtime::exchange::Router;
-use crate::runtime::job::{JobShared, CHANNEL_CAPACITY};
 use crate::runtime::task::{feed, send_late, OperatorTask};
 
 /// One chained operator and its task's counters.
@@ -142,11 +138,6 @@ impl Output {
         self.sender = Some(metrics);
     }
 
-    /// Whether anything is chained.
-    pub fn is_chained(&self) -> bool {
-        !self.links.is_empty()
-    }
-
     /// Pass `m` through the chain and on. `Ok(false)` once nothing downstream listens (the job
     /// is stopping); an error of a chained operator fails the producer's task.
     pub async fn send(&mut self, m: Message) -> Result<bool> {
@@ -176,26 +167,6 @@ impl Output {
             },
             Target::Routed(router, txs) => route(router, txs, m).await?,
         })
-    }
-
-    /// A channel whose messages reach this output: its own sender when nothing is chained or
-    /// routed, else one read by a task `job` runs that passes each message on.
-    pub fn into_sender(self, job: &Arc<JobShared>) -> mpsc::Sender<Message> {
-        if let (false, Target::Channel(tx)) = (self.is_chained(), &self.target) {
-            return tx.clone();
-        }
-        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let mut out = self;
-        job.spawn(async move {
-            while let Some(m) = rx.recv().await {
-                let end = matches!(m, Message::EndOfStream);
-                if !out.send(m).await? || end {
-                    break;
-                }
-            }
-            Ok(())
-        });
-        tx
     }
 }
 

@@ -177,3 +177,98 @@ impl WindowAggregateOperator {
         self.refire(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
+    use datafusion::arrow::datatypes::DataType;
+    use weir_planner::stream_plan::WindowAggregateNode;
+    use weir_planner::StreamNode;
+
+    use super::*;
+    use crate::observe::metrics::JobMetrics;
+    use crate::operator::Operator;
+    use crate::state::MemoryBackend;
+
+    const S: i64 = 1_000_000_000;
+
+    fn node() -> WindowAggregateNode {
+        let sql = "CREATE TABLE t (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+                   WITH ('connector' = 'x');
+                   SELECT k, window_start, COUNT(*) AS n
+                   FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+                   GROUP BY k, window_start, window_end";
+        let mut node = crate::operators::planned(sql, |n| match n {
+            StreamNode::WindowAggregate(a) => Some(a.clone()),
+            _ => None,
+        });
+        // 'window.allowed-lateness' = '1 min'.
+        node.emit.allowed_lateness_ns = 60 * S;
+        node
+    }
+
+    fn operator(node: &WindowAggregateNode) -> WindowAggregateOperator {
+        let time = crate::runtime::job::time_context(&node.time).unwrap();
+        WindowAggregateOperator::new(node, time, Arc::new(JobMetrics::default())).unwrap()
+    }
+
+    /// Rows of key `a` in window [0 s, 60 s) at `secs`, with row watermarks `wms` (s).
+    fn rows(node: &WindowAggregateNode, secs: &[i64], wms: &[i64]) -> StreamBatch {
+        let schema = node.input.schema();
+        let n = secs.len();
+        let cols: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                let ms = |v: Vec<i64>| Arc::new(TimestampMillisecondArray::from(v)) as ArrayRef;
+                match (f.name().as_str(), f.data_type()) {
+                    (_, DataType::Utf8) => Arc::new(StringArray::from(vec!["a"; n])),
+                    ("window_start", _) => ms(vec![0; n]),
+                    ("window_end", _) => ms(vec![60_000; n]),
+                    ("window_time", _) => ms(vec![59_999; n]),
+                    _ => ms(secs.iter().map(|s| s * 1000).collect()),
+                }
+            })
+            .collect();
+        let b = RecordBatch::try_new(schema, cols).unwrap();
+        let wms = Int64Array::from_iter_values(wms.iter().map(|w| w * S));
+        StreamBatch::with_row_watermarks(b, wms)
+    }
+
+    /// (kind, n) of each output row.
+    fn changes(out: &[Message]) -> Vec<(i8, i64)> {
+        let mut all = Vec::new();
+        for m in out {
+            let Message::Batch(b) = m else { continue };
+            let n = b.batch.column(b.batch.num_columns() - 1);
+            let n = n.as_any().downcast_ref::<Int64Array>().expect("count");
+            for i in 0..b.num_rows() {
+                let kind = b.kinds.as_ref().map_or(0, |k| k[i]);
+                all.push((kind, n.value(i)));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn a_row_late_by_its_row_watermark_waits_through_a_checkpoint_and_updates_the_window() {
+        let node = node();
+        let mut op = operator(&node);
+        let mut out = Vec::new();
+        // At 10 s, judged at 10 s: in the window. At 30 s, judged at 90 s: the window had
+        // fired where the row was read, though no watermark has fired it here yet.
+        op.process_batch(rows(&node, &[10, 30], &[10, 90]), &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "{out:?}");
+        let mut state = MemoryBackend::default();
+        op.snapshot(&mut state).unwrap();
+        let mut op = operator(&node);
+        op.restore(&state).unwrap();
+        op.on_watermark(90 * S, &mut out).unwrap();
+        // The first firing without the late row, then the update it makes.
+        assert_eq!(changes(&out), vec![(0, 1), (1, 1), (2, 2)]);
+        assert_eq!(op.counts().late_updates, Some(1));
+    }
+}
