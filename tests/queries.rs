@@ -179,9 +179,9 @@ async fn explain_analyze_shows_rows_and_time_per_operator() {
         .find(|l| l.contains("WindowAssign"))
         .expect(&text);
     assert!(assign.contains("rows in=20000"), "{text}");
-    // At parallelism 2 each batch is folded into one partial row per
-    // window and sensor before the exchange: the aggregation receives those (100 sensors,
-    // 100 windows of 5 minutes, each folded once per batch or more).
+    // At parallelism 2 rows are folded into one partial row per window and sensor before
+    // the exchange, held until the window fires: the aggregation receives those (100
+    // sensors, 100 windows of 5 minutes, from one or both source subtasks).
     let agg = text
         .lines()
         .find(|l| l.contains("WindowAggregate:"))

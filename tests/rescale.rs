@@ -3,7 +3,8 @@
 //! SIGKILL, restored at parallelism 4 and killed again, then restored at parallelism 1 and run
 //! to the end. Its committed output must equal one clean run's, row for row: each restore
 //! divided the windows' state among the new subtasks by key group and merged the source
-//! subtasks' offsets.
+//! subtasks' offsets, and the sink subtasks' pending transactions (or files) were published by
+//! the new ones. The same with exactly-once file sinks.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -55,18 +56,39 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_killed_at_parallelism_2_resumes_at_4_then_1_with_a_clean_runs_output() {
-    let broker = Broker::start();
-    broker.create_topic("rescale", 3).await;
-    let ends = broker.produce_many("rescale", RECORDS, 3, record).await;
-    for t in ["tumbles", "sessions"] {
-        broker.create_topic(&format!("clean-{t}"), 2).await;
-        broker.create_topic(&format!("scaled-{t}"), 2).await;
+/// Where a run of the rescale test writes: Kafka topics or sink directories.
+#[derive(Clone, Copy)]
+enum Target {
+    Topics,
+    Files,
+}
+
+fn out(target: Target, dir: &Path, name: &str) -> Out {
+    match target {
+        Target::Topics => Out::Topics(name.into()),
+        Target::Files => Out::Files(dir.join("out")),
     }
-    let (clean, scaled) = (scratch("clean"), scratch("scaled"));
-    let (clean_out, scaled_out) = (Out::Topics("clean".into()), Out::Topics("scaled".into()));
-    let job = |out: &Out| job(&broker, "rescale", 40_000, &ends, out);
+}
+
+/// Run the job cleanly, then at parallelism 2, 4 and 1 with SIGKILLs between: the committed
+/// outputs must be equal. The sinks run as many subtasks as the windows, each with its own
+/// transactions or files, so every restore also hands the sink subtasks' pending commits on.
+async fn rescale(target: Target, name: &str) {
+    let broker = Broker::start();
+    let topic = format!("rescale-{name}");
+    broker.create_topic(&topic, 3).await;
+    let ends = broker.produce_many(&topic, RECORDS, 3, record).await;
+    for t in ["tumbles", "sessions"] {
+        broker.create_topic(&format!("clean-{name}-{t}"), 2).await;
+        broker.create_topic(&format!("scaled-{name}-{t}"), 2).await;
+    }
+    let (clean, scaled) = (
+        scratch(&format!("clean-{name}")),
+        scratch(&format!("scaled-{name}")),
+    );
+    let clean_out = out(target, &clean, &format!("clean-{name}"));
+    let scaled_out = out(target, &scaled, &format!("scaled-{name}"));
+    let job = |out: &Out| job(&broker, &topic, 40_000, &ends, out);
     std::fs::write(clean.join("job.sql"), job(&clean_out)).unwrap();
     std::fs::write(scaled.join("job.sql"), job(&scaled_out)).unwrap();
     let status = start(&clean.join("job.sql"), &clean.join("ckpt"))
@@ -88,4 +110,14 @@ async fn a_job_killed_at_parallelism_2_resumes_at_4_then_1_with_a_clean_runs_out
     }
     let _ = std::fs::remove_dir_all(&clean);
     let _ = std::fs::remove_dir_all(&scaled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_killed_at_parallelism_2_resumes_at_4_then_1_with_a_clean_runs_output() {
+    rescale(Target::Topics, "topics").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sinks_killed_at_parallelism_2_resume_at_4_then_1_with_a_clean_runs_output() {
+    rescale(Target::Files, "files").await;
 }

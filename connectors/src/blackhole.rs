@@ -50,6 +50,11 @@ impl SinkFactory for BlackholeSinkFactory {
         true
     }
 
+    /// Each subtask of its input discards its own rows.
+    fn parallel(&self, _table: &TableDef, _checkpointing: bool) -> bool {
+        true
+    }
+
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>> {
         self.validate(&ctx.table)
             .map_err(|m| EngineError::connector(NAME, m))?;

@@ -69,6 +69,7 @@ pub(crate) fn sink_ctx(table: TableDef, settings: &[(&str, &str)]) -> SinkContex
         restore: None,
         state_dir: None,
         upsert_key: None,
+        subtask: weir_engine::checkpoint::TaskSlot::SINGLE,
     }
 }
 

@@ -112,8 +112,14 @@ pub struct SinkRestore {
     /// The id of the checkpoint the job restarts from.
     pub checkpoint: u64,
     /// What [`Sink::pre_commit`] returned for that checkpoint: publish it (if not yet done) and
-    /// discard anything written after it.
+    /// discard anything written after it. Empty when [`SinkRestore::subtasks`] holds the
+    /// snapshots instead.
     pub pending: String,
+    /// When the sink runs as several subtasks, or the checkpoint's sink ran at another
+    /// parallelism: what every subtask of the checkpoint returned, by its subtask index. Each
+    /// subtask of the restarted sink publishes its share of them (which share is the
+    /// connector's choice: the subtasks of one sink must together take each exactly once).
+    pub subtasks: Vec<String>,
 }
 
 /// What a source needs to start.
@@ -165,6 +171,8 @@ pub struct SinkContext {
     pub upsert_key: Option<Vec<String>>,
     /// A directory of the checkpoint store for this sink's own files (checkpointing jobs).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Which of the sink's subtasks this is (see [`SinkFactory::parallel`]).
+    pub subtask: crate::checkpoint::TaskSlot,
 }
 
 /// Creates sources of one connector kind.
@@ -241,6 +249,13 @@ pub trait SinkFactory: Send + Sync {
     /// the `op` column of [`crate::changelog`]. Append-only sinks keep the default, and an
     /// updating query into them is refused at planning time.
     fn accepts_updates(&self, _table: &TableDef) -> bool {
+        false
+    }
+    /// Whether the sink of an append-only result may run as one subtask per subtask of the
+    /// operator before it, each writing its own files or transactions ([`SinkContext::subtask`]),
+    /// instead of one task taking the merged stream. A checkpoint covers all of them: each
+    /// pre-commits at the barrier and commits when the checkpoint completes.
+    fn parallel(&self, _table: &TableDef, _checkpointing: bool) -> bool {
         false
     }
 }

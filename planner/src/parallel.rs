@@ -311,10 +311,17 @@ impl Shape<'_> {
         out
     }
 
-    /// EXPLAIN of a sink (`header`, which runs once) fed by `root`'s subtasks.
-    pub fn explain_sink(&self, header: &str, root: &StreamNode) -> String {
+    /// EXPLAIN of a sink (`header`) fed by `root`'s subtasks: one task behind a single
+    /// exchange, or with `parallel` one subtask per subtask of `root`.
+    pub fn explain_sink(&self, header: &str, root: &StreamNode, parallel: bool) -> String {
+        let p = self.parallelism(root);
+        if parallel && p > 1 {
+            let mut out = format!("{header} [parallelism {p}]\n");
+            self.explain_into(root, &mut out, 1);
+            return out;
+        }
         let mut out = format!("{header} [parallelism 1]\n");
-        match self.parallelism(root) {
+        match p {
             1 => self.explain_into(root, &mut out, 1),
             _ => {
                 out.push_str("  Exchange: single\n");

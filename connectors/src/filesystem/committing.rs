@@ -66,8 +66,12 @@ impl CommittingSink {
         };
         let restored = ctx.restore.as_ref().map_or(0, |r| r.checkpoint);
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        let run = match ctx.subtask.count {
+            1 => format!("{restored}-{nanos:x}"),
+            _ => format!("{restored}-{nanos:x}-{}", ctx.subtask.index),
+        };
         let mut me = Self {
-            run: format!("{restored}-{nanos:x}"),
+            run,
             ctx,
             options,
             tz,
@@ -83,9 +87,17 @@ impl CommittingSink {
     }
 
     /// Publish what the restored checkpoint had pending, and drop every other in-progress file.
+    /// The subtasks of a sink share its directory: the first publishes every subtask's files
+    /// (the sink's subtasks open one after another, the first first, before any writes), so
+    /// whichever deletes in-progress files finds only those no checkpoint refers to.
     fn recover(&mut self) -> Result<()> {
         if let Some(r) = self.ctx.restore.clone() {
             self.pending = parse_pending(&r.pending)?;
+            if self.ctx.subtask.index == 0 {
+                for s in &r.subtasks {
+                    self.pending.extend(parse_pending(s)?);
+                }
+            }
             self.commit_up_to(r.checkpoint)?;
         }
         let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err("list", &self.dir, e))?;
@@ -127,7 +139,13 @@ impl CommittingSink {
                 .into_inner()
                 .map_err(|e| io_err("write", &path, e.into_error()))?;
             f.sync_all().map_err(|e| io_err("sync", &path, e))?;
-            let done = format!("part-{checkpoint:08}-{}.{}", self.seq, self.ext);
+            let done = match self.ctx.subtask.count {
+                1 => format!("part-{checkpoint:08}-{}.{}", self.seq, self.ext),
+                _ => {
+                    let i = self.ctx.subtask.index;
+                    format!("part-{checkpoint:08}-{i}-{}.{}", self.seq, self.ext)
+                }
+            };
             self.pending.push(Pending {
                 checkpoint,
                 in_progress: name,
@@ -268,6 +286,7 @@ mod tests {
         let r = SinkRestore {
             checkpoint: 2,
             pending: pending2,
+            subtasks: Vec::new(),
         };
         let c2 = ctx(&dir, Some(r.clone()));
         let sink = super::super::FilesystemSinkFactory
@@ -282,6 +301,52 @@ mod tests {
         assert_eq!(visible(&dir).len(), 3);
         let hidden = std::fs::read_dir(&dir).unwrap().flatten().count();
         assert_eq!(hidden, 2, "no in-progress files are left");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn subtasks_share_a_directory_and_a_restart_at_another_parallelism_publishes_each_file_once(
+    ) {
+        let dir = temp_path("fs-commit-subtasks");
+        let open = |index, count, restore| {
+            let mut c = ctx(&dir, restore);
+            c.subtask = weir_engine::checkpoint::TaskSlot { index, count };
+            super::super::FilesystemSinkFactory.create(c).unwrap()
+        };
+        let c = ctx(&dir, None);
+        let (mut a, mut b) = (open(0, 2, None), open(1, 2, None));
+        a.write(batch(&c, &[1])).await.unwrap();
+        b.write(batch(&c, &[2])).await.unwrap();
+        let snapshots = vec![
+            a.pre_commit(1).await.unwrap(),
+            b.pre_commit(1).await.unwrap(),
+        ];
+        a.commit(1).await.unwrap(); // the crash comes before the second subtask's commit
+        b.write(batch(&c, &[3])).await.unwrap(); // never checkpointed
+        drop((a, b));
+        assert_eq!(visible(&dir), ["{\"v\":1}"]);
+        let r = SinkRestore {
+            checkpoint: 1,
+            pending: String::new(),
+            subtasks: snapshots,
+        };
+        let again: Vec<_> = (0..3).map(|i| open(i, 3, Some(r.clone()))).collect();
+        assert_eq!(visible(&dir), ["{\"v\":1}", "{\"v\":2}"]);
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("part-00000001-")),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.len(),
+            2,
+            "one file per subtask, no in-progress file: {names:?}"
+        );
+        drop(again);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

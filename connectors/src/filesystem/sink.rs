@@ -1,7 +1,7 @@
 //! The `filesystem` sink: writes result rows as JSON lines or CSV to one local file.
 //!
 //! `path` names the file, or a directory (an existing one, or a path ending in `/`) in which
-//! `part-0.jsonl` / `part-0.csv` is written. Rows are appended as they arrive and flushed when
+//! `part-<subtask>.jsonl` / `.csv` is written, one file per subtask of the sink. Rows are appended as they arrive and flushed when
 //! the input ends: at-least-once. A checkpointing job writes through `committing.rs`
 //! (exactly-once), and Parquet through `parquet_sink.rs`.
 
@@ -45,6 +45,16 @@ impl SinkFactory for FilesystemSinkFactory {
         }
     }
 
+    /// JSON lines and CSV: each subtask writes its own files (`part-<subtask>.<ext>` in a
+    /// directory; with checkpoints `part-<checkpoint>-<subtask>-<n>.<ext>`). A single named
+    /// file, and Parquet, are written by one task.
+    fn parallel(&self, table: &TableDef, checkpointing: bool) -> bool {
+        let Ok(options) = FileOptions::parse(table) else {
+            return false;
+        };
+        options.format != Format::Parquet && (checkpointing || is_directory(&options))
+    }
+
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>> {
         let err = |m: String| EngineError::connector(NAME, m);
         let options = FileOptions::parse(&ctx.table).map_err(err)?;
@@ -58,7 +68,7 @@ impl SinkFactory for FilesystemSinkFactory {
                 ctx, options, tz,
             )?));
         }
-        let target = target_file(&options)?;
+        let target = target_file(&options, ctx.subtask.index)?;
         let file = File::create(&target).map_err(|e| {
             EngineError::connector(NAME, format!("cannot create '{}': {e}", target.display()))
         })?;
@@ -75,18 +85,23 @@ impl SinkFactory for FilesystemSinkFactory {
     }
 }
 
-/// The file to write: `path` itself, or `part-0.<ext>` inside it when it is a directory.
-/// Missing parent directories are created.
-fn target_file(options: &FileOptions) -> Result<PathBuf> {
+/// `path` names a directory: an existing one, or a path ending in `/`.
+fn is_directory(options: &FileOptions) -> bool {
+    options.path.ends_with('/') || options.local_path().is_dir()
+}
+
+/// The file to write: `path` itself, or `part-<subtask>.<ext>` inside it when it is a
+/// directory. Missing parent directories are created.
+fn target_file(options: &FileOptions, subtask: usize) -> Result<PathBuf> {
     let path = options.local_path();
-    let is_dir = options.path.ends_with('/') || path.is_dir();
+    let is_dir = is_directory(options);
     let ext = match options.format {
         Format::Json => "jsonl",
         Format::Csv => "csv",
         Format::Parquet => "parquet",
     };
     let file = if is_dir {
-        path.join(format!("part-0.{ext}"))
+        path.join(format!("part-{subtask}.{ext}"))
     } else {
         path
     };

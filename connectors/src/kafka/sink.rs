@@ -22,7 +22,8 @@ use super::{KafkaOptions, NAME};
 pub(super) enum Partitioner {
     /// By key hash (murmur2, as the Java client), records without key spread by librdkafka.
     Default,
-    /// Everything to partition 0 (Flink's `fixed` with one sink task).
+    /// Each sink subtask to one partition, subtask `i` to partition `i mod n` (Flink's
+    /// `fixed`; everything to partition 0 with one sink subtask).
     Fixed,
     RoundRobin,
 }
@@ -79,6 +80,12 @@ impl SinkFactory for KafkaSinkFactory {
             Ok("exactly-once") if checkpointing => "exactly-once",
             _ => "at-least-once",
         }
+    }
+
+    /// Each subtask has its own producer (and, exactly-once, its own transactional id
+    /// `<prefix>-sink-<n>.<subtask>`).
+    fn parallel(&self, _table: &TableDef, _checkpointing: bool) -> bool {
+        true
     }
 
     fn create(&self, ctx: SinkContext) -> Result<Box<dyn Sink>> {

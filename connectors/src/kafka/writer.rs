@@ -37,6 +37,8 @@ pub(super) struct RecordWriter {
     tz: Option<chrono_tz::Tz>,
     next: i32,
     partitions: Option<i32>,
+    /// The sink subtask this writer serves (`fixed` writes to partition `subtask mod n`).
+    subtask: usize,
 }
 
 fn err(m: impl std::fmt::Display) -> EngineError {
@@ -78,6 +80,7 @@ impl RecordWriter {
             tz: session_time_zone(&ctx.settings).map_err(err)?,
             next: 0,
             partitions: None,
+            subtask: ctx.subtask.index,
         })
     }
 
@@ -109,9 +112,10 @@ impl RecordWriter {
     ) -> Result<usize> {
         let (values, keys) = self.encode(batch)?;
         let count = match self.partitioner {
-            Partitioner::RoundRobin => Some(self.partition_count().await?),
-            _ => None,
+            Partitioner::RoundRobin | Partitioner::Fixed => Some(self.partition_count().await?),
+            Partitioner::Default => None,
         };
+        let fixed = count.map_or(0, |n| (self.subtask % n.max(1) as usize) as i32);
         let producer = self.producer.clone();
         let mut acks = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
@@ -126,7 +130,7 @@ impl RecordWriter {
                 rec = rec.headers(h(i));
             }
             rec = match (self.partitioner, count) {
-                (Partitioner::Fixed, _) => rec.partition(0),
+                (Partitioner::Fixed, _) => rec.partition(fixed),
                 (Partitioner::RoundRobin, Some(n)) => {
                     self.next = (self.next + 1) % n;
                     rec.partition(self.next)

@@ -330,6 +330,31 @@ impl Checkpointing {
             .map(|s| s.as_str())
     }
 
+    /// What every subtask of task `name`'s node saved in the restored checkpoint, by subtask
+    /// index (only where its layout is `name`'s): a sink's pending commits, whichever of the
+    /// node's subtasks publishes them. Empty without a restored checkpoint.
+    pub fn restored_node_snapshots(&self, name: &str) -> Vec<String> {
+        let Some(r) = &self.restored else {
+            return Vec::new();
+        };
+        if r.layouts.is_empty() {
+            return r.snapshots.get(name).cloned().into_iter().collect();
+        }
+        let ours = self.layouts.lock().expect("lock").get(name).cloned();
+        let node = layout::node_of(name).0;
+        let mut found: Vec<(usize, String)> = r
+            .layouts
+            .iter()
+            .filter(|(n, l)| Some(*l) == ours.as_ref() && layout::node_of(n).0 == node)
+            .map(|(n, _)| {
+                let snapshot = r.snapshots.get(n).cloned().unwrap_or_default();
+                (layout::node_of(n).1.unwrap_or(0), snapshot)
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, s)| s).collect()
+    }
+
     /// Where operator `name`'s state of the restored checkpoint lives.
     pub fn restored_state_dir(&self, name: &str) -> Option<PathBuf> {
         if !self.fits(name) {

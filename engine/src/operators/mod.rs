@@ -40,6 +40,21 @@ pub(crate) fn planned<T>(sql: &str, pick: impl Fn(&weir_planner::StreamNode) -> 
     }
 }
 
+/// The window aggregation of `SELECT k, window_start, COUNT(*)` over one-minute tumbles of a
+/// table `t (k STRING, ts TIMESTAMP(3))` watermarked at `ts`: the window operators' test node.
+#[cfg(test)]
+pub(crate) fn minute_counts() -> weir_planner::stream_plan::WindowAggregateNode {
+    let sql = "CREATE TABLE t (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+               WITH ('connector' = 'x');
+               SELECT k, window_start, COUNT(*) AS n
+               FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+               GROUP BY k, window_start, window_end";
+    planned(sql, |n| match n {
+        weir_planner::StreamNode::WindowAggregate(a) => Some(a.clone()),
+        _ => None,
+    })
+}
+
 /// Rows `(key, number)` in the columns of `schema`, as operator tests build their input: a
 /// string column takes the key, a millisecond timestamp the number as seconds, any other
 /// column the number.

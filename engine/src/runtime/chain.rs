@@ -182,6 +182,9 @@ async fn route(router: &mut Router, txs: &[mpsc::Sender<Message>], m: Message) -
         }
         Message::Batch(_) => Ok(true),
         other => {
+            for (to, piece) in router.due_before(&other)? {
+                let _ = txs[to].send(Message::Batch(piece)).await;
+            }
             let mut open = false;
             for tx in txs {
                 open |= tx.send(other.clone()).await.is_ok();

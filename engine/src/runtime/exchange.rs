@@ -10,8 +10,9 @@
 //! each subtask's input (one channel per input subtask, merged by the reading task's
 //! [`super::inputs::Inputs`]) takes the minimum watermark and aligns barriers over all of them. The hash is fixed (it never
 //! changes between versions or processes), because checkpoints store state by key group.
-//! Before a window aggregation the router may fold each batch into partial rows first
-//! ([`crate::operators::window_local`]), and routes those by the same hash.
+//! Before a window aggregation the router may fold batches into partial rows first
+//! ([`crate::operators::window_local`]), and routes those by the same hash when a watermark,
+//! barrier or the end makes them due.
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -20,7 +21,7 @@ use weir_planner::parallel::ParallelConfig;
 use weir_planner::stream_plan::PhysExpr;
 
 use crate::error::Result;
-use crate::message::StreamBatch;
+use crate::message::{Message, StreamBatch};
 use crate::operators::window_local::LocalWindowAggregate;
 
 /// The seed of the key hash; fixed, since checkpoints keep state by key group.
@@ -135,14 +136,31 @@ impl Router {
                 split_by_owner(&b, &owners, p)
             }
             Route::PreAggregated(local, keys) => {
+                local.fold(&b)?;
                 let mut out = Vec::new();
-                for part in local.partials(&b)? {
+                for part in local.due_now()? {
                     let owners = keys.owners_of_rows(&part.keys, p);
                     out.extend(split_by_owner(&part.batch, &owners, p)?);
                 }
                 Ok(out)
             }
         }
+    }
+
+    /// The pieces due before `m` (not a batch) goes to every subtask: the partial rows a
+    /// pre-aggregating route kept for the windows `m` fires, or for all before a barrier or
+    /// the end.
+    pub fn due_before(&mut self, m: &Message) -> Result<Vec<(usize, StreamBatch)>> {
+        let p = self.outputs;
+        let Route::PreAggregated(local, keys) = &mut self.route else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for part in local.due_before(m)? {
+            let owners = keys.owners_of_rows(&part.keys, p);
+            out.extend(split_by_owner(&part.batch, &owners, p)?);
+        }
+        Ok(out)
     }
 }
 

@@ -428,7 +428,8 @@ fn connect_input(
         }
         let route = match (&route, node) {
             (Some(keys), StreamNode::WindowAggregate(a)) if ctx.shape().pre_aggregates(node) => {
-                let local = crate::operators::window_local::LocalWindowAggregate::new(a);
+                let time = time_context(&a.time)?;
+                let local = crate::operators::window_local::LocalWindowAggregate::new(a, time);
                 Route::PreAggregated(Box::new(local), KeyRouting::new(keys.clone(), ctx.parallel))
             }
             (Some(keys), _) => Route::Hash(KeyRouting::new(keys.clone(), ctx.parallel)),

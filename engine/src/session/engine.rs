@@ -13,13 +13,13 @@ use datafusion::prelude::SessionContext;
 use weir_planner::{Catalog, PlanError, Planner, Settings, Statement, StreamPlan};
 
 use crate::checkpoint::coordinator::run_coordinator;
-use crate::checkpoint::{CheckpointConfig, CheckpointStore, Checkpointing};
+use crate::checkpoint::{CheckpointConfig, CheckpointStore, Checkpointing, TaskSlot};
 use crate::connector::{ConnectorRegistry, SinkFactory, SourceFactory};
 use crate::error::{EngineError, Result};
-use crate::runtime::job::{spawn_node, BuildContext, JobShared};
+use crate::runtime::job::{spawn_node, spawn_subtasks, BuildContext, JobShared};
 use crate::runtime::sink::run_sink;
 use crate::session::job_history::{JobHistory, JobKind};
-use crate::session::job_sinks::{late_sinks, open_sink, SinkTarget, SinkTask};
+use crate::session::job_sinks::{late_sinks, open_sink, sink_parallelism, SinkTarget, SinkTask};
 use crate::session::stream::{JobHandle, QueryStream};
 
 /// What one statement produced.
@@ -431,19 +431,25 @@ fn insert_tasks(
     let mut sinks = Vec::new();
     for ins in inserts {
         print_warnings(g, &ins.plan);
+        let upsert_key = ins.plan.root.upsert_key();
         let target = SinkTarget {
             table: &ins.table,
             updating: ins.plan.updating,
             event_col: ins.plan.root.event_time_column(),
-            upsert_key: ins.plan.root.upsert_key(),
+            upsert_key: upsert_key.as_deref(),
         };
-        let (input, sink_ck) = open_sink(g, job, ck, target)?;
-        let rx = spawn_node(&ins.plan.root, &ctx)?;
-        sinks.push(SinkTask {
-            input,
-            rx,
-            ck: sink_ck,
-        });
+        let input_p = ctx.shape().parallelism(&ins.plan.root);
+        let p = sink_parallelism(g, target, input_p, ck.is_some())?;
+        let opened = (0..p)
+            .map(|index| open_sink(g, job, ck, target, TaskSlot { index, count: p }))
+            .collect::<Result<Vec<_>>>()?;
+        let rxs = match p {
+            1 => vec![spawn_node(&ins.plan.root, &ctx)?],
+            _ => spawn_subtasks(&ins.plan.root, &ctx)?,
+        };
+        for ((input, ck), rx) in opened.into_iter().zip(rxs) {
+            sinks.push(SinkTask { input, rx, ck });
+        }
     }
     let late = std::mem::take(&mut ctx.late);
     sinks.extend(late_sinks(g, job, ck, late)?);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::checkpoint::Checkpointing;
-use crate::connector::{SinkContext, SinkRestore};
+use crate::checkpoint::{Checkpointing, TaskSlot};
+use crate::connector::{SinkContext, SinkFactory, SinkRestore};
 use crate::error::{EngineError, Result};
 use crate::message::Message;
 use crate::runtime::job::{JobShared, CHANNEL_CAPACITY};
@@ -28,6 +28,7 @@ fn sink_layout(t: &weir_planner::TableDef) -> String {
 }
 
 /// A table a job writes to and what it receives.
+#[derive(Clone, Copy)]
 pub(crate) struct SinkTarget<'a> {
     pub table: &'a Arc<weir_planner::TableDef>,
     /// The rows are a changelog (an `op` column first).
@@ -35,37 +36,74 @@ pub(crate) struct SinkTarget<'a> {
     /// The event-time column of the rows, for latency metrics.
     pub event_col: Option<(usize, i64)>,
     /// The columns that identify a row of the changelog ([`weir_planner::stream_plan::StreamNode::upsert_key`]).
-    pub upsert_key: Option<Vec<usize>>,
+    pub upsert_key: Option<&'a [usize]>,
 }
 
-/// Create the sink of `target` (registered with the job's checkpoints when it checkpoints).
+fn factory_of(g: &Inner, table: &weir_planner::TableDef) -> Result<Arc<dyn SinkFactory>> {
+    let connector = table.connector().unwrap_or("");
+    g.registry.sink(connector).cloned().ok_or_else(|| {
+        EngineError::Internal(format!(
+            "no sink connector '{connector}' for table '{}'",
+            table.name
+        ))
+    })
+}
+
+/// Whether the sink of `table` runs one subtask per subtask of its input: when the rows are
+/// append-only, the connector can ([`SinkFactory::parallel`]) and no `sink.rows-per-second`
+/// limit (the table's total rate) applies.
+pub(crate) fn sink_splits(
+    factory: &dyn SinkFactory,
+    table: &weir_planner::TableDef,
+    updating: bool,
+    checkpointing: bool,
+) -> bool {
+    let throttled = !matches!(crate::runtime::throttle::rate(table), Ok(None));
+    !updating && !throttled && factory.parallel(table, checkpointing)
+}
+
+/// How many subtasks write `target` when its input runs as `input` subtasks (see
+/// [`sink_splits`]).
+pub(crate) fn sink_parallelism(
+    g: &Inner,
+    target: SinkTarget,
+    input: usize,
+    checkpointing: bool,
+) -> Result<usize> {
+    let factory = factory_of(g, target.table)?;
+    Ok(
+        match sink_splits(
+            factory.as_ref(),
+            target.table,
+            target.updating,
+            checkpointing,
+        ) {
+            true => input,
+            false => 1,
+        },
+    )
+}
+
+/// Create subtask `slot` of the sink of `target` (registered with the job's checkpoints when
+/// it checkpoints).
 pub(crate) fn open_sink(
     g: &Inner,
     job: &Arc<JobShared>,
     ck: Option<&Arc<Checkpointing>>,
     target: SinkTarget,
+    slot: TaskSlot,
 ) -> Result<(SinkInput, Option<SinkCheckpoint>)> {
     let table = target.table;
-    let connector = table.connector().unwrap_or("");
-    let factory = g.registry.sink(connector).cloned().ok_or_else(|| {
-        EngineError::Internal(format!(
-            "no sink connector '{connector}' for table '{}'",
-            table.name
-        ))
-    })?;
+    let factory = factory_of(g, table)?;
     let sink_ck = ck.map(|c| SinkCheckpoint {
-        name: c.register(
-            "sink",
-            sink_layout(table),
-            crate::checkpoint::TaskSlot::SINGLE,
-        ),
+        name: c.register("sink", sink_layout(table), slot),
         ck: c.clone(),
         cancel: job.cancel_receiver(),
     });
-    let sctx = sink_context(g, job, &target, sink_ck.as_ref());
+    let sctx = sink_context(g, job, &target, sink_ck.as_ref(), slot);
     let sink = crate::runtime::throttle::wrap(factory.create(sctx)?, table)?;
     let sink = crate::session::statements::CastingSink::wrap(sink, table.physical_schema());
-    if !g.quiet {
+    if !g.quiet && slot.index == 0 {
         tracing::info!(
             "sink '{}' ({}) delivers {}",
             table.name,
@@ -90,18 +128,12 @@ fn sink_context(
     job: &Arc<JobShared>,
     target: &SinkTarget,
     sink_ck: Option<&SinkCheckpoint>,
+    slot: TaskSlot,
 ) -> SinkContext {
     let table = target.table;
-    let restore = sink_ck.and_then(|s| {
-        let pending = s.ck.restored_snapshot(&s.name)?.to_string();
-        let checkpoint = s.ck.restored.as_ref()?.id;
-        Some(SinkRestore {
-            checkpoint,
-            pending,
-        })
-    });
+    let restore = sink_ck.and_then(|s| sink_restore(s, slot));
     let fields = table.physical_schema();
-    let upsert_key = target.upsert_key.as_ref().map(|key| {
+    let upsert_key = target.upsert_key.map(|key| {
         key.iter()
             .filter_map(|i| fields.fields().get(*i).map(|f| f.name().clone()))
             .collect()
@@ -118,7 +150,26 @@ fn sink_context(
         restore,
         upsert_key,
         state_dir: sink_ck.map(|s| s.ck.store.root().join("sinks").join(&s.name)),
+        subtask: slot,
     }
+}
+
+/// What the restored checkpoint left for sink subtask `slot`: a sink of one subtask restored
+/// as one gets its own snapshot; otherwise every subtask gets all of the checkpoint's
+/// subtasks' snapshots and publishes its share.
+fn sink_restore(s: &SinkCheckpoint, slot: TaskSlot) -> Option<SinkRestore> {
+    let checkpoint = s.ck.restored.as_ref()?.id;
+    let mut subtasks = s.ck.restored_node_snapshots(&s.name);
+    let pending = match (slot.count, subtasks.len()) {
+        (_, 0) => return None,
+        (1, 1) => subtasks.pop().unwrap_or_default(),
+        _ => String::new(),
+    };
+    Some(SinkRestore {
+        checkpoint,
+        pending,
+        subtasks,
+    })
 }
 
 /// A sink task ready to start: an INSERT's target or a late-data destination, and its input.
@@ -148,7 +199,7 @@ pub(crate) fn late_sinks(
             event_col: None,
             upsert_key: None,
         };
-        let (input, ck) = open_sink(g, job, ck, target)?;
+        let (input, ck) = open_sink(g, job, ck, target, TaskSlot::SINGLE)?;
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         job.spawn(crate::runtime::union::run_union(dest.inputs, tx));
         out.push(SinkTask { input, rx, ck });

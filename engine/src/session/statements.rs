@@ -454,7 +454,7 @@ pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
             Ok(match p.stream {
                 Some(plan) => format!(
                     "== Streaming plan ==\n{}",
-                    shape.explain_sink("Sink: stdout", &plan.root)
+                    shape.explain_sink("Sink: stdout", &plan.root, false)
                 ),
                 None => format!(
                     "== Batch plan (no tables) ==\n{}",
@@ -471,7 +471,18 @@ pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
                     i.table.name,
                     i.table.connector().unwrap_or("?")
                 );
-                out.push_str(&shape.explain_sink(&header, &i.plan.root));
+                let factory = g.registry.sink(i.table.connector().unwrap_or(""));
+                let checkpointing = g.checkpoint.is_some();
+                let parallel = factory.is_some_and(|f| {
+                    let updating = i.plan.updating;
+                    crate::session::job_sinks::sink_splits(
+                        f.as_ref(),
+                        &i.table,
+                        updating,
+                        checkpointing,
+                    )
+                });
+                out.push_str(&shape.explain_sink(&header, &i.plan.root, parallel));
             }
             Ok(out)
         }

@@ -185,7 +185,6 @@ mod tests {
     use datafusion::arrow::array::{ArrayRef, StringArray, TimestampMillisecondArray};
     use datafusion::arrow::datatypes::DataType;
     use weir_planner::stream_plan::WindowAggregateNode;
-    use weir_planner::StreamNode;
 
     use super::*;
     use crate::observe::metrics::JobMetrics;
@@ -195,15 +194,7 @@ mod tests {
     const S: i64 = 1_000_000_000;
 
     fn node() -> WindowAggregateNode {
-        let sql = "CREATE TABLE t (k STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
-                   WITH ('connector' = 'x');
-                   SELECT k, window_start, COUNT(*) AS n
-                   FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
-                   GROUP BY k, window_start, window_end";
-        let mut node = crate::operators::planned(sql, |n| match n {
-            StreamNode::WindowAggregate(a) => Some(a.clone()),
-            _ => None,
-        });
+        let mut node = crate::operators::minute_counts();
         // 'window.allowed-lateness' = '1 min'.
         node.emit.allowed_lateness_ns = 60 * S;
         node
