@@ -3,8 +3,8 @@
 //! SIGKILL, restored at parallelism 4 and killed again, then restored at parallelism 1 and run
 //! to the end. Its committed output must equal one clean run's, row for row: each restore
 //! divided the windows' state among the new subtasks by key group and merged the source
-//! subtasks' offsets, and the sink subtasks' pending transactions (or files) were published by
-//! the new ones. The same with exactly-once file sinks.
+//! subtasks' offsets. The same with exactly-once file sinks, whose subtasks each write their own
+//! files: there every restore also hands the old sink subtasks' pending files on.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -71,8 +71,9 @@ fn out(target: Target, dir: &Path, name: &str) -> Out {
 }
 
 /// Run the job cleanly, then at parallelism 2, 4 and 1 with SIGKILLs between: the committed
-/// outputs must be equal. The sinks run as many subtasks as the windows, each with its own
-/// transactions or files, so every restore also hands the sink subtasks' pending commits on.
+/// outputs must be equal. File sinks run as many subtasks as the windows, each with its own
+/// files (the exactly-once Kafka sink runs as one task), so their restores also hand the old
+/// subtasks' pending files on.
 async fn rescale(target: Target, name: &str) {
     let broker = Broker::start();
     let topic = format!("rescale-{name}");

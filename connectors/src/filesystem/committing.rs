@@ -51,6 +51,14 @@ pub(super) struct CommittingSink {
     scratch: Vec<u8>,
 }
 
+/// `-<subtask>` in the file names of a sink that runs as several subtasks; nothing for one.
+fn subtask_tag(ctx: &SinkContext) -> String {
+    match ctx.subtask.count {
+        1 => String::new(),
+        _ => format!("-{}", ctx.subtask.index),
+    }
+}
+
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> EngineError {
     EngineError::connector(NAME, format!("cannot {what} '{}': {e}", path.display()))
 }
@@ -66,12 +74,8 @@ impl CommittingSink {
         };
         let restored = ctx.restore.as_ref().map_or(0, |r| r.checkpoint);
         let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        let run = match ctx.subtask.count {
-            1 => format!("{restored}-{nanos:x}"),
-            _ => format!("{restored}-{nanos:x}-{}", ctx.subtask.index),
-        };
         let mut me = Self {
-            run,
+            run: format!("{restored}-{nanos:x}{}", subtask_tag(&ctx)),
             ctx,
             options,
             tz,
@@ -139,13 +143,8 @@ impl CommittingSink {
                 .into_inner()
                 .map_err(|e| io_err("write", &path, e.into_error()))?;
             f.sync_all().map_err(|e| io_err("sync", &path, e))?;
-            let done = match self.ctx.subtask.count {
-                1 => format!("part-{checkpoint:08}-{}.{}", self.seq, self.ext),
-                _ => {
-                    let i = self.ctx.subtask.index;
-                    format!("part-{checkpoint:08}-{i}-{}.{}", self.seq, self.ext)
-                }
-            };
+            let tag = subtask_tag(&self.ctx);
+            let done = format!("part-{checkpoint:08}{tag}-{}.{}", self.seq, self.ext);
             self.pending.push(Pending {
                 checkpoint,
                 in_progress: name,

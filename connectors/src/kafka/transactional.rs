@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use datafusion::arrow::array::BooleanArray;
@@ -56,16 +56,6 @@ pub(crate) struct Pending {
     from: BTreeMap<i32, i64>,
 }
 
-/// A subtask of the restored checkpoint: whose sealed intervals a subtask publishes.
-#[derive(Debug, Clone, PartialEq)]
-struct OldSubtask {
-    /// Its transactional id (its records' `weir.txn` marker).
-    txn_id: String,
-    /// Its state directory.
-    dir: PathBuf,
-    pending: Vec<Pending>,
-}
-
 pub(super) struct TransactionalSink {
     ctx: SinkContext,
     writer: RecordWriter,
@@ -74,72 +64,8 @@ pub(super) struct TransactionalSink {
     epoch: Option<StreamWriter<BufWriter<File>>>,
     pending: Vec<Pending>,
     /// Restored work still to finish before anything else.
-    recovering: Option<Vec<OldSubtask>>,
+    recovering: Option<Vec<Pending>>,
     ready: bool,
-}
-
-/// Every subtask of the restored checkpoint (this sink's state directory is `dir`), by its
-/// index: its transactional id, state directory and pending intervals. A sink restarted as
-/// it ran (one subtask) has just its own.
-fn old_subtasks(ctx: &SinkContext, prefix: &str, dir: &Path) -> Result<Vec<OldSubtask>> {
-    let Some(r) = &ctx.restore else {
-        return Ok(Vec::new());
-    };
-    let own = dir
-        .file_name()
-        .map_or(String::new(), |n| n.to_string_lossy().to_string());
-    if r.subtasks.is_empty() {
-        return Ok(vec![OldSubtask {
-            txn_id: format!("{prefix}-{own}"),
-            dir: dir.to_path_buf(),
-            pending: parse_pending(&r.pending)?,
-        }]);
-    }
-    let base = match ctx.subtask.count {
-        1 => own.as_str(),
-        _ => own.rsplit_once('.').map_or(own.as_str(), |(b, _)| b),
-    };
-    let sinks = dir.parent().unwrap_or(dir);
-    let n = r.subtasks.len();
-    let old = r.subtasks.iter().enumerate().map(|(i, text)| {
-        let leaf = match n {
-            1 => base.to_string(),
-            _ => format!("{base}.{i}"),
-        };
-        Ok(OldSubtask {
-            txn_id: format!("{prefix}-{leaf}"),
-            dir: sinks.join(&leaf),
-            pending: parse_pending(text)?,
-        })
-    });
-    old.collect()
-}
-
-/// The old subtasks this subtask finishes: old subtask `i` goes to subtask `i mod count` (so
-/// a sink restarted at its parallelism finishes its own).
-fn handed_over(ctx: &SinkContext, prefix: &str, dir: &Path) -> Result<Vec<OldSubtask>> {
-    let me = ctx.subtask;
-    let old = old_subtasks(ctx, prefix, dir)?.into_iter().enumerate();
-    Ok(old
-        .filter(|(i, _)| i % me.count == me.index)
-        .map(|(_, h)| h)
-        .collect())
-}
-
-/// Abort the open transactions of the restored checkpoint's producers (a crashed run's) by
-/// initialising their transactional ids, before any subtask reads the topic back: an open
-/// transaction holds every `read_committed` reader at its first record, which may precede
-/// rows another subtask committed. The first subtask does it when it opens, before any
-/// subtask runs, so no running producer is fenced.
-fn fence_all(ctx: &SinkContext, old: &[OldSubtask]) -> Result<()> {
-    let options = KafkaOptions::parse(&ctx.table).map_err(err)?;
-    for o in old {
-        let mut config: ClientConfig = options.client_config();
-        config.set("transactional.id", &o.txn_id);
-        let producer: rdkafka::producer::FutureProducer = config.create().map_err(err)?;
-        producer.init_transactions(TIMEOUT).map_err(err)?;
-    }
-    Ok(())
 }
 
 impl TransactionalSink {
@@ -157,10 +83,17 @@ impl TransactionalSink {
         let leaf = dir.file_name().map(|n| n.to_string_lossy().to_string());
         let txn_id = format!("{prefix}-{}", leaf.unwrap_or_default());
         let writer = RecordWriter::new(&ctx, partitioner, Some(&txn_id))?;
-        if ctx.subtask.index == 0 {
-            fence_all(&ctx, &old_subtasks(&ctx, &prefix, &dir)?)?;
-        }
-        let recovering = Some(handed_over(&ctx, &prefix, &dir)?);
+        let recovering = match &ctx.restore {
+            // The sink runs as one task (`KafkaSinkFactory::parallel`), so a checkpoint has
+            // one snapshot of it; several would be a checkpoint this sink cannot finish.
+            Some(r) if !r.subtasks.is_empty() => {
+                return Err(err(
+                    "the checkpoint holds several subtasks of this sink; it runs as one",
+                ))
+            }
+            Some(r) => Some(parse_pending(&r.pending)?),
+            None => None,
+        };
         Ok(Self {
             ctx,
             writer,
@@ -173,22 +106,21 @@ impl TransactionalSink {
         })
     }
 
-    /// Fence any earlier producer of this transactional id, finish the restored checkpoint's
-    /// commits of the subtasks handed over (their producers were fenced at open), and clear
-    /// files no checkpoint refers to.
+    /// Fence any earlier producer of this transactional id (aborting its open transaction),
+    /// finish the restored checkpoint's commits, and clear files no checkpoint refers to.
     async fn prepare(&mut self) -> Result<()> {
         if self.ready {
             return Ok(());
         }
         let producer = self.writer.producer.clone();
         blocking(move || producer.init_transactions(TIMEOUT)).await?;
-        for old in self.recovering.take().unwrap_or_default() {
-            for p in &old.pending {
-                self.publish(p, &old.txn_id, true).await?;
-            }
-            clear_dir(&old.dir);
+        let keep: Vec<Pending> = self.recovering.take().unwrap_or_default();
+        for p in &keep {
+            self.publish(p, true).await?;
         }
-        clear_dir(&self.dir);
+        for e in std::fs::read_dir(&self.dir).map_err(err)?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
         self.ready = true;
         Ok(())
     }
@@ -237,8 +169,8 @@ impl TransactionalSink {
     }
 
     /// Produce a sealed interval in one transaction; with `resume`, skip rows already visible.
-    async fn publish(&mut self, p: &Pending, txn_id: &str, resume: bool) -> Result<()> {
-        let marker = format!("{txn_id}:{}", p.checkpoint);
+    async fn publish(&mut self, p: &Pending, resume: bool) -> Result<()> {
+        let marker = format!("{}:{}", self.txn_id, p.checkpoint);
         let Ok(file) = File::open(&p.file) else {
             return Ok(()); // published and cleaned up before the crash
         };
@@ -300,13 +232,6 @@ impl TransactionalSink {
     }
 }
 
-/// Remove the files of a state directory (a missing one has none).
-fn clear_dir(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let _ = std::fs::remove_file(e.path());
-    }
-}
-
 pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {
     pending::read(text, "kafka sink")
 }
@@ -353,9 +278,8 @@ impl weir_engine::connector::Sink for TransactionalSink {
                 .into_iter()
                 .partition(|p| p.checkpoint <= checkpoint);
             self.pending = later;
-            let txn_id = self.txn_id.clone();
             for p in &ready {
-                self.publish(p, &txn_id, false).await?;
+                self.publish(p, false).await?;
             }
             Ok(())
         })
@@ -364,55 +288,7 @@ impl weir_engine::connector::Sink for TransactionalSink {
 
 #[cfg(test)]
 mod state_tests {
-    use datafusion::arrow::datatypes::DataType;
-    use weir_engine::checkpoint::TaskSlot;
-    use weir_engine::connector::SinkRestore;
-
     use super::*;
-
-    fn restored(count: usize) -> SinkContext {
-        let t = crate::test_util::table(&[("connector", "kafka")], &[("v", DataType::Int64)]);
-        let mut ctx = crate::test_util::sink_ctx(t, &[]);
-        let snapshot = |i: usize| {
-            let p = Pending {
-                checkpoint: i as u64,
-                file: PathBuf::from(format!("/ck/sinks/sink-2.{i}/00000007.arrow")),
-                from: BTreeMap::new(),
-            };
-            pending::write(&[p]).unwrap()
-        };
-        ctx.restore = Some(SinkRestore {
-            checkpoint: 7,
-            pending: String::new(),
-            subtasks: (0..count).map(snapshot).collect(),
-        });
-        ctx
-    }
-
-    fn handed(ctx: &SinkContext, dir: &str) -> Vec<(String, PathBuf, u64)> {
-        let got = handed_over(ctx, "p", Path::new(dir)).unwrap();
-        got.into_iter()
-            .map(|h| (h.txn_id, h.dir, h.pending[0].checkpoint))
-            .collect()
-    }
-
-    #[test]
-    fn old_subtask_i_is_published_by_subtask_i_mod_count_under_its_own_transactional_id() {
-        let mut ctx = restored(4);
-        ctx.subtask = TaskSlot { index: 1, count: 2 };
-        let want = [
-            ("p-sink-2.1".into(), "/ck/sinks/sink-2.1".into(), 1),
-            ("p-sink-2.3".into(), "/ck/sinks/sink-2.3".into(), 3),
-        ];
-        assert_eq!(handed(&ctx, "/ck/sinks/sink-2.1"), want);
-        let mut ctx = restored(2);
-        ctx.subtask = TaskSlot::SINGLE;
-        let got = handed(&ctx, "/ck/sinks/sink-2");
-        let ids: Vec<&str> = got.iter().map(|h| h.0.as_str()).collect();
-        assert_eq!(ids, ["p-sink-2.0", "p-sink-2.1"]);
-        ctx.subtask = TaskSlot { index: 3, count: 4 };
-        assert!(handed(&ctx, "/ck/sinks/sink-2.3").is_empty());
-    }
 
     #[test]
     fn pending_transactions_of_either_version_read_back() {

@@ -71,17 +71,13 @@ pub(crate) fn sink_parallelism(
     checkpointing: bool,
 ) -> Result<usize> {
     let factory = factory_of(g, target.table)?;
-    Ok(
-        match sink_splits(
-            factory.as_ref(),
-            target.table,
-            target.updating,
-            checkpointing,
-        ) {
-            true => input,
-            false => 1,
-        },
-    )
+    let splits = sink_splits(
+        factory.as_ref(),
+        target.table,
+        target.updating,
+        checkpointing,
+    );
+    Ok(if splits { input } else { 1 })
 }
 
 /// Create subtask `slot` of the sink of `target` (registered with the job's checkpoints when

@@ -472,7 +472,8 @@ pub(crate) fn explain(g: &Inner, s: &Statement) -> Result<String> {
                     i.table.connector().unwrap_or("?")
                 );
                 let factory = g.registry.sink(i.table.connector().unwrap_or(""));
-                let checkpointing = g.checkpoint.is_some();
+                let checkpointing = g.checkpoint.is_some()
+                    || g.settings.contains_key("execution.checkpointing.dir");
                 let parallel = factory.is_some_and(|f| {
                     let updating = i.plan.updating;
                     crate::session::job_sinks::sink_splits(
