@@ -145,10 +145,10 @@ async fn explain_shows_each_operators_parallelism_and_its_exchanges() {
 }
 
 /// HOP and CUMULATE windows with AVG, MIN over strings, COUNT(DISTINCT) and FILTER: the rows
-/// of one task whether the window aggregation pre-aggregates before its exchange
-/// (TWO_PHASE; the values are small integers, so AVG's DOUBLE sums are exact) or takes the
-/// rows whole (ONE_PHASE, and the default here: AVG's state is a DOUBLE sum), at every batch
-/// size.
+/// of one task whether the window aggregation pre-aggregates before its exchange (the default
+/// and TWO_PHASE) or takes the rows whole (ONE_PHASE), at every batch size. Sums and averages
+/// of DOUBLEs with fractions (`v / 3 + 0.1`, which no DOUBLE holds exactly) are exact sums,
+/// so they are the same to the last bit, not only within a tolerance.
 #[tokio::test]
 async fn pre_aggregated_windows_equal_those_of_one_task() {
     let path = skewed_file("two-phase", 12_000);
@@ -160,7 +160,9 @@ async fn pre_aggregated_windows_equal_those_of_one_task() {
     ] {
         let query = format!(
             "{ddl}; SELECT sensor, window_start, window_end, COUNT(*) AS n, SUM(v) AS total,
-               AVG(v) AS mean, MIN(CAST(v AS STRING)) AS lo, COUNT(DISTINCT v % 7) AS kinds,
+               AVG(v) AS mean, SUM(CAST(v AS DOUBLE) / 3 + 0.1) AS frac,
+               AVG(CAST(v AS DOUBLE) * 0.37 - 1e9) AS shifted,
+               MIN(CAST(v AS STRING)) AS lo, COUNT(DISTINCT v % 7) AS kinds,
                COUNT(*) FILTER (WHERE v > 50) AS high
              FROM TABLE({window}) GROUP BY sensor, window_start, window_end;"
         );
@@ -177,7 +179,9 @@ async fn pre_aggregated_windows_equal_those_of_one_task() {
             for batch in [7, 4096] {
                 let (rows, job) = query_to_end_at(sql, batch, Some(3)).await;
                 let run = format!("{window}, {how}, batch size {batch}");
-                assert_same_rows(&run, &sorted(rows), &reference);
+                let rows = sorted(rows);
+                assert_same_rows(&run, &rows, &reference);
+                assert_eq!(rows, reference, "the same bits: {run}");
                 assert_eq!(job.late_rows(), late, "late rows: {run}");
             }
         }
@@ -198,14 +202,17 @@ async fn a_generated_table_has_the_same_rows_however_many_subtasks_generate_it()
         let rows = sorted(run_query_parallel(sql, 700, p).await);
         assert_same_rows(&format!("datagen at parallelism {p}"), &rows, &reference);
     }
-    let grouped = "CREATE TABLE g (k INT) WITH ('connector' = 'datagen',
+    // Each key's rows arrive from three subtasks in an order that depends on timing; the
+    // DOUBLE sums are exact, so the results are the same bits.
+    let grouped = "CREATE TABLE g (k INT, x DOUBLE) WITH ('connector' = 'datagen',
          'number-of-rows' = '3000', 'rows-per-second' = '100000000',
          'fields.k.min' = '0', 'fields.k.max' = '9');
-         SELECT k, COUNT(*) AS n FROM g GROUP BY k;";
+         SELECT k, COUNT(*) AS n, SUM(x) AS total, AVG(x / 7) AS mean FROM g GROUP BY k;";
     let at = |rows: Vec<Value>| sorted(final_table(&rows));
     let one = at(run_query_parallel(grouped, 100, 1).await);
     let three = at(run_query_parallel(grouped, 100, 3).await);
     assert_same_rows("GROUP BY over datagen", &three, &one);
+    assert_eq!(three, one, "GROUP BY over datagen: the same bits");
 }
 
 #[test]

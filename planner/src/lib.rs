@@ -10,6 +10,8 @@ mod check;
 pub mod convert;
 pub mod ddl;
 pub mod error;
+pub mod exact_aggs;
+pub mod exact_sum;
 pub mod functions;
 mod group_window;
 pub mod hints;

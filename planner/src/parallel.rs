@@ -148,7 +148,9 @@ fn agg_phase(settings: &std::collections::BTreeMap<String, String>) -> Result<Ag
 
 /// Whether every aggregate of `a` merges partial states exactly, whatever the grouping of
 /// rows into partial states: COUNT, MIN and MAX always, SUM and AVG when their state holds no
-/// floating-point number (a `DOUBLE` sum depends on the order of additions).
+/// rounded floating-point number. Weir's SUM and AVG of `DOUBLE` keep exact sums (their state
+/// is a count and a list of partials, [`crate::exact_aggs`]), so they qualify; a UDAF's
+/// `DOUBLE` sum state would depend on the order of additions.
 fn merges_exactly(a: &crate::stream_plan::WindowAggregateNode) -> bool {
     use datafusion::arrow::datatypes::DataType;
     a.aggregates.iter().all(|agg| {

@@ -151,6 +151,9 @@ impl Planner {
             .with_default_features()
             .with_optimizer_rules(optimizer_rules())
             .build();
+        for f in crate::exact_aggs::exact_float_aggregates(state.aggregate_functions()) {
+            let _ = state.register_udaf(f);
+        }
         for f in crate::functions::flink_functions() {
             let _ = state.register_udf(f);
         }

@@ -19,12 +19,15 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
+use weir_planner::exact_sum::ExactSum;
+
 use crate::error::{EngineError, Result};
 
-/// Numbers summed exactly (integers and decimals as i128) or as floats.
+/// Numbers summed exactly: integers and decimals as i128, DOUBLEs as exact sums (so the
+/// result does not depend on the order rows arrive or are taken back in).
 enum Sums {
     Int(Vec<i128>),
-    Float(Vec<f64>),
+    Float(Vec<ExactSum>),
 }
 
 enum Kind {
@@ -140,7 +143,10 @@ impl RetractAcc {
             Kind::Sum { sums, n, .. } => {
                 let sums = match sums {
                     Sums::Int(v) => v.capacity() * size_of::<i128>(),
-                    Sums::Float(v) => v.capacity() * size_of::<f64>(),
+                    Sums::Float(v) => {
+                        let heap: usize = v.iter().map(ExactSum::heap_size).sum();
+                        v.capacity() * size_of::<ExactSum>() + heap
+                    }
                 };
                 sums + n.capacity() * size_of::<i64>()
             }
@@ -167,7 +173,7 @@ impl RetractAcc {
                 cnt.resize(n, 0);
                 match sums {
                     Sums::Int(v) => v.resize(n, 0),
-                    Sums::Float(v) => v.resize(n, 0.0),
+                    Sums::Float(v) => v.resize_with(n, ExactSum::default),
                 }
             }
             Kind::Extreme { best, .. } => best.resize(n, None),
@@ -360,7 +366,7 @@ fn update_sums(
             let a = a.as_primitive::<Float64Type>();
             for (i, g) in groups.iter().enumerate() {
                 if valid(i) {
-                    v[*g] += signs[i] as f64 * a.value(i);
+                    v[*g].add(signs[i] as f64 * a.value(i));
                     n[*g] += signs[i];
                 }
             }
@@ -403,11 +409,16 @@ fn sum_values(
 ) -> Result<ArrayRef> {
     let some = |g: usize| n[g] > 0;
     Ok(match (sums, out) {
-        (Sums::Float(v), _) => {
-            Arc::new(Float64Array::from_iter(groups.iter().map(|g| {
-                some(*g).then(|| if avg { v[*g] / n[*g] as f64 } else { v[*g] })
-            })))
-        }
+        (Sums::Float(v), _) => Arc::new(Float64Array::from_iter(groups.iter().map(|g| {
+            some(*g).then(|| {
+                let sum = v[*g].value();
+                if avg {
+                    sum / n[*g] as f64
+                } else {
+                    sum
+                }
+            })
+        }))),
         (Sums::Int(v), DataType::Decimal128(p, s)) => {
             let shift = 10i128.pow((*s - scale).max(0) as u32);
             let vals = groups.iter().map(|g| {
@@ -449,7 +460,7 @@ impl RetractAcc {
                 out.extend(n[g].to_le_bytes());
                 match sums {
                     Sums::Int(v) => out.extend(v[g].to_le_bytes()),
-                    Sums::Float(v) => out.extend(v[g].to_le_bytes()),
+                    Sums::Float(v) => v[g].values().for_each(|x| out.extend(x.to_le_bytes())),
                 }
             }
             Kind::Extreme { best, .. } => {
@@ -484,7 +495,7 @@ impl RetractAcc {
                 n[g] = i64_at(0)?;
                 match sums {
                     Sums::Int(v) => v[g] = i128::from_le_bytes(b.get(8..24)?.try_into().ok()?),
-                    Sums::Float(v) => v[g] = f64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+                    Sums::Float(v) => v[g] = exact_sum(b.get(8..)?)?,
                 }
             }
             Kind::Extreme { best, .. } => best[g] = entries(b)?.into_iter().next().map(|(k, _)| k),
@@ -493,6 +504,19 @@ impl RetractAcc {
         }
         Some(())
     }
+}
+
+/// An exact sum from the DOUBLEs `b` holds (little-endian, 8 bytes each; a checkpoint from
+/// before exact sums holds one, the rounded sum); `None` when `b` is not whole DOUBLEs.
+fn exact_sum(b: &[u8]) -> Option<ExactSum> {
+    let mut sum = ExactSum::default();
+    if !b.len().is_multiple_of(8) {
+        return None;
+    }
+    for x in b.chunks_exact(8) {
+        sum.add(f64::from_le_bytes(x.try_into().ok()?));
+    }
+    Some(sum)
 }
 
 fn put_entry(out: &mut Vec<u8>, k: &[u8], count: i64) {

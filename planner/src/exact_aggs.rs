@@ -1,0 +1,447 @@
+//! SUM and AVG of `DOUBLE` with exact sums ([`crate::exact_sum`]), registered over
+//! DataFusion's `sum` and `avg`: the result no longer depends on the order rows arrive in or on
+//! how they were pre-aggregated, so a parallel window aggregation may merge partial sums (two
+//! phases) and still give the bits parallelism 1 gives. Every other case (integers, decimals,
+//! intervals, DISTINCT) is DataFusion's own function.
+//!
+//! The state of one group is its count of values and a list of DOUBLEs whose exact sum is the
+//! group's sum (the partials), so partial states travel through exchanges and checkpoints as
+//! ordinary Arrow columns.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListBuilder, UInt64Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::AggregateOrderSensitivity;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
+    ReversedUDAF, SetMonotonicity, Signature,
+};
+
+use crate::exact_sum::ExactSum;
+
+/// Which function: the sum, or the sum divided by the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Sum,
+    Avg,
+}
+
+/// DataFusion's `sum` or `avg`, with exact sums for DOUBLE arguments.
+#[derive(Debug)]
+struct ExactFloat {
+    inner: Arc<AggregateUDF>,
+    kind: Kind,
+}
+
+/// `sum` and `avg` (DataFusion's, as `sum` and `avg` are found in `functions`) with exact
+/// DOUBLE sums, to register in their place.
+pub fn exact_float_aggregates(
+    functions: &std::collections::HashMap<String, Arc<AggregateUDF>>,
+) -> Vec<Arc<AggregateUDF>> {
+    [("sum", Kind::Sum), ("avg", Kind::Avg)]
+        .into_iter()
+        .filter_map(|(name, kind)| {
+            let inner = functions.get(name)?.clone();
+            Some(Arc::new(AggregateUDF::new_from_impl(ExactFloat {
+                inner,
+                kind,
+            })))
+        })
+        .collect()
+}
+
+impl PartialEq for ExactFloat {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.inner == other.inner
+    }
+}
+
+impl Eq for ExactFloat {}
+
+impl Hash for ExactFloat {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.inner.name().hash(state);
+    }
+}
+
+/// Whether the exact accumulators take this call: one DOUBLE argument, not DISTINCT.
+fn exact(args: &AccumulatorArgs) -> bool {
+    !args.is_distinct
+        && args.expr_fields.len() == 1
+        && args.expr_fields[0].data_type() == &DataType::Float64
+        && args.return_field.data_type() == &DataType::Float64
+}
+
+impl AggregateUDFImpl for ExactFloat {
+    fn name(&self) -> &str {
+        self.inner.inner().name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.inner().aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.inner().signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.inner().return_type(arg_types)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        match exact(&args) {
+            true => Ok(Box::new(ExactAccumulator::new(self.kind))),
+            false => self.inner.inner().accumulator(args),
+        }
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let double = args.input_fields.len() == 1
+            && args.input_fields[0].data_type() == &DataType::Float64
+            && args.return_type() == &DataType::Float64;
+        match double && !args.is_distinct {
+            true => Ok(state_fields(args.name)),
+            false => self.inner.inner().state_fields(args),
+        }
+    }
+
+    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
+        exact(&args) || self.inner.inner().groups_accumulator_supported(args)
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        match exact(&args) {
+            true => Ok(Box::new(ExactGroups::new(self.kind))),
+            false => self.inner.inner().create_groups_accumulator(args),
+        }
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        match exact(&args) {
+            true => Ok(Box::new(ExactAccumulator::new(self.kind))),
+            false => self.inner.inner().create_sliding_accumulator(args),
+        }
+    }
+
+    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
+        AggregateOrderSensitivity::Insensitive
+    }
+
+    fn reverse_expr(&self) -> ReversedUDAF {
+        ReversedUDAF::Identical
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.inner().coerce_types(arg_types)
+    }
+
+    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
+        self.inner.inner().default_value(data_type)
+    }
+
+    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
+        self.inner.inner().set_monotonicity(data_type)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.inner().documentation()
+    }
+}
+
+/// The state columns: the count of values, and the partials of their exact sum.
+fn state_fields(name: &str) -> Vec<FieldRef> {
+    let item = Field::new_list_field(DataType::Float64, true);
+    vec![
+        Arc::new(Field::new(format!("{name}[count]"), DataType::UInt64, true)),
+        Arc::new(Field::new_list(format!("{name}[partials]"), item, true)),
+    ]
+}
+
+/// The result of a group: NULL with no values, else the sum or the average.
+fn result(kind: Kind, sum: &ExactSum, count: u64) -> Option<f64> {
+    match (count, kind) {
+        (0, _) => None,
+        (_, Kind::Sum) => Some(sum.value()),
+        (n, Kind::Avg) => Some(sum.value() / n as f64),
+    }
+}
+
+/// State columns of groups: counts (NULL for an empty group) and partial lists.
+fn state_columns(sums: &[ExactSum], counts: &[u64]) -> Vec<ArrayRef> {
+    let counts_col: UInt64Array = counts.iter().map(|&n| (n > 0).then_some(n)).collect();
+    let values = sums.iter().map(|s| s.terms().len() + 1).sum();
+    let mut lists = ListBuilder::with_capacity(Float64Builder::with_capacity(values), sums.len());
+    for (s, &n) in sums.iter().zip(counts) {
+        match n {
+            0 => lists.append_null(),
+            _ => {
+                lists.values().extend(s.values().map(Some));
+                lists.append(true);
+            }
+        }
+    }
+    vec![Arc::new(counts_col), Arc::new(lists.finish())]
+}
+
+/// Add state row `row` of `states` (counts, partial lists) into `sum` and `count`.
+fn merge_row(states: &[ArrayRef], row: usize, sum: &mut ExactSum, count: &mut u64) {
+    let counts = states[0].as_primitive::<UInt64Type>();
+    let lists = states[1].as_list::<i32>();
+    if counts.is_null(row) || lists.is_null(row) {
+        return;
+    }
+    *count += counts.value(row);
+    let list = lists.value(row);
+    for v in list.as_primitive::<Float64Type>().values() {
+        sum.add(*v);
+    }
+}
+
+/// Exact SUM/AVG of every group of an aggregation.
+struct ExactGroups {
+    kind: Kind,
+    sums: Vec<ExactSum>,
+    counts: Vec<u64>,
+}
+
+impl ExactGroups {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            sums: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        self.sums.resize_with(groups, ExactSum::default);
+        self.counts.resize(groups, 0);
+    }
+}
+
+impl GroupsAccumulator for ExactGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let values = values[0].as_primitive::<Float64Type>();
+        let data = values.values();
+        if values.null_count() == 0 && opt_filter.is_none() {
+            for (&g, &v) in group_indices.iter().zip(data.iter()) {
+                self.sums[g].add(v);
+                self.counts[g] += 1;
+            }
+            return Ok(());
+        }
+        for (i, &g) in group_indices.iter().enumerate() {
+            let kept = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+            if kept && values.is_valid(i) {
+                self.sums[g].add(data[i]);
+                self.counts[g] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let sums = emit_to.take_needed(&mut self.sums);
+        let counts = emit_to.take_needed(&mut self.counts);
+        let out: Float64Array = (sums.iter().zip(&counts))
+            .map(|(s, &n)| result(self.kind, s, n))
+            .collect();
+        Ok(Arc::new(out))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let sums = emit_to.take_needed(&mut self.sums);
+        let counts = emit_to.take_needed(&mut self.counts);
+        Ok(state_columns(&sums, &counts))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        for (row, &g) in group_indices.iter().enumerate() {
+            merge_row(values, row, &mut self.sums[g], &mut self.counts[g]);
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let values = values[0].as_primitive::<Float64Type>();
+        let (mut sums, mut counts) = (Vec::new(), Vec::new());
+        for (i, v) in values.iter().enumerate() {
+            let kept = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
+            let mut sum = ExactSum::default();
+            let v = v.filter(|_| kept);
+            v.into_iter().for_each(|v| sum.add(v));
+            sums.push(sum);
+            counts.push(u64::from(v.is_some()));
+        }
+        Ok(state_columns(&sums, &counts))
+    }
+
+    fn size(&self) -> usize {
+        let heap: usize = self.sums.iter().map(ExactSum::heap_size).sum();
+        self.sums.capacity() * size_of::<ExactSum>() + self.counts.capacity() * 8 + heap
+    }
+}
+
+/// Exact SUM/AVG of one group; takes rows back out too (sliding OVER frames).
+#[derive(Debug)]
+struct ExactAccumulator {
+    kind: Kind,
+    sum: ExactSum,
+    count: u64,
+}
+
+impl ExactAccumulator {
+    fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            sum: ExactSum::default(),
+            count: 0,
+        }
+    }
+
+    /// Add each non-null value of `values`, negated when `sign` is -1.
+    fn apply(&mut self, values: &ArrayRef, sign: f64) {
+        let values = values.as_primitive::<Float64Type>();
+        for v in values.iter().flatten() {
+            self.sum.add(sign * v);
+            match sign > 0.0 {
+                true => self.count += 1,
+                false => self.count = self.count.saturating_sub(1),
+            }
+        }
+    }
+}
+
+impl Accumulator for ExactAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.apply(&values[0], 1.0);
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.apply(&values[0], -1.0);
+        if self.count == 0 {
+            self.sum = ExactSum::default(); // drop infinities that left the frame
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for row in 0..states[0].len() {
+            merge_row(states, row, &mut self.sum, &mut self.count);
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let columns = state_columns(std::slice::from_ref(&self.sum), &[self.count]);
+        columns
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, 0))
+            .collect()
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Float64(result(
+            self.kind, &self.sum, self.count,
+        )))
+    }
+
+    fn size(&self) -> usize {
+        size_of::<Self>() + self.sum.heap_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doubles(v: &[f64]) -> ArrayRef {
+        Arc::new(Float64Array::from(v.to_vec()))
+    }
+
+    #[test]
+    fn partial_states_merged_in_any_grouping_give_one_result() {
+        let values: Vec<f64> = (0..1000).map(|i| 20.0 + (i as f64) * 0.137 / 3.0).collect();
+        let mut whole = ExactGroups::new(Kind::Avg);
+        whole
+            .update_batch(&[doubles(&values)], &vec![0; 1000], None, 1)
+            .unwrap();
+        let expected = whole.evaluate(EmitTo::All).unwrap();
+        let mut global = ExactGroups::new(Kind::Avg);
+        for chunk in values.chunks(333) {
+            let mut local = ExactGroups::new(Kind::Avg);
+            let groups = vec![0; chunk.len()];
+            local
+                .update_batch(&[doubles(chunk)], &groups, None, 1)
+                .unwrap();
+            let state = local.state(EmitTo::All).unwrap();
+            global.merge_batch(&state, &[0], 1).unwrap();
+        }
+        assert_eq!(
+            global.evaluate(EmitTo::All).unwrap().as_ref(),
+            expected.as_ref()
+        );
+    }
+
+    #[test]
+    fn groups_without_values_are_null_and_filters_apply() {
+        let mut acc = ExactGroups::new(Kind::Sum);
+        let values: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.5), None, Some(2.0)]));
+        let filter = BooleanArray::from(vec![true, true, false]);
+        acc.update_batch(&[values], &[0, 1, 0], Some(&filter), 3)
+            .unwrap();
+        let out = acc.evaluate(EmitTo::All).unwrap();
+        let expected: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.5), None, None]));
+        assert_eq!(out.as_ref(), expected.as_ref());
+    }
+
+    #[test]
+    fn a_sliding_sum_takes_rows_back_exactly() {
+        let mut acc = ExactAccumulator::new(Kind::Sum);
+        acc.update_batch(&[doubles(&[1e16, 1.0, 0.1])]).unwrap();
+        acc.retract_batch(&[doubles(&[1e16])]).unwrap();
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(1.1)));
+        acc.retract_batch(&[doubles(&[1.0, 0.1])]).unwrap();
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(None));
+        let mut other = ExactAccumulator::new(Kind::Sum);
+        other.update_batch(&[doubles(&[2.5])]).unwrap();
+        let state: Vec<ArrayRef> = (other.state().unwrap().iter())
+            .map(|s| s.to_array().unwrap())
+            .collect();
+        acc.merge_batch(&state).unwrap();
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Float64(Some(2.5)));
+    }
+}
