@@ -4,13 +4,16 @@
 //! to the end. Its committed output must equal one clean run's, row for row: each restore
 //! divided the windows' state among the new subtasks by key group and merged the source
 //! subtasks' offsets. The same with exactly-once file sinks, whose subtasks each write their own
-//! files: there every restore also hands the old sink subtasks' pending files on.
+//! files: there every restore also hands the old sink subtasks' pending files on. And a
+//! generated (datagen) table, whose source positions are row ranges redrawn at each restore.
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
-use crate::chaos::{job, latest_checkpoint, record, same_output, start, start_with, Out};
+use crate::chaos::{
+    committed_files, job, latest_checkpoint, record, same_output, start, start_with, Out,
+};
 use crate::common::kafka::Broker;
 use crate::common::wait_for;
 
@@ -121,4 +124,56 @@ async fn a_job_killed_at_parallelism_2_resumes_at_4_then_1_with_a_clean_runs_out
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sinks_killed_at_parallelism_2_resume_at_4_then_1_with_a_clean_runs_output() {
     rescale(Target::Files, "files").await;
+}
+
+/// A generated table: 40,000 rows of a sequence (event time from the row number) at 8,000 rows
+/// a second, in 10-second windows of 20 keys, into exactly-once files.
+fn generated_job(out: &Path) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '300 ms';
+         CREATE TABLE g (id BIGINT, x DOUBLE, k AS id % 20, ts AS TO_TIMESTAMP_LTZ(id * 100, 3),
+           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'datagen', 'rows-per-second' = '8000', 'fields.x.min' = '-50',
+               'fields.x.max' = '50', 'fields.id.kind' = 'sequence', 'fields.id.start' = '0',
+               'fields.id.end' = '39999');
+         CREATE TABLE tumbles (k BIGINT, window_start TIMESTAMP_LTZ(3), n BIGINT, total DOUBLE)
+         WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         INSERT INTO tumbles SELECT k, window_start, COUNT(*), SUM(x)
+           FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+           GROUP BY k, window_start, window_end;",
+        out.display()
+    )
+}
+
+/// A datagen job killed at parallelism 2, restored at 3 and killed again, then finished at 1:
+/// the rows of a clean run, each once. The generator's subtasks checkpoint the row ranges
+/// they generated; a restore unions them and each new subtask generates the rest of its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_table_killed_at_parallelism_2_resumes_at_3_then_1_with_a_clean_runs_output() {
+    let (clean, scaled) = (scratch("gen-clean"), scratch("gen-scaled"));
+    for dir in [&clean, &scaled] {
+        std::fs::write(dir.join("job.sql"), generated_job(&dir.join("out"))).unwrap();
+    }
+    let status = start(&clean.join("job.sql"), &clean.join("ckpt"))
+        .wait()
+        .unwrap();
+    assert!(status.success(), "clean run: {status}");
+    let (file, ckpt) = (scaled.join("job.sql"), scaled.join("ckpt"));
+    let mut run = start_at(&file, &ckpt, "2");
+    let at2 = kill_after_checkpoints(&mut run, &ckpt, None, 3).await;
+    assert_eq!(parallelism_of(&ckpt, at2), "2 subtasks, 128 key groups");
+    let mut run = start_at(&file, &ckpt, "3");
+    let at3 = kill_after_checkpoints(&mut run, &ckpt, Some(at2), 3).await;
+    assert_eq!(parallelism_of(&ckpt, at3), "3 subtasks, 128 key groups");
+    let status = start_at(&file, &ckpt, "1").wait().unwrap();
+    assert!(status.success(), "the run at parallelism 1: {status}");
+    let expected = committed_files(&clean.join("out"));
+    assert_eq!(
+        expected.values().sum::<usize>(),
+        8000,
+        "400 windows of 20 keys"
+    );
+    assert_eq!(committed_files(&scaled.join("out")), expected);
+    let _ = std::fs::remove_dir_all(&clean);
+    let _ = std::fs::remove_dir_all(&scaled);
 }

@@ -4,11 +4,15 @@
 //! set), and per column `fields.<col>.kind` = `random` | `sequence`, `.min`/`.max`, `.length`,
 //! `.max-past`, `.start`/`.end`, `.null-rate`. A sequence column makes the source bounded at
 //! `end - start + 1` rows. This module owns the factory and the pacing; option checking is in
-//! `spec`, value generation in `generate`.
+//! `spec`, value generation in `generate`, checkpoint positions (restorable at any
+//! parallelism) in `position`.
 
 mod generate;
+mod position;
 pub(crate) mod spec;
 
+use std::collections::VecDeque;
+use std::ops::Range;
 use std::time::Duration;
 
 use datafusion::arrow::error::ArrowError;
@@ -22,6 +26,7 @@ use weir_engine::{EngineError, Result};
 use weir_planner::TableDef;
 
 use generate::FieldGen;
+use position::Done;
 use spec::DatagenSpec;
 
 /// The connector name in `'connector' = 'datagen'`.
@@ -49,9 +54,22 @@ impl SourceFactory for DatagenSourceFactory {
         usize::MAX
     }
 
+    /// Every old subtask's done rows in one position; each new subtask generates the rest of
+    /// its share ([`position`]).
+    fn merge_positions(
+        &self,
+        table: &TableDef,
+        positions: &[Option<String>],
+    ) -> Result<Option<String>, String> {
+        let total = DatagenSpec::parse(table)?.total_rows;
+        position::merge(positions, |index, count| {
+            share(total, weir_engine::connector::Split { index, count })
+        })
+    }
+
     fn create(&self, ctx: SourceContext) -> Result<Box<dyn Source>> {
         let spec = DatagenSpec::parse(&ctx.table).map_err(|m| EngineError::connector(NAME, m))?;
-        let share = Share::of(spec.total_rows, ctx.split);
+        let share = share(spec.total_rows, ctx.split);
         let rate = spec.rows_per_second / ctx.split.count as f64;
         let mut gens = Vec::new();
         for (i, field) in ctx.schema.fields().iter().enumerate() {
@@ -64,51 +82,36 @@ impl SourceFactory for DatagenSourceFactory {
         // At least ~10 batches a second at low rates, so rows trickle in rather than burst.
         let per_tenth = (rate / 10.0).ceil() as usize;
         let batch_rows = ctx.batch_size.max(1).min(per_tenth.max(1));
-        // A restarted generator continues with the row after the last one checkpointed.
-        let ctx_restore = match &ctx.restore {
-            Some(p) => p
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| EngineError::State(format!("unreadable datagen position '{p}'")))?,
-            None => 0,
-        };
+        // A restarted generator continues with the rows of its share not yet checkpointed.
+        let done = match &ctx.restore {
+            Some(p) => Done::parse(p, &share).map_err(EngineError::State)?,
+            None => Done::default(),
+        }
+        .within(&share);
         Ok(Box::new(DatagenSource {
             ctx,
             gens,
-            total: share.rows,
-            first_row: share.first_row,
+            todo: done.todo(&share).into(),
+            emitted: done.rows(),
+            done,
             rate,
             batch_rows,
-            emitted: ctx_restore,
             started: None,
         }))
     }
 }
 
-/// The rows one subtask generates: a contiguous part of the sequence, so the rows of all
-/// subtasks together are the rows one source would generate.
-struct Share {
-    rows: Option<u64>,
-    first_row: u64,
-}
-
-impl Share {
-    fn of(total: Option<u64>, split: weir_engine::connector::Split) -> Self {
-        let (i, n) = (split.index as u128, split.count.max(1) as u128);
-        match total {
-            Some(t) => {
-                let at = |k: u128| (u128::from(t) * k / n) as u64;
-                Share {
-                    rows: Some(at(i + 1) - at(i)),
-                    first_row: at(i),
-                }
-            }
-            // Endless: each subtask numbers its rows in a range of its own.
-            None => Share {
-                rows: None,
-                first_row: (i as u64) << 48,
-            },
+/// The rows subtask `split` generates: a contiguous part of the sequence, so the rows of all
+/// subtasks together are the rows one source would generate. Endless, each subtask numbers
+/// its rows in a range of its own (2^48 rows).
+fn share(total: Option<u64>, split: weir_engine::connector::Split) -> Range<u64> {
+    let (i, n) = (split.index as u128, split.count.max(1) as u128);
+    match total {
+        Some(t) => {
+            let at = |k: u128| (u128::from(t) * k / n) as u64;
+            at(i)..at(i + 1)
         }
+        None => (i as u64) << 48..(i as u64 + 1) << 48,
     }
 }
 
@@ -116,21 +119,21 @@ impl Share {
 struct DatagenSource {
     ctx: SourceContext,
     gens: Vec<FieldGen>,
-    /// Rows this subtask produces in all; `None`: unbounded.
-    total: Option<u64>,
-    /// The number of this subtask's first row in the whole sequence.
-    first_row: u64,
+    /// The rows of this subtask's share still to generate, in order.
+    todo: VecDeque<Range<u64>>,
+    /// The rows of its share generated (the checkpoint position).
+    done: Done,
     rate: f64,
     batch_rows: usize,
+    /// How many rows of its share are done, to pace by.
     emitted: u64,
     /// When the first batch was produced; batch `k` is due at `started + rows_before_k / rate`.
     started: Option<Instant>,
 }
 
 impl DatagenSource {
-    fn generate(&mut self, n: usize) -> Result<RecordBatch, ArrowError> {
+    fn generate(&mut self, first: u64, n: usize) -> Result<RecordBatch, ArrowError> {
         let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let first = self.first_row + self.emitted;
         let columns = self
             .gens
             .iter_mut()
@@ -141,17 +144,15 @@ impl DatagenSource {
     }
 
     async fn next_batch(&mut self) -> Result<SourceEvent> {
-        let remaining = self
-            .total
-            .map_or(u64::MAX, |t| t.saturating_sub(self.emitted));
-        if remaining == 0 {
+        let Some(next) = self.todo.front().cloned() else {
             return Ok(SourceEvent::End);
-        }
-        let n = (self.batch_rows as u64).min(remaining) as usize;
-        let first = self.emitted;
+        };
+        let n = (self.batch_rows as u64).min(next.end - next.start) as usize;
+        let done_before = self.emitted;
         let started = *self.started.get_or_insert_with(|| {
             // Pace from this run's start, as if the rows before it had been produced at the rate.
-            let ahead = Duration::try_from_secs_f64(first as f64 / self.rate).unwrap_or_default();
+            let ahead =
+                Duration::try_from_secs_f64(done_before as f64 / self.rate).unwrap_or_default();
             Instant::now()
                 .checked_sub(ahead)
                 .unwrap_or_else(Instant::now)
@@ -161,8 +162,14 @@ impl DatagenSource {
             tokio::time::sleep_until(due).await;
         }
         let batch = self
-            .generate(n)
+            .generate(next.start, n)
             .map_err(|e| EngineError::connector(NAME, e.to_string()))?;
+        let rows = next.start..next.start + n as u64;
+        match rows.end == next.end {
+            true => drop(self.todo.pop_front()),
+            false => self.todo[0].start = rows.end,
+        }
+        self.done.add(rows);
         self.emitted += n as u64;
         JobMetrics::add(&self.ctx.metrics.rows_in, n);
         Ok(SourceEvent::Batch(batch))
@@ -174,10 +181,10 @@ impl Source for DatagenSource {
         self.next_batch().boxed()
     }
 
-    /// Rows produced so far (values are a function of the row number, except timestamps
-    /// taken from the clock).
+    /// The rows of its share produced so far (values are a function of the row number,
+    /// except timestamps taken from the clock).
     fn snapshot(&mut self) -> Result<Option<String>> {
-        Ok(Some(self.emitted.to_string()))
+        Ok(Some(self.done.to_text()))
     }
 }
 

@@ -217,3 +217,104 @@ fn sequence_on_a_string_is_allowed_and_durations_parse() {
     assert_eq!(spec::parse_duration_ms("1 d"), Some(86_400_000));
     assert_eq!(spec::parse_duration_ms("x"), None);
 }
+
+/// The ids (row numbers) in a batch of the `id` sequence column.
+fn ids(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+/// A source of subtask `index` of `count`, restored from `restore`.
+fn subtask(
+    opts: &[(&str, &str)],
+    index: usize,
+    count: usize,
+    restore: Option<String>,
+) -> Box<dyn Source> {
+    let mut ctx = source_ctx(table(opts, &[("id", DataType::Int64)]), OnError::Skip, 64);
+    ctx.split = weir_engine::connector::Split { index, count };
+    ctx.restore = restore;
+    DatagenSourceFactory.create(ctx).unwrap()
+}
+
+/// Every batch a source gives until its end.
+async fn drain(source: &mut Box<dyn Source>) -> Vec<i64> {
+    let mut out = Vec::new();
+    loop {
+        match source.next().await.unwrap() {
+            SourceEvent::Batch(b) => out.extend(ids(&b)),
+            SourceEvent::End => return out,
+            _ => {}
+        }
+    }
+}
+
+/// Two subtasks checkpointed part-way restore at three, and those at one: together every
+/// row of the sequence, each once (Flink redistributes a source's split state the same way).
+#[tokio::test]
+async fn a_position_restores_at_another_parallelism_with_each_row_once() {
+    let opts = [
+        ("connector", "datagen"),
+        ("rows-per-second", "1000000000"),
+        ("fields.id.kind", "sequence"),
+        ("fields.id.start", "0"),
+        ("fields.id.end", "999"),
+    ];
+    let mut seen = Vec::new();
+    // At 2: subtask 0 gets 3 batches out, subtask 1 one, before the checkpoint.
+    let mut positions = Vec::new();
+    for (index, batches) in [(0, 3), (1, 1)] {
+        let mut s = subtask(&opts, index, 2, None);
+        for _ in 0..batches {
+            let SourceEvent::Batch(b) = s.next().await.unwrap() else {
+                panic!("a batch")
+            };
+            seen.extend(ids(&b));
+        }
+        positions.push(s.snapshot().unwrap());
+    }
+    let merged = DatagenSourceFactory
+        .merge_positions(&table(&opts, &[("id", DataType::Int64)]), &positions)
+        .unwrap();
+    // At 3: each takes one batch more, then checkpoints.
+    let mut positions = Vec::new();
+    for index in 0..3 {
+        let mut s = subtask(&opts, index, 3, merged.clone());
+        let SourceEvent::Batch(b) = s.next().await.unwrap() else {
+            panic!("a batch")
+        };
+        seen.extend(ids(&b));
+        positions.push(s.snapshot().unwrap());
+    }
+    let merged = DatagenSourceFactory
+        .merge_positions(&table(&opts, &[("id", DataType::Int64)]), &positions)
+        .unwrap();
+    // At 1: the rest.
+    seen.extend(drain(&mut subtask(&opts, 0, 1, merged)).await);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..1000).collect::<Vec<i64>>());
+}
+
+/// A checkpoint written before positions were ranges (a count of rows) restores at its own
+/// parallelism and at another.
+#[tokio::test]
+async fn an_older_count_position_still_restores() {
+    let opts = [
+        ("connector", "datagen"),
+        ("rows-per-second", "1000000000"),
+        ("fields.id.kind", "sequence"),
+        ("fields.id.start", "0"),
+        ("fields.id.end", "99"),
+    ];
+    let rest = drain(&mut subtask(&opts, 1, 2, Some("30".into()))).await;
+    assert_eq!(rest, (80..100).collect::<Vec<i64>>());
+    let positions = [Some("50".into()), Some("10".into())];
+    let merged = DatagenSourceFactory
+        .merge_positions(&table(&opts, &[("id", DataType::Int64)]), &positions)
+        .unwrap();
+    let rest = drain(&mut subtask(&opts, 0, 1, merged)).await;
+    assert_eq!(rest, (60..100).collect::<Vec<i64>>());
+}
