@@ -52,6 +52,22 @@ async fn kill_after_checkpoints(child: &mut Child, ckpt: &Path, from: Option<u64
     latest_checkpoint(ckpt).expect("a checkpoint")
 }
 
+/// Run `dir`'s job.sql at parallelism `first`, SIGKILL it after three checkpoints, restore
+/// it at `second` and kill it again, then run it to the end at parallelism 1.
+async fn kill_at_then_finish(dir: &Path, first: &str, second: &str) {
+    let (file, ckpt) = (dir.join("job.sql"), dir.join("ckpt"));
+    let mut at = None;
+    for p in [first, second] {
+        let mut run = start_at(&file, &ckpt, p);
+        let id = kill_after_checkpoints(&mut run, &ckpt, at, 3).await;
+        let layout = format!("{p} subtasks, 128 key groups");
+        assert_eq!(parallelism_of(&ckpt, id), layout);
+        at = Some(id);
+    }
+    let status = start_at(&file, &ckpt, "1").wait().unwrap();
+    assert!(status.success(), "the run at parallelism 1: {status}");
+}
+
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("weir-rescale-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -100,15 +116,7 @@ async fn rescale(target: Target, name: &str) {
         .unwrap();
     assert!(status.success(), "clean run: {status}");
 
-    let (file, ckpt) = (scaled.join("job.sql"), scaled.join("ckpt"));
-    let mut run = start_at(&file, &ckpt, "2");
-    let at2 = kill_after_checkpoints(&mut run, &ckpt, None, 3).await;
-    assert_eq!(parallelism_of(&ckpt, at2), "2 subtasks, 128 key groups");
-    let mut run = start_at(&file, &ckpt, "4");
-    let at4 = kill_after_checkpoints(&mut run, &ckpt, Some(at2), 3).await;
-    assert_eq!(parallelism_of(&ckpt, at4), "4 subtasks, 128 key groups");
-    let status = start_at(&file, &ckpt, "1").wait().unwrap();
-    assert!(status.success(), "the run at parallelism 1: {status}");
+    kill_at_then_finish(&scaled, "2", "4").await;
     if let Err(e) = same_output(&clean_out, &scaled_out, &broker).await {
         panic!("{e}");
     }
@@ -158,15 +166,7 @@ async fn a_generated_table_killed_at_parallelism_2_resumes_at_3_then_1_with_a_cl
         .wait()
         .unwrap();
     assert!(status.success(), "clean run: {status}");
-    let (file, ckpt) = (scaled.join("job.sql"), scaled.join("ckpt"));
-    let mut run = start_at(&file, &ckpt, "2");
-    let at2 = kill_after_checkpoints(&mut run, &ckpt, None, 3).await;
-    assert_eq!(parallelism_of(&ckpt, at2), "2 subtasks, 128 key groups");
-    let mut run = start_at(&file, &ckpt, "3");
-    let at3 = kill_after_checkpoints(&mut run, &ckpt, Some(at2), 3).await;
-    assert_eq!(parallelism_of(&ckpt, at3), "3 subtasks, 128 key groups");
-    let status = start_at(&file, &ckpt, "1").wait().unwrap();
-    assert!(status.success(), "the run at parallelism 1: {status}");
+    kill_at_then_finish(&scaled, "2", "3").await;
     let expected = committed_files(&clean.join("out"));
     assert_eq!(
         expected.values().sum::<usize>(),

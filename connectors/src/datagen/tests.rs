@@ -252,6 +252,30 @@ async fn drain(source: &mut Box<dyn Source>) -> Vec<i64> {
     }
 }
 
+/// Run subtask `i` of `batches.len()` (restored from `restore`) for `batches[i]` batches,
+/// adding their ids to `seen`; the position their checkpoint restores from.
+async fn checkpoint_after(
+    opts: &[(&str, &str)],
+    batches: &[usize],
+    restore: Option<String>,
+    seen: &mut Vec<i64>,
+) -> Option<String> {
+    let mut positions = Vec::new();
+    for (index, &n) in batches.iter().enumerate() {
+        let mut s = subtask(opts, index, batches.len(), restore.clone());
+        for _ in 0..n {
+            let SourceEvent::Batch(b) = s.next().await.unwrap() else {
+                panic!("a batch")
+            };
+            seen.extend(ids(&b));
+        }
+        positions.push(s.snapshot().unwrap());
+    }
+    DatagenSourceFactory
+        .merge_positions(&table(opts, &[("id", DataType::Int64)]), &positions)
+        .unwrap()
+}
+
 /// Two subtasks checkpointed part-way restore at three, and those at one: together every
 /// row of the sequence, each once (Flink redistributes a source's split state the same way).
 #[tokio::test]
@@ -264,34 +288,10 @@ async fn a_position_restores_at_another_parallelism_with_each_row_once() {
         ("fields.id.end", "999"),
     ];
     let mut seen = Vec::new();
-    // At 2: subtask 0 gets 3 batches out, subtask 1 one, before the checkpoint.
-    let mut positions = Vec::new();
-    for (index, batches) in [(0, 3), (1, 1)] {
-        let mut s = subtask(&opts, index, 2, None);
-        for _ in 0..batches {
-            let SourceEvent::Batch(b) = s.next().await.unwrap() else {
-                panic!("a batch")
-            };
-            seen.extend(ids(&b));
-        }
-        positions.push(s.snapshot().unwrap());
-    }
-    let merged = DatagenSourceFactory
-        .merge_positions(&table(&opts, &[("id", DataType::Int64)]), &positions)
-        .unwrap();
-    // At 3: each takes one batch more, then checkpoints.
-    let mut positions = Vec::new();
-    for index in 0..3 {
-        let mut s = subtask(&opts, index, 3, merged.clone());
-        let SourceEvent::Batch(b) = s.next().await.unwrap() else {
-            panic!("a batch")
-        };
-        seen.extend(ids(&b));
-        positions.push(s.snapshot().unwrap());
-    }
-    let merged = DatagenSourceFactory
-        .merge_positions(&table(&opts, &[("id", DataType::Int64)]), &positions)
-        .unwrap();
+    // At 2: subtask 0 gets 3 batches out, subtask 1 one, before the checkpoint; at 3, each
+    // one more.
+    let merged = checkpoint_after(&opts, &[3, 1], None, &mut seen).await;
+    let merged = checkpoint_after(&opts, &[1, 1, 1], merged, &mut seen).await;
     // At 1: the rest.
     seen.extend(drain(&mut subtask(&opts, 0, 1, merged)).await);
     seen.sort_unstable();
