@@ -180,7 +180,7 @@ fn result(kind: Kind, sum: &ExactSum, count: u64) -> Option<f64> {
 /// State columns of groups: counts (NULL for an empty group) and partial lists.
 fn state_columns(sums: &[ExactSum], counts: &[u64]) -> Vec<ArrayRef> {
     let counts_col: UInt64Array = counts.iter().map(|&n| (n > 0).then_some(n)).collect();
-    let values = sums.iter().map(|s| s.terms().len() + 1).sum();
+    let values = sums.iter().map(ExactSum::len_hint).sum();
     let mut lists = ListBuilder::with_capacity(Float64Builder::with_capacity(values), sums.len());
     for (s, &n) in sums.iter().zip(counts) {
         match n {
