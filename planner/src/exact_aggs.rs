@@ -12,7 +12,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListBuilder, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, ListBuilder,
+    UInt64Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
 use datafusion::common::{Result, ScalarValue};
@@ -194,17 +195,32 @@ fn state_columns(sums: &[ExactSum], counts: &[u64]) -> Vec<ArrayRef> {
     vec![Arc::new(counts_col), Arc::new(lists.finish())]
 }
 
-/// Add state row `row` of `states` (counts, partial lists) into `sum` and `count`.
-fn merge_row(states: &[ArrayRef], row: usize, sum: &mut ExactSum, count: &mut u64) {
-    let counts = states[0].as_primitive::<UInt64Type>();
-    let lists = states[1].as_list::<i32>();
-    if counts.is_null(row) || lists.is_null(row) {
-        return;
+/// State columns (counts, partial lists) read without a slice per row.
+struct StateRows<'a> {
+    counts: &'a UInt64Array,
+    lists: &'a ListArray,
+    values: &'a [f64],
+}
+
+impl<'a> StateRows<'a> {
+    fn new(states: &'a [ArrayRef]) -> Self {
+        let lists = states[1].as_list::<i32>();
+        Self {
+            counts: states[0].as_primitive::<UInt64Type>(),
+            lists,
+            values: lists.values().as_primitive::<Float64Type>().values(),
+        }
     }
-    *count += counts.value(row);
-    let list = lists.value(row);
-    for v in list.as_primitive::<Float64Type>().values() {
-        sum.add(*v);
+
+    /// Add state row `row` into `sum` and `count`.
+    fn merge(&self, row: usize, sum: &mut ExactSum, count: &mut u64) {
+        if self.counts.is_null(row) || self.lists.is_null(row) {
+            return;
+        }
+        *count += self.counts.value(row);
+        let offsets = self.lists.value_offsets();
+        let (lo, hi) = (offsets[row] as usize, offsets[row + 1] as usize);
+        self.values[lo..hi].iter().for_each(|v| sum.add(*v));
     }
 }
 
@@ -280,8 +296,9 @@ impl GroupsAccumulator for ExactGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.resize(total_num_groups);
+        let states = StateRows::new(values);
         for (row, &g) in group_indices.iter().enumerate() {
-            merge_row(values, row, &mut self.sums[g], &mut self.counts[g]);
+            states.merge(row, &mut self.sums[g], &mut self.counts[g]);
         }
         Ok(())
     }
@@ -359,8 +376,9 @@ impl Accumulator for ExactAccumulator {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = StateRows::new(states);
         for row in 0..states[0].len() {
-            merge_row(states, row, &mut self.sum, &mut self.count);
+            rows.merge(row, &mut self.sum, &mut self.count);
         }
         Ok(())
     }
