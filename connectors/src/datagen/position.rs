@@ -25,6 +25,10 @@ impl Done {
         if r.is_empty() {
             return;
         }
+        if let Some(last) = self.done.last_mut().filter(|l| l.1 == r.start) {
+            last.1 = r.end; // the next batch of a run: nothing to sort
+            return;
+        }
         self.done.push((r.start, r.end));
         self.done.sort_unstable();
         let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.done.len());
