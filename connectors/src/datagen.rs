@@ -92,7 +92,6 @@ impl SourceFactory for DatagenSourceFactory {
             ctx,
             gens,
             todo: done.todo(&share).into(),
-            emitted: done.rows(),
             done,
             rate,
             batch_rows,
@@ -125,8 +124,6 @@ struct DatagenSource {
     done: Done,
     rate: f64,
     batch_rows: usize,
-    /// How many rows of its share are done, to pace by.
-    emitted: u64,
     /// When the first batch was produced; batch `k` is due at `started + rows_before_k / rate`.
     started: Option<Instant>,
 }
@@ -148,16 +145,13 @@ impl DatagenSource {
             return Ok(SourceEvent::End);
         };
         let n = (self.batch_rows as u64).min(next.end - next.start) as usize;
-        let done_before = self.emitted;
+        // Rows done so far are due this long after the start; the first batch of a run counts
+        // its start as if the rows before it had been produced at the rate.
+        let offset = Duration::try_from_secs_f64(self.done.rows() as f64 / self.rate).ok();
         let started = *self.started.get_or_insert_with(|| {
-            // Pace from this run's start, as if the rows before it had been produced at the rate.
-            let ahead =
-                Duration::try_from_secs_f64(done_before as f64 / self.rate).unwrap_or_default();
-            Instant::now()
-                .checked_sub(ahead)
-                .unwrap_or_else(Instant::now)
+            let now = Instant::now();
+            now.checked_sub(offset.unwrap_or_default()).unwrap_or(now)
         });
-        let offset = Duration::try_from_secs_f64(self.emitted as f64 / self.rate).ok();
         if let Some(due) = offset.and_then(|d| started.checked_add(d)) {
             tokio::time::sleep_until(due).await;
         }
@@ -170,7 +164,6 @@ impl DatagenSource {
             false => self.todo[0].start = rows.end,
         }
         self.done.add(rows);
-        self.emitted += n as u64;
         JobMetrics::add(&self.ctx.metrics.rows_in, n);
         Ok(SourceEvent::Batch(batch))
     }

@@ -348,12 +348,11 @@ impl ExactAccumulator {
     /// Add each non-null value of `values`, negated when `sign` is -1.
     fn apply(&mut self, values: &ArrayRef, sign: f64) {
         let values = values.as_primitive::<Float64Type>();
-        for v in values.iter().flatten() {
-            self.sum.add(sign * v);
-            match sign > 0.0 {
-                true => self.count += 1,
-                false => self.count = self.count.saturating_sub(1),
-            }
+        values.iter().flatten().for_each(|v| self.sum.add(sign * v));
+        let n = (values.len() - values.null_count()) as u64;
+        match sign > 0.0 {
+            true => self.count += n,
+            false => self.count = self.count.saturating_sub(n),
         }
     }
 }

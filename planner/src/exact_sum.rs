@@ -97,11 +97,6 @@ impl ExactSum {
         }
     }
 
-    /// Add every value `other` holds.
-    pub fn merge(&mut self, other: &ExactSum) {
-        other.values().for_each(|x| self.add(x));
-    }
-
     /// The exact sum rounded to the nearest DOUBLE (ties to even).
     pub fn value(&self) -> f64 {
         if self.special != 0.0 {
@@ -287,7 +282,7 @@ mod tests {
             for chunk in values.chunks(values.len().div_ceil(parts)) {
                 let mut part = ExactSum::default();
                 chunk.iter().for_each(|&v| part.add(v));
-                total.merge(&part);
+                part.values().for_each(|v| total.add(v));
             }
             assert_eq!(forward.to_bits(), total.value().to_bits(), "{parts} parts");
         }

@@ -143,10 +143,8 @@ impl RetractAcc {
             Kind::Sum { sums, n, .. } => {
                 let sums = match sums {
                     Sums::Int(v) => v.capacity() * size_of::<i128>(),
-                    Sums::Float(v) => {
-                        let heap: usize = v.iter().map(ExactSum::heap_size).sum();
-                        v.capacity() * size_of::<ExactSum>() + heap
-                    }
+                    // Without the rare spilled partials (no walk of every group).
+                    Sums::Float(v) => v.capacity() * size_of::<ExactSum>(),
                 };
                 sums + n.capacity() * size_of::<i64>()
             }
