@@ -242,6 +242,10 @@ pub(crate) async fn same_output(clean: &Out, other: &Out, broker: &Broker) -> Re
             return Err(format!("{sink}: the clean run wrote nothing"));
         }
         if a != b {
+            let ends = match other {
+                Out::Topics(prefix) => topic_ends(broker, &format!("{prefix}-{sink}")),
+                _ => String::new(),
+            };
             let only = |x: &BTreeMap<String, usize>, y: &BTreeMap<String, usize>| {
                 let rows = x.iter().filter(|(k, n)| y.get(*k) != Some(n));
                 rows.take(5)
@@ -249,13 +253,35 @@ pub(crate) async fn same_output(clean: &Out, other: &Out, broker: &Broker) -> Re
                     .collect::<Vec<_>>()
             };
             return Err(format!(
-                "{sink} differs: clean-only {:?}, other-only {:?}",
+                "{sink} differs: clean-only {:?}, other-only {:?}{ends}",
                 only(&a, &b),
                 only(&b, &a)
             ));
         }
     }
     Ok(())
+}
+
+/// Each partition's end as a `read_committed` reader and as any reader sees it: a stable end
+/// short of the log's end is a transaction left open, which hides every row after it.
+fn topic_ends(broker: &Broker, topic: &str) -> String {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let ends = |level: &str| -> Vec<i64> {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .set("isolation.level", level)
+            .create()
+            .unwrap();
+        let t = Duration::from_secs(5);
+        (0..2)
+            .map(|p| c.fetch_watermarks(topic, p, t).map_or(-1, |w| w.1))
+            .collect()
+    };
+    format!(
+        "; '{topic}' partitions end at {:?}, stable up to {:?}",
+        ends("read_uncommitted"),
+        ends("read_committed")
+    )
 }
 
 /// Run the job cleanly and under repeated SIGKILLs; the committed outputs must be equal.

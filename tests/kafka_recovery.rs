@@ -282,3 +282,70 @@ async fn the_recovery_scan_fails_with_a_message_when_the_broker_stays_away() {
     let e = r.expect_err("no guess while the broker is away");
     assert!(e.contains("recovery could not read"), "{e}");
 }
+
+/// A transaction left open by `txn_id` (as a crashed producer leaves it), holding back
+/// `read_committed` readers of partitions 0 and 1 from its first record on.
+async fn leave_open(
+    broker: &Broker,
+    topic: &str,
+    txn_id: &str,
+) -> rdkafka::producer::FutureProducer {
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("transactional.id", txn_id)
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for p in [0, 1] {
+        let rec = FutureRecord::to(topic)
+            .partition(p)
+            .key("k")
+            .payload("open");
+        producer.send(rec, Duration::from_secs(10)).await.unwrap();
+    }
+    producer
+}
+
+#[tokio::test]
+async fn the_recovery_scan_waits_for_an_open_transaction_before_rows_committed_after_it() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let broker = Broker::start();
+    let topic = "txn-open";
+    broker.create_topic(topic, 2).await;
+    let _open = leave_open(&broker, topic, "crashed-subtask").await;
+    produce_marked(&broker, topic, "weir-t:9", 30).await;
+    let config = read_committed(&broker);
+    let scan = std::thread::spawn(move || {
+        let from = BTreeMap::from([(0, 0), (1, 0)]);
+        weir::connectors::testing::visible_seqs(
+            &config,
+            topic,
+            &from,
+            "weir-t:9",
+            Duration::from_secs(60),
+        )
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !scan.is_finished(),
+        "the scan ended behind an open transaction"
+    );
+    // A restarted sink fences the crashed producer's id, which aborts its transaction.
+    let fence: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("transactional.id", "crashed-subtask")
+        .create()
+        .unwrap();
+    fence.init_transactions(Duration::from_secs(30)).unwrap();
+    let seen = scan
+        .join()
+        .unwrap()
+        .expect("the scan ends once the transaction is aborted");
+    assert_eq!(
+        seen.len(),
+        30,
+        "rows committed after the open transaction were missed"
+    );
+}

@@ -25,14 +25,20 @@ fn start_at(job: &Path, ckpt: &Path, p: &str) -> Child {
     start_with(job, ckpt, &["-p", p])
 }
 
-/// The parallelism checkpoint `id` in `dir` was taken at (its `job parallelism` entry).
-fn parallelism_of(dir: &Path, id: u64) -> String {
+/// The parallelism checkpoint `id` in `dir` was taken at (its `job parallelism` entry), and
+/// how many subtasks its sinks ran as (the most of any sink).
+fn parallelism_of(dir: &Path, id: u64) -> (String, usize) {
     let meta = dir.join(format!("chk-{id:08}")).join("_metadata");
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
-    meta["layouts"]["job parallelism"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
+    let layouts = meta["layouts"].as_object().expect("layouts");
+    let sink_subtasks = layouts
+        .keys()
+        .filter_map(|k| k.strip_prefix("sink-"))
+        .map(|k| k.split_once('.').map_or(0, |(_, i)| i.parse().unwrap()) + 1)
+        .max()
+        .unwrap_or(0);
+    let p = layouts["job parallelism"].as_str().unwrap_or_default();
+    (p.to_string(), sink_subtasks)
 }
 
 /// Let the run take `n` checkpoints of its own after `from`, then SIGKILL it; the checkpoint
@@ -61,7 +67,12 @@ async fn kill_at_then_finish(dir: &Path, first: &str, second: &str) {
         let mut run = start_at(&file, &ckpt, p);
         let id = kill_after_checkpoints(&mut run, &ckpt, at, 3).await;
         let layout = format!("{p} subtasks, 128 key groups");
-        assert_eq!(parallelism_of(&ckpt, id), layout);
+        let n: usize = p.parse().unwrap();
+        assert_eq!(
+            parallelism_of(&ckpt, id),
+            (layout, n),
+            "(job, sink subtasks)"
+        );
         at = Some(id);
     }
     let status = start_at(&file, &ckpt, "1").wait().unwrap();
@@ -90,9 +101,9 @@ fn out(target: Target, dir: &Path, name: &str) -> Out {
 }
 
 /// Run the job cleanly, then at parallelism 2, 4 and 1 with SIGKILLs between: the committed
-/// outputs must be equal. File sinks run as many subtasks as the windows, each with its own
-/// files (the exactly-once Kafka sink runs as one task), so their restores also hand the old
-/// subtasks' pending files on.
+/// outputs must be equal. The sinks run as many subtasks as the windows, each with its own
+/// files or transactional id, so their restores also hand the old subtasks' pending files or
+/// transactions on.
 async fn rescale(target: Target, name: &str) {
     let broker = Broker::start();
     let topic = format!("rescale-{name}");

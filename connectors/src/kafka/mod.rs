@@ -5,6 +5,7 @@
 //! watermarks, dead letters with topic/partition/offset) and writing in [`sink`].
 
 mod dead_letter;
+mod handover;
 mod key;
 mod lag;
 pub(crate) mod metadata;

@@ -1,9 +1,12 @@
 //! The exactly-once sink's recovery scan: which rows of a pending checkpoint a `read_committed`
-//! reader already sees. Each partition is read up to its last stable offset, taken when the scan
-//! starts (records committed later cannot be this sink's: it is the only writer of its
-//! transactional id, and it is not running). A slow or paused broker is waited for, with
-//! backoff, up to a deadline; then the scan fails with what it could not read, never a guess
-//! (a guess would produce rows twice or lose them).
+//! reader already sees. Each partition is read up to its end when the scan starts (records
+//! written later cannot be the crashed run's: its producers were fenced before the scan).
+//! First the scan waits until no open transaction lies before that end (its last stable
+//! offset has reached it): an open transaction of a crashed producer whose abort is still
+//! under way, or of another subtask, would otherwise hide rows committed after it, which the
+//! sink would then produce twice. A slow or paused broker, or a transaction that stays open,
+//! is waited for, with backoff, up to a deadline; then the scan fails with what it could not
+//! read, never a guess (a guess would produce rows twice or lose them).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -21,7 +24,8 @@ pub(crate) const RECOVERY_DEADLINE: Duration = Duration::from_secs(120);
 /// How far each partition has been read, against where it must get to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ScanProgress {
-    /// Partition -> last stable offset when the scan started (exclusive end).
+    /// Partition -> end of the log when the scan started (exclusive end), which the last
+    /// stable offset had reached before reading began.
     ends: BTreeMap<i32, i64>,
     /// Partition -> next offset to read.
     at: BTreeMap<i32, i64>,
@@ -63,7 +67,7 @@ impl ScanProgress {
     }
 }
 
-/// The `weir.seq` of every record of `topic` from `from` to the last stable offsets that is
+/// The `weir.seq` of every record of `topic` from `from` to the end of the log that is
 /// marked `marker`. `config` must read with `isolation.level = read_committed`.
 pub fn visible_seqs(
     config: &ClientConfig,
@@ -74,7 +78,11 @@ pub fn visible_seqs(
 ) -> Result<HashSet<u64>, String> {
     let give_up = Instant::now() + deadline;
     let consumer: BaseConsumer = config.create().map_err(|e| e.to_string())?;
-    let ends = stable_ends(&consumer, topic, from, give_up)?;
+    let mut uncommitted = config.clone();
+    uncommitted.set("isolation.level", "read_uncommitted");
+    let probe: BaseConsumer = uncommitted.create().map_err(|e| e.to_string())?;
+    let ends = log_ends(&probe, topic, from, give_up)?;
+    settle(&consumer, topic, &ends, give_up)?;
     let mut progress = ScanProgress::new(from, ends);
     let mut tpl = TopicPartitionList::new();
     for (p, o) in from {
@@ -137,34 +145,66 @@ fn positions(consumer: &BaseConsumer, topic: &str) -> Vec<(i32, i64)> {
         .collect()
 }
 
-/// Each partition's last stable offset, asking again with backoff while the broker is slow.
-fn stable_ends(
-    consumer: &BaseConsumer,
+/// One partition's end offset as `consumer` sees it (the high watermark, or the last stable
+/// offset when it reads committed records), asking again with backoff while the broker is slow.
+fn end_of(consumer: &BaseConsumer, topic: &str, p: i32, give_up: Instant) -> Result<i64, String> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if Instant::now() + backoff > give_up => {
+                return Err(format!(
+                    "recovery could not read the end offset of '{topic}' partition {p}: {e}"
+                ))
+            }
+            Err(e) => {
+                tracing::warn!("kafka recovery: end offset of '{topic}'/{p}: {e}; retrying");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Each scanned partition's end of the log (`probe` reads uncommitted records).
+fn log_ends(
+    probe: &BaseConsumer,
     topic: &str,
     from: &BTreeMap<i32, i64>,
     give_up: Instant,
 ) -> Result<BTreeMap<i32, i64>, String> {
-    let mut ends = BTreeMap::new();
-    for p in from.keys() {
-        let mut backoff = Duration::from_millis(100);
-        let end = loop {
-            match consumer.fetch_watermarks(topic, *p, Duration::from_secs(5)) {
-                Ok((_, high)) => break high,
-                Err(e) if Instant::now() + backoff > give_up => {
-                    return Err(format!(
-                        "recovery could not read the end offset of '{topic}' partition {p}: {e}"
-                    ))
-                }
-                Err(e) => {
-                    tracing::warn!("kafka recovery: end offset of '{topic}'/{p}: {e}; retrying");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+    from.keys()
+        .map(|p| Ok((*p, end_of(probe, topic, *p, give_up)?)))
+        .collect()
+}
+
+/// Wait until every partition's last stable offset has reached `ends`: no transaction that
+/// began before them is still open.
+fn settle(
+    consumer: &BaseConsumer,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    give_up: Instant,
+) -> Result<(), String> {
+    for (p, end) in ends {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let stable = end_of(consumer, topic, *p, give_up)?;
+            if stable >= *end {
+                break;
             }
-        };
-        ends.insert(*p, end);
+            if Instant::now() + backoff > give_up {
+                return Err(format!(
+                    "recovery waited in vain for an open transaction on '{topic}' partition \
+                     {p} to end (stable up to {stable}, written up to {end}); the job fails \
+                     rather than guess which rows the crashed run committed"
+                ));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
     }
-    Ok(ends)
+    Ok(())
 }
 
 #[cfg(test)]

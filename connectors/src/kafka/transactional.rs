@@ -12,11 +12,17 @@
 //! produces only the others in a new transaction. So a crash before, during or after a commit
 //! leaves every row visible exactly once, also on brokers whose `read_committed` still shows
 //! records of aborted transactions.
+//!
+//! The sink runs one subtask per subtask of its input, each with its own transactional id and
+//! state directory; a restore at any parallelism is finished by the first subtask
+//! ([`super::handover`]). The subtasks take turns to commit ([`commit_turn`]), so one
+//! transaction per topic is open at a time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::array::BooleanArray;
@@ -33,6 +39,7 @@ use weir_engine::checkpoint::pending;
 use weir_engine::connector::SinkContext;
 use weir_engine::{EngineError, Result};
 
+use super::handover::{self, OldSubtask};
 use super::recovery_scan::{visible_seqs, RECOVERY_DEADLINE};
 use super::sink::Partitioner;
 use super::writer::RecordWriter;
@@ -40,7 +47,7 @@ use super::{KafkaOptions, NAME};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn err(m: impl std::fmt::Display) -> EngineError {
+pub(super) fn err(m: impl std::fmt::Display) -> EngineError {
     EngineError::connector(NAME, m.to_string())
 }
 
@@ -49,11 +56,11 @@ fn err(m: impl std::fmt::Display) -> EngineError {
 /// field order, so both forms read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Pending {
-    checkpoint: u64,
+    pub(super) checkpoint: u64,
     /// The rows of the checkpoint's interval, written ahead (Arrow IPC).
-    file: PathBuf,
+    pub(super) file: PathBuf,
     /// Per partition, an offset at or before the first record this checkpoint can produce.
-    from: BTreeMap<i32, i64>,
+    pub(super) from: BTreeMap<i32, i64>,
 }
 
 pub(super) struct TransactionalSink {
@@ -63,8 +70,11 @@ pub(super) struct TransactionalSink {
     dir: PathBuf,
     epoch: Option<StreamWriter<BufWriter<File>>>,
     pending: Vec<Pending>,
-    /// Restored work still to finish before anything else.
-    recovering: Option<Vec<Pending>>,
+    /// The restored checkpoint's subtasks, which the first subtask finishes before anything
+    /// else (empty for the others).
+    recovering: Vec<OldSubtask>,
+    /// The files of the restored checkpoint's intervals, which no subtask clears.
+    restored_files: HashSet<PathBuf>,
     ready: bool,
 }
 
@@ -83,16 +93,14 @@ impl TransactionalSink {
         let leaf = dir.file_name().map(|n| n.to_string_lossy().to_string());
         let txn_id = format!("{prefix}-{}", leaf.unwrap_or_default());
         let writer = RecordWriter::new(&ctx, partitioner, Some(&txn_id))?;
-        let recovering = match &ctx.restore {
-            // The sink runs as one task (`KafkaSinkFactory::parallel`), so a checkpoint has
-            // one snapshot of it; several would be a checkpoint this sink cannot finish.
-            Some(r) if !r.subtasks.is_empty() => {
-                return Err(err(
-                    "the checkpoint holds several subtasks of this sink; it runs as one",
-                ))
+        let old = handover::old_subtasks(&ctx, &prefix, &dir)?;
+        let restored_files = handover::referenced(&old);
+        let recovering = match ctx.subtask.index {
+            0 => {
+                handover::fence_all(&ctx, &old, TIMEOUT)?;
+                old
             }
-            Some(r) => Some(parse_pending(&r.pending)?),
-            None => None,
+            _ => Vec::new(),
         };
         Ok(Self {
             ctx,
@@ -102,25 +110,31 @@ impl TransactionalSink {
             epoch: None,
             pending: Vec::new(),
             recovering,
+            restored_files,
             ready: false,
         })
     }
 
-    /// Fence any earlier producer of this transactional id (aborting its open transaction),
-    /// finish the restored checkpoint's commits, and clear files no checkpoint refers to.
+    /// Fence any earlier producer of this transactional id, finish the restored checkpoint's
+    /// commits (the first subtask, for every old subtask: their producers were fenced at
+    /// open), and clear files no checkpoint refers to.
     async fn prepare(&mut self) -> Result<()> {
         if self.ready {
             return Ok(());
         }
         let producer = self.writer.producer.clone();
         blocking(move || producer.init_transactions(TIMEOUT)).await?;
-        let keep: Vec<Pending> = self.recovering.take().unwrap_or_default();
-        for p in &keep {
-            self.publish(p, true).await?;
+        let owned = handover::current_dirs(&self.ctx, &self.dir);
+        for old in std::mem::take(&mut self.recovering) {
+            for p in &old.pending {
+                self.publish(p, &old.txn_id, true).await?;
+            }
+            if !owned.contains(&old.dir) {
+                handover::clear_dir(&old.dir, &HashSet::new());
+                let _ = std::fs::remove_dir(&old.dir);
+            }
         }
-        for e in std::fs::read_dir(&self.dir).map_err(err)?.flatten() {
-            let _ = std::fs::remove_file(e.path());
-        }
+        handover::clear_dir(&self.dir, &self.restored_files);
         self.ready = true;
         Ok(())
     }
@@ -169,13 +183,23 @@ impl TransactionalSink {
     }
 
     /// Produce a sealed interval in one transaction; with `resume`, skip rows already visible.
-    async fn publish(&mut self, p: &Pending, resume: bool) -> Result<()> {
-        let marker = format!("{}:{}", self.txn_id, p.checkpoint);
+    /// `txn_id` is the transactional id of the subtask that sealed it (the records' marker).
+    async fn publish(&mut self, p: &Pending, txn_id: &str, resume: bool) -> Result<()> {
+        let marker = format!("{txn_id}:{}", p.checkpoint);
         let Ok(file) = File::open(&p.file) else {
             return Ok(()); // published and cleaned up before the crash
         };
+        let bootstrap = self.ctx.table.option("properties.bootstrap.servers");
+        let turn = commit_turn(bootstrap.unwrap_or_default(), &self.writer.topic);
+        let _turn = turn.lock().await;
         let present = if resume {
-            self.visible_rows(&marker, &p.from).await?
+            let seen = self.visible_rows(&marker, &p.from).await?;
+            tracing::info!(
+                "kafka sink '{}': {} rows of transaction {marker} were already committed",
+                self.ctx.table.name,
+                seen.len()
+            );
+            seen
         } else {
             HashSet::new()
         };
@@ -236,6 +260,23 @@ pub(crate) fn parse_pending(text: &str) -> Result<Vec<Pending>> {
     pending::read(text, "kafka sink")
 }
 
+/// The turn to commit into `topic` of the brokers `bootstrap`, shared by every transactional
+/// sink of the process writing there: one transaction per topic is open at a time. Kafka
+/// itself allows transactions to overlap, but some Kafka-protocol brokers do not keep them
+/// apart: tansu 0.6 (which the tests run against) can leave a commit unfinished when another
+/// transaction is open on the same partition, which holds every `read_committed` reader back
+/// for good. A turn is short (it produces a sealed interval from its local file), and the
+/// subtasks still write their intervals in parallel.
+fn commit_turn(bootstrap: &str, topic: &str) -> Arc<tokio::sync::Mutex<()>> {
+    type Turns = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static TURNS: OnceLock<Turns> = OnceLock::new();
+    let mut turns = TURNS.get_or_init(Default::default).lock().expect("lock");
+    turns
+        .entry(format!("{bootstrap}/{topic}"))
+        .or_default()
+        .clone()
+}
+
 /// Run a blocking librdkafka call off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> rdkafka::error::KafkaResult<T> + Send + 'static,
@@ -278,8 +319,9 @@ impl weir_engine::connector::Sink for TransactionalSink {
                 .into_iter()
                 .partition(|p| p.checkpoint <= checkpoint);
             self.pending = later;
+            let txn_id = self.txn_id.clone();
             for p in &ready {
-                self.publish(p, false).await?;
+                self.publish(p, &txn_id, false).await?;
             }
             Ok(())
         })
