@@ -396,7 +396,7 @@ fn line_starts(segment: &[u8]) -> Vec<usize> {
 
 /// The end of the line starting at `pos` (after its `\n`, or the end of `bytes`).
 fn line_end(bytes: &[u8], pos: usize) -> usize {
-    match bytes[pos..].iter().position(|b| *b == b'\n') {
+    match memchr::memchr(b'\n', &bytes[pos..]) {
         Some(i) => pos + i + 1,
         None => bytes.len(),
     }
@@ -457,16 +457,12 @@ pub(crate) fn trim_line_end(line: &[u8]) -> &[u8] {
 
 /// The end of the first `max_lines` lines of `buf` and how many line ends it holds.
 pub(crate) fn advance_lines(buf: &[u8], max_lines: usize) -> (usize, u64) {
-    let mut seen = 0usize;
-    for (i, b) in buf.iter().enumerate() {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == max_lines {
-                return (i + 1, seen as u64);
-            }
+    if max_lines > 0 {
+        if let Some(i) = memchr::memchr_iter(b'\n', buf).nth(max_lines - 1) {
+            return (i + 1, max_lines as u64);
         }
     }
-    (buf.len(), seen as u64)
+    (buf.len(), count_newlines(buf))
 }
 
 #[cfg(test)]

@@ -103,21 +103,29 @@ impl SourceFactory for FilesystemSourceFactory {
 
 /// A subtask's share of the files, in segments, from where the restored position says.
 fn split_source(ctx: SourceContext, options: &FileOptions) -> Result<Box<dyn Source>> {
-    let plan = SegmentPlan::new(list_files(options)?, options.split_bytes)?;
-    let restored = match ctx.restore.as_deref() {
-        None => SplitPosition {
+    let split = ctx
+        .restore
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<SplitPosition>(text).ok());
+    // A restored job keeps its checkpoint's cut unless the option names another (so a
+    // checkpoint taken under an older default still restores).
+    let split_bytes = match &split {
+        Some(p) if ctx.table.option("source.split-size").is_none() => p.split_bytes,
+        _ => options.split_bytes,
+    };
+    let plan = SegmentPlan::new(list_files(options)?, split_bytes)?;
+    let restored = match (ctx.restore.as_deref(), split) {
+        (None, _) => SplitPosition {
             split_bytes: plan.split_bytes,
             ..Default::default()
         },
-        Some(text) => match serde_json::from_str::<SplitPosition>(text) {
-            Ok(p) => p,
-            Err(_) => {
-                let p: FilePosition = serde_json::from_str(text).map_err(|e| {
-                    EngineError::State(format!("unreadable filesystem position ({e}): '{text}'"))
-                })?;
-                SplitPosition::from_single(&plan, p.file, p.offset)?
-            }
-        },
+        (Some(_), Some(p)) => p,
+        (Some(text), None) => {
+            let p: FilePosition = serde_json::from_str(text).map_err(|e| {
+                EngineError::State(format!("unreadable filesystem position ({e}): '{text}'"))
+            })?;
+            SplitPosition::from_single(&plan, p.file, p.offset)?
+        }
     };
     if restored.split_bytes != plan.split_bytes {
         return Err(EngineError::connector(

@@ -501,3 +501,55 @@ async fn a_split_position_resumes_at_the_same_line_even_at_another_parallelism()
     assert_eq!(all, expected, "every row once across the restore");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_restore_keeps_the_checkpoints_cut_unless_the_option_names_another() {
+    let (dir, mut opts) = split_dir();
+    let p = dir.display().to_string();
+    opts.push(("path", p.as_str()));
+    let ctx_of = |opts: &[(&str, &str)], index, restore: Option<String>| {
+        let mut ctx = source_ctx(table(opts, &[("n", DataType::Int32)]), OnError::Skip, 2);
+        ctx.split = weir_engine::connector::Split { index, count: 2 };
+        ctx.restore = restore;
+        ctx
+    };
+    let mut first = Vec::new();
+    let mut positions = Vec::new();
+    for index in 0..2 {
+        let mut source = FilesystemSourceFactory
+            .create(ctx_of(&opts, index, None))
+            .unwrap();
+        let (rows, _, pos) = segments_of(source.as_mut(), Some(2)).await;
+        first.extend(rows.into_iter().flat_map(|(_, n)| n));
+        positions.push(pos);
+    }
+    let t = table(&opts, &[("n", DataType::Int32)]);
+    let merged = FilesystemSourceFactory
+        .merge_positions(&t, &positions)
+        .unwrap();
+    // The checkpoint cut the files into 16-byte segments; the default is another size.
+    let default: Vec<_> = opts
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "source.split-size")
+        .collect();
+    let mut rest = Vec::new();
+    for index in 0..2 {
+        let ctx = ctx_of(&default, index, merged.clone());
+        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
+        let (rows, _, _) = segments_of(source.as_mut(), None).await;
+        rest.extend(rows.into_iter().flat_map(|(_, n)| n));
+    }
+    let mut all: Vec<i32> = first.into_iter().chain(rest).collect();
+    all.sort_unstable();
+    let expected: Vec<i32> = (1..=42).filter(|i| *i != 33).collect();
+    assert_eq!(all, expected, "every row once across the restore");
+    let mut other = default.clone();
+    other.push(("source.split-size", "32b"));
+    let e = FilesystemSourceFactory
+        .create(ctx_of(&other, 0, merged.clone()))
+        .err()
+        .expect("another explicit size is refused");
+    assert!(e.to_string().contains("restore with the same value"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,7 +1,7 @@
 //! Cutting JSON-lines and CSV files into segments that several source subtasks share.
 //!
 //! The files (one, or a directory's in name order) form one ordered stream cut into segments
-//! of about `'source.split-size'` bytes (16 MB by default): segment `k` of a file starts at the
+//! of about `'source.split-size'` bytes (2 MB by default): segment `k` of a file starts at the
 //! line that holds byte `k * size` (just after the line end at or after `k * size - 1`), so
 //! every line is in exactly one segment and the cut depends only on the file's content.
 //! Segments are numbered through all files; subtask `i` of `n` reads segments `i`, `i + n`, ...
@@ -22,8 +22,11 @@ use weir_planner::TableDef;
 
 use super::NAME;
 
-/// Bytes per segment unless `'source.split-size'` says otherwise.
-pub(crate) const DEFAULT_SPLIT_BYTES: u64 = 16 << 20;
+/// Bytes per segment unless `'source.split-size'` says otherwise (or a checkpoint taken with
+/// another size is restored). Small enough that the subtasks' shares of a file end together
+/// (docs/benchmarks.md: 16 MB left one subtask a segment behind on a 150 MB file), large
+/// enough that a segment is many batches.
+pub(crate) const DEFAULT_SPLIT_BYTES: u64 = 2 << 20;
 
 /// `'source.split-size'`: the bytes per segment.
 pub(crate) fn split_bytes(table: &TableDef) -> Result<u64, String> {

@@ -17,10 +17,9 @@ use weir_engine::observe::dead_letter::{BadRecord, OnError};
 use weir_engine::observe::metrics::JobMetrics;
 use weir_engine::{EngineError, Result};
 
-use super::decode::advance_lines;
 use super::source::{dead_letter, OpenFile, CHUNK_BYTES};
 use super::split::{SegmentPlan, SplitPosition, Stripe};
-use super::units::{decode_unit, DecodedUnit, DecoderSpec, Unit};
+use super::units::{DecodedUnit, DecoderSpec};
 use super::NAME;
 
 /// Decoded units a reading thread may be ahead by.
@@ -249,16 +248,19 @@ impl Reader {
         )?;
         let name: Arc<str> = Arc::from(f.name.as_str());
         let mut first_line: Option<u64> = None;
-        let batch_size = self.decoder.batch_size.max(1);
         while file.has_lines()? {
-            let (len, lines) = advance_lines(file.region(), batch_size);
-            let unit = Unit {
-                bytes: file.region()[..len].to_vec(),
+            // Decoded straight from the file's buffer: about `batch_size` whole lines.
+            let segment = decoder
+                .next_segment(file.region())
+                .map_err(|e| EngineError::connector(NAME, format!("{name}: {e}")))?;
+            let mut decoded = DecodedUnit {
+                batch: segment.decoded.batch,
+                bad: segment.decoded.bad,
                 name: name.clone(),
                 first_line: file.line,
+                len: segment.len,
             };
-            file.consume(len, lines);
-            let mut decoded = decode_unit(decoder, unit)?;
+            file.consume(segment.len, segment.lines);
             if !decoded.bad.is_empty() {
                 let base = match first_line {
                     Some(l) => l,

@@ -4,7 +4,7 @@
 //! that was in force before it and results never depend on batch boundaries. Rows whose event
 //! time is NULL cannot be placed in time: they go to the dead letters with that reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,6 +56,12 @@ pub struct SourceDriver {
     /// subtasks share (`runtime/segments.rs`).
     segments: SubtaskSegments,
     board: Arc<SegmentBoard>,
+    /// A segment read ahead while the segments before it are still being read by the other
+    /// subtasks ([`SourceDriver::hold_segment`]): its events, handed on once they are due.
+    held: VecDeque<SourceEvent>,
+    /// The connector's position where the held segment starts: what a checkpoint records
+    /// until the held rows have gone downstream.
+    held_position: Option<Option<String>>,
 }
 
 impl SourceDriver {
@@ -96,6 +102,8 @@ impl SourceDriver {
             counts: BTreeMap::new(),
             segments: SubtaskSegments::default(),
             board: Arc::new(SegmentBoard::default()),
+            held: VecDeque::new(),
+            held_position: None,
         }
     }
 
@@ -120,9 +128,13 @@ impl SourceDriver {
         let Some(ck) = self.ck.as_mut() else {
             return Ok(false);
         };
+        let position = match &self.held_position {
+            Some(held) => held.clone(),
+            None => self.source.snapshot()?,
+        };
         let snapshot = SourceSnapshot {
             version: SourceSnapshot::VERSION,
-            position: self.source.snapshot()?,
+            position,
             partitions: self.partitions.snapshot(),
             watermark: self.watermark,
             segments: self.segments.snapshot(),
@@ -167,9 +179,13 @@ impl SourceDriver {
             tx.sent_by(om.clone());
         }
         loop {
-            if let Some(t) = self.ck.as_mut().and_then(|c| c.take_trigger()) {
-                if self.on_trigger(t, &mut tx).await? {
-                    return Ok(());
+            // Held rows go downstream before a barrier: their position is not the source's.
+            if self.held.is_empty() {
+                self.held_position = None;
+                if let Some(t) = self.ck.as_mut().and_then(|c| c.take_trigger()) {
+                    if self.on_trigger(t, &mut tx).await? {
+                        return Ok(());
+                    }
                 }
             }
             if let Some(position) = self.ck.as_mut().and_then(|c| c.take_completed()) {
@@ -177,10 +193,13 @@ impl SourceDriver {
             }
             // Busy: the time spent inside the source's polls, not the time it waits for data.
             let busy = self.op_metrics.as_ref().map(|m| &m.busy_ns);
-            let event = tokio::select! {
-                biased;
-                _ = cancel.changed() => return Err(EngineError::Cancelled),
-                e = Timed::new(self.source.next(), busy) => e?,
+            let event = match self.held.pop_front() {
+                Some(e) => e,
+                None => tokio::select! {
+                    biased;
+                    _ = cancel.changed() => return Err(EngineError::Cancelled),
+                    e = Timed::new(self.source.next(), busy) => e?,
+                },
             };
             let msgs = match event {
                 SourceEvent::Batch(b) => self.timed_prepare(b, None)?,
@@ -247,6 +266,9 @@ impl SourceDriver {
         cancel: &mut watch::Receiver<bool>,
     ) -> Result<bool> {
         self.segments.start(n);
+        if self.board.prefix(n).is_none() && self.hold_segment(n, tx, cancel).await? {
+            return Ok(true);
+        }
         let mut complete = self.board.subscribe();
         loop {
             if let Some(prefix) = self.board.prefix(n) {
@@ -269,6 +291,78 @@ impl SourceDriver {
                 _ = complete.changed() => {}
             }
         }
+    }
+
+    /// Read segment `n` ahead while the segments before it are not all read: hold its events
+    /// and post its maximum as soon as its end is read, so the subtask reading the next
+    /// segment need not wait for this one's rows to go through the operators after the
+    /// source (they go once the earlier segments are posted, [`SourceDriver::enter_segment`]).
+    /// Until then a checkpoint records the position where the segment starts. Holds at most a
+    /// segment's rows (`'source.split-size'`). True when a trigger ended the source.
+    async fn hold_segment(
+        &mut self,
+        n: u64,
+        tx: &mut Output,
+        cancel: &mut watch::Receiver<bool>,
+    ) -> Result<bool> {
+        self.held_position = Some(self.source.snapshot()?);
+        let mut max = self.segments.current.map_or(WATERMARK_MIN, |c| c.1);
+        loop {
+            let trigger = async {
+                match self.ck.as_mut() {
+                    Some(ck) => ck.next_trigger().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let event = tokio::select! {
+                biased;
+                _ = cancel.changed() => return Err(EngineError::Cancelled),
+                t = trigger => match t {
+                    Some(t) if self.on_trigger(t, tx).await? => return Ok(true),
+                    _ => continue,
+                },
+                e = self.source.next() => e?,
+            };
+            let last = match &event {
+                SourceEvent::Batch(b) => {
+                    max = max.max(self.watermark_max(b)?);
+                    false
+                }
+                SourceEvent::SegmentEnd(m) if *m == n => {
+                    self.board.post(n, max);
+                    true
+                }
+                _ => true,
+            };
+            self.held.push_back(event);
+            if last {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// The largest watermark value among a decoded batch's rows (what
+    /// [`SourceDriver::prepare`] will fold into the segment's running maximum).
+    fn watermark_max(&self, decoded: &RecordBatch) -> Result<i64> {
+        let Some((wm_expr, _)) = &self.wm else {
+            return Ok(WATERMARK_MIN);
+        };
+        if decoded.num_rows() == 0 {
+            return Ok(WATERMARK_MIN);
+        }
+        let full = project(decoded, &self.node.columns, &self.node.table.schema())?;
+        let values = wm_expr.evaluate(&full)?;
+        let unit = match values.values.data_type() {
+            DataType::Timestamp(u, _) => *u,
+            _ => TimeUnit::Nanosecond,
+        };
+        let wm = cast(&values.values, &DataType::Int64)?;
+        let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let top = wm.iter().flatten().max().unwrap_or(i64::MIN);
+        Ok(match top {
+            i64::MIN => WATERMARK_MIN,
+            v => to_ns(v, unit).saturating_sub(values.delay_ns),
+        })
     }
 
     /// [`SourceDriver::prepare`], its time counted as busy.
