@@ -461,44 +461,66 @@ async fn subtasks_share_the_files_in_segments_with_exact_bad_line_origins() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A context for subtask `index` of `count` reading a table with `opts`, from `restore`.
+fn split_ctx(
+    opts: &[(&str, &str)],
+    index: usize,
+    count: usize,
+    restore: Option<String>,
+) -> SourceContext {
+    let mut ctx = source_ctx(table(opts, &[("n", DataType::Int32)]), OnError::Skip, 2);
+    ctx.split = weir_engine::connector::Split { index, count };
+    ctx.restore = restore;
+    ctx
+}
+
+/// Two subtasks each stop after `batches` batches: their rows and their merged position.
+async fn two_stop_after(opts: &[(&str, &str)], batches: usize) -> (Vec<i32>, Option<String>) {
+    let (mut rows, mut positions) = (Vec::new(), Vec::new());
+    for index in 0..2 {
+        let ctx = split_ctx(opts, index, 2, None);
+        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
+        let (seen, _, pos) = segments_of(source.as_mut(), Some(batches)).await;
+        rows.extend(seen.into_iter().flat_map(|(_, n)| n));
+        positions.push(pos);
+    }
+    let t = table(opts, &[("n", DataType::Int32)]);
+    let merged = FilesystemSourceFactory
+        .merge_positions(&t, &positions)
+        .unwrap();
+    (rows, merged)
+}
+
+/// Every row `count` subtasks read from `restore` to the end.
+async fn rest_from(opts: &[(&str, &str)], count: usize, restore: Option<String>) -> Vec<i32> {
+    let mut rows = Vec::new();
+    for index in 0..count {
+        let ctx = split_ctx(opts, index, count, restore.clone());
+        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
+        let (seen, _, _) = segments_of(source.as_mut(), None).await;
+        rows.extend(seen.into_iter().flat_map(|(_, n)| n));
+    }
+    rows
+}
+
+/// Every row of [`split_dir`] once, in order.
+fn assert_every_row_once(first: Vec<i32>, rest: Vec<i32>) {
+    let mut all: Vec<i32> = first.into_iter().chain(rest).collect();
+    all.sort_unstable();
+    let expected: Vec<i32> = (1..=42).filter(|i| *i != 33).collect();
+    assert_eq!(all, expected, "every row once across the restore");
+}
+
 #[tokio::test]
 async fn a_split_position_resumes_at_the_same_line_even_at_another_parallelism() {
     let (dir, mut opts) = split_dir();
     let p = dir.display().to_string();
     opts.push(("path", p.as_str()));
-    let ctx_of = |index, count, restore: Option<String>| {
-        let mut ctx = source_ctx(table(&opts, &[("n", DataType::Int32)]), OnError::Skip, 2);
-        ctx.split = weir_engine::connector::Split { index, count };
-        ctx.restore = restore;
-        ctx
-    };
-    // Two subtasks each stop after three batches; their positions merge into one that a
-    // single reader and then three subtasks resume from.
-    let mut first = Vec::new();
-    let mut positions = Vec::new();
-    for index in 0..2 {
-        let mut source = FilesystemSourceFactory
-            .create(ctx_of(index, 2, None))
-            .unwrap();
-        let (rows, _, pos) = segments_of(source.as_mut(), Some(3)).await;
-        first.extend(rows.into_iter().flat_map(|(_, n)| n));
-        positions.push(pos);
-    }
-    let t = table(&opts, &[("n", DataType::Int32)]);
-    let merged = FilesystemSourceFactory
-        .merge_positions(&t, &positions)
-        .unwrap();
-    let mut rest = Vec::new();
-    for index in 0..3 {
-        let ctx = ctx_of(index, 3, merged.clone());
-        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
-        let (rows, _, _) = segments_of(source.as_mut(), None).await;
-        rest.extend(rows.into_iter().flat_map(|(_, n)| n));
-    }
-    let mut all: Vec<i32> = first.into_iter().chain(rest).collect();
-    all.sort_unstable();
-    let expected: Vec<i32> = (1..=42).filter(|i| *i != 33).collect();
-    assert_eq!(all, expected, "every row once across the restore");
+    // Two subtasks each stop after three batches; their positions merge into one that three
+    // subtasks resume from.
+    let (first, merged) = two_stop_after(&opts, 3).await;
+    let rest = rest_from(&opts, 3, merged).await;
+    assert_every_row_once(first, rest);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -507,47 +529,19 @@ async fn a_restore_keeps_the_checkpoints_cut_unless_the_option_names_another() {
     let (dir, mut opts) = split_dir();
     let p = dir.display().to_string();
     opts.push(("path", p.as_str()));
-    let ctx_of = |opts: &[(&str, &str)], index, restore: Option<String>| {
-        let mut ctx = source_ctx(table(opts, &[("n", DataType::Int32)]), OnError::Skip, 2);
-        ctx.split = weir_engine::connector::Split { index, count: 2 };
-        ctx.restore = restore;
-        ctx
-    };
-    let mut first = Vec::new();
-    let mut positions = Vec::new();
-    for index in 0..2 {
-        let mut source = FilesystemSourceFactory
-            .create(ctx_of(&opts, index, None))
-            .unwrap();
-        let (rows, _, pos) = segments_of(source.as_mut(), Some(2)).await;
-        first.extend(rows.into_iter().flat_map(|(_, n)| n));
-        positions.push(pos);
-    }
-    let t = table(&opts, &[("n", DataType::Int32)]);
-    let merged = FilesystemSourceFactory
-        .merge_positions(&t, &positions)
-        .unwrap();
+    let (first, merged) = two_stop_after(&opts, 2).await;
     // The checkpoint cut the files into 16-byte segments; the default is another size.
     let default: Vec<_> = opts
         .iter()
         .copied()
         .filter(|(k, _)| *k != "source.split-size")
         .collect();
-    let mut rest = Vec::new();
-    for index in 0..2 {
-        let ctx = ctx_of(&default, index, merged.clone());
-        let mut source = FilesystemSourceFactory.create(ctx).unwrap();
-        let (rows, _, _) = segments_of(source.as_mut(), None).await;
-        rest.extend(rows.into_iter().flat_map(|(_, n)| n));
-    }
-    let mut all: Vec<i32> = first.into_iter().chain(rest).collect();
-    all.sort_unstable();
-    let expected: Vec<i32> = (1..=42).filter(|i| *i != 33).collect();
-    assert_eq!(all, expected, "every row once across the restore");
+    let rest = rest_from(&default, 2, merged.clone()).await;
+    assert_every_row_once(first, rest);
     let mut other = default.clone();
     other.push(("source.split-size", "32b"));
     let e = FilesystemSourceFactory
-        .create(ctx_of(&other, 0, merged.clone()))
+        .create(split_ctx(&other, 0, 2, merged))
         .err()
         .expect("another explicit size is refused");
     assert!(e.to_string().contains("restore with the same value"), "{e}");

@@ -31,6 +31,14 @@ use crate::runtime::watermark_expr::{WatermarkExpr, WatermarkValues};
 use crate::window::kernels::to_ns;
 use weir_planner::stream_plan::SourceNode;
 
+/// The next checkpoint trigger of a checkpointing source; never, without checkpoints.
+async fn next_trigger(ck: Option<&mut SourceCheckpoint>) -> Option<Trigger> {
+    match ck {
+        Some(ck) => ck.next_trigger().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The task around a connector source: computes columns and watermarks and sends messages
 /// downstream.
 pub struct SourceDriver {
@@ -275,12 +283,7 @@ impl SourceDriver {
                 self.watermark = self.watermark.max(prefix);
                 return Ok(false);
             }
-            let trigger = async {
-                match self.ck.as_mut() {
-                    Some(ck) => ck.next_trigger().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let trigger = next_trigger(self.ck.as_mut());
             tokio::select! {
                 biased;
                 _ = cancel.changed() => return Err(EngineError::Cancelled),
@@ -308,12 +311,7 @@ impl SourceDriver {
         self.held_position = Some(self.source.snapshot()?);
         let mut max = self.segments.current.map_or(WATERMARK_MIN, |c| c.1);
         loop {
-            let trigger = async {
-                match self.ck.as_mut() {
-                    Some(ck) => ck.next_trigger().await,
-                    None => std::future::pending().await,
-                }
-            };
+            let trigger = next_trigger(self.ck.as_mut());
             let event = tokio::select! {
                 biased;
                 _ = cancel.changed() => return Err(EngineError::Cancelled),
