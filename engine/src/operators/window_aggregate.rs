@@ -5,7 +5,7 @@
 //! windows have all fired). State is keyed by (window end, window start), so firing pops windows
 //! in end order and frees their state at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
@@ -104,10 +104,21 @@ pub(crate) fn for_each_window(
     if s.iter().all(|v| *v == s[0]) && e.iter().all(|v| *v == e[0]) {
         return f((e[0], s[0]), None, &w.keys, &w.input);
     }
-    let mut parts: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
+    // Rows of one window mostly come in runs: looked up only where the window changes.
+    let mut parts: Vec<((i64, i64), Vec<u32>)> = Vec::new();
+    let mut index: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut last = usize::MAX;
     for i in 0..s.len() {
-        parts.entry((e[i], s[i])).or_default().push(i as u32);
+        let window = (e[i], s[i]);
+        if parts.get(last).is_none_or(|p| p.0 != window) {
+            last = *index.entry(window).or_insert_with(|| {
+                parts.push((window, Vec::new()));
+                parts.len() - 1
+            });
+        }
+        parts[last].1.push(i as u32);
     }
+    parts.sort_unstable_by_key(|p| p.0);
     for (window, rows) in parts {
         let idx = UInt32Array::from(rows);
         let keys: Vec<ArrayRef> = w
