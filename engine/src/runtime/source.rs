@@ -31,6 +31,17 @@ use crate::runtime::watermark_expr::{WatermarkExpr, WatermarkValues};
 use crate::window::kernels::to_ns;
 use weir_planner::stream_plan::SourceNode;
 
+/// Watermark values as integers in their time unit (nanoseconds when not a timestamp).
+fn raw_values(values: &WatermarkValues) -> Result<(Int64Array, TimeUnit)> {
+    let unit = match values.values.data_type() {
+        DataType::Timestamp(u, _) => *u,
+        _ => TimeUnit::Nanosecond,
+    };
+    let wm = cast(&values.values, &DataType::Int64)?;
+    let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
+    Ok((wm.clone(), unit))
+}
+
 /// The next checkpoint trigger of a checkpointing source; never, without checkpoints.
 async fn next_trigger(ck: Option<&mut SourceCheckpoint>) -> Option<Trigger> {
     match ck {
@@ -350,16 +361,10 @@ impl SourceDriver {
         }
         let full = project(decoded, &self.node.columns, &self.node.table.schema())?;
         let values = wm_expr.evaluate(&full)?;
-        let unit = match values.values.data_type() {
-            DataType::Timestamp(u, _) => *u,
-            _ => TimeUnit::Nanosecond,
-        };
-        let wm = cast(&values.values, &DataType::Int64)?;
-        let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
-        let top = wm.iter().flatten().max().unwrap_or(i64::MIN);
-        Ok(match top {
-            i64::MIN => WATERMARK_MIN,
-            v => to_ns(v, unit).saturating_sub(values.delay_ns),
+        let (wm, unit) = raw_values(&values)?;
+        Ok(match datafusion::arrow::compute::max(&wm) {
+            None => WATERMARK_MIN,
+            Some(v) => to_ns(v, unit).saturating_sub(values.delay_ns),
         })
     }
 
@@ -506,13 +511,9 @@ impl SourceDriver {
         values: &WatermarkValues,
         parts: Option<&[u32]>,
     ) -> Result<Int64Array> {
-        let unit = match values.values.data_type() {
-            DataType::Timestamp(u, _) => *u,
-            _ => TimeUnit::Nanosecond,
-        };
         let delay = values.delay_ns;
-        let wm = cast(&values.values, &DataType::Int64)?;
-        let wm = wm.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let (wm, unit) = raw_values(values)?;
+        let wm = &wm;
         let now = Instant::now();
         match parts {
             Some(p) => p.iter().for_each(|id| self.partitions.touch(*id, now)),
