@@ -8,23 +8,19 @@
 //! group's sum (the partials), so partial states travel through exchanges and checkpoints as
 //! ordinary Arrow columns.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Float64Builder, ListArray, ListBuilder,
-    UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, ListArray, UInt64Array,
 };
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::utils::AggregateOrderSensitivity;
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
-    ReversedUDAF, SetMonotonicity, Signature,
-};
+use datafusion::logical_expr::{Accumulator, AggregateUDF, EmitTo, GroupsAccumulator};
 
 use crate::exact_sum::ExactSum;
+use crate::overrides::{overriding, Specialised};
 
 /// Which function: the sum, or the sum divided by the count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,130 +29,43 @@ enum Kind {
     Avg,
 }
 
-/// DataFusion's `sum` or `avg`, with exact sums for DOUBLE arguments.
-#[derive(Debug)]
-struct ExactFloat {
-    inner: Arc<AggregateUDF>,
-    kind: Kind,
-}
-
 /// `sum` and `avg` (DataFusion's, as `sum` and `avg` are found in `functions`) with exact
 /// DOUBLE sums, to register in their place.
 pub fn exact_float_aggregates(
     functions: &std::collections::HashMap<String, Arc<AggregateUDF>>,
 ) -> Vec<Arc<AggregateUDF>> {
-    [("sum", Kind::Sum), ("avg", Kind::Avg)]
-        .into_iter()
-        .filter_map(|(name, kind)| {
-            let inner = functions.get(name)?.clone();
-            Some(Arc::new(AggregateUDF::new_from_impl(ExactFloat {
-                inner,
-                kind,
-            })))
-        })
-        .collect()
+    overriding(functions, [("sum", Kind::Sum), ("avg", Kind::Avg)])
 }
 
-impl PartialEq for ExactFloat {
-    fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && self.inner == other.inner
-    }
+/// Whether the argument is one DOUBLE (with a DOUBLE result), not DISTINCT.
+fn double(args: &[FieldRef], result: &DataType, distinct: bool) -> bool {
+    !distinct
+        && args.len() == 1
+        && args[0].data_type() == &DataType::Float64
+        && result == &DataType::Float64
 }
 
-impl Eq for ExactFloat {}
-
-impl Hash for ExactFloat {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.kind.hash(state);
-        self.inner.name().hash(state);
-    }
-}
-
-/// Whether the exact accumulators take this call: one DOUBLE argument, not DISTINCT.
-fn exact(args: &AccumulatorArgs) -> bool {
-    !args.is_distinct
-        && args.expr_fields.len() == 1
-        && args.expr_fields[0].data_type() == &DataType::Float64
-        && args.return_field.data_type() == &DataType::Float64
-}
-
-impl AggregateUDFImpl for ExactFloat {
-    fn name(&self) -> &str {
-        self.inner.inner().name()
+impl Specialised for Kind {
+    fn takes(&self, args: &AccumulatorArgs) -> bool {
+        let result = args.return_field.data_type();
+        double(args.expr_fields, result, args.is_distinct)
     }
 
-    fn aliases(&self) -> &[String] {
-        self.inner.inner().aliases()
+    fn own_state(&self, args: &StateFieldsArgs) -> Option<Vec<FieldRef>> {
+        double(args.input_fields, args.return_type(), args.is_distinct)
+            .then(|| state_fields(args.name))
     }
 
-    fn signature(&self) -> &Signature {
-        self.inner.inner().signature()
+    fn accumulator(&self) -> Box<dyn Accumulator> {
+        Box::new(ExactAccumulator::new(*self))
     }
 
-    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        self.inner.inner().return_type(arg_types)
+    fn groups_accumulator(&self) -> Box<dyn GroupsAccumulator> {
+        Box::new(ExactGroups::new(*self))
     }
 
-    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match exact(&args) {
-            true => Ok(Box::new(ExactAccumulator::new(self.kind))),
-            false => self.inner.inner().accumulator(args),
-        }
-    }
-
-    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let double = args.input_fields.len() == 1
-            && args.input_fields[0].data_type() == &DataType::Float64
-            && args.return_type() == &DataType::Float64;
-        match double && !args.is_distinct {
-            true => Ok(state_fields(args.name)),
-            false => self.inner.inner().state_fields(args),
-        }
-    }
-
-    fn groups_accumulator_supported(&self, args: AccumulatorArgs) -> bool {
-        exact(&args) || self.inner.inner().groups_accumulator_supported(args)
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        match exact(&args) {
-            true => Ok(Box::new(ExactGroups::new(self.kind))),
-            false => self.inner.inner().create_groups_accumulator(args),
-        }
-    }
-
-    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match exact(&args) {
-            true => Ok(Box::new(ExactAccumulator::new(self.kind))),
-            false => self.inner.inner().create_sliding_accumulator(args),
-        }
-    }
-
-    fn order_sensitivity(&self) -> AggregateOrderSensitivity {
-        AggregateOrderSensitivity::Insensitive
-    }
-
-    fn reverse_expr(&self) -> ReversedUDAF {
-        ReversedUDAF::Identical
-    }
-
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.inner().coerce_types(arg_types)
-    }
-
-    fn default_value(&self, data_type: &DataType) -> Result<ScalarValue> {
-        self.inner.inner().default_value(data_type)
-    }
-
-    fn set_monotonicity(&self, data_type: &DataType) -> SetMonotonicity {
-        self.inner.inner().set_monotonicity(data_type)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        self.inner.inner().documentation()
+    fn sliding_accumulator(&self) -> Option<Box<dyn Accumulator>> {
+        Some(Box::new(ExactAccumulator::new(*self)))
     }
 }
 
@@ -178,21 +87,26 @@ fn result(kind: Kind, sum: &ExactSum, count: u64) -> Option<f64> {
     }
 }
 
-/// State columns of groups: counts (NULL for an empty group) and partial lists.
-fn state_columns(sums: &[ExactSum], counts: &[u64]) -> Vec<ArrayRef> {
+/// State columns of groups: counts (NULL for an empty group) and partial lists, built from
+/// one values vector and its offsets (most groups hold one value).
+fn state_columns(sums: &[ExactSum], counts: &[u64]) -> Result<Vec<ArrayRef>> {
     let counts_col: UInt64Array = counts.iter().map(|&n| (n > 0).then_some(n)).collect();
-    let values = sums.iter().map(ExactSum::len_hint).sum();
-    let mut lists = ListBuilder::with_capacity(Float64Builder::with_capacity(values), sums.len());
+    let mut values: Vec<f64> = Vec::with_capacity(sums.len());
+    let mut offsets: Vec<i32> = Vec::with_capacity(sums.len() + 1);
+    offsets.push(0);
     for (s, &n) in sums.iter().zip(counts) {
-        match n {
-            0 => lists.append_null(),
-            _ => {
-                lists.values().extend(s.values().map(Some));
-                lists.append(true);
-            }
+        if n > 0 {
+            values.extend(s.values());
         }
+        let end = i32::try_from(values.len())
+            .map_err(|_| DataFusionError::Internal("exact sum state past 2^31 values".into()))?;
+        offsets.push(end);
     }
-    vec![Arc::new(counts_col), Arc::new(lists.finish())]
+    let nulls = counts_col.nulls().cloned();
+    let item = Arc::new(Field::new_list_field(DataType::Float64, true));
+    let values = Arc::new(Float64Array::from(values));
+    let lists = ListArray::try_new(item, OffsetBuffer::new(offsets.into()), values, nulls)?;
+    Ok(vec![Arc::new(counts_col), Arc::new(lists)])
 }
 
 /// State columns (counts, partial lists) read without a slice per row.
@@ -244,6 +158,21 @@ impl ExactGroups {
         self.sums.resize_with(groups, ExactSum::default);
         self.counts.resize(groups, 0);
     }
+
+    /// How many groups `emit_to` takes.
+    fn emitted(&self, emit_to: EmitTo) -> usize {
+        match emit_to {
+            EmitTo::All => self.sums.len(),
+            EmitTo::First(n) => n.min(self.sums.len()),
+        }
+    }
+
+    /// Remove the first `n` groups, keeping the vectors' capacity (a table whose groups all
+    /// went out is filled again by the next window's).
+    fn remove_first(&mut self, n: usize) {
+        self.sums.drain(..n);
+        self.counts.drain(..n);
+    }
 }
 
 impl GroupsAccumulator for ExactGroups {
@@ -275,18 +204,19 @@ impl GroupsAccumulator for ExactGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let sums = emit_to.take_needed(&mut self.sums);
-        let counts = emit_to.take_needed(&mut self.counts);
-        let out: Float64Array = (sums.iter().zip(&counts))
+        let n = self.emitted(emit_to);
+        let out: Float64Array = (self.sums[..n].iter().zip(&self.counts[..n]))
             .map(|(s, &n)| result(self.kind, s, n))
             .collect();
+        self.remove_first(n);
         Ok(Arc::new(out))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let sums = emit_to.take_needed(&mut self.sums);
-        let counts = emit_to.take_needed(&mut self.counts);
-        Ok(state_columns(&sums, &counts))
+        let n = self.emitted(emit_to);
+        let columns = state_columns(&self.sums[..n], &self.counts[..n])?;
+        self.remove_first(n);
+        Ok(columns)
     }
 
     fn merge_batch(
@@ -318,7 +248,7 @@ impl GroupsAccumulator for ExactGroups {
             sums.push(sum);
             counts.push(u64::from(v.is_some()));
         }
-        Ok(state_columns(&sums, &counts))
+        state_columns(&sums, &counts)
     }
 
     /// Without the rare partials spilled past the inline ones: walking every group on each
@@ -384,7 +314,7 @@ impl Accumulator for ExactAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let columns = state_columns(std::slice::from_ref(&self.sum), &[self.count]);
+        let columns = state_columns(std::slice::from_ref(&self.sum), &[self.count])?;
         columns
             .iter()
             .map(|c| ScalarValue::try_from_array(c, 0))

@@ -151,7 +151,10 @@ impl Planner {
             .with_default_features()
             .with_optimizer_rules(optimizer_rules())
             .build();
-        for f in crate::exact_aggs::exact_float_aggregates(state.aggregate_functions()) {
+        let functions = state.aggregate_functions();
+        let exact = crate::exact_aggs::exact_float_aggregates(functions);
+        let total = crate::total_min_max::total_order_min_max(functions);
+        for f in exact.into_iter().chain(total) {
             let _ = state.register_udaf(f);
         }
         for f in crate::functions::flink_functions() {

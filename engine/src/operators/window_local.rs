@@ -76,6 +76,9 @@ const HOLD_AT_MOST: Duration = Duration::from_secs(1);
 /// How many input rows are folded at most before every partial row goes out.
 const HOLD_ROWS: usize = 1_000_000;
 
+/// How many emptied tables are kept for the next windows (about as many as are open at once).
+const SPARE_TABLES: usize = 4;
+
 /// One window's partial aggregates so far.
 struct OpenWindow {
     table: GroupTable,
@@ -94,6 +97,8 @@ pub struct LocalWindowAggregate {
     converter: Option<RowConverter>,
     /// The open windows, by (end, start).
     windows: BTreeMap<(i64, i64), OpenWindow>,
+    /// Tables of windows gone out, emptied with their capacity kept, for the next windows.
+    spare: Vec<GroupTable>,
     /// The latest ingestion time among the batches folded since the last flush.
     ingest_ns: i64,
     /// When the first row held now was folded, and how many rows are held.
@@ -117,6 +122,7 @@ impl LocalWindowAggregate {
             time,
             converter: None,
             windows: BTreeMap::new(),
+            spare: Vec::new(),
             ingest_ns: 0,
             held_since: None,
             held_rows: 0,
@@ -154,10 +160,16 @@ impl LocalWindowAggregate {
         };
         let open = match self.windows.entry(window) {
             Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(OpenWindow {
-                table: GroupTable::new(converter, self.aggs.clone())?,
-                counts: Vec::new(),
-            }),
+            Entry::Vacant(v) => {
+                let table = match self.spare.pop() {
+                    Some(t) => t,
+                    None => GroupTable::new(converter, self.aggs.clone())?,
+                };
+                v.insert(OpenWindow {
+                    table,
+                    counts: Vec::new(),
+                })
+            }
         };
         open.table.add(&converter.convert_columns(keys)?, input)?;
         open.counts.resize(open.table.num_groups(), 0);
@@ -219,6 +231,9 @@ impl LocalWindowAggregate {
         columns.push(Arc::new(Int64Array::from_value(start, groups)));
         columns.extend(cols);
         columns.push(Arc::new(Int64Array::from(open.counts)));
+        if self.spare.len() < SPARE_TABLES {
+            self.spare.push(open.table);
+        }
         let schema = self.schema_of(&columns);
         let mut batch = StreamBatch::new(RecordBatch::try_new(schema, columns)?);
         batch.ingest_ns = self.ingest_ns;
