@@ -20,7 +20,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, EmitTo, GroupsAccumulator};
 
 use crate::exact_sum::ExactSum;
-use crate::overrides::{overriding, Specialised};
+use crate::overrides::{emitted, overriding, Specialised};
 
 /// Which function: the sum, or the sum divided by the count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -159,14 +159,6 @@ impl ExactGroups {
         self.counts.resize(groups, 0);
     }
 
-    /// How many groups `emit_to` takes.
-    fn emitted(&self, emit_to: EmitTo) -> usize {
-        match emit_to {
-            EmitTo::All => self.sums.len(),
-            EmitTo::First(n) => n.min(self.sums.len()),
-        }
-    }
-
     /// Remove the first `n` groups, keeping the vectors' capacity (a table whose groups all
     /// went out is filled again by the next window's).
     fn remove_first(&mut self, n: usize) {
@@ -204,16 +196,16 @@ impl GroupsAccumulator for ExactGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let n = self.emitted(emit_to);
+        let n = emitted(emit_to, self.sums.len());
         let out: Float64Array = (self.sums[..n].iter().zip(&self.counts[..n]))
-            .map(|(s, &n)| result(self.kind, s, n))
+            .map(|(sum, &count)| result(self.kind, sum, count))
             .collect();
         self.remove_first(n);
         Ok(Arc::new(out))
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        let n = self.emitted(emit_to);
+        let n = emitted(emit_to, self.sums.len());
         let columns = state_columns(&self.sums[..n], &self.counts[..n])?;
         self.remove_first(n);
         Ok(columns)

@@ -12,9 +12,17 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, GroupsAccumulator, ReversedUDAF,
-    SetMonotonicity, Signature, StatisticsArgs,
+    Accumulator, AggregateUDF, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator,
+    ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
 };
+
+/// How many of `len` groups `emit_to` takes (the first ones).
+pub(crate) fn emitted(emit_to: EmitTo, len: usize) -> usize {
+    match emit_to {
+        EmitTo::All => len,
+        EmitTo::First(n) => n.min(len),
+    }
+}
 
 /// What one override does itself; the rest is DataFusion's function.
 pub(crate) trait Specialised: std::fmt::Debug + PartialEq + Eq + Hash + Send + Sync {

@@ -15,7 +15,7 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, EmitTo, GroupsAccumulator};
 
-use crate::overrides::{overriding, Specialised};
+use crate::overrides::{emitted, overriding, Specialised};
 
 /// Which function: MIN or MAX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,10 +128,7 @@ impl<const MAX: bool> GroupExtremes<MAX> {
     /// The groups `emit_to` names, as DOUBLEs (NULL where no value came), taken out. All of
     /// them leaves the vectors empty with their capacity, for the next window's groups.
     fn take(&mut self, emit_to: EmitTo) -> ArrayRef {
-        let n = match emit_to {
-            EmitTo::All => self.keys.len(),
-            EmitTo::First(n) => n.min(self.keys.len()),
-        };
+        let n = emitted(emit_to, self.keys.len());
         let values: Vec<f64> = self.keys.drain(..n).map(unordered).collect();
         let nulls = NullBuffer::from_iter(self.seen.drain(..n));
         let nulls = (nulls.null_count() > 0).then_some(nulls);
