@@ -20,7 +20,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, EmitTo, GroupsAccumulator};
 
 use crate::exact_sum::ExactSum;
-use crate::overrides::{emitted, overriding, Specialised};
+use crate::overrides::{emitted, one_double, overriding, Specialised};
 
 /// Which function: the sum, or the sum divided by the count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,22 +37,14 @@ pub fn exact_float_aggregates(
     overriding(functions, [("sum", Kind::Sum), ("avg", Kind::Avg)])
 }
 
-/// Whether the argument is one DOUBLE (with a DOUBLE result), not DISTINCT.
-fn double(args: &[FieldRef], result: &DataType, distinct: bool) -> bool {
-    !distinct
-        && args.len() == 1
-        && args[0].data_type() == &DataType::Float64
-        && result == &DataType::Float64
-}
-
 impl Specialised for Kind {
     fn takes(&self, args: &AccumulatorArgs) -> bool {
         let result = args.return_field.data_type();
-        double(args.expr_fields, result, args.is_distinct)
+        one_double(args.expr_fields, result, args.is_distinct)
     }
 
     fn own_state(&self, args: &StateFieldsArgs) -> Option<Vec<FieldRef>> {
-        double(args.input_fields, args.return_type(), args.is_distinct)
+        one_double(args.input_fields, args.return_type(), args.is_distinct)
             .then(|| state_fields(args.name))
     }
 

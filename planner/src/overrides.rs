@@ -16,6 +16,15 @@ use datafusion::logical_expr::{
     ReversedUDAF, SetMonotonicity, Signature, StatisticsArgs,
 };
 
+/// Whether a call's arguments are one DOUBLE with a DOUBLE result (the calls the overrides
+/// take), and not DISTINCT when `distinct` matters to the function.
+pub(crate) fn one_double(args: &[FieldRef], result: &DataType, distinct: bool) -> bool {
+    !distinct
+        && args.len() == 1
+        && args[0].data_type() == &DataType::Float64
+        && result == &DataType::Float64
+}
+
 /// How many of `len` groups `emit_to` takes (the first ones).
 pub(crate) fn emitted(emit_to: EmitTo, len: usize) -> usize {
     match emit_to {

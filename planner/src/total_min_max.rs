@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::datatypes::{DataType, FieldRef, Float64Type};
+use datafusion::arrow::datatypes::{FieldRef, Float64Type};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDF, EmitTo, GroupsAccumulator};
 
-use crate::overrides::{emitted, overriding, Specialised};
+use crate::overrides::{emitted, one_double, overriding, Specialised};
 
 /// Which function: MIN or MAX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,9 +35,7 @@ pub fn total_order_min_max(
 impl Specialised for Extreme {
     /// One DOUBLE argument (DISTINCT changes nothing for an extreme).
     fn takes(&self, args: &AccumulatorArgs) -> bool {
-        args.expr_fields.len() == 1
-            && args.expr_fields[0].data_type() == &DataType::Float64
-            && args.return_field.data_type() == &DataType::Float64
+        one_double(args.expr_fields, args.return_field.data_type(), false)
     }
 
     /// DataFusion's state (one column of the argument's type) is written by these
